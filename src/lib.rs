@@ -1,0 +1,39 @@
+//! chatbridge: mirrors a Redis Pub/Sub chat (the seed's wire format, `WIRE.md`) to external links
+//! without losing a message.
+//!
+//! # Layout
+//! The data path reads in file order: `subscription → decode → route → outbox → deliver → links`.
+//!
+//! - [`model`]: the typed chat events of `WIRE.md` (message, system line, typing, read receipt),
+//!   timestamps in every accepted form, user ids that keep their JSON type, room/DM scopes.
+//! - [`pyjson`]: serialises JSON byte-for-byte like Python's `json.dumps`, so what we write
+//!   matches what the seed writes.
+//! - [`store`]: the seed's operations (join, leave, send, DM, typing, read, history, members,
+//!   receipts) on Redis, each one atomic.
+//! - [`config`]: `config.toml` + environment overrides + `${VAR}` secrets, validated all at once.
+//! - [`route`]: the routing table built from the config: scope and event kind → links.
+//! - [`subscription`]: the PSUBSCRIBE session: reconnects with backoff, detects dead connections.
+//! - [`decode`]: turns a raw Pub/Sub payload into an event once; counts and logs what it skips.
+//! - [`catchup`]: after every (re)subscribe, enqueues what history holds beyond each checkpoint.
+//! - [`outbox`]: the durable per-link Redis Streams: idempotent enqueue, reads, acks, dead letters.
+//! - [`deliver`]: one worker per link: read outbox, render, send, retry, acknowledge.
+//! - [`retry`]: the one place that decides whether a failed send is retried, and how long to wait.
+//! - [`links`]: the link kinds (console, webhook; Slack and Discord later) behind one [`links::Target`].
+//! - [`daemon`]: wires it all together; `run(config, shutdown)` returns once drained.
+//! - [`cli`]: the operator commands behind the `chatbridge` binary.
+#![forbid(unsafe_code)]
+
+pub mod catchup;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod decode;
+pub mod deliver;
+pub mod links;
+pub mod model;
+pub mod outbox;
+pub mod pyjson;
+pub mod retry;
+pub mod route;
+pub mod store;
+pub mod subscription;

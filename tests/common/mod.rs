@@ -1,0 +1,5 @@
+//! Test harness shared by the end-to-end tests: real redis-server per test, real HTTP receivers.
+#![allow(dead_code)]
+
+pub mod receiver;
+pub mod redis;
