@@ -10,6 +10,7 @@
 //!   matches what the seed writes.
 //! - [`store`]: the seed's operations (join, leave, send, DM, typing, read, history, members,
 //!   receipts) on Redis, each one atomic.
+//! - [`secret`]: URLs and signing secrets that print redacted, never in full.
 //! - [`config`]: `config.toml` + environment overrides + `${VAR}` secrets, validated all at once.
 //! - [`route`]: the routing table built from the config: scope and event kind → links.
 //! - [`subscription`]: the PSUBSCRIBE session: reconnects with backoff, detects dead connections.
@@ -35,5 +36,6 @@ pub mod outbox;
 pub mod pyjson;
 pub mod retry;
 pub mod route;
+pub mod secret;
 pub mod store;
 pub mod subscription;
