@@ -1,1 +1,452 @@
-//! (being written)
+//! The operator commands behind the `chatbridge` binary. Each returns an exit code; errors
+//! are one clear line on stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+use serde_json::Map;
+
+use crate::config::{self, Config};
+use crate::links::{console, escape_controls};
+use crate::model::{ChatEvent, Outbound, OutboundKind, Scope, UserId};
+use crate::outbox::Outbox;
+use crate::store::{HistoryLimits, Store};
+
+/// sysexits.h EX_CONFIG: the configuration is invalid.
+pub const EX_CONFIG: u8 = 78;
+/// sysexits.h EX_UNAVAILABLE: Redis could not be reached.
+pub const EX_UNAVAILABLE: u8 = 69;
+
+/// chatbridge: mirrors a Redis Pub/Sub chat to Slack, Discord, webhooks and the console,
+/// without losing a message.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "CHATBRIDGE_CONFIG",
+        default_value = "config.toml"
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bridge until SIGTERM or SIGINT.
+    Run,
+    /// Validate the configuration, report every problem, print the routing table.
+    Check,
+    /// Send a message to a room, as a seed client does.
+    Send {
+        room: String,
+        text: String,
+        #[command(flatten)]
+        user: User,
+    },
+    /// Send a direct message from one user id to another.
+    Dm {
+        from: String,
+        to: String,
+        text: String,
+        /// The sender's display name.
+        #[arg(long)]
+        username: String,
+    },
+    /// Join a room (adds to members, publishes the join line).
+    Join {
+        room: String,
+        #[command(flatten)]
+        user: User,
+    },
+    /// Leave a room (removes from members, publishes the leave line).
+    Leave {
+        room: String,
+        #[command(flatten)]
+        user: User,
+    },
+    /// Publish a typing indicator.
+    Typing {
+        room: String,
+        /// The user id (digits are sent as a number, like the seed's ids).
+        #[arg(long)]
+        user_id: String,
+    },
+    /// Mark a room read up to a message id (stores and publishes a read receipt).
+    Read {
+        room: String,
+        /// The id of the last message read.
+        message_id: String,
+        #[arg(long)]
+        user_id: String,
+    },
+    /// Show a room's (or a DM's) history, newest first.
+    History {
+        /// The room (omit with --dm).
+        #[arg(required_unless_present = "dm")]
+        room: Option<String>,
+        /// Show the DM history between two user ids instead.
+        #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with = "room")]
+        dm: Option<Vec<String>>,
+        /// How many messages.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        count: usize,
+        /// Print the stored JSON instead of text lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a room's members.
+    Members { room: String },
+    /// Print live events of some rooms (all rooms and DMs if none given) until Ctrl-C.
+    Tail { rooms: Vec<String> },
+    /// Per-link outbox depth, pending, dead letters and checkpoint.
+    Outbox,
+    /// Inspect, replay or drop a link's dead letters.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Re-enable a link that was disabled because its target said it is gone (HTTP 410).
+    Enable { link: String },
+}
+
+/// Who acts.
+#[derive(Debug, Args)]
+pub struct User {
+    /// The user id (digits are sent as a number, like the seed's ids).
+    #[arg(long)]
+    pub user_id: String,
+    /// The display name.
+    #[arg(long)]
+    pub username: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Show the oldest dead letters.
+    List {
+        link: String,
+        #[arg(short = 'n', long, default_value_t = 20)]
+        count: usize,
+    },
+    /// Put every dead letter back at the end of the link's outbox.
+    Replay { link: String },
+    /// Delete every dead letter.
+    Drop { link: String },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(config::ConfigErrors),
+    #[error("cannot reach redis at {url}: {error}")]
+    Unavailable { url: String, error: String },
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Config(_) => ExitCode::from(EX_CONFIG),
+            Self::Unavailable { .. } => ExitCode::from(EX_UNAVAILABLE),
+            Self::Failed(_) => ExitCode::FAILURE,
+        }
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::Failed(e.to_string())
+}
+
+/// Loads the configuration with the process environment.
+pub fn load_config(cli: &Cli) -> Result<Config, CliError> {
+    let env: config::Env = std::env::vars().collect();
+    config::load(&cli.config, &env).map_err(CliError::Config)
+}
+
+/// `chatbridge check`: prints the routing table or every problem.
+pub fn check(cli: &Cli) -> Result<(), CliError> {
+    let config = load_config(cli)?;
+    print!("{}", config.routing_table());
+    for warning in config.warnings() {
+        println!("warning: {warning}");
+    }
+    println!("{}: OK", cli.config.display());
+    Ok(())
+}
+
+/// Runs every command but `run` and `check`.
+pub async fn execute(cli: &Cli) -> Result<(), CliError> {
+    let config = load_config(cli)?;
+    let url = config.redis.redacted_url();
+    let client = redis::Client::open(config.redis.url.as_str()).map_err(failed)?;
+    let unavailable = |e: &dyn std::fmt::Display| CliError::Unavailable {
+        url: url.clone(),
+        error: e.to_string(),
+    };
+    let con = tokio::time::timeout(
+        crate::connect::CONNECT_TIMEOUT * 2,
+        crate::connect::manager(&client, Duration::ZERO),
+    )
+    .await
+    .map_err(|_| unavailable(&"timed out"))?
+    .map_err(|e| unavailable(&e))?;
+    let limits = HistoryLimits {
+        room: config.history.room_limit,
+        dm: config.history.dm_limit,
+    };
+    let store = Store::new(con.clone(), limits);
+    let outbox = Outbox::new(con);
+    match &cli.command {
+        Command::Run | Command::Check => Ok(()),
+        Command::Tail { rooms } => tail(&client, rooms).await,
+        Command::Outbox => show_outbox(&config, outbox).await,
+        Command::Dlq { action } => dlq(&config, outbox, action).await,
+        Command::Enable { link } => enable(&config, outbox, link).await,
+        chat => chat_command(&store, chat).await,
+    }
+}
+
+async fn chat_command(store: &Store, command: &Command) -> Result<(), CliError> {
+    match command {
+        Command::Send { room, text, user } => {
+            let id = UserId::from_cli(&user.user_id);
+            let sent = store
+                .send(room, &id, &user.username, text, Map::new())
+                .await;
+            println!("{}", sent.map_err(failed)?.id);
+        }
+        Command::Dm {
+            from,
+            to,
+            text,
+            username,
+        } => {
+            let (from, to) = (UserId::from_cli(from), UserId::from_cli(to));
+            let sent = store.send_dm(&from, &to, username, text, Map::new()).await;
+            println!("{}", sent.map_err(failed)?.id);
+        }
+        Command::Join { room, user } => {
+            let id = UserId::from_cli(&user.user_id);
+            println!(
+                "{}",
+                store
+                    .join(room, &id, &user.username)
+                    .await
+                    .map_err(failed)?
+                    .content
+            );
+        }
+        Command::Leave { room, user } => {
+            let id = UserId::from_cli(&user.user_id);
+            println!(
+                "{}",
+                store
+                    .leave(room, &id, &user.username)
+                    .await
+                    .map_err(failed)?
+                    .content
+            );
+        }
+        Command::Typing { room, user_id } => {
+            store
+                .typing(room, &UserId::from_cli(user_id))
+                .await
+                .map_err(failed)?;
+        }
+        Command::Read {
+            room,
+            message_id,
+            user_id,
+        } => {
+            let id = UserId::from_cli(user_id);
+            store
+                .mark_read(room, &id, message_id)
+                .await
+                .map_err(failed)?;
+        }
+        Command::History {
+            room,
+            dm,
+            count,
+            json,
+        } => history(store, room.as_deref(), dm.as_deref(), *count, *json).await?,
+        Command::Members { room } => {
+            for member in store.members(room).await.map_err(failed)? {
+                println!("{member}");
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn history(
+    store: &Store,
+    room: Option<&str>,
+    dm: Option<&[String]>,
+    count: usize,
+    json: bool,
+) -> Result<(), CliError> {
+    let scope = match (room, dm) {
+        (_, Some([a, b])) => Scope::dm(&UserId::from_cli(a), &UserId::from_cli(b)),
+        (Some(room), _) => Scope::Room(room.to_owned()),
+        _ => return Err(failed("give a ROOM or --dm A B")),
+    };
+    for entry in store.history(&scope, count).await.map_err(failed)? {
+        if json {
+            println!("{}", entry.raw);
+            continue;
+        }
+        match entry.event {
+            Ok(ChatEvent::Message(m)) => println!(
+                "{}  {}: {}",
+                m.timestamp,
+                escape_controls(&m.username, 200),
+                escape_controls(&m.content, 4000)
+            ),
+            Ok(_) | Err(_) => println!("(not a message) {}", escape_controls(&entry.raw, 4000)),
+        }
+    }
+    Ok(())
+}
+
+fn as_outbound(scope: &Scope, payload: String) -> Outbound {
+    let kind = ChatEvent::from_slice(payload.as_bytes())
+        .ok()
+        .and_then(|e| e.kind())
+        .map(OutboundKind::Event)
+        .unwrap_or(OutboundKind::Notice);
+    Outbound {
+        entry_id: String::new(),
+        event_id: String::new(),
+        scope: scope.clone(),
+        kind,
+        payload,
+        enqueued_at: chrono::Utc::now(),
+    }
+}
+
+/// Prints live events as console lines until interrupted.
+async fn tail(client: &redis::Client, rooms: &[String]) -> Result<(), CliError> {
+    let mut pubsub = client.get_async_pubsub().await.map_err(failed)?;
+    if rooms.is_empty() {
+        for pattern in crate::subscription::PATTERNS {
+            pubsub.psubscribe(pattern).await.map_err(failed)?;
+        }
+    }
+    for room in rooms {
+        if let Some(problem) = crate::model::room_name_problem(room) {
+            return Err(failed(format!("room `{room}`: {problem}")));
+        }
+        pubsub
+            .subscribe(format!("chat:room:{room}"))
+            .await
+            .map_err(failed)?;
+    }
+    let mut messages = pubsub.on_message();
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else {
+                    return Err(failed("redis closed the connection"));
+                };
+                let Some(scope) = Scope::from_channel(message.get_channel_name()) else {
+                    continue;
+                };
+                let payload = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
+                println!("{}", console::line(&as_outbound(&scope, payload)));
+            }
+            _ = &mut interrupted => return Ok(()),
+        }
+    }
+}
+
+async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError> {
+    println!(
+        "{:<16} {:>8} {:>8} {:>6} {:>10}  last delivered",
+        "link", "depth", "pending", "dead", "delivered"
+    );
+    for link in config.links.keys() {
+        let s = outbox.status(link).await.map_err(failed)?;
+        let last = match (&s.last_id, &s.last_at) {
+            (Some(id), Some(at)) => format!("{id} at {at}"),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "{:<16} {:>8} {:>8} {:>6} {:>10}  {last}",
+            s.link, s.depth, s.pending, s.dead, s.delivered
+        );
+        if let Some(reason) = s.disabled {
+            println!("  DISABLED: {reason} (chatbridge enable {link})");
+        }
+    }
+    Ok(())
+}
+
+fn known_link<'a>(config: &Config, link: &'a str) -> Result<&'a str, CliError> {
+    if config.links.contains_key(link) {
+        Ok(link)
+    } else {
+        let known: Vec<&str> = config.links.keys().map(String::as_str).collect();
+        Err(failed(format!(
+            "no link `{link}` in the configuration (links: {})",
+            known.join(", ")
+        )))
+    }
+}
+
+async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction) -> Result<(), CliError> {
+    match action {
+        DlqAction::List { link, count } => {
+            let link = known_link(config, link)?;
+            let letters = outbox.dlq_list(link, *count).await.map_err(failed)?;
+            if letters.is_empty() {
+                println!("no dead letters for {link}");
+            }
+            for dead in letters {
+                println!(
+                    "{}  {}  {} {}  status={} {}\n  {}",
+                    dead.failed_at,
+                    dead.entry.event_id,
+                    dead.entry.scope,
+                    dead.entry.kind.as_str(),
+                    dead.status.map(|s| s.to_string()).unwrap_or("-".into()),
+                    dead.detail,
+                    dead.entry.payload
+                );
+            }
+        }
+        DlqAction::Replay { link } => {
+            let link = known_link(config, link)?;
+            let moved = outbox.dlq_replay(link).await.map_err(failed)?;
+            println!("replayed {moved} dead letter(s) into the outbox of {link}");
+        }
+        DlqAction::Drop { link } => {
+            let link = known_link(config, link)?;
+            let dropped = outbox.dlq_drop(link).await.map_err(failed)?;
+            println!("dropped {dropped} dead letter(s) of {link}");
+        }
+    }
+    Ok(())
+}
+
+async fn enable(config: &Config, mut outbox: Outbox, link: &str) -> Result<(), CliError> {
+    let link = known_link(config, link)?;
+    if outbox.enable(link).await.map_err(failed)? {
+        println!("{link} enabled: a running daemon resumes delivery within seconds");
+    } else {
+        println!("{link} was not disabled");
+    }
+    Ok(())
+}

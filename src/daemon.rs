@@ -1,1 +1,137 @@
-//! (being written)
+//! `chatbridge run`: wires subscription → intake → outboxes → workers together and shuts them
+//! down in order: stop intake, let in-flight sends finish within the grace period, log what
+//! was cut off, return. Whatever was not sent stays in the outbox for the next start.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::catchup::Limits;
+use crate::config::Config;
+use crate::connect;
+use crate::decode::Decoder;
+use crate::deliver::Worker;
+use crate::intake::Intake;
+use crate::links::{self, Target};
+use crate::outbox::{Outbox, Reader};
+use crate::retry::Backoff;
+use crate::route::Routes;
+
+/// Payloads buffered between the subscription and the intake. When full, the subscription
+/// stops reading and Redis buffers (or drops the connection, after which catch-up recovers).
+const FEED_CAPACITY: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("redis URL: {0}")]
+    RedisUrl(#[from] redis::RedisError),
+}
+
+/// Runs the bridge until `shutdown` completes, then drains and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let client = redis::Client::open(config.redis.url.as_str())?;
+    let stop = CancellationToken::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let started = tokio::select! {
+        started = start(&config, &client, &stop) => started,
+        () = &mut shutdown => None,
+    };
+    let Some(mut tasks) = started else {
+        return Ok(());
+    };
+    tracing::info!(
+        links = config.links.len(),
+        rooms = config.rooms.len(),
+        "chatbridge running"
+    );
+    shutdown.await;
+    tracing::info!(grace = ?config.delivery.shutdown_grace, "shutting down: finishing in-flight sends");
+    stop.cancel();
+    let drained = tokio::time::timeout(config.delivery.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            cut_off = tasks.len(),
+            "grace period over: cutting off sends still in flight; their events stay in the outbox"
+        );
+        tasks.shutdown().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Connects (retrying until Redis answers) and spawns every task.
+async fn start(
+    config: &Config,
+    client: &redis::Client,
+    stop: &CancellationToken,
+) -> Option<JoinSet<()>> {
+    let con = connect_retrying(client, Duration::ZERO).await;
+    let outbox = Outbox::new(con.clone());
+    let http = links::http_client();
+    let mut tasks = JoinSet::new();
+    for (name, link) in &config.links {
+        let target = Arc::new(Target::from_config(name, link, http.clone()));
+        let mut outbox = outbox.clone();
+        while let Err(e) = outbox.ensure_group(name).await {
+            tracing::warn!(link = name, error = %e, "cannot create the outbox group yet");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let reader_con = connect_retrying(client, Duration::from_secs(2)).await;
+        let reader = Reader::new(reader_con, name);
+        let worker = Worker::new(
+            target,
+            outbox,
+            reader,
+            stop.clone(),
+            config.delivery.retry_max_backoff,
+        );
+        tasks.spawn(worker.run());
+    }
+    let (feed_tx, feed_rx) = mpsc::channel(FEED_CAPACITY);
+    tasks.spawn(crate::subscription::run(
+        client.clone(),
+        feed_tx,
+        stop.clone(),
+    ));
+    let intake = Intake {
+        con,
+        outbox,
+        routes: Routes::new(config),
+        decoder: Decoder::default(),
+        limits: Limits {
+            room: config.history.room_limit,
+            dm: config.history.dm_limit,
+        },
+        window: dedupe_window(config),
+    };
+    tasks.spawn(intake.run(feed_rx, stop.clone()));
+    Some(tasks)
+}
+
+/// The de-dup window: at least a full history, so catch-up always finds the last message it
+/// enqueued while that message is still in history.
+pub fn dedupe_window(config: &Config) -> usize {
+    config.history.room_limit.max(config.history.dm_limit) * 2
+}
+
+async fn connect_retrying(client: &redis::Client, extra_wait: Duration) -> ConnectionManager {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        match connect::manager(client, extra_wait).await {
+            Ok(con) => return con,
+            Err(e) => {
+                let wait = backoff.next(None);
+                tracing::warn!(error = %e, retry_in = ?wait, "redis unavailable");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}

@@ -1,1 +1,107 @@
-//! (being written)
+//! Turns raw Pub/Sub payloads into typed events, once. Anything that is not a chat event is
+//! counted by kind and skipped; each kind is logged the first time and then at most once a
+//! minute, so a flood of garbage cannot flood the log or stop the process.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::model::{ChatEvent, Received, Scope};
+
+/// Payloads larger than this are skipped unread (the seed has no limit; Slack's is 40,000
+/// characters, so a real chat line is far below it).
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// How often a kind of skip that keeps happening is logged again.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Counts of skipped payloads, by kind.
+#[derive(Default)]
+pub struct Decoder {
+    /// Skips per kind since start.
+    skipped: HashMap<&'static str, u64>,
+    /// When each kind was last logged, and the count then.
+    logged: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl Decoder {
+    /// Decodes a payload published on `channel`, or counts and skips it.
+    pub fn decode(&mut self, channel: &str, payload: &[u8]) -> Option<Received> {
+        let Some(scope) = Scope::from_channel(channel) else {
+            self.skip(
+                "bad_channel",
+                channel,
+                "channel name is not chat:room:{room} or chat:dm:{a}:{b}",
+            );
+            return None;
+        };
+        self.decode_in(scope, payload)
+    }
+
+    /// Decodes a payload whose scope is already known (a history entry).
+    pub fn decode_in(&mut self, scope: Scope, payload: &[u8]) -> Option<Received> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            let why = format!("{} bytes, limit {MAX_PAYLOAD_BYTES}", payload.len());
+            self.skip("oversized", &scope.channel(), &why);
+            return None;
+        }
+        match ChatEvent::from_slice(payload) {
+            Ok(event) => Some(Received {
+                scope,
+                event,
+                // from_slice succeeded, so the payload is UTF-8.
+                raw: String::from_utf8_lossy(payload).into_owned(),
+            }),
+            Err(e) => {
+                self.skip(e.kind(), &scope.channel(), &e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Counts a skip of some other kind (for example a system line that is neither join nor
+    /// leave, which has no route).
+    pub fn skip(&mut self, kind: &'static str, channel: &str, why: &str) {
+        let count = self.skipped.entry(kind).or_insert(0);
+        *count += 1;
+        let count = *count;
+        let due = match self.logged.get(kind) {
+            None => true,
+            Some((at, logged_count)) => at.elapsed() >= LOG_EVERY && *logged_count < count,
+        };
+        if due {
+            let channel: String = channel.chars().take(120).collect();
+            tracing::warn!(kind, channel, why, skipped_so_far = count, "skipping event");
+            self.logged.insert(kind, (Instant::now(), count));
+        }
+    }
+
+    /// Skips so far, by kind.
+    pub fn skipped(&self) -> &HashMap<&'static str, u64> {
+        &self.skipped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_counted_by_kind_and_good_events_pass() {
+        let mut d = Decoder::default();
+        assert!(d.decode("chat:room:general", b"{not json").is_none());
+        assert!(d.decode("chat:room:general", b"\x00\xff").is_none());
+        assert!(
+            d.decode("chat:room:general", &vec![b' '; MAX_PAYLOAD_BYTES + 1])
+                .is_none()
+        );
+        assert!(d.decode("chat:room:a:b", b"{}").is_none());
+        let typing = br#"{"type": "typing", "user_id": 1, "timestamp": "2026-11-27T20:12:21"}"#;
+        let got = d.decode("chat:room:general", typing).unwrap();
+        assert_eq!(got.scope, Scope::Room("general".into()));
+        assert_eq!(got.raw.as_bytes(), typing);
+        assert_eq!(d.skipped()["not_json"], 1);
+        assert_eq!(d.skipped()["not_utf8"], 1);
+        assert_eq!(d.skipped()["oversized"], 1);
+        assert_eq!(d.skipped()["bad_channel"], 1);
+    }
+}

@@ -12,10 +12,12 @@
 //!   receipts) on Redis, each one atomic.
 //! - [`secret`]: URLs and signing secrets that print redacted, never in full.
 //! - [`config`]: `config.toml` + environment overrides + `${VAR}` secrets, validated all at once.
+//! - [`connect`]: Redis connections with the timeouts each use needs.
 //! - [`route`]: the routing table built from the config: scope and event kind → links.
 //! - [`subscription`]: the PSUBSCRIBE session: reconnects with backoff, detects dead connections.
 //! - [`decode`]: turns a raw Pub/Sub payload into an event once; counts and logs what it skips.
 //! - [`catchup`]: after every (re)subscribe, enqueues what history holds beyond each checkpoint.
+//! - [`intake`]: the task between subscription and outboxes: decode, route, enqueue in batches.
 //! - [`outbox`]: the durable per-link Redis Streams: idempotent enqueue, reads, acks, dead letters.
 //! - [`deliver`]: one worker per link: read outbox, render, send, retry, acknowledge.
 //! - [`retry`]: the one place that decides whether a failed send is retried, and how long to wait.
@@ -27,9 +29,11 @@
 pub mod catchup;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod daemon;
 pub mod decode;
 pub mod deliver;
+pub mod intake;
 pub mod links;
 pub mod model;
 pub mod outbox;

@@ -672,9 +672,15 @@ mod tests {
         let n = |v: u64| UserId::Number(v.into());
         let t = |s: &str| UserId::Text(s.into());
         assert_eq!(Scope::dm(&n(1001), &n(999)).channel(), "chat:dm:999:1001");
-        assert_eq!(Scope::dm(&t("1001"), &t("999")).channel(), "chat:dm:999:1001");
+        assert_eq!(
+            Scope::dm(&t("1001"), &t("999")).channel(),
+            "chat:dm:999:1001"
+        );
         assert_eq!(Scope::dm(&t("1001"), &n(999)).channel(), "chat:dm:999:1001");
-        assert_eq!(Scope::dm(&t("bob"), &t("alice")).channel(), "chat:dm:alice:bob");
+        assert_eq!(
+            Scope::dm(&t("bob"), &t("alice")).channel(),
+            "chat:dm:alice:bob"
+        );
         assert_eq!(Scope::dm(&t("b"), &n(5)).channel(), "chat:dm:5:b");
     }
 
@@ -698,7 +704,10 @@ mod tests {
             (b"\xff\xfe", "not_utf8"),
             (b"{nope", "not_json"),
             (br#"{"type": "message"}"#, "missing_field"),
-            (br#"{"type": "typing", "user_id": [1], "timestamp": "x"}"#, "wrong_type"),
+            (
+                br#"{"type": "typing", "user_id": [1], "timestamp": "x"}"#,
+                "wrong_type",
+            ),
             (br#"{"type": "shout"}"#, "unknown_type"),
         ];
         for (raw, kind) in cases {

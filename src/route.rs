@@ -1,1 +1,95 @@
-//! (being written)
+//! The routing table: which links get an event, from the config's room → links and
+//! link → event kinds, never sending an event back to the link it came from (`origin`).
+
+use std::collections::HashMap;
+
+use crate::config::Config;
+use crate::model::{EventKind, OutboundKind, Scope};
+
+/// One link as a route target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Route {
+    link: String,
+    /// The event kinds the link wants (`events` in its config).
+    events: Vec<EventKind>,
+}
+
+/// Room → links and DMs → links, resolved once from the config.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    rooms: HashMap<String, Vec<Route>>,
+    /// Links that mirror direct messages; empty when `[dms]` is absent.
+    dms: Vec<Route>,
+}
+
+impl Routes {
+    pub fn new(config: &Config) -> Self {
+        let resolve = |names: &[String]| -> Vec<Route> {
+            names
+                .iter()
+                .filter_map(|name| {
+                    config.links.get(name).map(|link| Route {
+                        link: name.clone(),
+                        events: link.events().to_vec(),
+                    })
+                })
+                .collect()
+        };
+        Self {
+            rooms: config
+                .rooms
+                .iter()
+                .map(|room| (room.name.clone(), resolve(&room.links)))
+                .collect(),
+            dms: config
+                .dms
+                .as_ref()
+                .map(|dms| resolve(&dms.links))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn routes(&self, scope: &Scope) -> &[Route] {
+        match scope {
+            Scope::Room(room) => self.rooms.get(room).map(Vec::as_slice).unwrap_or(&[]),
+            Scope::Dm(..) => &self.dms,
+        }
+    }
+
+    /// The links that get an event of `kind` in `scope`, minus its origin link. Notices go to
+    /// every link of the scope.
+    pub fn links_for(
+        &self,
+        scope: &Scope,
+        kind: OutboundKind,
+        origin: Option<&str>,
+    ) -> Vec<String> {
+        self.routes(scope)
+            .iter()
+            .filter(|route| Some(route.link.as_str()) != origin)
+            .filter(|route| match kind {
+                OutboundKind::Event(kind) => route.events.contains(&kind),
+                OutboundKind::Notice => true,
+            })
+            .map(|route| route.link.clone())
+            .collect()
+    }
+
+    /// Whether anything in this scope is mirrored at all.
+    pub fn watches(&self, scope: &Scope) -> bool {
+        !self.routes(scope).is_empty()
+    }
+
+    /// The configured rooms that have at least one link.
+    pub fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms
+            .iter()
+            .filter(|(_, routes)| !routes.is_empty())
+            .map(|(room, _)| room.as_str())
+    }
+
+    /// Whether direct messages are mirrored.
+    pub fn mirrors_dms(&self) -> bool {
+        !self.dms.is_empty()
+    }
+}

@@ -3,3 +3,4 @@
 
 pub mod receiver;
 pub mod redis;
+pub mod seed;

@@ -1,0 +1,227 @@
+//! `config.toml` + environment overrides + `${VAR}` secrets, validated all at once.
+//!
+//! Loading never stops at the first mistake: the file is merged with the `CHATBRIDGE__…`
+//! overrides into one untyped tree (`source`), then each section is read key by key
+//! (`reader`), so `chatbridge check` can list every problem with its key path.
+//!
+//! The environment is always passed in ([`Env`]), never read here: tests inject their own.
+
+mod error;
+mod links;
+mod reader;
+mod rooms;
+mod source;
+mod summary;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use redis::IntoConnectionInfo;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use links::{ConsoleLinkConfig, LinkConfig, WebhookLinkConfig};
+pub use rooms::{DmsConfig, RoomConfig};
+
+use error::Problems;
+use reader::Table;
+
+/// Environment variables: the `CHATBRIDGE__…` overrides and the values of `${NAME}` references.
+pub type Env = std::collections::HashMap<String, String>;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The Redis that carries the chat (`[redis]`).
+    pub redis: RedisConfig,
+    /// How long the chat's history lists are kept when chatbridge writes to them (`[history]`).
+    pub history: HistoryConfig,
+    /// Retry and shutdown timing shared by all links (`[delivery]`).
+    pub delivery: DeliveryConfig,
+    /// Where events can go, by link name (`[links.<name>]`). The name appears in Redis key
+    /// names, logs and the `origin` field of events a link brings in.
+    pub links: BTreeMap<String, LinkConfig>,
+    /// Which rooms are mirrored, and to which links (`[[rooms]]`). Rooms not listed are ignored.
+    pub rooms: Vec<RoomConfig>,
+    /// Which links receive direct messages (`[dms]`). Absent: DMs are not mirrored.
+    pub dms: Option<DmsConfig>,
+}
+
+/// `[redis]`
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// Where the chat's Redis is: `redis://[user:password@]host[:port][/db]`,
+    /// `rediss://…` (TLS) or `unix:///path/to/redis.sock`. Default: `redis://127.0.0.1:6379`.
+    /// May hold a password: it is only ever printed redacted.
+    pub url: String,
+}
+
+impl RedisConfig {
+    /// The URL with any password replaced, safe to print.
+    pub fn redacted_url(&self) -> String {
+        summary::redact_redis_url(&self.url)
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .finish()
+    }
+}
+
+/// `[history]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// How many messages a room's history list keeps when chatbridge adds one (an event from
+    /// a link), as the seed's `LTRIM 0 999` does. 1 to 10000000. Default: 1000, like the seed.
+    pub room_limit: usize,
+    /// The same for a DM's history list. 1 to 10000000. Default: 500, like the seed.
+    pub dm_limit: usize,
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// On SIGTERM/SIGINT, how long in-flight deliveries may finish before chatbridge exits;
+    /// what is cut off stays in the outbox and is sent after restart (`shutdown_grace_secs`,
+    /// 0 to 3600). Default: 10 seconds.
+    pub shutdown_grace: Duration,
+    /// The longest wait between two attempts to deliver to a failing link; waits grow up to
+    /// this (`retry_max_backoff_secs`, 1 to 86400). Default: 300 seconds.
+    pub retry_max_backoff: Duration,
+}
+
+/// Reads the file at `path`, applies the overrides and `${NAME}` references from `env`, and
+/// validates everything. Problems that concern the whole file carry the file's path.
+pub fn load(path: &Path, env: &Env) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: path.display().to_string(),
+            message: format!("cannot read the configuration file: {e}"),
+        }])
+    })?;
+    load_str(&text, env).map_err(|ConfigErrors(errors)| {
+        let file = path.display().to_string();
+        ConfigErrors(
+            errors
+                .into_iter()
+                .map(|e| {
+                    if e.path.is_empty() {
+                        ConfigError {
+                            path: file.clone(),
+                            ..e
+                        }
+                    } else {
+                        e
+                    }
+                })
+                .collect(),
+        )
+    })
+}
+
+/// [`load`] for configuration text that is not in a file.
+pub fn load_str(toml: &str, env: &Env) -> Result<Config, ConfigErrors> {
+    let mut problems = Problems::default();
+    let Some(tree) = source::merged_tree(toml, env, &mut problems) else {
+        return Err(problems.into_errors());
+    };
+    let mut root = Table::root(tree, &mut problems);
+    let redis = parse_redis(root.table("redis", &mut problems), &mut problems);
+    let history = parse_history(root.table("history", &mut problems), &mut problems);
+    let delivery = parse_delivery(root.table("delivery", &mut problems), &mut problems);
+    let (links, declared) = links::parse_links(root.table("links", &mut problems), &mut problems);
+    let rooms = rooms::parse_rooms(&mut root, &declared, &mut problems);
+    let dms = rooms::parse_dms(&mut root, &declared, &mut problems);
+    root.finish(&mut problems);
+    problems.into_result(Config {
+        redis,
+        history,
+        delivery,
+        links,
+        rooms,
+        dms,
+    })
+}
+
+fn parse_redis(mut section: Table, problems: &mut Problems) -> RedisConfig {
+    const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+    let url = match section.string("url", problems) {
+        Some(url) => {
+            if let Err(problem) = check_redis_url(&url.value) {
+                problems.add(&url.path, problem);
+            }
+            url.value
+        }
+        None => DEFAULT_URL.to_owned(),
+    };
+    section.finish(problems);
+    RedisConfig { url }
+}
+
+/// Whether redis-rs accepts the URL. The message never quotes the URL (it may hold a password).
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a valid URL ({e})"))?;
+    if !matches!(parsed.scheme(), "redis" | "rediss" | "unix" | "redis+unix") {
+        return Err(format!(
+            "URL scheme must be redis, rediss or unix, not `{}`",
+            parsed.scheme()
+        ));
+    }
+    url.into_connection_info().map(drop).map_err(|e| {
+        let full = e.to_string();
+        // redis-rs writes "description - Kind: detail"; the description is a fixed text.
+        let description = full.split(" - ").next().unwrap_or("invalid");
+        format!("not a usable Redis URL: {description}")
+    })
+}
+
+fn parse_history(mut section: Table, problems: &mut Problems) -> HistoryConfig {
+    let limits = 1..=10_000_000;
+    let room_limit = section.integer("room_limit", limits.clone(), 1000, problems);
+    let dm_limit = section.integer("dm_limit", limits, 500, problems);
+    section.finish(problems);
+    HistoryConfig {
+        room_limit: usize::try_from(room_limit).unwrap_or(1000),
+        dm_limit: usize::try_from(dm_limit).unwrap_or(500),
+    }
+}
+
+fn parse_delivery(mut section: Table, problems: &mut Problems) -> DeliveryConfig {
+    let shutdown_grace = section.integer("shutdown_grace_secs", 0..=3600, 10, problems);
+    let retry_max_backoff = section.integer("retry_max_backoff_secs", 1..=86_400, 300, problems);
+    section.finish(problems);
+    DeliveryConfig {
+        shutdown_grace: Duration::from_secs(shutdown_grace),
+        retry_max_backoff: Duration::from_secs(retry_max_backoff),
+    }
+}
+
+impl Config {
+    /// A readable table of where every event goes, secrets redacted: what `chatbridge check`
+    /// prints.
+    pub fn routing_table(&self) -> String {
+        summary::routing_table(self)
+    }
+
+    /// Things that are allowed but probably not meant, such as a link nothing routes to.
+    pub fn warnings(&self) -> Vec<String> {
+        summary::warnings(self)
+    }
+
+    /// The names of the links that room `room` is mirrored to; empty when it is not mirrored.
+    pub fn links_for_room(&self, room: &str) -> &[String] {
+        self.rooms
+            .iter()
+            .find(|r| r.name == room)
+            .map_or(&[], |r| r.links.as_slice())
+    }
+
+    /// The names of the links that direct messages are mirrored to; empty when `[dms]` is absent.
+    pub fn links_for_dms(&self) -> &[String] {
+        self.dms.as_ref().map_or(&[], |d| d.links.as_slice())
+    }
+}

@@ -1,0 +1,187 @@
+//! The seed's Python chat client ported to Rust for generating traffic in tests: the same keys,
+//! the same JSON bytes (via `chatbridge::pyjson`), and the same NON-atomic separate commands
+//! (PUBLISH, then LPUSH, then LTRIM), so tests see exactly what real seed clients do.
+
+use ::redis::aio::ConnectionLike;
+use chatbridge::model::{Scope, Timestamp, UserId};
+use chatbridge::pyjson;
+use serde_json::{Value, json};
+
+/// The seed's `create_message`: fields in the seed's dict order.
+pub fn create_message(user_id: Value, username: &str, content: &str, room: Option<&str>) -> Value {
+    json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "user_id": user_id,
+        "username": username,
+        "content": content,
+        "room": room,
+        "timestamp": Timestamp::now().to_string(),
+        "type": "message",
+    })
+}
+
+/// `ChatRoom(r, room).send_message(...)`; returns the message as written.
+pub async fn send_message<C: ConnectionLike + Send>(
+    con: &mut C,
+    room: &str,
+    user_id: Value,
+    username: &str,
+    content: &str,
+) -> Value {
+    let message = create_message(user_id, username, content, Some(room));
+    let channel = format!("chat:room:{room}");
+    publish_and_store(con, &channel, &message, 999).await;
+    message
+}
+
+/// `DirectMessage(r, from, to).send(from, ...)`; returns the message as written.
+pub async fn send_dm<C: ConnectionLike + Send>(
+    con: &mut C,
+    from: Value,
+    to: Value,
+    username: &str,
+    content: &str,
+) -> Value {
+    let channel = Scope::dm(&user_id(&from), &user_id(&to)).channel();
+    let message = create_message(from, username, content, None);
+    publish_and_store(con, &channel, &message, 499).await;
+    message
+}
+
+/// `ChatRoom.join`: SADD, then PUBLISH a system line; returns the line.
+pub async fn join<C: ConnectionLike + Send>(
+    con: &mut C,
+    room: &str,
+    user_id: Value,
+    username: &str,
+) -> Value {
+    presence(
+        con,
+        room,
+        user_id,
+        &format!("{username} joined the room"),
+        "SADD",
+    )
+    .await
+}
+
+/// `ChatRoom.leave`: SREM, then PUBLISH a system line; returns the line.
+pub async fn leave<C: ConnectionLike + Send>(
+    con: &mut C,
+    room: &str,
+    user_id: Value,
+    username: &str,
+) -> Value {
+    presence(
+        con,
+        room,
+        user_id,
+        &format!("{username} left the room"),
+        "SREM",
+    )
+    .await
+}
+
+/// `send_typing_indicator(user_id, room)`; returns the event.
+pub async fn typing<C: ConnectionLike + Send>(con: &mut C, room: &str, user_id: Value) -> Value {
+    let event = json!({
+        "type": "typing",
+        "user_id": user_id,
+        "timestamp": Timestamp::now().to_string(),
+    });
+    publish(con, &format!("chat:room:{room}"), &event).await;
+    event
+}
+
+/// `mark_messages_read(user_id, room, last_read_id)`: HSET, then PUBLISH; returns the event.
+pub async fn mark_read<C: ConnectionLike + Send>(
+    con: &mut C,
+    room: &str,
+    user_id: Value,
+    last_read: &str,
+) -> Value {
+    let key = format!("chat:room:{room}:read_receipts");
+    run(
+        con,
+        ::redis::cmd("HSET")
+            .arg(key)
+            .arg(id_arg(&user_id))
+            .arg(last_read),
+    )
+    .await;
+    let event = json!({"type": "read_receipt", "user_id": user_id, "last_read": last_read});
+    publish(con, &format!("chat:room:{room}"), &event).await;
+    event
+}
+
+async fn presence<C: ConnectionLike + Send>(
+    con: &mut C,
+    room: &str,
+    user_id: Value,
+    content: &str,
+    command: &str,
+) -> Value {
+    let members = format!("chat:room:{room}:members");
+    run(
+        con,
+        ::redis::cmd(command).arg(members).arg(id_arg(&user_id)),
+    )
+    .await;
+    let line = json!({
+        "type": "system",
+        "content": content,
+        "timestamp": Timestamp::now().to_string(),
+    });
+    publish(con, &format!("chat:room:{room}"), &line).await;
+    line
+}
+
+async fn publish_and_store<C: ConnectionLike + Send>(
+    con: &mut C,
+    channel: &str,
+    message: &Value,
+    last_index: isize,
+) {
+    publish(con, channel, message).await;
+    let history = format!("{channel}:history");
+    run(
+        con,
+        ::redis::cmd("LPUSH")
+            .arg(&history)
+            .arg(pyjson::to_string(message)),
+    )
+    .await;
+    run(
+        con,
+        ::redis::cmd("LTRIM").arg(&history).arg(0).arg(last_index),
+    )
+    .await;
+}
+
+async fn publish<C: ConnectionLike + Send>(con: &mut C, channel: &str, event: &Value) {
+    run(
+        con,
+        ::redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(pyjson::to_string(event)),
+    )
+    .await;
+}
+
+async fn run<C: ConnectionLike + Send>(con: &mut C, cmd: &::redis::Cmd) {
+    cmd.query_async::<()>(con)
+        .await
+        .unwrap_or_else(|e| panic!("seed command failed: {e}"));
+}
+
+fn user_id(value: &Value) -> UserId {
+    serde_json::from_value(value.clone()).expect("a seed user id is a JSON number or string")
+}
+
+/// How redis-py puts an id into a command: a string as is, a number in its decimal form.
+fn id_arg(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
