@@ -145,7 +145,7 @@ pub enum DlqAction {
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("{0}")]
+    #[error("invalid configuration ({} problem(s)):\n{}", .0.0.len(), indent(.0))]
     Config(config::ConfigErrors),
     #[error("cannot reach redis at {url}: {error}")]
     Unavailable { url: String, error: String },
@@ -161,6 +161,15 @@ impl CliError {
             Self::Failed(_) => ExitCode::FAILURE,
         }
     }
+}
+
+fn indent(errors: &config::ConfigErrors) -> String {
+    errors
+        .0
+        .iter()
+        .map(|e| format!("  {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn failed(e: impl std::fmt::Display) -> CliError {
