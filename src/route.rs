@@ -93,3 +93,69 @@ impl Routes {
         !self.dms.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EventKind::*;
+
+    fn routes() -> Routes {
+        let toml = r#"
+            [links.console]
+            kind = "console"
+            [links.hook]
+            kind = "webhook"
+            url = "http://127.0.0.1:9/x"
+            events = ["message", "typing"]
+            [[rooms]]
+            name = "general"
+            links = ["console", "hook"]
+            [[rooms]]
+            name = "ops"
+            links = ["hook"]
+            [dms]
+            links = ["console"]
+        "#;
+        Routes::new(&crate::config::load_str(toml, &Default::default()).unwrap())
+    }
+
+    #[test]
+    fn rooms_route_to_their_links_filtered_by_event_kind() {
+        let r = routes();
+        let general = Scope::Room("general".into());
+        let ev = OutboundKind::Event;
+        assert_eq!(
+            r.links_for(&general, ev(Message), None),
+            ["console", "hook"]
+        );
+        assert_eq!(r.links_for(&general, ev(Join), None), ["console"]);
+        assert_eq!(r.links_for(&general, ev(Typing), None), ["hook"]);
+        assert!(r.links_for(&general, ev(ReadReceipt), None).is_empty());
+        assert_eq!(
+            r.links_for(&general, OutboundKind::Notice, None),
+            ["console", "hook"]
+        );
+        assert!(
+            r.links_for(&Scope::Room("random".into()), ev(Message), None)
+                .is_empty()
+        );
+        assert!(!r.watches(&Scope::Room("random".into())));
+        let dm = Scope::Dm("1".into(), "2".into());
+        assert_eq!(r.links_for(&dm, ev(Message), None), ["console"]);
+        let mut rooms: Vec<&str> = r.rooms().collect();
+        rooms.sort();
+        assert_eq!(rooms, ["general", "ops"]);
+    }
+
+    #[test]
+    fn an_event_never_goes_back_to_its_origin() {
+        let r = routes();
+        let general = Scope::Room("general".into());
+        let msg = OutboundKind::Event(Message);
+        assert_eq!(r.links_for(&general, msg, Some("hook")), ["console"]);
+        assert_eq!(
+            r.links_for(&general, msg, Some("elsewhere")),
+            ["console", "hook"]
+        );
+    }
+}

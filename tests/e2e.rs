@@ -117,6 +117,12 @@ async fn every_seed_event_kind_reaches_the_webhook_signed_and_in_order() {
         got[1].header("webhook-id").unwrap(),
         format!("msg_{}", hello["id"].as_str().unwrap())
     );
+    let log = daemon.log();
+    assert!(log.contains("subscribed"), "the log is captured");
+    assert!(
+        !log.contains("tok3n"),
+        "the webhook URL token never reaches the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

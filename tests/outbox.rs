@@ -1,0 +1,182 @@
+//! The outbox against a real redis-server: idempotent enqueue, the de-dup window, checkpoints,
+//! pending re-delivery after a crash, dead letters and their replay.
+
+mod common;
+
+use std::time::Duration;
+
+use chatbridge::model::{EventKind, Outbound, OutboundKind, Scope};
+use chatbridge::outbox::{Enqueue, Outbox, ReadFrom, Reader};
+use common::redis::RedisServer;
+use redis::AsyncCommands;
+
+async fn outbox(redis: &RedisServer) -> Outbox {
+    let con = chatbridge::connect::manager(&redis.client(), Duration::ZERO)
+        .await
+        .unwrap();
+    Outbox::new(con)
+}
+
+async fn reader(redis: &RedisServer, link: &str) -> Reader {
+    let con = chatbridge::connect::manager(&redis.client(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    Reader::new(con, link)
+}
+
+fn message(id: &str, links: &[&str]) -> Enqueue {
+    Enqueue {
+        scope: Scope::Room("general".into()),
+        event_id: id.into(),
+        kind: OutboundKind::Event(EventKind::Message),
+        payload: format!(r#"{{"id": "{id}"}}"#),
+        links: links.iter().map(|l| l.to_string()).collect(),
+    }
+}
+
+async fn read_all(reader: &mut Reader, from: ReadFrom) -> Vec<Outbound> {
+    reader
+        .read(from, 100, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test]
+async fn enqueue_is_idempotent_per_event_and_fans_out_in_order() {
+    let redis = RedisServer::start();
+    let mut outbox = outbox(&redis).await;
+    for link in ["a", "b"] {
+        outbox.ensure_group(link).await.unwrap();
+    }
+    let batch = [message("m1", &["a", "b"]), message("m2", &["a"])];
+    let done = outbox.enqueue(&batch, 100).await.unwrap();
+    assert_eq!((done.added, done.duplicates), (2, 0));
+    let again = outbox
+        .enqueue(&[message("m2", &["a"]), message("m3", &["a"])], 100)
+        .await
+        .unwrap();
+    assert_eq!((again.added, again.duplicates), (1, 1));
+
+    let mut a = reader(&redis, "a").await;
+    let got: Vec<String> = read_all(&mut a, ReadFrom::New)
+        .await
+        .into_iter()
+        .map(|o| o.event_id)
+        .collect();
+    assert_eq!(got, ["m1", "m2", "m3"]);
+    let mut b = reader(&redis, "b").await;
+    let got = read_all(&mut b, ReadFrom::New).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, r#"{"id": "m1"}"#);
+    assert_eq!(got[0].scope, Scope::Room("general".into()));
+
+    let scope = Scope::Room("general".into());
+    assert_eq!(
+        outbox.checkpoint(&scope).await.unwrap().as_deref(),
+        Some("m3")
+    );
+    assert_eq!(
+        outbox.seen(&scope, &["m1", "m3", "zz"]).await.unwrap(),
+        [true, true, false]
+    );
+}
+
+#[tokio::test]
+async fn the_dedup_window_keeps_only_the_most_recent_ids() {
+    let redis = RedisServer::start();
+    let mut outbox = outbox(&redis).await;
+    let batch: Vec<Enqueue> = (0..30).map(|i| message(&format!("m{i}"), &[])).collect();
+    outbox.enqueue(&batch, 10).await.unwrap();
+    let mut con = redis.connection().await;
+    let kept: Vec<String> = con
+        .zrange("chatbridge:seen:chat:room:general", 0, -1)
+        .await
+        .unwrap();
+    let expected: Vec<String> = (20..30).map(|i| format!("m{i}")).collect();
+    assert_eq!(kept, expected);
+}
+
+#[tokio::test]
+async fn unacknowledged_entries_are_read_again_as_pending_and_acks_delete_them() {
+    let redis = RedisServer::start();
+    let mut outbox = outbox(&redis).await;
+    outbox.ensure_group("a").await.unwrap();
+    let batch = [message("m1", &["a"]), message("m2", &["a"])];
+    outbox.enqueue(&batch, 100).await.unwrap();
+    let mut first = reader(&redis, "a").await;
+    let read = read_all(&mut first, ReadFrom::New).await;
+    assert_eq!(read.len(), 2);
+    drop(first);
+
+    // A new process (crash before ack): the entries are pending, in order.
+    let mut second = reader(&redis, "a").await;
+    assert!(read_all(&mut second, ReadFrom::New).await.is_empty());
+    let pending = read_all(&mut second, ReadFrom::Pending).await;
+    let ids: Vec<&str> = pending.iter().map(|o| o.event_id.as_str()).collect();
+    assert_eq!(ids, ["m1", "m2"]);
+
+    outbox.ack("a", &pending[..1]).await.unwrap();
+    let status = outbox.status("a").await.unwrap();
+    assert_eq!((status.depth, status.pending, status.delivered), (1, 1, 1));
+    assert_eq!(status.last_id.as_deref(), Some("m1"));
+    let left = read_all(&mut second, ReadFrom::Pending).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].event_id, "m2");
+}
+
+#[tokio::test]
+async fn dead_letters_keep_why_and_replay_into_the_outbox() {
+    let redis = RedisServer::start();
+    let mut outbox = outbox(&redis).await;
+    outbox.ensure_group("a").await.unwrap();
+    outbox
+        .enqueue(&[message("bad", &["a"])], 100)
+        .await
+        .unwrap();
+    let mut r = reader(&redis, "a").await;
+    let read = read_all(&mut r, ReadFrom::New).await;
+    outbox
+        .dead_letter("a", &read, Some(400), "HTTP 400: invalid_payload")
+        .await
+        .unwrap();
+    let status = outbox.status("a").await.unwrap();
+    assert_eq!((status.depth, status.pending, status.dead), (0, 0, 1));
+    let letters = outbox.dlq_list("a", 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].status, Some(400));
+    assert_eq!(letters[0].detail, "HTTP 400: invalid_payload");
+    assert_eq!(letters[0].entry.event_id, "bad");
+    assert_eq!(letters[0].entry.payload, r#"{"id": "bad"}"#);
+
+    assert_eq!(outbox.dlq_replay("a").await.unwrap(), 1);
+    assert_eq!(outbox.status("a").await.unwrap().dead, 0);
+    let replayed = read_all(&mut r, ReadFrom::New).await;
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].event_id, "bad");
+    assert_eq!(replayed[0].payload, r#"{"id": "bad"}"#);
+
+    outbox
+        .dead_letter("a", &replayed, Some(400), "again")
+        .await
+        .unwrap();
+    assert_eq!(outbox.dlq_drop("a").await.unwrap(), 1);
+    assert_eq!(outbox.status("a").await.unwrap().dead, 0);
+}
+
+#[tokio::test]
+async fn a_disabled_link_stays_disabled_until_enabled() {
+    let redis = RedisServer::start();
+    let mut outbox = outbox(&redis).await;
+    assert_eq!(outbox.disabled("a").await.unwrap(), None);
+    outbox.disable("a", "HTTP 410: gone").await.unwrap();
+    assert_eq!(
+        outbox.disabled("a").await.unwrap().as_deref(),
+        Some("HTTP 410: gone")
+    );
+    assert!(outbox.enable("a").await.unwrap());
+    assert!(!outbox.enable("a").await.unwrap());
+    assert_eq!(outbox.disabled("a").await.unwrap(), None);
+}
