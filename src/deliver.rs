@@ -1,17 +1,24 @@
-//! Delivery: one worker per link reads the link's outbox in order, hands batches to the link,
-//! and acknowledges an entry only after the target accepted it.
+//! Delivery: one worker per link reads the link's outbox, hands batches to the link, and
+//! acknowledges an entry only after the target accepted it.
 //!
 //! - Retryable failures are retried with backoff (honouring `Retry-After`) without skipping
 //!   ahead: per-link order holds and nothing is dropped.
 //! - A refused batch is retried one event at a time, so only the event the target refuses goes
 //!   to the dead-letter stream; delivery then continues.
-//! - A target that says it is gone (410) disables the link, loudly; its outbox keeps filling.
+//! - A target that says it is gone (410) disables the link, loudly; its outbox keeps filling
+//!   until an operator runs `chatbridge enable`.
 //! - On start the worker first re-delivers what a crashed predecessor left pending.
-//! - On shutdown an in-flight send is allowed to finish (the daemon bounds how long).
+//! - Links with `max_in_flight > 1` send that many batches at once (order is then not kept);
+//!   each is still acknowledged only after its own 2xx.
+//! - Acknowledgements are gathered and written once per outbox read, so an ordered link pays
+//!   one Redis round trip per read, not per event. A crash before that write only means the
+//!   gathered events are delivered again (at least once).
+//! - On shutdown in-flight sends are allowed to finish (the daemon bounds how long).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::links::{SendOutcome, Target};
@@ -47,18 +54,73 @@ enum Settled {
     Shutdown,
 }
 
+/// Sends batches to one target, retrying until each settles. Cheap to clone, so several
+/// sends can be in flight at once.
+#[derive(Clone)]
+struct Sender {
+    /// The link's name, for logs.
+    link: Arc<str>,
+    target: Arc<Target>,
+    shutdown: CancellationToken,
+    /// The longest wait between retries of a failing target.
+    max_backoff: Duration,
+}
+
+impl Sender {
+    /// Sends until the target accepts, refuses or is gone, waiting between retryable failures.
+    async fn settle(&self, batch: &[Outbound]) -> Settled {
+        let mut backoff = Backoff::new(TARGET_BACKOFF_MIN, self.max_backoff);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let outcome = self.target.send(batch).await;
+            let after = match outcome.verdict {
+                Verdict::Delivered => {
+                    if attempt > 1 {
+                        tracing::info!(link = &*self.link, attempt, "target recovered");
+                    }
+                    return Settled::Delivered;
+                }
+                Verdict::Reject => return Settled::Refused(outcome),
+                Verdict::Disable => return Settled::Gone(outcome),
+                Verdict::Retry { after } => after,
+            };
+            let wait = backoff.next(after);
+            if attempt == 1 || attempt.is_power_of_two() {
+                tracing::warn!(
+                    link = &*self.link,
+                    detail = outcome.detail,
+                    attempt,
+                    retry_in = ?wait,
+                    "send failed, will retry"
+                );
+            }
+            if sleep_or_shutdown(wait, &self.shutdown).await {
+                return Settled::Shutdown;
+            }
+        }
+    }
+}
+
+/// Sleeps unless shutdown comes first; true when it did.
+async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => false,
+        () = shutdown.cancelled() => true,
+    }
+}
+
 /// One link's delivery loop.
 pub struct Worker {
     /// The link's name, for keys and logs.
     link: String,
-    target: Arc<Target>,
+    sender: Sender,
     /// For acks, dead letters and the disabled flag.
     outbox: Outbox,
     /// The worker's own connection for blocking reads.
     reader: Reader,
-    shutdown: CancellationToken,
-    /// The longest wait between retries of a failing target.
-    max_backoff: Duration,
+    /// Delivered entries whose acknowledgement is not yet written.
+    delivered: Vec<Outbound>,
 }
 
 impl Worker {
@@ -69,14 +131,23 @@ impl Worker {
         shutdown: CancellationToken,
         max_backoff: Duration,
     ) -> Self {
+        let link = target.name().to_owned();
         Self {
-            link: target.name().to_owned(),
-            target,
+            sender: Sender {
+                link: link.as_str().into(),
+                target,
+                shutdown,
+                max_backoff,
+            },
+            link,
             outbox,
             reader,
-            shutdown,
-            max_backoff,
+            delivered: Vec::new(),
         }
+    }
+
+    fn shutdown(&self) -> &CancellationToken {
+        &self.sender.shutdown
     }
 
     /// Delivers until shutdown. While the link is disabled it waits for `chatbridge enable`.
@@ -84,7 +155,7 @@ impl Worker {
         let mut from = ReadFrom::Pending;
         let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
         let mut enabled = false;
-        while !self.shutdown.is_cancelled() {
+        while !self.shutdown().is_cancelled() {
             if !enabled {
                 match self.wait_until_enabled().await {
                     Ok(true) => return,
@@ -97,9 +168,10 @@ impl Worker {
                     }
                 }
             }
+            let shutdown = self.shutdown().clone();
             let read = tokio::select! {
                 read = self.reader.read(from, READ_COUNT, BLOCK_MS) => read,
-                () = self.shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return,
             };
             let entries = match read {
                 Ok(entries) => entries,
@@ -115,33 +187,180 @@ impl Worker {
                 from = ReadFrom::New;
                 continue;
             }
-            let mut good = Vec::with_capacity(entries.len());
-            for entry in entries {
-                match entry {
-                    Ok(outbound) => good.push(outbound),
-                    Err((id, why)) => {
-                        tracing::error!(
-                            link = self.link,
-                            entry = id,
-                            why,
-                            "unreadable outbox entry"
-                        )
-                    }
+            let entries = self.drop_unreadable(entries).await;
+            let flow = self.deliver_all(&entries).await;
+            let acked = self.write_acks().await;
+            match (flow, acked) {
+                (Flow::Stop, _) | (_, false) => return,
+                (Flow::Disabled, true) => {
+                    // What was read and not delivered stays pending: re-read it once enabled.
+                    enabled = false;
+                    from = ReadFrom::Pending;
+                }
+                (Flow::Continue, true) => {}
+            }
+        }
+    }
+
+    /// Entries that cannot be parsed (only chatbridge writes outboxes, so this means damage)
+    /// are logged and removed, so they do not come back after every restart.
+    async fn drop_unreadable(
+        &mut self,
+        entries: Vec<Result<Outbound, (String, String)>>,
+    ) -> Vec<Outbound> {
+        let mut good = Vec::with_capacity(entries.len());
+        let mut bad = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(outbound) => good.push(outbound),
+                Err((id, why)) => {
+                    tracing::error!(
+                        link = self.link,
+                        entry = id,
+                        why,
+                        "dropping unreadable outbox entry"
+                    );
+                    bad.push(id);
                 }
             }
-            for batch in good.chunks(self.target.batch_max().max(1)) {
-                match self.deliver(batch).await {
-                    Flow::Continue => {}
-                    Flow::Stop => return,
-                    Flow::Disabled => {
-                        // What was read stays pending: re-read it once enabled again.
-                        enabled = false;
-                        from = ReadFrom::Pending;
-                        break;
+        }
+        if !bad.is_empty()
+            && let Err(e) = self.outbox.discard(&self.link, &bad).await
+        {
+            tracing::warn!(link = self.link, error = %e, "could not drop unreadable entries");
+        }
+        good
+    }
+
+    /// Delivers what one read returned: batch after batch in order, or up to
+    /// `max_in_flight` batches at once.
+    async fn deliver_all(&mut self, entries: &[Outbound]) -> Flow {
+        let size = self.sender.target.batch_max().max(1);
+        let parallel = self.sender.target.max_in_flight().max(1);
+        if parallel == 1 {
+            for batch in entries.chunks(size) {
+                let settled = self.sender.settle(batch).await;
+                let flow = self.settled(batch, settled).await;
+                if !matches!(flow, Flow::Continue) {
+                    return flow;
+                }
+            }
+            return Flow::Continue;
+        }
+        let sender = self.sender.clone();
+        // Owned batches: the sends run concurrently, detached from `entries`' lifetime.
+        let batches: Vec<Vec<Outbound>> = entries.chunks(size).map(<[_]>::to_vec).collect();
+        let mut sends = futures_util::stream::iter(batches)
+            .map(move |batch| {
+                let sender = sender.clone();
+                async move {
+                    let settled = sender.settle(&batch).await;
+                    (batch, settled)
+                }
+            })
+            .buffer_unordered(parallel);
+        let mut outcome = Flow::Continue;
+        while let Some((batch, settled)) = sends.next().await {
+            match self.settled(&batch, settled).await {
+                Flow::Continue => {}
+                // Let the sends already in flight finish and be recorded.
+                other => outcome = other,
+            }
+        }
+        outcome
+    }
+
+    /// Records how a batch settled: gathers it for acknowledgement, or splits a refused batch
+    /// into single events, dead-letters a refused event, or disables the link.
+    async fn settled(&mut self, batch: &[Outbound], settled: Settled) -> Flow {
+        match settled {
+            Settled::Delivered => {
+                self.delivered.extend_from_slice(batch);
+                Flow::Continue
+            }
+            Settled::Refused(_) if batch.len() > 1 => {
+                for single in batch.chunks(1) {
+                    let flow = match self.sender.settle(single).await {
+                        Settled::Delivered => {
+                            self.delivered.extend_from_slice(single);
+                            Flow::Continue
+                        }
+                        Settled::Refused(outcome) => self.dead_letter(single, &outcome).await,
+                        Settled::Gone(outcome) => self.disable(&outcome).await,
+                        Settled::Shutdown => Flow::Stop,
+                    };
+                    if !matches!(flow, Flow::Continue) {
+                        return flow;
+                    }
+                }
+                Flow::Continue
+            }
+            Settled::Refused(outcome) => self.dead_letter(batch, &outcome).await,
+            Settled::Gone(outcome) => self.disable(&outcome).await,
+            Settled::Shutdown => Flow::Stop,
+        }
+    }
+
+    /// Writes the gathered acknowledgements, retrying Redis errors; false when shutdown came
+    /// first (the entries are then delivered again after a restart, never lost).
+    async fn write_acks(&mut self) -> bool {
+        if self.delivered.is_empty() {
+            return true;
+        }
+        let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
+        loop {
+            match self.outbox.ack(&self.link, &self.delivered).await {
+                Ok(()) => {
+                    self.delivered.clear();
+                    return true;
+                }
+                Err(e) => {
+                    if self.pause_after_redis_error(&e, &mut backoff).await {
+                        return false;
                     }
                 }
             }
         }
+    }
+
+    /// Moves a refused event to the dead-letter stream, retrying Redis errors.
+    async fn dead_letter(&mut self, batch: &[Outbound], outcome: &SendOutcome) -> Flow {
+        tracing::error!(
+            link = self.link,
+            event = batch.first().map(|o| o.event_id.as_str()),
+            detail = outcome.detail,
+            "target refused the event: moved to the dead-letter stream"
+        );
+        let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
+        loop {
+            let done = self
+                .outbox
+                .dead_letter(&self.link, batch, outcome.status, &outcome.detail)
+                .await;
+            match done {
+                Ok(()) => return Flow::Continue,
+                Err(e) => {
+                    if self.pause_after_redis_error(&e, &mut backoff).await {
+                        return Flow::Stop;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn disable(&mut self, outcome: &SendOutcome) -> Flow {
+        tracing::error!(
+            link = self.link,
+            detail = outcome.detail,
+            "target is gone: DISABLING the link"
+        );
+        let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
+        while let Err(e) = self.outbox.disable(&self.link, &outcome.detail).await {
+            if self.pause_after_redis_error(&e, &mut backoff).await {
+                return Flow::Stop;
+            }
+        }
+        Flow::Disabled
     }
 
     /// Waits while the link is marked disabled; true when shutdown came first.
@@ -157,7 +376,7 @@ impl Worker {
                 );
                 announced = true;
             }
-            if self.sleep(DISABLED_POLL).await {
+            if sleep_or_shutdown(DISABLED_POLL, self.shutdown()).await {
                 return Ok(true);
             }
         }
@@ -177,120 +396,6 @@ impl Worker {
         }
         let wait = backoff.next(None);
         tracing::warn!(link = self.link, error = %e, retry_in = ?wait, "outbox unavailable");
-        self.sleep(wait).await
-    }
-
-    /// Sleeps unless shutdown comes first; true when it did.
-    async fn sleep(&self, wait: Duration) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep(wait) => false,
-            () = self.shutdown.cancelled() => true,
-        }
-    }
-
-    /// Delivers one batch in order: all of it, or event by event when the target refuses the
-    /// batch, dead-lettering only what it refuses alone.
-    async fn deliver(&mut self, batch: &[Outbound]) -> Flow {
-        match self.settle(batch).await {
-            Settled::Delivered => self.finish(batch, None).await,
-            Settled::Refused(_) if batch.len() > 1 => {
-                for single in batch.chunks(1) {
-                    let flow = match self.settle(single).await {
-                        Settled::Delivered => self.finish(single, None).await,
-                        Settled::Refused(outcome) => self.finish(single, Some(&outcome)).await,
-                        Settled::Gone(outcome) => self.disable(&outcome).await,
-                        Settled::Shutdown => Flow::Stop,
-                    };
-                    if !matches!(flow, Flow::Continue) {
-                        return flow;
-                    }
-                }
-                Flow::Continue
-            }
-            Settled::Refused(outcome) => self.finish(batch, Some(&outcome)).await,
-            Settled::Gone(outcome) => self.disable(&outcome).await,
-            Settled::Shutdown => Flow::Stop,
-        }
-    }
-
-    /// Sends until the target accepts, refuses or is gone, waiting between retryable failures.
-    async fn settle(&mut self, batch: &[Outbound]) -> Settled {
-        let mut backoff = Backoff::new(TARGET_BACKOFF_MIN, self.max_backoff);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let outcome = self.target.send(batch).await;
-            let after = match outcome.verdict {
-                Verdict::Delivered => {
-                    if attempt > 1 {
-                        tracing::info!(link = self.link, attempt, "target recovered");
-                    }
-                    return Settled::Delivered;
-                }
-                Verdict::Reject => return Settled::Refused(outcome),
-                Verdict::Disable => return Settled::Gone(outcome),
-                Verdict::Retry { after } => after,
-            };
-            let wait = backoff.next(after);
-            if attempt == 1 || attempt.is_power_of_two() {
-                tracing::warn!(
-                    link = self.link,
-                    detail = outcome.detail,
-                    attempt,
-                    retry_in = ?wait,
-                    "send failed, will retry"
-                );
-            }
-            if self.sleep(wait).await {
-                return Settled::Shutdown;
-            }
-        }
-    }
-
-    /// Acknowledges a delivered batch, or dead-letters a refused one, retrying Redis errors
-    /// (an unacknowledged entry is sent again after a restart, never lost).
-    async fn finish(&mut self, batch: &[Outbound], refused: Option<&SendOutcome>) -> Flow {
-        let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
-        loop {
-            let link = self.link.clone();
-            let done = match refused {
-                None => self.outbox.ack(&link, batch).await,
-                Some(outcome) => {
-                    tracing::error!(
-                        link,
-                        event = batch.first().map(|o| o.event_id.as_str()),
-                        detail = outcome.detail,
-                        "target refused the event: moved to the dead-letter stream"
-                    );
-                    self.outbox
-                        .dead_letter(&link, batch, outcome.status, &outcome.detail)
-                        .await
-                }
-            };
-            match done {
-                Ok(()) => return Flow::Continue,
-                Err(e) => {
-                    if self.pause_after_redis_error(&e, &mut backoff).await {
-                        return Flow::Stop;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn disable(&mut self, outcome: &SendOutcome) -> Flow {
-        let link = self.link.clone();
-        tracing::error!(
-            link,
-            detail = outcome.detail,
-            "target is gone: DISABLING the link"
-        );
-        let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
-        while let Err(e) = self.outbox.disable(&link, &outcome.detail).await {
-            if self.pause_after_redis_error(&e, &mut backoff).await {
-                return Flow::Stop;
-            }
-        }
-        Flow::Disabled
+        sleep_or_shutdown(wait, self.shutdown()).await
     }
 }

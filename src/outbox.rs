@@ -248,6 +248,25 @@ impl Outbox {
         Ok(())
     }
 
+    /// Removes entries without delivering them (only for entries that cannot be parsed).
+    pub async fn discard(&mut self, link: &str, entry_ids: &[String]) -> Result<()> {
+        let key = outbox_key(link);
+        redis::pipe()
+            .atomic()
+            .cmd("XACK")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(entry_ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(entry_ids)
+            .ignore()
+            .query_async::<()>(&mut self.con)
+            .await?;
+        Ok(())
+    }
+
     /// Moves refused entries to the link's dead-letter stream with the status and a short
     /// excerpt of why, atomically with removing them from the outbox.
     pub async fn dead_letter(

@@ -222,3 +222,55 @@ async fn sigterm_exits_zero_within_the_grace_period() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(daemon.log().contains("stopped"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_overlaps_sends_and_still_delivers_each_event_once() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    // Every answer takes 400 ms: sequential delivery could not overlap two requests.
+    receiver.respond_with(common::receiver::Reply::status(200).delay(Duration::from_millis(400)));
+    let toml = config(&redis, &receiver.url("/hook"), "")
+        .replace("timeout_secs = 5", "timeout_secs = 5\nmax_in_flight = 8");
+    let daemon = Daemon::start(&toml);
+    daemon.wait_ready();
+    let mut con = redis.connection().await;
+    let mut sent = Vec::new();
+    for i in 0..8 {
+        sent.push(seed::send_message(&mut con, "general", json!(1), "a", &format!("p{i}")).await);
+    }
+    let got = receiver.wait_for(8, WAIT).await;
+    let mut contents: Vec<String> = got
+        .iter()
+        .map(|r| {
+            r.json()["data"]["event"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    contents.sort();
+    let expected: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
+    assert_eq!(contents, expected, "each event exactly once");
+    // The most requests that arrived while one answer was still pending.
+    let overlapping = got
+        .iter()
+        .map(|a| {
+            got.iter()
+                .filter(|b| b.arrived >= a.arrived)
+                .filter(|b| b.arrived.duration_since(a.arrived) < Duration::from_millis(350))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        overlapping >= 2,
+        "sends overlapped ({overlapping} within one answer's delay)"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut con = redis.connection().await;
+    let depth: usize = redis::AsyncCommands::xlen(&mut con, "chatbridge:outbox:audit")
+        .await
+        .unwrap();
+    assert_eq!(depth, 0, "every event acknowledged");
+    drop(daemon);
+}
