@@ -145,7 +145,7 @@ pub enum DlqAction {
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("invalid configuration ({} problem(s)):\n{}", .0.0.len(), indent(.0))]
+    #[error("configuration rejected, {}:\n{}", plural(.0.0.len(), "problem"), indent(.0))]
     Config(config::ConfigErrors),
     #[error("cannot reach redis at {url}: {error}")]
     Unavailable { url: String, error: String },
@@ -170,6 +170,14 @@ fn indent(errors: &config::ConfigErrors) -> String {
         .map(|e| format!("  {e}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn failed(e: impl std::fmt::Display) -> CliError {
@@ -217,7 +225,10 @@ pub async fn execute(cli: &Cli) -> Result<(), CliError> {
     let outbox = Outbox::new(con);
     match &cli.command {
         Command::Run | Command::Check => Ok(()),
-        Command::Tail { rooms } => tail(&client, rooms).await,
+        Command::Tail { rooms } => tail(&client, rooms).await.map_err(|e| match e {
+            CliError::Failed(error) => CliError::Unavailable { url, error },
+            other => other,
+        }),
         Command::Outbox => show_outbox(&config, outbox).await,
         Command::Dlq { action } => dlq(&config, outbox, action).await,
         Command::Enable { link } => enable(&config, outbox, link).await,
@@ -424,6 +435,13 @@ async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction) -> Result<
                 println!("no dead letters for {link}");
             }
             for dead in letters {
+                let dead = match dead {
+                    Ok(dead) => dead,
+                    Err(damaged) => {
+                        println!("damaged {damaged}");
+                        continue;
+                    }
+                };
                 println!(
                     "{}  {}  {} {}  status={} {}\n  {}",
                     dead.failed_at,
@@ -438,8 +456,11 @@ async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction) -> Result<
         }
         DlqAction::Replay { link } => {
             let link = known_link(config, link)?;
-            let moved = outbox.dlq_replay(link).await.map_err(failed)?;
+            let (moved, damaged) = outbox.dlq_replay(link).await.map_err(failed)?;
             println!("replayed {moved} dead letter(s) into the outbox of {link}");
+            for bad in damaged {
+                println!("left damaged {bad} (remove with `chatbridge dlq drop {link}`)");
+            }
         }
         DlqAction::Drop { link } => {
             let link = known_link(config, link)?;

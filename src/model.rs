@@ -53,11 +53,12 @@ pub enum UserId {
 }
 
 impl UserId {
-    /// Reads a user id typed on a command line: ASCII digits become a number (as the seed's
-    /// integer ids), anything else stays a string.
+    /// Reads a user id typed on a command line: a canonical decimal (digits, no leading zero)
+    /// becomes a number, as the seed's integer ids; anything else (`007`, `abc`) stays a string.
     pub fn from_cli(s: &str) -> Self {
+        let canonical = is_ascii_digits(s) && (s == "0" || !s.starts_with('0'));
         match s.parse::<u64>() {
-            Ok(n) if is_ascii_digits(s) => Self::Number(n.into()),
+            Ok(n) if canonical => Self::Number(n.into()),
             _ => Self::Text(s.to_owned()),
         }
     }
@@ -713,6 +714,16 @@ mod tests {
         for (raw, kind) in cases {
             assert_eq!(ChatEvent::from_slice(raw).unwrap_err().kind(), kind);
         }
+    }
+
+    #[test]
+    fn cli_ids_become_numbers_only_when_canonical() {
+        assert_eq!(UserId::from_cli("1001"), UserId::Number(1001.into()));
+        assert_eq!(UserId::from_cli("0"), UserId::Number(0.into()));
+        assert_eq!(UserId::from_cli("007"), UserId::Text("007".into()));
+        assert_eq!(UserId::from_cli("abc"), UserId::Text("abc".into()));
+        let huge = "123456789012345678901234567890";
+        assert_eq!(UserId::from_cli(huge), UserId::Text(huge.into()));
     }
 
     #[test]

@@ -368,33 +368,68 @@ impl Outbox {
         })
     }
 
-    /// The oldest `count` dead letters of a link.
-    pub async fn dlq_list(&mut self, link: &str, count: usize) -> Result<Vec<DeadLetter>> {
+    /// The oldest `count` dead letters of a link. A damaged entry comes back as an error
+    /// naming it, in place, so one bad entry does not hide the others.
+    pub async fn dlq_list(
+        &mut self,
+        link: &str,
+        count: usize,
+    ) -> Result<Vec<std::result::Result<DeadLetter, Damaged>>> {
+        self.dlq_page(link, "-", count).await
+    }
+
+    async fn dlq_page(
+        &mut self,
+        link: &str,
+        start: &str,
+        count: usize,
+    ) -> Result<Vec<std::result::Result<DeadLetter, Damaged>>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
         let reply: Value = redis::cmd("XRANGE")
             .arg(dlq_key(link))
-            .arg("-")
+            .arg(start)
             .arg("+")
             .arg("COUNT")
             .arg(count)
             .query_async(&mut self.con)
             .await?;
-        parse_entries(reply)?
+        Ok(parse_entries(reply)?
             .into_iter()
-            .map(|(id, fields)| DeadLetter::from_fields(id, fields))
-            .collect()
+            .map(|(id, fields)| {
+                DeadLetter::from_fields(id.clone(), fields).map_err(|e| Damaged {
+                    id,
+                    why: e.to_string(),
+                })
+            })
+            .collect())
     }
 
-    /// Puts every dead letter of a link back at the end of its outbox; returns how many.
-    pub async fn dlq_replay(&mut self, link: &str) -> Result<usize> {
-        let mut moved = 0;
+    /// Puts every readable dead letter of a link back at the end of its outbox, oldest first;
+    /// returns how many moved and the damaged entries left where they are.
+    pub async fn dlq_replay(&mut self, link: &str) -> Result<(usize, Vec<Damaged>)> {
+        let (mut moved, mut damaged) = (0, Vec::new());
+        let mut start = "-".to_owned();
         loop {
-            let batch = self.dlq_list(link, 500).await?;
-            if batch.is_empty() {
-                return Ok(moved);
-            }
+            let page = self.dlq_page(link, &start, 500).await?;
+            let Some(last) = page.last() else {
+                return Ok((moved, damaged));
+            };
+            start = match last {
+                Ok(dead) => format!("({}", dead.dlq_id),
+                Err(damaged) => format!("({}", damaged.id),
+            };
             let mut pipe = redis::pipe();
             pipe.atomic();
-            for dead in &batch {
+            for dead in page {
+                let dead = match dead {
+                    Ok(dead) => dead,
+                    Err(bad) => {
+                        damaged.push(bad);
+                        continue;
+                    }
+                };
                 pipe.cmd("XADD")
                     .arg(outbox_key(link))
                     .arg("*")
@@ -404,9 +439,9 @@ impl Outbox {
                     .arg(dlq_key(link))
                     .arg(&dead.dlq_id)
                     .ignore();
+                moved += 1;
             }
             pipe.query_async::<()>(&mut self.con).await?;
-            moved += batch.len();
         }
     }
 
@@ -440,6 +475,21 @@ pub struct LinkStatus {
     pub last_at: Option<String>,
     /// Why the link is disabled, if it is.
     pub disabled: Option<String>,
+}
+
+/// A stream entry that cannot be read back as an event (only chatbridge writes these streams,
+/// so this means someone else damaged it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    /// The stream entry id.
+    pub id: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "entry {}: {}", self.id, self.why)
+    }
 }
 
 /// One dead letter: the event and why the target refused it.
@@ -560,6 +610,9 @@ fn parse_streams(reply: Value) -> Result<Vec<(String, Value)>> {
 
 /// `[[id, [field, value, …]], …]`; deleted entries come back with nil fields and are skipped.
 fn parse_entries(entries: Value) -> Result<Vec<(String, HashMap<String, String>)>> {
+    if entries == Value::Nil {
+        return Ok(Vec::new());
+    }
     let Value::Array(entries) = entries else {
         return Err(OutboxError::Reply("entries are not an array".into()));
     };

@@ -144,14 +144,20 @@ async fn dead_letters_keep_why_and_replay_into_the_outbox() {
         .unwrap();
     let status = outbox.status("a").await.unwrap();
     assert_eq!((status.depth, status.pending, status.dead), (0, 0, 1));
-    let letters = outbox.dlq_list("a", 10).await.unwrap();
+    let letters: Vec<_> = outbox
+        .dlq_list("a", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].status, Some(400));
     assert_eq!(letters[0].detail, "HTTP 400: invalid_payload");
     assert_eq!(letters[0].entry.event_id, "bad");
     assert_eq!(letters[0].entry.payload, r#"{"id": "bad"}"#);
 
-    assert_eq!(outbox.dlq_replay("a").await.unwrap(), 1);
+    assert_eq!(outbox.dlq_replay("a").await.unwrap(), (1, vec![]));
     assert_eq!(outbox.status("a").await.unwrap().dead, 0);
     let replayed = read_all(&mut r, ReadFrom::New).await;
     assert_eq!(replayed.len(), 1);
@@ -164,6 +170,39 @@ async fn dead_letters_keep_why_and_replay_into_the_outbox() {
         .unwrap();
     assert_eq!(outbox.dlq_drop("a").await.unwrap(), 1);
     assert_eq!(outbox.status("a").await.unwrap().dead, 0);
+}
+
+#[tokio::test]
+async fn a_damaged_dead_letter_is_named_and_does_not_block_the_others() {
+    let redis = RedisServer::start();
+    let mut outbox = outbox(&redis).await;
+    let mut con = redis.connection().await;
+    let damaged: String = redis::cmd("XADD")
+        .arg("chatbridge:dlq:a")
+        .arg("*")
+        .arg("id")
+        .arg("x")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    outbox.ensure_group("a").await.unwrap();
+    outbox.enqueue(&[message("ok", &["a"])], 100).await.unwrap();
+    let mut r = reader(&redis, "a").await;
+    let read = read_all(&mut r, ReadFrom::New).await;
+    outbox
+        .dead_letter("a", &read, Some(400), "no")
+        .await
+        .unwrap();
+
+    let listed = outbox.dlq_list("a", 10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].as_ref().unwrap_err().id, damaged);
+    assert_eq!(listed[1].as_ref().unwrap().entry.event_id, "ok");
+    let (moved, left) = outbox.dlq_replay("a").await.unwrap();
+    assert_eq!(moved, 1);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, damaged);
+    assert!(outbox.dlq_list("a", 0).await.unwrap().is_empty());
 }
 
 #[tokio::test]
