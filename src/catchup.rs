@@ -6,10 +6,14 @@
 //! Checkpoints (`chatbridge:checkpoints`, channel → last enqueued message id) decide the rest:
 //! - a room seen for the first time starts from now: its checkpoint is set to the newest
 //!   history entry (or [`EMPTY`] when history is empty) and nothing old is replayed;
+//! - a room this process watched before whose checkpoint vanished (Redis restarted without
+//!   persistence) is not new: everything its history holds was written since, and is enqueued;
 //! - a DM conversation found without a checkpoint after DM mirroring began is new: all of it
 //!   is enqueued (it started while nobody listened);
 //! - when the checkpoint has been trimmed out of history, history is enqueued and the scope's
 //!   links get one notice that messages may have been missed.
+
+use std::collections::HashSet;
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -43,6 +47,16 @@ pub struct Summary {
     pub gaps: usize,
 }
 
+/// What this process has already caught up. When Redis restarts without persistence, its
+/// checkpoints vanish; a scope remembered here is then known not to be "seen for the first
+/// time", so everything its history holds (written since the restart) is delivered.
+#[derive(Debug, Default)]
+pub struct Watched {
+    scopes: HashSet<Scope>,
+    /// Whether a DM pass has run.
+    dms: bool,
+}
+
 /// Everything a catch-up pass needs.
 pub struct CatchUp<'a> {
     /// For history reads and scans.
@@ -53,6 +67,7 @@ pub struct CatchUp<'a> {
     pub limits: Limits,
     /// The de-dup window passed to enqueue.
     pub window: usize,
+    pub watched: &'a mut Watched,
 }
 
 impl CatchUp<'_> {
@@ -68,14 +83,16 @@ impl CatchUp<'_> {
             self.scope(scope, false, &mut summary).await?;
         }
         if self.routes.mirrors_dms() {
-            let dms_known: bool = self
+            let marked: bool = self
                 .con
                 .hexists(crate::outbox::CHECKPOINTS, DMS_SINCE)
                 .await?;
+            let dms_known = marked || self.watched.dms;
             for scope in self.dm_scopes().await? {
                 self.scope(&scope, dms_known, &mut summary).await?;
             }
-            if !dms_known {
+            self.watched.dms = true;
+            if !marked {
                 let _: () = self
                     .con
                     .hset(
@@ -125,14 +142,17 @@ impl CatchUp<'_> {
     ) -> Result<(), OutboxError> {
         summary.scopes += 1;
         let checkpoint = self.outbox.checkpoint(scope).await?;
-        if checkpoint.is_none() && !unknown_is_new {
-            return self.start_from_now(scope).await;
+        let first_time = !self.watched.scopes.contains(scope);
+        if checkpoint.is_none() && !unknown_is_new && first_time {
+            self.start_from_now(scope).await?;
+            self.watched.scopes.insert(scope.clone());
+            return Ok(());
         }
         let limit = match scope {
             Scope::Room(_) => self.limits.room,
             Scope::Dm(..) => self.limits.dm,
         };
-        let (mut unseen, found, length) = self.walk(scope).await?;
+        let (mut unseen, found, length) = self.walk(scope, checkpoint.as_deref()).await?;
         let started_empty = checkpoint.as_deref() == Some(EMPTY) || checkpoint.is_none();
         let gap = !found && (!started_empty || length >= limit);
         let mut batch = Vec::with_capacity(unseen.len() + 1);
@@ -147,38 +167,35 @@ impl CatchUp<'_> {
         for chunk in batch.chunks(CHUNK) {
             self.outbox.enqueue(chunk, self.window).await?;
         }
+        self.watched.scopes.insert(scope.clone());
         Ok(())
     }
 
     /// Records the newest history entry (or [`EMPTY`]) as the checkpoint, replaying nothing.
+    /// The entry is not marked as enqueued: if it is also arriving live right now (published
+    /// after we subscribed), it is still delivered.
     async fn start_from_now(&mut self, scope: &Scope) -> Result<(), OutboxError> {
         let newest: Option<Vec<u8>> = self.con.lindex(scope.history_key(), 0).await?;
         let newest = newest.and_then(|raw| self.decoder.decode_in(scope.clone(), &raw));
-        match newest.as_ref().map(|r| &r.event) {
-            Some(ChatEvent::Message(m)) => {
-                let mark = Enqueue {
-                    scope: scope.clone(),
-                    event_id: m.id.clone(),
-                    kind: OutboundKind::Event(EventKind::Message),
-                    payload: String::new(),
-                    links: Vec::new(),
-                };
-                self.outbox.enqueue(&[mark], self.window).await?;
-            }
-            _ => {
-                let _: () = self
-                    .con
-                    .hset(crate::outbox::CHECKPOINTS, scope.channel(), EMPTY)
-                    .await?;
-            }
-        }
+        let checkpoint = match newest.map(|r| r.event) {
+            Some(ChatEvent::Message(m)) => m.id,
+            _ => EMPTY.to_owned(),
+        };
+        let _: () = self
+            .con
+            .hset(crate::outbox::CHECKPOINTS, scope.channel(), checkpoint)
+            .await?;
         Ok(())
     }
 
-    /// Walks history newest first until a page holds an already-enqueued message. Returns
-    /// the unseen messages (newest first), whether a seen one was found, and how many
+    /// Walks history newest first until an already-enqueued message or the checkpoint. Returns
+    /// the messages newer than that (newest first), whether it was found, and how many
     /// entries were read.
-    async fn walk(&mut self, scope: &Scope) -> Result<(Vec<Enqueue>, bool, usize), OutboxError> {
+    async fn walk(
+        &mut self,
+        scope: &Scope,
+        checkpoint: Option<&str>,
+    ) -> Result<(Vec<Enqueue>, bool, usize), OutboxError> {
         let mut unseen = Vec::new();
         let mut read = 0usize;
         let mut start: isize = 0;
@@ -204,7 +221,7 @@ impl CatchUp<'_> {
             let kind = OutboundKind::Event(EventKind::Message);
             let mut found = false;
             for ((id, raw, origin), seen) in messages.into_iter().zip(seen) {
-                if seen {
+                if seen || Some(id.as_str()) == checkpoint {
                     found = true;
                     break;
                 }

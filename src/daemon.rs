@@ -111,6 +111,7 @@ async fn start(
             dm: config.history.dm_limit,
         },
         window: dedupe_window(config),
+        watched: Default::default(),
     };
     tasks.spawn(intake.run(feed_rx, stop.clone()));
     Some(tasks)

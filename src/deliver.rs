@@ -10,9 +10,9 @@
 //! - On start the worker first re-delivers what a crashed predecessor left pending.
 //! - Links with `max_in_flight > 1` send that many batches at once (order is then not kept);
 //!   each is still acknowledged only after its own 2xx.
-//! - Acknowledgements are gathered and written once per outbox read, so an ordered link pays
-//!   one Redis round trip per read, not per event. A crash before that write only means the
-//!   gathered events are delivered again (at least once).
+//! - Acknowledgements are gathered and written per [`ACK_EVERY`] events (and at the end of
+//!   each read), so an ordered link does not pay a Redis round trip per event. A crash before
+//!   that write only means those events are delivered again (at least once).
 //! - On shutdown in-flight sends are allowed to finish (the daemon bounds how long).
 
 use std::sync::Arc;
@@ -28,6 +28,9 @@ use crate::retry::{Backoff, Verdict};
 
 /// Entries fetched per outbox read.
 const READ_COUNT: usize = 512;
+/// Delivered entries gathered before their acknowledgement is written (and at the end of
+/// every read): bounds what a crash makes us send twice.
+const ACK_EVERY: usize = 64;
 /// How long a read waits for new entries before checking for shutdown again.
 const BLOCK_MS: u64 = 1000;
 /// Backoff for Redis errors (the outbox itself unreachable).
@@ -274,17 +277,11 @@ impl Worker {
     /// into single events, dead-letters a refused event, or disables the link.
     async fn settled(&mut self, batch: &[Outbound], settled: Settled) -> Flow {
         match settled {
-            Settled::Delivered => {
-                self.delivered.extend_from_slice(batch);
-                Flow::Continue
-            }
+            Settled::Delivered => self.gather(batch).await,
             Settled::Refused(_) if batch.len() > 1 => {
                 for single in batch.chunks(1) {
                     let flow = match self.sender.settle(single).await {
-                        Settled::Delivered => {
-                            self.delivered.extend_from_slice(single);
-                            Flow::Continue
-                        }
+                        Settled::Delivered => self.gather(single).await,
                         Settled::Refused(outcome) => self.dead_letter(single, &outcome).await,
                         Settled::Gone(outcome) => self.disable(&outcome).await,
                         Settled::Shutdown => Flow::Stop,
@@ -299,6 +296,15 @@ impl Worker {
             Settled::Gone(outcome) => self.disable(&outcome).await,
             Settled::Shutdown => Flow::Stop,
         }
+    }
+
+    /// Gathers a delivered batch for acknowledgement, writing once [`ACK_EVERY`] are gathered.
+    async fn gather(&mut self, batch: &[Outbound]) -> Flow {
+        self.delivered.extend_from_slice(batch);
+        if self.delivered.len() >= ACK_EVERY && !self.write_acks().await {
+            return Flow::Stop;
+        }
+        Flow::Continue
     }
 
     /// Writes the gathered acknowledgements, retrying Redis errors; false when shutdown came

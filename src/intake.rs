@@ -9,7 +9,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::catchup::{CatchUp, Limits};
+use crate::catchup::{CatchUp, Limits, Watched};
 use crate::decode::Decoder;
 use crate::model::{OutboundKind, Received};
 use crate::outbox::{Enqueue, Outbox};
@@ -33,6 +33,8 @@ pub struct Intake {
     pub limits: Limits,
     /// The de-dup window (recent ids remembered per scope).
     pub window: usize,
+    /// The scopes this process has caught up before.
+    pub watched: Watched,
 }
 
 impl Intake {
@@ -148,6 +150,7 @@ impl Intake {
             decoder: &mut self.decoder,
             limits: self.limits,
             window: self.window,
+            watched: &mut self.watched,
         };
         match pass.all().await {
             Ok(summary) if summary.enqueued > 0 || summary.gaps > 0 => {
