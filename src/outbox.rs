@@ -225,18 +225,8 @@ impl Outbox {
             return Ok(());
         };
         let ids: Vec<&str> = delivered.iter().map(|o| o.entry_id.as_str()).collect();
-        let key = outbox_key(link);
-        redis::pipe()
-            .atomic()
-            .cmd("XACK")
-            .arg(&key)
-            .arg(GROUP)
-            .arg(&ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&key)
-            .arg(&ids)
-            .ignore()
+        let mut pipe = redis::pipe();
+        remove_entries(pipe.atomic(), link, &ids)
             .hincr(link_key(link), "delivered", delivered.len())
             .ignore()
             .hset(link_key(link), "last_id", &last.event_id)
@@ -250,18 +240,8 @@ impl Outbox {
 
     /// Removes entries without delivering them (only for entries that cannot be parsed).
     pub async fn discard(&mut self, link: &str, entry_ids: &[String]) -> Result<()> {
-        let key = outbox_key(link);
-        redis::pipe()
-            .atomic()
-            .cmd("XACK")
-            .arg(&key)
-            .arg(GROUP)
-            .arg(entry_ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&key)
-            .arg(entry_ids)
-            .ignore()
+        let mut pipe = redis::pipe();
+        remove_entries(pipe.atomic(), link, entry_ids)
             .query_async::<()>(&mut self.con)
             .await?;
         Ok(())
@@ -276,7 +256,6 @@ impl Outbox {
         status: Option<u16>,
         detail: &str,
     ) -> Result<()> {
-        let key = outbox_key(link);
         let mut pipe = redis::pipe();
         pipe.atomic();
         let failed_at = Utc::now().to_rfc3339();
@@ -292,12 +271,7 @@ impl Outbox {
                     ("failed_at", failed_at.as_str()),
                 ])
                 .ignore();
-            pipe.cmd("XACK")
-                .arg(&key)
-                .arg(GROUP)
-                .arg(&entry.entry_id)
-                .ignore();
-            pipe.cmd("XDEL").arg(&key).arg(&entry.entry_id).ignore();
+            remove_entries(&mut pipe, link, &[&entry.entry_id]);
         }
         pipe.query_async::<()>(&mut self.con).await?;
         Ok(())
@@ -517,6 +491,25 @@ impl DeadLetter {
             failed_at,
         })
     }
+}
+
+/// Adds to `pipe` the acknowledgement and deletion of outbox entries: once settled, an entry
+/// leaves both the pending list and the stream.
+fn remove_entries<'p, I: redis::ToRedisArgs>(
+    pipe: &'p mut redis::Pipeline,
+    link: &str,
+    entry_ids: &[I],
+) -> &'p mut redis::Pipeline {
+    let key = outbox_key(link);
+    pipe.cmd("XACK")
+        .arg(&key)
+        .arg(GROUP)
+        .arg(entry_ids)
+        .ignore()
+        .cmd("XDEL")
+        .arg(&key)
+        .arg(entry_ids)
+        .ignore()
 }
 
 fn entry_fields(entry: &Outbound) -> Vec<(&'static str, String)> {

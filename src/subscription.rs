@@ -99,7 +99,9 @@ async fn session(client: &redis::Client, feed: &mpsc::Sender<Feed>) -> End {
                 }
             }
             _ = ping.tick() => {
-                match timeout(PING_TIMEOUT, sink.ping::<String>()).await {
+                // In subscribed mode Redis answers PING with `["pong", ""]`, not `PONG`:
+                // any answer proves the connection alive.
+                match timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return End::Disconnected(format!("ping: {e}")),
                     Err(_) => return End::Disconnected("ping: no answer".into()),

@@ -274,3 +274,23 @@ async fn max_in_flight_overlaps_sends_and_still_delivers_each_event_once() {
     assert_eq!(depth, 0, "every event acknowledged");
     drop(daemon);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscription_stays_up_across_keepalive_pings() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let daemon = Daemon::start(&config(&redis, &receiver.url("/hook"), ""));
+    daemon.wait_ready();
+    // Two keep-alive PINGs (every 5 s) happen in this time.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut con = redis.connection().await;
+    seed::send_message(&mut con, "general", json!(1), "a", "still here").await;
+    receiver.wait_for(1, WAIT).await;
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("subscribed").count(),
+        1,
+        "never resubscribed:\n{log}"
+    );
+    assert!(!log.contains("subscription ended"), "{log}");
+}
