@@ -10,15 +10,18 @@
 //! - On start the worker first re-delivers what a crashed predecessor left pending.
 //! - Links with `max_in_flight > 1` send that many batches at once (order is then not kept);
 //!   each is still acknowledged only after its own 2xx.
-//! - Acknowledgements are gathered and written per [`ACK_EVERY`] events (and at the end of
-//!   each read), so an ordered link does not pay a Redis round trip per event. A crash before
-//!   that write only means those events are delivered again (at least once).
 //! - On shutdown in-flight sends are allowed to finish (the daemon bounds how long).
+//!
+//! Redis stays off the send path: a fetch task reads the outbox ahead of the sender (a few reads
+//! buffered) and an ack task writes acknowledgements behind it, coalesced. A crash before an
+//! acknowledgement is written only means that event is delivered again (at least once).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::links::{SendOutcome, Target};
@@ -28,9 +31,8 @@ use crate::retry::{Backoff, Verdict};
 
 /// Entries fetched per outbox read.
 const READ_COUNT: usize = 512;
-/// Delivered entries gathered before their acknowledgement is written (and at the end of
-/// every read): bounds what a crash makes us send twice.
-const ACK_EVERY: usize = 64;
+/// Reads the fetch task may hold ready ahead of the sender.
+const PREFETCH: usize = 4;
 /// How long a read waits for new entries before checking for shutdown again.
 const BLOCK_MS: u64 = 1000;
 /// Backoff for Redis errors (the outbox itself unreachable).
@@ -55,6 +57,34 @@ enum Settled {
     Refused(SendOutcome),
     Gone(SendOutcome),
     Shutdown,
+}
+
+/// Sleeps unless shutdown comes first; true when it did.
+async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => false,
+        () = shutdown.cancelled() => true,
+    }
+}
+
+/// Logs a Redis error and waits before the next try (recreating the consumer group when Redis
+/// lost it); true when shutdown came first.
+async fn pause_after_redis_error(
+    link: &str,
+    outbox: &mut Outbox,
+    e: &OutboxError,
+    backoff: &mut Backoff,
+    shutdown: &CancellationToken,
+) -> bool {
+    if let OutboxError::Redis(re) = e
+        && re.code() == Some("NOGROUP")
+        && outbox.ensure_group(link).await.is_ok()
+    {
+        return false;
+    }
+    let wait = backoff.next(None);
+    tracing::warn!(link, error = %e, retry_in = ?wait, "outbox unavailable");
+    sleep_or_shutdown(wait, shutdown).await
 }
 
 /// Sends batches to one target, retrying until each settles. Cheap to clone, so several
@@ -105,11 +135,120 @@ impl Sender {
     }
 }
 
-/// Sleeps unless shutdown comes first; true when it did.
-async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(wait) => false,
-        () = shutdown.cancelled() => true,
+/// Reads the outbox ahead of the sender: pending entries first, then new ones. Returns the
+/// reader when the sender hangs up or shutdown comes, so a later session can reuse it.
+async fn fetch(
+    link: String,
+    mut reader: Reader,
+    mut outbox: Outbox,
+    ready: mpsc::Sender<Vec<Outbound>>,
+    shutdown: CancellationToken,
+) -> Reader {
+    let mut from = ReadFrom::pending();
+    let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
+    loop {
+        let read = tokio::select! {
+            read = reader.read(&from, READ_COUNT, BLOCK_MS) => read,
+            () = shutdown.cancelled() => return reader,
+            () = ready.closed() => return reader,
+        };
+        let entries = match read {
+            Ok(entries) => entries,
+            Err(e) => {
+                if pause_after_redis_error(&link, &mut outbox, &e, &mut backoff, &shutdown).await {
+                    return reader;
+                }
+                continue;
+            }
+        };
+        backoff.reset();
+        let last = entries.last().map(|entry| match entry {
+            Ok(outbound) => outbound.entry_id.clone(),
+            Err((id, _)) => id.clone(),
+        });
+        from = match (from, last) {
+            // Pending entries stay pending until acknowledged: read on past them.
+            (ReadFrom::PendingAfter(_), Some(last)) => ReadFrom::PendingAfter(last),
+            (_, None) => ReadFrom::New,
+            (ReadFrom::New, Some(_)) => ReadFrom::New,
+        };
+        let entries = drop_unreadable(&link, &mut outbox, entries).await;
+        if !entries.is_empty() && ready.send(entries).await.is_err() {
+            return reader;
+        }
+    }
+}
+
+/// Entries that cannot be parsed (only chatbridge writes outboxes, so this means damage) are
+/// logged and removed, so they do not come back after every restart.
+async fn drop_unreadable(
+    link: &str,
+    outbox: &mut Outbox,
+    entries: Vec<Result<Outbound, (String, String)>>,
+) -> Vec<Outbound> {
+    let mut good = Vec::with_capacity(entries.len());
+    let mut bad = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(outbound) => good.push(outbound),
+            Err((id, why)) => {
+                tracing::error!(link, entry = id, why, "dropping unreadable outbox entry");
+                bad.push(id);
+            }
+        }
+    }
+    if !bad.is_empty()
+        && let Err(e) = outbox.discard(link, &bad).await
+    {
+        tracing::warn!(link, error = %e, "could not drop unreadable entries");
+    }
+    good
+}
+
+/// What the ack task is told.
+enum Ack {
+    /// These entries were delivered.
+    Delivered(Vec<Outbound>),
+    /// Answer once everything sent before is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Writes acknowledgements behind the sender, coalescing whatever has queued up into one
+/// write. Runs until the sender hangs up, then writes what is left (unless shutdown cuts a
+/// failing Redis short: those events are delivered again after a restart).
+async fn acknowledge(
+    link: String,
+    mut outbox: Outbox,
+    mut acks: mpsc::UnboundedReceiver<Ack>,
+    shutdown: CancellationToken,
+) {
+    let mut delivered = Vec::new();
+    let mut flushed = Vec::new();
+    while let Some(first) = acks.recv().await {
+        let mut next = Some(first);
+        while let Some(ack) = next.take() {
+            match ack {
+                Ack::Delivered(batch) => delivered.extend(batch),
+                Ack::Flush(done) => flushed.push(done),
+            }
+            next = acks.try_recv().ok();
+        }
+        let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
+        while !delivered.is_empty() {
+            match outbox.ack(&link, &delivered).await {
+                Ok(()) => delivered.clear(),
+                Err(e) => {
+                    if pause_after_redis_error(&link, &mut outbox, &e, &mut backoff, &shutdown)
+                        .await
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        for done in flushed.drain(..) {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -118,12 +257,14 @@ pub struct Worker {
     /// The link's name, for keys and logs.
     link: String,
     sender: Sender,
-    /// For acks, dead letters and the disabled flag.
+    /// For dead letters and the disabled flag (each task has its own clone).
     outbox: Outbox,
-    /// The worker's own connection for blocking reads.
-    reader: Reader,
-    /// Delivered entries whose acknowledgement is not yet written.
-    delivered: Vec<Outbound>,
+    /// The connection for blocking reads, lent to each session's fetch task.
+    reader: Option<Reader>,
+    /// To the ack task.
+    acks: mpsc::UnboundedSender<Ack>,
+    /// The ack task's end of `acks`, until `run` starts it.
+    pending_acks: Option<mpsc::UnboundedReceiver<Ack>>,
 }
 
 impl Worker {
@@ -135,6 +276,7 @@ impl Worker {
         max_backoff: Duration,
     ) -> Self {
         let link = target.name().to_owned();
+        let (acks, pending_acks) = mpsc::unbounded_channel();
         Self {
             sender: Sender {
                 link: link.as_str().into(),
@@ -144,8 +286,9 @@ impl Worker {
             },
             link,
             outbox,
-            reader,
-            delivered: Vec::new(),
+            reader: Some(reader),
+            acks,
+            pending_acks: Some(pending_acks),
         }
     }
 
@@ -153,95 +296,93 @@ impl Worker {
         &self.sender.shutdown
     }
 
-    /// Delivers until shutdown. While the link is disabled it waits for `chatbridge enable`.
+    /// Delivers until shutdown, then waits for the acknowledgements to be written. While the
+    /// link is disabled it waits for `chatbridge enable`.
     pub async fn run(mut self) {
-        let mut from = ReadFrom::Pending;
-        let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
-        let mut enabled = false;
+        let acker: Option<JoinHandle<()>> = self.pending_acks.take().map(|pending| {
+            tokio::spawn(acknowledge(
+                self.link.clone(),
+                self.outbox.clone(),
+                pending,
+                self.shutdown().clone(),
+            ))
+        });
         while !self.shutdown().is_cancelled() {
-            if !enabled {
-                match self.wait_until_enabled().await {
-                    Ok(true) => return,
-                    Ok(false) => enabled = true,
-                    Err(e) => {
-                        if self.pause_after_redis_error(&e, &mut backoff).await {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            }
-            let shutdown = self.shutdown().clone();
-            let read = tokio::select! {
-                read = self.reader.read(from, READ_COUNT, BLOCK_MS) => read,
-                () = shutdown.cancelled() => return,
-            };
-            let entries = match read {
-                Ok(entries) => entries,
+            match self.wait_until_enabled().await {
+                Ok(true) => break,
+                Ok(false) => {}
                 Err(e) => {
-                    if self.pause_after_redis_error(&e, &mut backoff).await {
-                        return;
+                    let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
+                    let shutdown = self.shutdown().clone();
+                    let link = self.link.clone();
+                    if pause_after_redis_error(&link, &mut self.outbox, &e, &mut backoff, &shutdown)
+                        .await
+                    {
+                        break;
                     }
                     continue;
                 }
-            };
-            backoff.reset();
-            if entries.is_empty() {
-                from = ReadFrom::New;
-                continue;
             }
-            let entries = self.drop_unreadable(entries).await;
-            let flow = self.deliver_all(&entries).await;
-            let acked = self.write_acks().await;
-            match (flow, acked) {
-                (Flow::Stop, _) | (_, false) => return,
-                (Flow::Disabled, true) => {
-                    // What was read and not delivered stays pending: re-read it once enabled.
-                    enabled = false;
-                    from = ReadFrom::Pending;
-                }
-                (Flow::Continue, true) => {}
+            if let Flow::Stop = self.session().await {
+                break;
             }
+        }
+        drop(self);
+        if let Some(acker) = acker {
+            let _ = acker.await;
         }
     }
 
-    /// Entries that cannot be parsed (only chatbridge writes outboxes, so this means damage)
-    /// are logged and removed, so they do not come back after every restart.
-    async fn drop_unreadable(
-        &mut self,
-        entries: Vec<Result<Outbound, (String, String)>>,
-    ) -> Vec<Outbound> {
-        let mut good = Vec::with_capacity(entries.len());
-        let mut bad = Vec::new();
-        for entry in entries {
-            match entry {
-                Ok(outbound) => good.push(outbound),
-                Err((id, why)) => {
-                    tracing::error!(
-                        link = self.link,
-                        entry = id,
-                        why,
-                        "dropping unreadable outbox entry"
-                    );
-                    bad.push(id);
-                }
+    /// One delivery session: from the pending entries on, until shutdown or the link is
+    /// disabled (the next session then starts again from what is pending).
+    async fn session(&mut self) -> Flow {
+        let Some(reader) = self.reader.take() else {
+            return Flow::Stop;
+        };
+        let (ready_tx, mut ready) = mpsc::channel(PREFETCH);
+        let fetcher = tokio::spawn(fetch(
+            self.link.clone(),
+            reader,
+            self.outbox.clone(),
+            ready_tx,
+            self.shutdown().clone(),
+        ));
+        let mut flow = Flow::Stop;
+        while let Some(entries) = ready.recv().await {
+            flow = self.deliver_all(entries).await;
+            if !matches!(flow, Flow::Continue) {
+                break;
             }
         }
-        if !bad.is_empty()
-            && let Err(e) = self.outbox.discard(&self.link, &bad).await
-        {
-            tracing::warn!(link = self.link, error = %e, "could not drop unreadable entries");
+        drop(ready);
+        match fetcher.await {
+            Ok(reader) => self.reader = Some(reader),
+            Err(e) => tracing::error!(link = self.link, error = %e, "outbox reader failed"),
         }
-        good
+        if matches!(flow, Flow::Disabled) {
+            // Re-reading from the pending entries must not see what was just delivered.
+            let (done, written) = oneshot::channel();
+            if self.acks.send(Ack::Flush(done)).is_ok() {
+                let _ = written.await;
+            }
+        }
+        if self.reader.is_none() {
+            return Flow::Stop;
+        }
+        flow
     }
 
     /// Delivers what one read returned: batch after batch in order, or up to
     /// `max_in_flight` batches at once.
-    async fn deliver_all(&mut self, entries: &[Outbound]) -> Flow {
+    async fn deliver_all(&mut self, entries: Vec<Outbound>) -> Flow {
         let size = self.sender.target.batch_max().max(1);
         let parallel = self.sender.target.max_in_flight().max(1);
         if parallel == 1 {
             for batch in entries.chunks(size) {
+                if self.shutdown().is_cancelled() {
+                    // Not started: stays pending for the next start.
+                    return Flow::Stop;
+                }
                 let settled = self.sender.settle(batch).await;
                 let flow = self.settled(batch, settled).await;
                 if !matches!(flow, Flow::Continue) {
@@ -257,7 +398,11 @@ impl Worker {
             .map(move |batch| {
                 let sender = sender.clone();
                 async move {
-                    let settled = sender.settle(&batch).await;
+                    let settled = if sender.shutdown.is_cancelled() {
+                        Settled::Shutdown
+                    } else {
+                        sender.settle(&batch).await
+                    };
                     (batch, settled)
                 }
             })
@@ -273,15 +418,15 @@ impl Worker {
         outcome
     }
 
-    /// Records how a batch settled: gathers it for acknowledgement, or splits a refused batch
-    /// into single events, dead-letters a refused event, or disables the link.
+    /// Records how a batch settled: hands it to the ack task, or splits a refused batch into
+    /// single events, dead-letters a refused event, or disables the link.
     async fn settled(&mut self, batch: &[Outbound], settled: Settled) -> Flow {
         match settled {
-            Settled::Delivered => self.gather(batch).await,
+            Settled::Delivered => self.acknowledge(batch),
             Settled::Refused(_) if batch.len() > 1 => {
                 for single in batch.chunks(1) {
                     let flow = match self.sender.settle(single).await {
-                        Settled::Delivered => self.gather(single).await,
+                        Settled::Delivered => self.acknowledge(single),
                         Settled::Refused(outcome) => self.dead_letter(single, &outcome).await,
                         Settled::Gone(outcome) => self.disable(&outcome).await,
                         Settled::Shutdown => Flow::Stop,
@@ -298,34 +443,10 @@ impl Worker {
         }
     }
 
-    /// Gathers a delivered batch for acknowledgement, writing once [`ACK_EVERY`] are gathered.
-    async fn gather(&mut self, batch: &[Outbound]) -> Flow {
-        self.delivered.extend_from_slice(batch);
-        if self.delivered.len() >= ACK_EVERY && !self.write_acks().await {
-            return Flow::Stop;
-        }
-        Flow::Continue
-    }
-
-    /// Writes the gathered acknowledgements, retrying Redis errors; false when shutdown came
-    /// first (the entries are then delivered again after a restart, never lost).
-    async fn write_acks(&mut self) -> bool {
-        if self.delivered.is_empty() {
-            return true;
-        }
-        let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
-        loop {
-            match self.outbox.ack(&self.link, &self.delivered).await {
-                Ok(()) => {
-                    self.delivered.clear();
-                    return true;
-                }
-                Err(e) => {
-                    if self.pause_after_redis_error(&e, &mut backoff).await {
-                        return false;
-                    }
-                }
-            }
+    fn acknowledge(&mut self, batch: &[Outbound]) -> Flow {
+        match self.acks.send(Ack::Delivered(batch.to_vec())) {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop,
         }
     }
 
@@ -338,6 +459,7 @@ impl Worker {
             "target refused the event: moved to the dead-letter stream"
         );
         let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
+        let shutdown = self.shutdown().clone();
         loop {
             let done = self
                 .outbox
@@ -346,7 +468,15 @@ impl Worker {
             match done {
                 Ok(()) => return Flow::Continue,
                 Err(e) => {
-                    if self.pause_after_redis_error(&e, &mut backoff).await {
+                    if pause_after_redis_error(
+                        &self.link,
+                        &mut self.outbox,
+                        &e,
+                        &mut backoff,
+                        &shutdown,
+                    )
+                    .await
+                    {
                         return Flow::Stop;
                     }
                 }
@@ -361,8 +491,11 @@ impl Worker {
             "target is gone: DISABLING the link"
         );
         let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
+        let shutdown = self.shutdown().clone();
         while let Err(e) = self.outbox.disable(&self.link, &outcome.detail).await {
-            if self.pause_after_redis_error(&e, &mut backoff).await {
+            if pause_after_redis_error(&self.link, &mut self.outbox, &e, &mut backoff, &shutdown)
+                .await
+            {
                 return Flow::Stop;
             }
         }
@@ -390,18 +523,5 @@ impl Worker {
             tracing::info!(link = self.link, "link enabled again: resuming delivery");
         }
         Ok(false)
-    }
-
-    /// Logs a Redis error and waits before the next try; true when shutdown came first.
-    async fn pause_after_redis_error(&mut self, e: &OutboxError, backoff: &mut Backoff) -> bool {
-        if let OutboxError::Redis(re) = e
-            && re.code() == Some("NOGROUP")
-            && self.outbox.ensure_group(&self.link).await.is_ok()
-        {
-            return false;
-        }
-        let wait = backoff.next(None);
-        tracing::warn!(link = self.link, error = %e, retry_in = ?wait, "outbox unavailable");
-        sleep_or_shutdown(wait, self.shutdown()).await
     }
 }

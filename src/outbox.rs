@@ -523,12 +523,20 @@ fn entry_fields(entry: &Outbound) -> Vec<(&'static str, String)> {
 }
 
 /// Where a worker reads from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadFrom {
-    /// Entries this consumer read earlier and never acknowledged (a crash left them).
-    Pending,
+    /// Entries this consumer read earlier and never acknowledged (a crash left them), with
+    /// stream ids after this one (`0-0` for all).
+    PendingAfter(String),
     /// Entries never read yet.
     New,
+}
+
+impl ReadFrom {
+    /// Every pending entry, from the first.
+    pub fn pending() -> Self {
+        Self::PendingAfter("0-0".to_owned())
+    }
 }
 
 /// A worker's blocking reader: it owns its own connection, because a blocking read would
@@ -550,7 +558,7 @@ impl Reader {
     /// to parse are returned as errors in place, so the caller can dead-letter them.
     pub async fn read(
         &mut self,
-        from: ReadFrom,
+        from: &ReadFrom,
         count: usize,
         block_ms: u64,
     ) -> Result<Vec<std::result::Result<Outbound, (String, String)>>> {
@@ -560,12 +568,14 @@ impl Reader {
             .arg(CONSUMER)
             .arg("COUNT")
             .arg(count);
-        if from == ReadFrom::New {
-            cmd.arg("BLOCK").arg(block_ms);
-        }
-        cmd.arg("STREAMS")
-            .arg(&self.key)
-            .arg(if from == ReadFrom::New { ">" } else { "0" });
+        let start = match from {
+            ReadFrom::New => {
+                cmd.arg("BLOCK").arg(block_ms);
+                ">"
+            }
+            ReadFrom::PendingAfter(id) => id.as_str(),
+        };
+        cmd.arg("STREAMS").arg(&self.key).arg(start);
         let reply: Value = cmd.query_async(&mut self.con).await?;
         let streams = match reply {
             Value::Nil => return Ok(Vec::new()),

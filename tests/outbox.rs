@@ -36,7 +36,7 @@ fn message(id: &str, links: &[&str]) -> Enqueue {
 
 async fn read_all(reader: &mut Reader, from: ReadFrom) -> Vec<Outbound> {
     reader
-        .read(from, 100, 10)
+        .read(&from, 100, 10)
         .await
         .unwrap()
         .into_iter()
@@ -114,15 +114,23 @@ async fn unacknowledged_entries_are_read_again_as_pending_and_acks_delete_them()
     // A new process (crash before ack): the entries are pending, in order.
     let mut second = reader(&redis, "a").await;
     assert!(read_all(&mut second, ReadFrom::New).await.is_empty());
-    let pending = read_all(&mut second, ReadFrom::Pending).await;
+    let pending = read_all(&mut second, ReadFrom::pending()).await;
     let ids: Vec<&str> = pending.iter().map(|o| o.event_id.as_str()).collect();
     assert_eq!(ids, ["m1", "m2"]);
+
+    // Reading on past what was handed out: the pending list is walked once, not re-read.
+    let after_first = ReadFrom::PendingAfter(pending[0].entry_id.clone());
+    let rest = read_all(&mut second, after_first).await;
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].event_id, "m2");
+    let after_last = ReadFrom::PendingAfter(pending[1].entry_id.clone());
+    assert!(read_all(&mut second, after_last).await.is_empty());
 
     outbox.ack("a", &pending[..1]).await.unwrap();
     let status = outbox.status("a").await.unwrap();
     assert_eq!((status.depth, status.pending, status.delivered), (1, 1, 1));
     assert_eq!(status.last_id.as_deref(), Some("m1"));
-    let left = read_all(&mut second, ReadFrom::Pending).await;
+    let left = read_all(&mut second, ReadFrom::pending()).await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].event_id, "m2");
 }
