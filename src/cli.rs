@@ -205,7 +205,7 @@ pub fn check(cli: &Cli) -> Result<(), CliError> {
 pub async fn execute(cli: &Cli) -> Result<(), CliError> {
     let config = load_config(cli)?;
     let url = config.redis.redacted_url();
-    let client = redis::Client::open(config.redis.url.as_str()).map_err(failed)?;
+    let client = crate::connect::client(&config.redis.url).map_err(failed)?;
     let unavailable = |e: &dyn std::fmt::Display| CliError::Unavailable {
         url: url.clone(),
         error: e.to_string(),

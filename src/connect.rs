@@ -9,6 +9,17 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A client for `url` whose TCP connections send small writes at once (TCP_NODELAY): with
+/// Nagle's algorithm, a command queued behind an unacknowledged one can wait for a delayed
+/// ACK, which is latency the data path does not need.
+pub fn client(url: &str) -> redis::RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo;
+    let info = url
+        .into_connection_info()?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info)
+}
+
 /// A self-healing connection for ordinary commands. `extra_wait` lengthens the response
 /// timeout for connections that issue blocking reads (`XREADGROUP … BLOCK`).
 pub async fn manager(

@@ -34,7 +34,7 @@ pub enum DaemonError {
 
 /// Runs the bridge until `shutdown` completes, then drains and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let client = redis::Client::open(config.redis.url.as_str())?;
+    let client = crate::connect::client(&config.redis.url)?;
     let stop = CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let started = tokio::select! {

@@ -18,7 +18,10 @@ fn main() -> ExitCode {
         .init();
     let outcome = match cli.command {
         Command::Check => cli::check(&cli),
-        _ => match tokio::runtime::Runtime::new() {
+        _ => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(runtime) => runtime.block_on(dispatch(&cli)),
             Err(e) => Err(cli::CliError::Failed(format!(
                 "cannot start the runtime: {e}"
