@@ -28,7 +28,7 @@ use serde_json::{Map, Value, json};
 use tokio::runtime::Runtime;
 
 use daemon::{Daemon, RssWatch, cpu_ticks, ticks_per_second};
-use load::{Generator, sequential_client, unix_nanos};
+use load::{FloorProbe, Generator, sequential_client, unix_nanos};
 use redis_server::RedisServer;
 use report::{Run, round, summarise};
 use sink::Sink;
@@ -280,9 +280,14 @@ impl Bench {
         time: Duration,
     ) -> Map<String, Value> {
         let mut rig = self.rig(Link::BATCHED, rooms, active, true);
+        let probe = FloorProbe::start(self.sink_runtime.handle(), &rig._redis.url());
         self.load_runtime
             .block_on(rig.generator.paced(per_second, time));
-        self.finish(name, rig, true, None)
+        let mut line = self.finish(name, rig, true, None);
+        let (p50, p99) = probe.finish();
+        line.insert("subscriber_p50_ms".into(), json!(p50));
+        line.insert("subscriber_p99_ms".into(), json!(p99));
+        line
     }
 
     /// Publishes while the sink refuses connections, waits until the daemon queued everything,

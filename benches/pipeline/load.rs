@@ -156,3 +156,59 @@ pub async fn sequential_client(url: &str, count: usize, rooms: usize) -> u64 {
     }
     first_sent_ns
 }
+
+/// A plain Pub/Sub subscriber beside the daemon, recording how long each message took from
+/// the generator to it: the floor of the first hop (generator → Redis → a subscriber) under the
+/// same load, which no bridge can beat.
+pub struct FloorProbe {
+    /// Nanoseconds from build to receipt, one per message.
+    latencies: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    /// The reading task.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FloorProbe {
+    /// Subscribes (on `runtime`) before returning, so nothing published afterwards is missed.
+    pub fn start(runtime: &tokio::runtime::Handle, url: &str) -> Self {
+        use futures_util::StreamExt;
+        let client = redis::Client::open(url).expect("a valid redis URL");
+        let mut pubsub = runtime
+            .block_on(client.get_async_pubsub())
+            .expect("the floor probe's subscription");
+        runtime
+            .block_on(pubsub.psubscribe("chat:room:*"))
+            .expect("PSUBSCRIBE");
+        let latencies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = latencies.clone();
+        let task = runtime.spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                let received = unix_nanos();
+                let sent = serde_json::from_slice::<serde_json::Value>(message.get_payload_bytes())
+                    .ok()
+                    .and_then(|v| {
+                        let content = v.get("content")?.as_str()?.to_owned();
+                        content.split(' ').nth(1)?.parse::<u64>().ok()
+                    });
+                if let (Some(sent), Ok(mut all)) = (sent, sink.lock()) {
+                    all.push(received.saturating_sub(sent));
+                }
+            }
+        });
+        Self { latencies, task }
+    }
+
+    /// Stops and returns (p50, p99) in milliseconds.
+    pub fn finish(self) -> (Option<f64>, Option<f64>) {
+        self.task.abort();
+        let mut all = self.latencies.lock().map(|l| l.clone()).unwrap_or_default();
+        all.sort_unstable();
+        let pick = |q: f64| {
+            (!all.is_empty()).then(|| {
+                let i = ((all.len() - 1) as f64 * q).round() as usize;
+                (all[i] as f64 / 1e4).round() / 100.0
+            })
+        };
+        (pick(0.50), pick(0.99))
+    }
+}
