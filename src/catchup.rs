@@ -79,8 +79,8 @@ impl CatchUp<'_> {
             .rooms()
             .map(|r| Scope::Room(r.to_owned()))
             .collect();
-        for scope in &rooms {
-            self.scope(scope, false, &mut summary).await?;
+        for scope in self.unsettled(rooms).await? {
+            self.scope(&scope, false, &mut summary).await?;
         }
         if self.routes.mirrors_dms() {
             let marked: bool = self
@@ -88,7 +88,8 @@ impl CatchUp<'_> {
                 .hexists(crate::outbox::CHECKPOINTS, DMS_SINCE)
                 .await?;
             let dms_known = marked || self.watched.dms;
-            for scope in self.dm_scopes().await? {
+            let dms = self.dm_scopes().await?;
+            for scope in self.unsettled(dms).await? {
                 self.scope(&scope, dms_known, &mut summary).await?;
             }
             self.watched.dms = true;
@@ -104,6 +105,54 @@ impl CatchUp<'_> {
             }
         }
         Ok(summary)
+    }
+
+    /// The scopes that may need work: all but those whose newest history entry is their
+    /// checkpoint or already enqueued (the usual case for a periodic sweep), found with a few
+    /// pipelined round trips instead of a history walk per scope.
+    async fn unsettled(&mut self, scopes: Vec<Scope>) -> Result<Vec<Scope>, OutboxError> {
+        let mut unsettled = Vec::new();
+        for chunk in scopes.chunks(CHUNK) {
+            let mut pipe = redis::pipe();
+            for scope in chunk {
+                pipe.lindex(scope.history_key(), 0)
+                    .hget(crate::outbox::CHECKPOINTS, scope.channel());
+            }
+            let replies: Vec<Option<Vec<u8>>> = pipe.query_async(self.con).await?;
+            let mut newest_ids = Vec::new();
+            for (scope, pair) in chunk.iter().zip(replies.chunks(2)) {
+                let (newest, checkpoint) = match pair {
+                    [newest, checkpoint] => (newest, checkpoint.as_deref()),
+                    _ => (&None, None),
+                };
+                let id = newest.as_deref().and_then(|raw| {
+                    match self.decoder.decode_in(scope.clone(), raw).map(|r| r.event) {
+                        Some(ChatEvent::Message(m)) => Some(m.id),
+                        _ => None,
+                    }
+                });
+                match (checkpoint, id) {
+                    (None, _) => unsettled.push(scope.clone()),
+                    (Some(_), None) => {}
+                    (Some(checkpoint), Some(id)) if checkpoint == id.as_bytes() => {}
+                    (Some(_), Some(id)) => newest_ids.push((scope, id)),
+                }
+            }
+            if newest_ids.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for (scope, id) in &newest_ids {
+                pipe.zscore(crate::outbox::seen_key(scope), id);
+            }
+            let scores: Vec<Option<f64>> = pipe.query_async(self.con).await?;
+            for ((scope, _), score) in newest_ids.into_iter().zip(scores) {
+                if score.is_none() {
+                    unsettled.push(scope.clone());
+                }
+            }
+        }
+        Ok(unsettled)
     }
 
     /// Every DM conversation that has a history list.

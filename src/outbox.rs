@@ -46,7 +46,12 @@ fn link_key(link: &str) -> String {
     format!("chatbridge:link:{link}")
 }
 
-fn seen_key(scope: &Scope, kind: OutboundKind) -> String {
+/// The seen set of a scope's messages.
+pub fn seen_key(scope: &Scope) -> String {
+    kind_seen_key(scope, OutboundKind::Event(crate::model::EventKind::Message))
+}
+
+fn kind_seen_key(scope: &Scope, kind: OutboundKind) -> String {
     match kind {
         OutboundKind::Event(crate::model::EventKind::Message) => {
             format!("chatbridge:seen:{}", scope.channel())
@@ -166,7 +171,7 @@ impl Outbox {
             let is_message = event.kind == OutboundKind::Event(crate::model::EventKind::Message);
             let channel = event.scope.channel();
             invocation
-                .arg(keys.get(seen_key(&event.scope, event.kind)))
+                .arg(keys.get(kind_seen_key(&event.scope, event.kind)))
                 .arg(if is_message { channel.as_str() } else { "" })
                 .arg(&event.event_id)
                 .arg(&channel)
@@ -189,7 +194,7 @@ impl Outbox {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let key = seen_key(scope, OutboundKind::Event(crate::model::EventKind::Message));
+        let key = seen_key(scope);
         let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
             .arg(key)
             .arg(ids)
