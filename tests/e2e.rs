@@ -8,6 +8,7 @@ use std::time::Duration;
 use chatbridge::links::signing;
 use chatbridge::secret::WebhookSecret;
 use common::daemon::Daemon;
+use common::outbox::wait_drained;
 use common::receiver::Receiver;
 use common::redis::RedisServer;
 use common::seed;
@@ -38,23 +39,6 @@ links = ["audit"]
 "#,
         redis.url()
     )
-}
-
-/// Waits until the daemon wrote its acknowledgements (written just after the sends), so a
-/// crash now re-sends nothing.
-async fn acknowledged(redis: &RedisServer) {
-    let mut con = redis.connection().await;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let depth: usize = redis::AsyncCommands::xlen(&mut con, "chatbridge:outbox:audit")
-            .await
-            .unwrap();
-        if depth == 0 {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "outbox never drained");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn verify(request: &common::receiver::Recorded) {
@@ -154,7 +138,7 @@ async fn a_room_seen_for_the_first_time_starts_from_now_then_catches_up_after_do
     daemon.wait_ready();
     let first = seed::send_message(&mut con, "general", json!(1), "a", "first").await;
     receiver.wait_for(1, WAIT).await;
-    acknowledged(&redis).await;
+    wait_drained(&mut redis.connection().await, "audit").await;
 
     let dir = daemon.crash();
     let mut missed = Vec::new();
@@ -197,7 +181,7 @@ async fn a_history_gap_sends_one_notice_then_what_history_holds() {
     daemon.wait_ready();
     seed::send_message(&mut con, "general", json!(1), "a", "seen").await;
     receiver.wait_for(1, WAIT).await;
-    acknowledged(&redis).await;
+    wait_drained(&mut redis.connection().await, "audit").await;
     let dir = daemon.crash();
     // More than the seed keeps (1000): the checkpoint is trimmed out of history.
     for i in 0..1010 {

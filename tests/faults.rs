@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chatbridge::pyjson;
 use common::daemon::{ConfigDir, Daemon, cli};
+use common::outbox::wait_drained;
 use common::receiver::{Receiver, Recorded, Reply};
 use common::redis::RedisServer;
 use common::seed;
@@ -96,14 +97,6 @@ async fn eventually<T>(
 
 async fn xlen(con: &mut MultiplexedConnection, key: &str) -> usize {
     con.xlen(key).await.expect("XLEN")
-}
-
-/// Waits until the outbox of `audit` is empty: everything acknowledged (or dead-lettered).
-async fn wait_outbox_empty(con: &mut MultiplexedConnection) {
-    eventually("the outbox to drain", WAIT, async || {
-        (xlen(con, OUTBOX).await == 0).then_some(())
-    })
-    .await;
 }
 
 /// Runs a one-shot CLI command off the async workers; returns (exit code, stdout, stderr).
@@ -218,7 +211,7 @@ async fn a_sigkill_under_load_loses_nothing_and_keeps_order() {
         (distinct.len() >= TOTAL).then_some(())
     })
     .await;
-    wait_outbox_empty(&mut con).await;
+    wait_drained(&mut con, "audit").await;
 
     let got: Vec<usize> = contents(&receiver.requests())
         .iter()
@@ -272,7 +265,7 @@ async fn a_redis_restart_resubscribes_recreates_the_group_and_delivers() {
 
     let got = receiver.wait_for(3, WAIT).await;
     assert_eq!(contents(&got), ["A", "B", "C"], "log:\n{}", daemon.log());
-    wait_outbox_empty(&mut con).await;
+    wait_drained(&mut con, "audit").await;
     assert_eq!(receiver.requests().len(), 3, "nothing twice");
 }
 
@@ -329,7 +322,7 @@ async fn a_target_outage_is_retried_in_order_without_loss() {
     }
 
     let got = receiver.wait_for(25, WAIT).await;
-    wait_outbox_empty(&mut con).await;
+    wait_drained(&mut con, "audit").await;
     let got_all = receiver.requests();
     assert_eq!(
         got_all.len(),
@@ -367,7 +360,7 @@ async fn a_429_retry_after_is_honoured() {
         "retried after {waited:?}, Retry-After asked for 2 s"
     );
     assert_eq!(contents(&got), ["slow down", "slow down"]);
-    wait_outbox_empty(&mut con).await;
+    wait_drained(&mut con, "audit").await;
     assert_eq!(receiver.requests().len(), 2);
 }
 
@@ -390,7 +383,7 @@ async fn a_refused_event_goes_to_the_dlq_without_blocking_and_replays() {
 
     let got = receiver.wait_for(3, WAIT).await;
     assert_eq!(contents(&got), ["ok1", "poison", "ok2"]);
-    wait_outbox_empty(&mut con).await;
+    wait_drained(&mut con, "audit").await;
     assert_eq!(xlen(&mut con, DLQ).await, 1);
 
     let (code, out, err) = run_cli(cli_config.path(), &["outbox"]).await;
@@ -419,7 +412,7 @@ async fn a_refused_event_goes_to_the_dlq_without_blocking_and_replays() {
         ["poison"],
         "the running daemon delivers the replay"
     );
-    wait_outbox_empty(&mut con).await;
+    wait_drained(&mut con, "audit").await;
     assert_eq!(xlen(&mut con, DLQ).await, 0);
     assert_eq!(receiver.requests().len(), 4);
 }
@@ -460,7 +453,7 @@ async fn a_410_disables_the_link_until_enabled_and_keeps_its_events() {
 
     let got = receiver.wait_for(3, WAIT).await;
     assert_eq!(contents(&got), ["m1", "m1", "m2"], "log:\n{}", daemon.log());
-    wait_outbox_empty(&mut con).await;
+    wait_drained(&mut con, "audit").await;
     assert_eq!(receiver.requests().len(), 3);
 }
 
@@ -555,7 +548,7 @@ async fn batching_delivers_everything_once_in_order_in_fewer_requests() {
         (contents(&receiver.requests()).len() >= TOTAL).then_some(())
     })
     .await;
-    wait_outbox_empty(&mut con).await;
+    wait_drained(&mut con, "audit").await;
     let got = receiver.requests();
     let expected: Vec<String> = (0..TOTAL).map(|i| i.to_string()).collect();
     assert_eq!(contents(&got), expected, "all, once each, in order");

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod outbox;
 pub mod receiver;
 pub mod redis;
 pub mod seed;
