@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catchup::{CatchUp, Limits, Watched};
 use crate::decode::Decoder;
-use crate::model::{OutboundKind, Received};
+use crate::model::OutboundKind;
 use crate::outbox::{Enqueue, Outbox};
 use crate::retry::Backoff;
 use crate::route::Routes;
@@ -78,11 +78,11 @@ impl Intake {
 
     /// Decodes and routes one payload; `None` when nothing wants it.
     fn route(&mut self, channel: &str, payload: &[u8]) -> Option<Enqueue> {
-        let Received { scope, event, raw } = self.decoder.decode(channel, payload)?;
-        if !self.routes.watches(&scope) {
+        let received = self.decoder.decode(channel, payload)?;
+        if !self.routes.watches(&received.scope) {
             return None;
         }
-        let Some(kind) = event.kind() else {
+        let Some(kind) = received.event.kind() else {
             self.decoder.skip(
                 "unrouted_system_line",
                 channel,
@@ -91,11 +91,12 @@ impl Intake {
             return None;
         };
         let kind = OutboundKind::Event(kind);
-        let links = self.routes.links_for(&scope, kind, event.origin());
+        let links = self
+            .routes
+            .links_for(&received.scope, kind, received.event.origin());
         if links.is_empty() {
             return None;
         }
-        let received = Received { scope, event, raw };
         Some(Enqueue {
             event_id: received.dedupe_id(),
             scope: received.scope,
