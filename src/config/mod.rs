@@ -55,6 +55,10 @@ pub struct RedisConfig {
     /// `rediss://…` (TLS) or `unix:///path/to/redis.sock`. Default: `redis://127.0.0.1:6379`.
     /// May hold a password: it is only ever printed redacted.
     pub url: String,
+    /// Whether to run against a Redis whose `maxmemory-policy` may evict keys
+    /// (`allow_eviction`). An evicted outbox or checkpoint is silent loss, so chatbridge
+    /// refuses such a server unless this is true. Default: false.
+    pub allow_eviction: bool,
 }
 
 impl RedisConfig {
@@ -68,6 +72,7 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
+            .field("allow_eviction", &self.allow_eviction)
             .finish()
     }
 }
@@ -92,6 +97,17 @@ pub struct DeliveryConfig {
     /// The longest wait between two attempts to deliver to a failing link; waits grow up to
     /// this (`retry_max_backoff_secs`, 1 to 86400). Default: 300 seconds.
     pub retry_max_backoff: Duration,
+    /// How long one event may keep failing with retryable errors (5xx, timeouts) before it is
+    /// moved to the dead-letter stream with its last error, so one poison event cannot block
+    /// an ordered link forever (`give_up_after_secs`, 60 to 31536000). Default: 86400 (a day).
+    pub give_up_after: Duration,
+    /// The most events one link's outbox holds; beyond it the oldest are dropped, counted and
+    /// logged (`outbox_max_len`, 1000 to 100000000). Default: 1000000.
+    pub outbox_max_len: usize,
+    /// The oldest an undelivered event may get in an outbox (a link disabled or failing for
+    /// that long); older ones are dropped, counted and logged (`outbox_max_age_secs`, 60 to
+    /// 31536000). Default: 604800 (a week).
+    pub outbox_max_age: Duration,
 }
 
 /// Reads the file at `path`, applies the overrides and `${NAME}` references from `env`, and
@@ -158,8 +174,12 @@ fn parse_redis(mut section: Table, problems: &mut Problems) -> RedisConfig {
         }
         None => DEFAULT_URL.to_owned(),
     };
+    let allow_eviction = section.boolean("allow_eviction", false, problems);
     section.finish(problems);
-    RedisConfig { url }
+    RedisConfig {
+        url,
+        allow_eviction,
+    }
 }
 
 /// Whether redis-rs accepts the URL. The message never quotes the URL (it may hold a password).
@@ -193,10 +213,16 @@ fn parse_history(mut section: Table, problems: &mut Problems) -> HistoryConfig {
 fn parse_delivery(mut section: Table, problems: &mut Problems) -> DeliveryConfig {
     let shutdown_grace = section.integer("shutdown_grace_secs", 0..=3600, 10, problems);
     let retry_max_backoff = section.integer("retry_max_backoff_secs", 1..=86_400, 300, problems);
+    let give_up_after = section.integer("give_up_after_secs", 60..=31_536_000, 86_400, problems);
+    let outbox_max_len = section.integer("outbox_max_len", 1000..=100_000_000, 1_000_000, problems);
+    let outbox_max_age = section.integer("outbox_max_age_secs", 60..=31_536_000, 604_800, problems);
     section.finish(problems);
     DeliveryConfig {
         shutdown_grace: Duration::from_secs(shutdown_grace),
         retry_max_backoff: Duration::from_secs(retry_max_backoff),
+        give_up_after: Duration::from_secs(give_up_after),
+        outbox_max_len: usize::try_from(outbox_max_len).unwrap_or(1_000_000),
+        outbox_max_age: Duration::from_secs(outbox_max_age),
     }
 }
 

@@ -201,6 +201,34 @@ impl Table {
         }
     }
 
+    /// A boolean, or `default` when absent. Overrides (always strings) may say `true`/`false`.
+    pub fn boolean(&mut self, key: &'static str, default: bool, problems: &mut Problems) -> bool {
+        let path = self.path_of(key);
+        let Some(value) = self.take(key) else {
+            return default;
+        };
+        let outside = from_environment(&value);
+        match &value.kind {
+            ValueKind::Nil => default,
+            ValueKind::Boolean(b) => *b,
+            ValueKind::String(s) if outside => match s.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    problems.add(&path, "must be true or false");
+                    default
+                }
+            },
+            other => {
+                problems.add(
+                    &path,
+                    format!("expected true or false, found {}", describe(other)),
+                );
+                default
+            }
+        }
+    }
+
     /// A list of strings, each with its own path (`rooms[0].links[1]`); `None` when absent
     /// or not a list (reported). Items that are not strings are reported and skipped. An
     /// empty list is reported with `when_empty` (every list we read needs at least one item).
