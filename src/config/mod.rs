@@ -99,7 +99,7 @@ pub struct DeliveryConfig {
     pub retry_max_backoff: Duration,
     /// How long one event may keep failing with retryable errors (5xx, timeouts) before it is
     /// moved to the dead-letter stream with its last error, so one poison event cannot block
-    /// an ordered link forever (`give_up_after_secs`, 60 to 31536000). Default: 86400 (a day).
+    /// an ordered link forever (`give_up_after_secs`, 1 to 31536000). Default: 86400 (a day).
     pub give_up_after: Duration,
     /// The most events one link's outbox holds; beyond it the oldest are dropped, counted and
     /// logged (`outbox_max_len`, 1000 to 100000000). Default: 1000000.
@@ -213,7 +213,7 @@ fn parse_history(mut section: Table, problems: &mut Problems) -> HistoryConfig {
 fn parse_delivery(mut section: Table, problems: &mut Problems) -> DeliveryConfig {
     let shutdown_grace = section.integer("shutdown_grace_secs", 0..=3600, 10, problems);
     let retry_max_backoff = section.integer("retry_max_backoff_secs", 1..=86_400, 300, problems);
-    let give_up_after = section.integer("give_up_after_secs", 60..=31_536_000, 86_400, problems);
+    let give_up_after = section.integer("give_up_after_secs", 1..=31_536_000, 86_400, problems);
     let outbox_max_len = section.integer("outbox_max_len", 1000..=100_000_000, 1_000_000, problems);
     let outbox_max_age = section.integer("outbox_max_age_secs", 60..=31_536_000, 604_800, problems);
     section.finish(problems);

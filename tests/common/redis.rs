@@ -1,5 +1,6 @@
-//! A throwaway redis-server per test: its own free port on loopback, no persistence, its own
-//! temporary directory, killed and reaped on drop. Never the shared Redis on 6379.
+//! A throwaway redis-server per test: its own free port on loopback, no persistence unless the
+//! test asks for it ([`RedisServer::start_with`], e.g. `--appendonly yes`), its own temporary
+//! directory, killed and reaped on drop. Never the shared Redis on 6379.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -21,6 +22,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// The port it listens on, kept across restarts so clients can reconnect.
     port: u16,
+    /// Arguments after the defaults (later ones win in redis-server), kept across restarts.
+    extra: Vec<String>,
     /// Working directory and log file; removed when the server is dropped.
     dir: TempDir,
 }
@@ -28,15 +31,23 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server on a free loopback port and waits until it answers PING.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with `extra` arguments after the defaults, which they override
+    /// (`&["--appendonly", "yes"]` for persistence in the server's own temporary directory).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
         let dir = tempfile::tempdir().expect("create a temporary directory for redis-server");
         let mut last_failure = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            match spawn(port, &dir) {
+            match spawn(port, &dir, &extra) {
                 Ok(child) => {
                     return Self {
                         child: Some(child),
                         port,
+                        extra,
                         dir,
                     };
                 }
@@ -75,12 +86,31 @@ impl RedisServer {
         }
     }
 
-    /// Kills the server and starts a new, empty one on the same port.
-    pub fn restart(&mut self) {
-        self.kill();
-        let child = spawn(self.port, &self.dir)
+    /// Stops the server the way an operator does (SIGTERM: with persistence on, it writes its
+    /// data first) and reaps it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory, with the same arguments: with
+    /// persistence on it loads what it saved; without, it starts empty.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "start_again on a running server");
+        let child = spawn(self.port, &self.dir, &self.extra)
             .unwrap_or_else(|e| panic!("restart redis-server on port {}: {e}", self.port));
         self.child = Some(child);
+    }
+
+    /// Kills the server and starts a new one on the same port (empty without persistence).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
     }
 }
 
@@ -102,13 +132,14 @@ fn log_path(dir: &TempDir, port: u16) -> PathBuf {
 
 /// Spawns redis-server on `port` and waits until it (and not some other process on that port)
 /// answers; on failure the process is reaped and the reason returned.
-fn spawn(port: u16, dir: &TempDir) -> Result<Child, String> {
+fn spawn(port: u16, dir: &TempDir, extra: &[String]) -> Result<Child, String> {
     let log = log_path(dir, port);
     let log_file = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
     let stderr = log_file.try_clone().map_err(|e| e.to_string())?;
     let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
         .arg("--dir")
         .arg(dir.path())
         .stdin(Stdio::null())
