@@ -1,36 +1,96 @@
 //! Catch-up: Pub/Sub forgets whatever was published while nobody listened, history does not.
-//! After every (re)subscribe, and periodically as a safety net, each watched scope's history
-//! is walked from the newest entry back to the newest one already enqueued (in the de-dup
-//! window); everything newer is enqueued, oldest first.
 //!
-//! Checkpoints (`chatbridge:checkpoints`, channel → last enqueued message id) decide the rest:
-//! - a room seen for the first time starts from now: its checkpoint is set to the newest
-//!   history entry (or [`EMPTY`] when history is empty) and nothing old is replayed;
+//! A pass reads, for each watched scope, the history entries newer than the scope's checkpoint
+//! and hands them to the intake, which enqueues those that were not enqueued live (de-dup on
+//! the payload hash) and moves the checkpoint in the same atomic script call
+//! ([`Pass::resolve`]). A pass runs after every (re)subscribe, before any live event of that
+//! subscription is enqueued, and every [`crate::intake::SWEEP_EVERY`] as a safety net.
+//!
+//! The checkpoint (`chatbridge:checkpoint:{channel}`) is a fingerprint of the history as the
+//! last pass saw it: the SHA-1 of its newest [`FINGERPRINT_LEN`] entries (`v2:<sha1>,…`), or
+//! [`EMPTY`]. Only history moves it, so publish-only traffic cannot, and nothing a client
+//! chooses (such as a message `id`) identifies it. The walk reads history from the newest
+//! entry down to where that sequence of entries is, so everything above it is new to us:
+//! - every entry above it is looked at; one that does not decode is counted and skipped (not
+//!   JSON) or dead-lettered with its reason (JSON that is not a chat message, or too large),
+//!   and never stops the walk;
+//! - a room seen for the first time starts from now: its checkpoint is set, nothing replayed;
 //! - a room this process watched before whose checkpoint vanished (Redis restarted without
 //!   persistence) is not new: everything its history holds was written since, and is enqueued;
-//! - a DM conversation found without a checkpoint after DM mirroring began is new: all of it
-//!   is enqueued (it started while nobody listened);
-//! - when the checkpoint has been trimmed out of history, history is enqueued and the scope's
-//!   links get one notice that messages may have been missed.
+//! - a DM conversation without a checkpoint once DM mirroring has begun is new: what it holds
+//!   from after the last pass is enqueued (older entries are from before its keys expired);
+//! - when the checkpoint is no longer in history and the bridge may have missed what was
+//!   trimmed (it was not subscribed the whole time since the last pass, and the oldest entry
+//!   left was not enqueued by it), the scope's links get one notice that messages may have
+//!   been missed, then everything history holds.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
-use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script, Value};
 
-use crate::decode::Decoder;
+use crate::decode::{Decoder, HistoryEntry, MAX_PAYLOAD_BYTES, RawEntry};
 use crate::model::{ChatEvent, EventKind, OutboundKind, Scope, SystemLine, Timestamp, content_id};
-use crate::outbox::{Enqueue, Outbox, OutboxError};
+use crate::outbox::{Commit, Enqueue, Outbox, OutboxError, checkpoint_key, seen_key};
 use crate::route::Routes;
 
-/// Checkpoint value of a scope whose history was empty when we started watching it.
+/// Checkpoint of a scope whose history was empty when a pass last read it.
 pub const EMPTY: &str = "-";
-/// Checkpoint field that records that DM mirroring has begun (its value: when).
-const DMS_SINCE: &str = "chat:dm:*";
+/// The prefix of a fingerprint checkpoint.
+const FINGERPRINT: &str = "v2:";
+/// How many of the newest entries a fingerprint covers: a client would have to re-post that
+/// many entries byte for byte, in order, to make the walk stop early.
+pub const FINGERPRINT_LEN: usize = 3;
+/// When DM mirroring began, then when a pass last completed (seed timestamp form).
+const DMS_SWEPT_AT: &str = "chatbridge:dms:swept_at";
+/// Before checkpoints had their own keys: channel → id of the last message enqueued.
+const LEGACY_CHECKPOINTS: &str = "chatbridge:checkpoints";
 /// History entries read per round trip.
 const PAGE: isize = 100;
-/// Events per enqueue script call.
+/// Scopes checked per round trip for "anything new?".
 const CHUNK: usize = 500;
+/// De-dup keys of messages enqueued within this long before a pass began are kept after it:
+/// a client may publish a message a moment before it stores it in history, so the next pass
+/// can still see that it was already enqueued. Older keys are below the new checkpoint.
+pub const SEEN_SLACK: Duration = Duration::from_secs(60);
+/// A DM without checkpoint holds messages from before the last pass only if its keys expired
+/// while it was idle; this much clock skew between clients is tolerated.
+const DM_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// One page of history, newest first: for each entry its SHA-1 and the entry itself, or, for an
+/// entry over the size limit, `{length, first bytes}` so it never has to cross the wire.
+const HISTORY_PAGE: &str = r#"
+local items = redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])
+local cap, out = tonumber(ARGV[3]), {}
+for _, e in ipairs(items) do
+  table.insert(out, redis.sha1hex(e))
+  if #e > cap then
+    table.insert(out, {#e, string.sub(e, 1, 512)})
+  else
+    table.insert(out, e)
+  end
+end
+return out
+"#;
+
+/// For pairs (history key, checkpoint key): the 1-based indexes of the pairs whose history
+/// does not start with its checkpoint's fingerprint (something may be new there).
+const UNSETTLED: &str = r#"
+local n, out = tonumber(ARGV[1]), {}
+for p = 1, #KEYS / 2 do
+  local top = redis.call('LRANGE', KEYS[2 * p - 1], 0, n - 1)
+  local fingerprint = '-'
+  if #top > 0 then
+    for i, e in ipairs(top) do top[i] = redis.sha1hex(e) end
+    fingerprint = 'v2:' .. table.concat(top, ',')
+  end
+  if redis.call('GET', KEYS[2 * p]) ~= fingerprint then
+    table.insert(out, p)
+  end
+end
+return out
+"#;
 
 /// History sizes, to tell a full (possibly trimmed) history from a short one.
 #[derive(Debug, Clone, Copy)]
@@ -42,9 +102,14 @@ pub struct Limits {
 /// What a catch-up pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
+    /// Scopes whose history was walked.
     pub scopes: usize,
+    /// Events enqueued by the pass (not counting those that had been enqueued live).
     pub enqueued: usize,
+    /// Gap notices raised.
     pub gaps: usize,
+    /// History entries dead-lettered instead of relayed.
+    pub dead: usize,
 }
 
 /// What this process has already caught up. When Redis restarts without persistence, its
@@ -57,100 +122,152 @@ pub struct Watched {
     dms: bool,
 }
 
-/// Everything a catch-up pass needs.
+/// A checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Checkpoint {
+    /// History was empty.
+    Empty,
+    /// SHA-1s of the newest entries then, newest first.
+    Entries(Vec<String>),
+    /// Written by an older chatbridge: the `id` of the last message it enqueued.
+    LegacyId(String),
+}
+
+impl Checkpoint {
+    fn parse(stored: &str) -> Self {
+        if stored == EMPTY {
+            return Self::Empty;
+        }
+        match stored.strip_prefix(FINGERPRINT) {
+            Some(list) => Self::Entries(list.split(',').map(str::to_owned).collect()),
+            None => Self::LegacyId(stored.to_owned()),
+        }
+    }
+}
+
+/// The checkpoint value for a history whose newest entries have these SHA-1s.
+fn fingerprint(newest: &[String]) -> String {
+    if newest.is_empty() {
+        return EMPTY.to_owned();
+    }
+    let top = &newest[..newest.len().min(FINGERPRINT_LEN)];
+    format!("{FINGERPRINT}{}", top.join(","))
+}
+
+/// One history entry as read: its SHA-1 (for fingerprints) and content.
+struct Read {
+    sha1: String,
+    entry: RawEntry,
+}
+
+/// An entry a pass may enqueue.
+#[derive(Debug, Clone)]
+struct Found {
+    /// The de-dup key (as the live path computes it).
+    key: String,
+    event_id: String,
+    payload: String,
+    /// The link it came from, for a message a bridge wrote.
+    origin: Option<String>,
+    /// Why it is dead-lettered rather than relayed.
+    dead: Option<String>,
+}
+
+/// One scope's part of a pass.
+#[derive(Debug)]
+struct Walk {
+    scope: Scope,
+    /// Entries newer than the checkpoint, oldest first.
+    found: Vec<Found>,
+    /// Its new checkpoint.
+    checkpoint: String,
+    /// Whether to raise a gap notice first.
+    gap: bool,
+}
+
+/// A pass that has read history and waits to be resolved against the live events that
+/// arrived meanwhile.
+#[derive(Debug)]
+pub struct Pass {
+    /// Redis time (µs) when the pass began reading.
+    started_us: i64,
+    walks: Vec<Walk>,
+    /// Seed-form time the pass began, recorded as the DM watermark once resolved.
+    started_at: String,
+    /// Whether DMs were part of it.
+    dms: bool,
+}
+
+/// Reads history for a pass.
 pub struct CatchUp<'a> {
     /// For history reads and scans.
     pub con: &'a mut ConnectionManager,
-    pub outbox: &'a mut Outbox,
     pub routes: &'a Routes,
     pub decoder: &'a mut Decoder,
     pub limits: Limits,
-    /// The de-dup window passed to enqueue.
-    pub window: usize,
     pub watched: &'a mut Watched,
 }
 
 impl CatchUp<'_> {
-    /// Catches up every watched room, and every DM conversation when DMs are mirrored.
-    pub async fn all(&mut self) -> Result<Summary, OutboxError> {
-        let mut summary = Summary::default();
+    /// Reads what every watched room, and every DM conversation when DMs are mirrored, holds
+    /// beyond its checkpoint. `continuous`: this process stayed subscribed since its last
+    /// resolved pass, so whatever history trimmed since was received live (no gap).
+    pub async fn read(&mut self, continuous: bool) -> Result<Pass, OutboxError> {
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(self.con).await?;
+        let started_us = secs * 1_000_000 + micros;
+        let mut pass = Pass {
+            started_us,
+            walks: Vec::new(),
+            started_at: Timestamp::now().to_string(),
+            dms: false,
+        };
         let rooms: Vec<Scope> = self
             .routes
             .rooms()
             .map(|r| Scope::Room(r.to_owned()))
             .collect();
         for scope in self.unsettled(rooms).await? {
-            self.scope(&scope, false, &mut summary).await?;
+            let walk = self.walk(&scope, continuous, None).await?;
+            pass.walks.push(walk);
         }
         if self.routes.mirrors_dms() {
-            let marked: bool = self
-                .con
-                .hexists(crate::outbox::CHECKPOINTS, DMS_SINCE)
-                .await?;
-            let dms_known = marked || self.watched.dms;
+            pass.dms = true;
+            let swept_at: Option<String> = self.con.get(DMS_SWEPT_AT).await?;
+            let swept_at = swept_at.and_then(|at| Timestamp::parse(&at).ok());
+            // Before DM mirroring ever ran, a conversation without checkpoint is old.
+            let dms_since = swept_at.or(self
+                .watched
+                .dms
+                .then(|| Timestamp::from_naive(chrono::NaiveDateTime::MIN)));
             let dms = self.dm_scopes().await?;
             for scope in self.unsettled(dms).await? {
-                self.scope(&scope, dms_known, &mut summary).await?;
+                let walk = self.walk(&scope, continuous, dms_since).await?;
+                pass.walks.push(walk);
             }
             self.watched.dms = true;
-            if !marked {
-                let _: () = self
-                    .con
-                    .hset(
-                        crate::outbox::CHECKPOINTS,
-                        DMS_SINCE,
-                        Timestamp::now().to_string(),
-                    )
-                    .await?;
-            }
         }
-        Ok(summary)
+        Ok(pass)
     }
 
-    /// The scopes that may need work: all but those whose newest history entry is their
-    /// checkpoint or already enqueued (the usual case for a periodic sweep), found with a few
-    /// pipelined round trips instead of a history walk per scope.
+    /// The scopes that may need work: those whose history does not start with their
+    /// checkpoint's fingerprint, found in one script call per [`CHUNK`] scopes.
     async fn unsettled(&mut self, scopes: Vec<Scope>) -> Result<Vec<Scope>, OutboxError> {
+        let script = Script::new(UNSETTLED);
         let mut unsettled = Vec::new();
         for chunk in scopes.chunks(CHUNK) {
-            let mut pipe = redis::pipe();
+            let mut invocation = script.prepare_invoke();
+            invocation.arg(FINGERPRINT_LEN);
             for scope in chunk {
-                pipe.lindex(scope.history_key(), 0)
-                    .hget(crate::outbox::CHECKPOINTS, scope.channel());
+                invocation
+                    .key(scope.history_key())
+                    .key(checkpoint_key(scope));
             }
-            let replies: Vec<Option<Vec<u8>>> = pipe.query_async(self.con).await?;
-            let mut newest_ids = Vec::new();
-            for (scope, pair) in chunk.iter().zip(replies.chunks(2)) {
-                let (newest, checkpoint) = match pair {
-                    [newest, checkpoint] => (newest, checkpoint.as_deref()),
-                    _ => (&None, None),
-                };
-                let id = newest.as_deref().and_then(|raw| {
-                    match self.decoder.decode_in(scope.clone(), raw).map(|r| r.event) {
-                        Some(ChatEvent::Message(m)) => Some(m.id),
-                        _ => None,
-                    }
-                });
-                match (checkpoint, id) {
-                    (None, _) => unsettled.push(scope.clone()),
-                    (Some(_), None) => {}
-                    (Some(checkpoint), Some(id)) if checkpoint == id.as_bytes() => {}
-                    (Some(_), Some(id)) => newest_ids.push((scope, id)),
-                }
-            }
-            if newest_ids.is_empty() {
-                continue;
-            }
-            let mut pipe = redis::pipe();
-            for (scope, id) in &newest_ids {
-                pipe.zscore(crate::outbox::seen_key(scope), id);
-            }
-            let scores: Vec<Option<f64>> = pipe.query_async(self.con).await?;
-            for ((scope, _), score) in newest_ids.into_iter().zip(scores) {
-                if score.is_none() {
-                    unsettled.push(scope.clone());
-                }
-            }
+            let indexes: Vec<usize> = invocation.invoke_async(self.con).await?;
+            unsettled.extend(
+                indexes
+                    .into_iter()
+                    .filter_map(|i| chunk.get(i.wrapping_sub(1)).cloned()),
+            );
         }
         Ok(unsettled)
     }
@@ -181,133 +298,432 @@ impl CatchUp<'_> {
         }
     }
 
-    /// Catches up one scope. `unknown_is_new`: a scope without checkpoint started while we
-    /// were not listening (so all its history is new) rather than before we ever watched.
-    async fn scope(
+    /// The scope's checkpoint, from its key or (once, after an upgrade) the old hash.
+    async fn checkpoint(&mut self, scope: &Scope) -> Result<Option<Checkpoint>, OutboxError> {
+        let stored: Option<String> = self.con.get(checkpoint_key(scope)).await?;
+        let stored = match stored {
+            Some(stored) => Some(stored),
+            None => self.con.hget(LEGACY_CHECKPOINTS, scope.channel()).await?,
+        };
+        Ok(stored.as_deref().map(Checkpoint::parse))
+    }
+
+    /// Reads one scope's history down to its checkpoint. `dms_since`: for a DM, when DM
+    /// mirroring is known to have run (a DM without checkpoint is then new since that time).
+    async fn walk(
         &mut self,
         scope: &Scope,
-        unknown_is_new: bool,
-        summary: &mut Summary,
-    ) -> Result<(), OutboxError> {
-        summary.scopes += 1;
-        let checkpoint = self.outbox.checkpoint(scope).await?;
+        continuous: bool,
+        dms_since: Option<Timestamp>,
+    ) -> Result<Walk, OutboxError> {
+        let checkpoint = self.checkpoint(scope).await?;
         let first_time = !self.watched.scopes.contains(scope);
-        if checkpoint.is_none() && !unknown_is_new && first_time {
-            self.start_from_now(scope).await?;
-            self.watched.scopes.insert(scope.clone());
-            return Ok(());
+        self.watched.scopes.insert(scope.clone());
+        let is_dm = matches!(scope, Scope::Dm(..));
+        if checkpoint.is_none() && first_time && !(is_dm && dms_since.is_some()) {
+            // Seen for the first time: start from now.
+            let (top, _) = self.read_until(scope, None).await?;
+            let shas: Vec<String> = top.iter().map(|r| r.sha1.clone()).collect();
+            return Ok(Walk {
+                scope: scope.clone(),
+                found: Vec::new(),
+                checkpoint: fingerprint(&shas),
+                gap: false,
+            });
         }
+        let (read, found_at) = self.read_until(scope, checkpoint.as_ref()).await?;
         let limit = match scope {
             Scope::Room(_) => self.limits.room,
             Scope::Dm(..) => self.limits.dm,
         };
-        let (mut unseen, found, length) = self.walk(scope, checkpoint.as_deref()).await?;
-        let started_empty = checkpoint.as_deref() == Some(EMPTY) || checkpoint.is_none();
-        let gap = !found && (!started_empty || length >= limit);
-        let mut batch = Vec::with_capacity(unseen.len() + 1);
-        if gap {
-            summary.gaps += 1;
-            tracing::warn!(scope = %scope, "history was trimmed past the checkpoint: messages may have been missed");
-            batch.push(self.gap_notice(scope));
-        }
-        unseen.reverse();
-        batch.extend(unseen);
-        summary.enqueued += batch.len();
-        for chunk in batch.chunks(CHUNK) {
-            self.outbox.enqueue(chunk, self.window).await?;
-        }
-        self.watched.scopes.insert(scope.clone());
-        Ok(())
-    }
-
-    /// Records the newest history entry (or [`EMPTY`]) as the checkpoint, replaying nothing.
-    /// The entry is not marked as enqueued: if it is also arriving live right now (published
-    /// after we subscribed), it is still delivered.
-    async fn start_from_now(&mut self, scope: &Scope) -> Result<(), OutboxError> {
-        let newest: Option<Vec<u8>> = self.con.lindex(scope.history_key(), 0).await?;
-        let newest = newest.and_then(|raw| self.decoder.decode_in(scope.clone(), &raw));
-        let checkpoint = match newest.map(|r| r.event) {
-            Some(ChatEvent::Message(m)) => m.id,
-            _ => EMPTY.to_owned(),
+        let new = found_at.unwrap_or(read.len());
+        let shas: Vec<String> = read.iter().map(|r| r.sha1.clone()).collect();
+        // Found empty, or not found at all: history may have been trimmed past the checkpoint.
+        let trimmed = match &checkpoint {
+            None | Some(Checkpoint::Empty) => read.len() >= limit,
+            Some(_) => found_at.is_none(),
         };
-        let _: () = self
-            .con
-            .hset(crate::outbox::CHECKPOINTS, scope.channel(), checkpoint)
-            .await?;
-        Ok(())
+        let gap = trimmed && !continuous && !self.oldest_was_enqueued(scope, &read).await?;
+        let since = match (&checkpoint, is_dm) {
+            (None, true) => dms_since,
+            _ => None,
+        };
+        let mut found = Vec::with_capacity(new);
+        for entry in read[..new].iter().rev() {
+            if let Some(item) = self.classify(scope, &entry.entry, since) {
+                found.push(item);
+            }
+        }
+        Ok(Walk {
+            scope: scope.clone(),
+            found,
+            checkpoint: fingerprint(&shas),
+            gap,
+        })
     }
 
-    /// Walks history newest first until an already-enqueued message or the checkpoint. Returns
-    /// the messages newer than that (newest first), whether it was found, and how many
-    /// entries were read.
-    async fn walk(
+    /// Reads pages from the newest entry until `checkpoint` is found (returning its position)
+    /// or history ends. Without a checkpoint, reads just enough for a fingerprint.
+    async fn read_until(
         &mut self,
         scope: &Scope,
-        checkpoint: Option<&str>,
-    ) -> Result<(Vec<Enqueue>, bool, usize), OutboxError> {
-        let mut unseen = Vec::new();
-        let mut read = 0usize;
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(Vec<Read>, Option<usize>), OutboxError> {
+        let script = Script::new(HISTORY_PAGE);
+        let mut read: Vec<Read> = Vec::new();
         let mut start: isize = 0;
         loop {
-            let page: Vec<Vec<u8>> = self
-                .con
-                .lrange(scope.history_key(), start, start + PAGE - 1)
+            let page = if checkpoint.is_none() {
+                FINGERPRINT_LEN as isize
+            } else {
+                PAGE
+            };
+            let reply: Value = script
+                .key(scope.history_key())
+                .arg(start)
+                .arg(start + page - 1)
+                .arg(MAX_PAYLOAD_BYTES)
+                .invoke_async(self.con)
                 .await?;
-            read += page.len();
-            let messages: Vec<(String, String, Option<String>)> = page
-                .iter()
-                .filter_map(|raw| self.decoder.decode_in(scope.clone(), raw))
-                .filter_map(|received| match &received.event {
-                    ChatEvent::Message(m) => {
-                        let origin = received.event.origin().map(str::to_owned);
-                        Some((m.id.clone(), received.raw, origin))
-                    }
-                    _ => None,
-                })
-                .collect();
-            let ids: Vec<&str> = messages.iter().map(|(id, ..)| id.as_str()).collect();
-            let seen = self.outbox.seen(scope, &ids).await?;
-            let kind = OutboundKind::Event(EventKind::Message);
-            let mut found = false;
-            for ((id, raw, origin), seen) in messages.into_iter().zip(seen) {
-                if seen || Some(id.as_str()) == checkpoint {
-                    found = true;
-                    break;
-                }
-                unseen.push(Enqueue {
-                    links: self.routes.links_for(scope, kind, origin.as_deref()),
-                    scope: scope.clone(),
-                    event_id: id,
-                    kind,
-                    payload: raw,
-                });
+            let got = parse_page(reply)?;
+            let ended = got.len() < page as usize;
+            read.extend(got);
+            let Some(checkpoint) = checkpoint else {
+                return Ok((read, None));
+            };
+            match self.find(scope, &read, checkpoint, ended) {
+                Search::Found(at) => return Ok((read, Some(at))),
+                Search::NotFound => return Ok((read, None)),
+                Search::ReadMore if ended => return Ok((read, None)),
+                Search::ReadMore => start += page,
             }
-            if found || page.len() < PAGE as usize {
-                return Ok((unseen, found, read));
-            }
-            start += PAGE;
         }
     }
 
-    fn gap_notice(&self, scope: &Scope) -> Enqueue {
-        let line = SystemLine {
-            content: format!(
-                "chatbridge: messages in {scope} may have been missed while the bridge was away \
-                 (history was trimmed past its last checkpoint)"
-            ),
-            timestamp: Timestamp::now(),
-            event: None,
-            user_id: None,
-            username: None,
-            extra: [("notice".to_owned(), "gap".into())].into_iter().collect(),
-        };
-        let payload = crate::pyjson::to_string(&ChatEvent::System(line));
-        Enqueue {
-            event_id: content_id(&scope.channel(), &payload),
-            links: self.routes.links_for(scope, OutboundKind::Notice, None),
-            scope: scope.clone(),
-            kind: OutboundKind::Notice,
-            payload,
+    /// Where the checkpoint is in what was read so far (newest first).
+    fn find(
+        &mut self,
+        scope: &Scope,
+        read: &[Read],
+        checkpoint: &Checkpoint,
+        ended: bool,
+    ) -> Search {
+        match checkpoint {
+            Checkpoint::Empty if ended => Search::Found(read.len()),
+            Checkpoint::Empty => Search::ReadMore,
+            Checkpoint::LegacyId(id) => {
+                let at = read.iter().position(|r| {
+                    matches!(
+                        self.decoder.history_entry(scope, &r.entry),
+                        HistoryEntry::Message(m)
+                            if matches!(&m.event, ChatEvent::Message(msg) if msg.id == *id)
+                    )
+                });
+                match at {
+                    Some(at) => Search::Found(at),
+                    None if ended => Search::NotFound,
+                    None => Search::ReadMore,
+                }
+            }
+            Checkpoint::Entries(shas) => find_sequence(read, shas, ended),
         }
+    }
+
+    /// Whether the oldest entry still in history was enqueued by this bridge: then what was
+    /// trimmed below it is older than something it enqueued after its last pass, which it
+    /// received live (no gap).
+    async fn oldest_was_enqueued(
+        &mut self,
+        scope: &Scope,
+        read: &[Read],
+    ) -> Result<bool, OutboxError> {
+        let Some(oldest) = read.last() else {
+            return Ok(false);
+        };
+        let key = entry_key(scope, oldest);
+        let score: Option<f64> = self.con.zscore(seen_key(scope), key).await?;
+        Ok(score.is_some())
+    }
+
+    /// Turns a history entry into something to enqueue, or `None` (counted skip, or a DM
+    /// message from before `since`).
+    fn classify(
+        &mut self,
+        scope: &Scope,
+        entry: &RawEntry,
+        since: Option<Timestamp>,
+    ) -> Option<Found> {
+        let key = match entry {
+            RawEntry::Whole(bytes) => content_id(&scope.channel(), bytes),
+            RawEntry::Oversized { sha1, .. } => format!("x-{sha1}"),
+        };
+        match self.decoder.history_entry(scope, entry) {
+            HistoryEntry::Message(received) => {
+                let ChatEvent::Message(message) = &received.event else {
+                    return None;
+                };
+                if let Some(since) = since
+                    && message.timestamp.naive() < since.naive() - DM_CLOCK_SKEW
+                {
+                    return None;
+                }
+                Some(Found {
+                    key,
+                    event_id: message.id.clone(),
+                    origin: received.event.origin().map(str::to_owned),
+                    payload: received.raw,
+                    dead: None,
+                })
+            }
+            HistoryEntry::Dead { .. } if since.is_some() => None,
+            HistoryEntry::Dead { payload, reason } => Some(Found {
+                event_id: key.clone(),
+                key,
+                payload,
+                origin: None,
+                dead: Some(reason),
+            }),
+            HistoryEntry::Skipped => None,
+        }
+    }
+}
+
+/// The outcome of looking for a checkpoint in what was read so far.
+#[derive(Debug, PartialEq, Eq)]
+enum Search {
+    Found(usize),
+    NotFound,
+    ReadMore,
+}
+
+/// The first position (newest first) where `shas` starts in `read`. At the end of history a
+/// partial match counts (the older part of the fingerprint was trimmed away).
+fn find_sequence(read: &[Read], shas: &[String], ended: bool) -> Search {
+    for at in 0..read.len() {
+        let mut matched = 0;
+        let mut undecided = false;
+        for (offset, sha) in shas.iter().enumerate() {
+            match read.get(at + offset) {
+                Some(r) if r.sha1 == *sha => matched += 1,
+                Some(_) => break,
+                None => {
+                    undecided = !ended;
+                    break;
+                }
+            }
+        }
+        if undecided {
+            return Search::ReadMore;
+        }
+        if matched == shas.len() || (matched > 0 && at + matched == read.len()) {
+            return Search::Found(at);
+        }
+    }
+    if ended {
+        Search::NotFound
+    } else {
+        Search::ReadMore
+    }
+}
+
+/// The de-dup key of a history entry.
+fn entry_key(scope: &Scope, read: &Read) -> String {
+    match &read.entry {
+        RawEntry::Whole(bytes) => content_id(&scope.channel(), bytes),
+        RawEntry::Oversized { sha1, .. } => format!("x-{sha1}"),
+    }
+}
+
+/// Parses a [`HISTORY_PAGE`] reply.
+fn parse_page(reply: Value) -> Result<Vec<Read>, OutboxError> {
+    let bad = |what: &str| OutboxError::Reply(format!("history page: {what}"));
+    let Value::Array(items) = reply else {
+        return Err(bad("not an array"));
+    };
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut items = items.into_iter();
+    while let (Some(sha1), Some(entry)) = (items.next(), items.next()) {
+        let sha1 = match sha1 {
+            Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|_| bad("digest"))?,
+            _ => return Err(bad("digest")),
+        };
+        let entry = match entry {
+            Value::BulkString(bytes) => RawEntry::Whole(bytes),
+            Value::Array(parts) => match <[Value; 2]>::try_from(parts) {
+                Ok([Value::Int(len), Value::BulkString(excerpt)]) => RawEntry::Oversized {
+                    len: usize::try_from(len).unwrap_or(usize::MAX),
+                    sha1: sha1.clone(),
+                    excerpt,
+                },
+                _ => return Err(bad("oversized entry")),
+            },
+            _ => return Err(bad("entry")),
+        };
+        out.push(Read { sha1, entry });
+    }
+    Ok(out)
+}
+
+impl Pass {
+    /// The events to enqueue for this pass, oldest first per scope, leaving out those among
+    /// `held` (live events that arrived during the pass: they are enqueued right after, in
+    /// their own order), and what to commit with them: checkpoints, the DM watermark, and the
+    /// de-dup sets of the walked and `touched` scopes pruned to what may still matter.
+    pub fn resolve(
+        self,
+        held: &HashSet<String>,
+        routes: &Routes,
+        touched: impl IntoIterator<Item = Scope>,
+    ) -> (Vec<Enqueue>, Commit, Summary) {
+        let mut events = Vec::new();
+        let mut commit = Commit::default();
+        let mut summary = Summary::default();
+        let below = self.started_us - SEEN_SLACK.as_micros() as i64;
+        let mut pruned: HashSet<Scope> = HashSet::new();
+        let message = OutboundKind::Event(EventKind::Message);
+        for walk in self.walks {
+            summary.scopes += 1;
+            if walk.gap {
+                summary.gaps += 1;
+                tracing::warn!(scope = %walk.scope, "history was trimmed past the checkpoint: messages may have been missed");
+                events.push(gap_notice(&walk.scope, routes));
+            }
+            for found in walk.found {
+                if held.contains(&found.key) {
+                    continue;
+                }
+                summary.dead += usize::from(found.dead.is_some());
+                events.push(Enqueue {
+                    links: routes.links_for(&walk.scope, message, found.origin.as_deref()),
+                    scope: walk.scope.clone(),
+                    key: found.key,
+                    event_id: found.event_id,
+                    kind: message,
+                    payload: found.payload,
+                    dead: found.dead,
+                });
+            }
+            commit
+                .checkpoints
+                .push((walk.scope.clone(), walk.checkpoint));
+            pruned.insert(walk.scope);
+        }
+        pruned.extend(touched);
+        commit.prune = pruned.into_iter().map(|scope| (scope, below)).collect();
+        if self.dms {
+            commit
+                .marks
+                .push((DMS_SWEPT_AT.to_owned(), self.started_at));
+        }
+        summary.enqueued = events.len();
+        (events, commit, summary)
+    }
+}
+
+fn gap_notice(scope: &Scope, routes: &Routes) -> Enqueue {
+    let line = SystemLine {
+        content: format!(
+            "chatbridge: messages in {scope} may have been missed while the bridge was away \
+             (history was trimmed past its last checkpoint)"
+        ),
+        timestamp: Timestamp::now(),
+        event: None,
+        user_id: None,
+        username: None,
+        extra: [("notice".to_owned(), "gap".into())].into_iter().collect(),
+    };
+    let payload = crate::pyjson::to_string(&ChatEvent::System(line));
+    let key = content_id(&scope.channel(), &payload);
+    Enqueue {
+        event_id: key.clone(),
+        key,
+        links: routes.links_for(scope, OutboundKind::Notice, None),
+        scope: scope.clone(),
+        kind: OutboundKind::Notice,
+        payload,
+        dead: None,
+    }
+}
+
+/// Enqueues a resolved pass in script calls of bounded size, the commit with the last one.
+pub async fn enqueue_pass(
+    outbox: &mut Outbox,
+    events: &[Enqueue],
+    commit: &Commit,
+) -> Result<usize, OutboxError> {
+    const EVENTS_PER_CALL: usize = 500;
+    let mut added = 0;
+    let chunks: Vec<&[Enqueue]> = events.chunks(EVENTS_PER_CALL).collect();
+    let empty = Commit::default();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        added += outbox
+            .enqueue_and_commit(chunk, if last { commit } else { &empty })
+            .await?
+            .added;
+    }
+    if chunks.is_empty() {
+        outbox.enqueue_and_commit(&[], commit).await?;
+    }
+    Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(shas: &[&str]) -> Vec<Read> {
+        shas.iter()
+            .map(|s| Read {
+                sha1: (*s).to_owned(),
+                entry: RawEntry::Whole(Vec::new()),
+            })
+            .collect()
+    }
+
+    fn shas(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_checkpoint_is_found_as_a_sequence_not_a_single_entry() {
+        let fp = shas(&["c", "b", "a"]);
+        // A re-posted copy of the newest checkpoint entry above it does not fool the search.
+        assert_eq!(
+            find_sequence(&read(&["c", "y", "x", "c", "b", "a"]), &fp, true),
+            Search::Found(3)
+        );
+        assert_eq!(
+            find_sequence(&read(&["x", "c", "b"]), &fp, false),
+            Search::ReadMore
+        );
+        // At the very end of history, the older part of the fingerprint may be trimmed.
+        assert_eq!(
+            find_sequence(&read(&["x", "c", "b"]), &fp, true),
+            Search::Found(1)
+        );
+        assert_eq!(
+            find_sequence(&read(&["x", "y"]), &fp, true),
+            Search::NotFound
+        );
+        assert_eq!(
+            find_sequence(&read(&["x", "y"]), &fp, false),
+            Search::ReadMore
+        );
+    }
+
+    #[test]
+    fn checkpoints_parse_in_every_stored_form() {
+        assert_eq!(Checkpoint::parse("-"), Checkpoint::Empty);
+        assert_eq!(
+            Checkpoint::parse("v2:aa,bb"),
+            Checkpoint::Entries(shas(&["aa", "bb"]))
+        );
+        assert_eq!(
+            Checkpoint::parse("3f1c-uuid"),
+            Checkpoint::LegacyId("3f1c-uuid".into())
+        );
+        assert_eq!(fingerprint(&shas(&["a", "b", "c", "d"])), "v2:a,b,c");
+        assert_eq!(fingerprint(&[]), EMPTY);
     }
 }

@@ -360,7 +360,7 @@ fn as_outbound(scope: &Scope, payload: String) -> Outbound {
 async fn tail(client: &redis::Client, rooms: &[String]) -> Result<(), CliError> {
     let mut pubsub = client.get_async_pubsub().await.map_err(failed)?;
     if rooms.is_empty() {
-        for pattern in crate::subscription::PATTERNS {
+        for pattern in [crate::subscription::ROOMS, crate::subscription::DMS] {
             pubsub.psubscribe(pattern).await.map_err(failed)?;
         }
     }
@@ -409,6 +409,12 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
         );
         if let Some(reason) = s.disabled {
             println!("  DISABLED: {reason} (chatbridge enable {link})");
+        }
+        if s.dropped > 0 {
+            println!(
+                "  DROPPED: {} events unsent, over outbox_max_len / outbox_max_age_secs",
+                s.dropped
+            );
         }
     }
     Ok(())

@@ -18,9 +18,10 @@ use crate::decode::Decoder;
 use crate::deliver::Worker;
 use crate::intake::Intake;
 use crate::links::{self, Target};
-use crate::outbox::{Outbox, Reader};
+use crate::outbox::{Caps, Outbox, Reader};
 use crate::retry::Backoff;
 use crate::route::Routes;
+use crate::subscription::Listen;
 
 /// Payloads buffered between the subscription and the intake. When full, the subscription
 /// stops reading and Redis buffers (or drops the connection, after which catch-up recovers).
@@ -74,7 +75,7 @@ async fn start(
     stop: &CancellationToken,
 ) -> Option<JoinSet<()>> {
     let con = connect_retrying(client, Duration::ZERO).await;
-    let outbox = Outbox::new(con.clone());
+    let outbox = Outbox::with_caps(con.clone(), caps(config));
     let http = links::http_client();
     let mut tasks = JoinSet::new();
     for (name, link) in &config.links {
@@ -96,31 +97,41 @@ async fn start(
         tasks.spawn(worker.run());
     }
     let (feed_tx, feed_rx) = mpsc::channel(FEED_CAPACITY);
+    let routes = Routes::new(config);
+    let barrier = format!("chatbridge:barrier:{}", uuid::Uuid::new_v4());
+    let listen = Listen {
+        routes: routes.clone(),
+        barrier: barrier.clone(),
+    };
     tasks.spawn(crate::subscription::run(
         client.clone(),
+        listen,
         feed_tx,
         stop.clone(),
     ));
     let intake = Intake {
         con,
         outbox,
-        routes: Routes::new(config),
+        routes,
         decoder: Decoder::default(),
         limits: Limits {
             room: config.history.room_limit,
             dm: config.history.dm_limit,
         },
-        window: dedupe_window(config),
         watched: Default::default(),
+        barrier,
     };
     tasks.spawn(intake.run(feed_rx, stop.clone()));
     Some(tasks)
 }
 
-/// The de-dup window: at least a full history, so catch-up always finds the last message it
-/// enqueued while that message is still in history.
-pub fn dedupe_window(config: &Config) -> usize {
-    config.history.room_limit.max(config.history.dm_limit) * 2
+/// The outbox bounds from the config.
+pub fn caps(config: &Config) -> Caps {
+    Caps {
+        outbox_max_len: config.delivery.outbox_max_len,
+        outbox_max_age: config.delivery.outbox_max_age,
+        ..Caps::default()
+    }
 }
 
 async fn connect_retrying(client: &redis::Client, extra_wait: Duration) -> ConnectionManager {

@@ -5,11 +5,38 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::model::{ChatEvent, Received, Scope};
+use crate::model::{ChatEvent, EventError, Received, Scope};
 
-/// Payloads larger than this are skipped unread (the seed has no limit; Slack's is 40,000
-/// characters, so a real chat line is far below it).
-pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// Payloads larger than this are skipped unread when published, and dead-lettered (with an
+/// excerpt) when found in history. The seed has no limit; Slack's is 40,000 characters, so a
+/// real chat line is far below it.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// A history entry as catch-up reads it: whole, or (over [`MAX_PAYLOAD_BYTES`]) only its size,
+/// a digest and the first bytes, so a huge entry never has to be held in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawEntry {
+    Whole(Vec<u8>),
+    Oversized {
+        len: usize,
+        /// SHA-1 of the whole entry in hex, computed by Redis.
+        sha1: String,
+        excerpt: Vec<u8>,
+    },
+}
+
+/// What catch-up does with a history entry.
+#[derive(Debug)]
+pub enum HistoryEntry {
+    /// A chat message: relayed like a live one.
+    Message(Box<Received>),
+    /// JSON a client stored as a message that cannot be relayed as one (not a chat event, or
+    /// too large): dead-lettered with the reason, never dropped silently.
+    Dead { payload: String, reason: String },
+    /// Not something a chat client writes as a message (not JSON, or a signal that does not
+    /// belong in history): counted and skipped.
+    Skipped,
+}
 
 /// How often a kind of skip that keeps happening is logged again.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -54,6 +81,52 @@ impl Decoder {
             Err(e) => {
                 self.skip(e.kind(), &scope.channel(), &e.to_string());
                 None
+            }
+        }
+    }
+
+    /// Classifies one history entry of `scope`.
+    pub fn history_entry(&mut self, scope: &Scope, entry: &RawEntry) -> HistoryEntry {
+        let channel = scope.channel();
+        let bytes = match entry {
+            RawEntry::Whole(bytes) => bytes,
+            RawEntry::Oversized { len, sha1, excerpt } => {
+                let why = format!("{len} bytes, limit {MAX_PAYLOAD_BYTES}");
+                self.skip("oversized", &channel, &why);
+                return HistoryEntry::Dead {
+                    payload: String::from_utf8_lossy(excerpt).into_owned(),
+                    reason: format!(
+                        "history entry of {len} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit; \
+                         payload cut to its first {} bytes (SHA-1 of the whole: {sha1})",
+                        excerpt.len()
+                    ),
+                };
+            }
+        };
+        match ChatEvent::from_slice(bytes) {
+            Ok(event @ ChatEvent::Message(_)) => HistoryEntry::Message(Box::new(Received {
+                scope: scope.clone(),
+                event,
+                raw: String::from_utf8_lossy(bytes).into_owned(),
+            })),
+            Ok(_) => {
+                self.skip(
+                    "signal_in_history",
+                    &channel,
+                    "a history entry that is a signal, not a message",
+                );
+                HistoryEntry::Skipped
+            }
+            Err(e @ (EventError::NotUtf8 | EventError::NotJson(_))) => {
+                self.skip(e.kind(), &channel, &format!("history entry: {e}"));
+                HistoryEntry::Skipped
+            }
+            Err(e) => {
+                self.skip(e.kind(), &channel, &format!("history entry: {e}"));
+                HistoryEntry::Dead {
+                    payload: String::from_utf8_lossy(bytes).into_owned(),
+                    reason: format!("history entry is not a chat message: {e}"),
+                }
             }
         }
     }

@@ -1,40 +1,91 @@
 //! Intake: the one task between the subscription and the outboxes. It decodes each payload,
-//! routes it, and enqueues in batches (whatever arrived together, one script call). After
-//! every (re)subscribe, and every [`SWEEP_EVERY`], it runs a catch-up from history. Being one
-//! task, live events and catch-up never race each other.
+//! routes it, and enqueues in batches (whatever arrived together, one script call).
+//!
+//! It also runs the catch-up passes ([`crate::catchup`]), so live events and catch-up never
+//! race: a pass reads history, then publishes a barrier on this process's own channel; every
+//! event published before the history read arrives on the subscription before the barrier.
+//! - After a (re)subscribe, live events are held back until the pass is resolved: what history
+//!   holds that was not received live (it was published while nobody listened) is enqueued
+//!   first, then the held events, in their order. The read is retried until it succeeds, so no
+//!   live event of a session is enqueued before that session's catch-up.
+//! - Every [`SWEEP_EVERY`] a pass runs without holding anything back: what it finds that
+//!   never arrived live (stored but never published) is enqueued when the barrier arrives,
+//!   after everything published before it.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::catchup::{CatchUp, Limits, Watched};
+use crate::catchup::{CatchUp, Limits, Pass, Watched, enqueue_pass};
 use crate::decode::Decoder;
-use crate::model::OutboundKind;
-use crate::outbox::{Enqueue, Outbox};
+use crate::model::{EventKind, OutboundKind, Scope};
+use crate::outbox::{Enqueue, Enqueued, Outbox, OutboxError};
 use crate::retry::Backoff;
 use crate::route::Routes;
 use crate::subscription::Feed;
 
 /// Most events enqueued in one script call.
 const BATCH: usize = 1024;
-/// The safety-net catch-up period: finds messages stored but never published, or published
-/// just before a subscription took effect.
+/// The safety-net catch-up period: finds messages stored but never published.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How long a pass waits for its barrier before it is resolved anyway (the subscription is
+/// then likely dead, and its PING will say so).
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the intake logs, per link, that an outbox over its caps dropped events.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The intake's state.
 pub struct Intake {
-    /// For history reads during catch-up.
+    /// For history reads during catch-up, and barrier publishes.
     pub con: ConnectionManager,
     pub outbox: Outbox,
     pub routes: Routes,
     pub decoder: Decoder,
     pub limits: Limits,
-    /// The de-dup window (recent ids remembered per scope).
-    pub window: usize,
     /// The scopes this process has caught up before.
     pub watched: Watched,
+    /// This process's barrier channel (the subscription listens to it).
+    pub barrier: String,
+}
+
+/// A pass that has read history and waits for its barrier.
+struct Pending {
+    /// The barrier payload that resolves it.
+    token: String,
+    pass: Pass,
+    /// Whether live events are held back until it is resolved (after a subscribe).
+    hold: bool,
+    /// The live events held back, in arrival order.
+    held: Vec<Enqueue>,
+    /// Their de-dup keys.
+    held_keys: HashSet<String>,
+    /// When to stop waiting for the barrier.
+    deadline: Instant,
+    /// The subscription session it belongs to.
+    session: u64,
+}
+
+/// What the intake loop keeps between items.
+#[derive(Default)]
+struct State {
+    /// Subscription sessions seen (each `Feed::Subscribed` starts one).
+    session: u64,
+    /// The session in which the last pass was resolved.
+    resolved_in: Option<u64>,
+    pending: Option<Pending>,
+    /// Live events not yet enqueued.
+    live: Vec<Enqueue>,
+    /// Scopes that had live messages since the last resolved pass (their de-dup sets are
+    /// pruned by the next one).
+    touched: HashSet<Scope>,
+    /// Barrier tokens handed out.
+    barriers: u64,
+    /// When dropped outbox entries were last logged, per link.
+    drop_logged: HashMap<String, Instant>,
 }
 
 impl Intake {
@@ -43,36 +94,69 @@ impl Intake {
     pub async fn run(mut self, mut feed: mpsc::Receiver<Feed>, shutdown: CancellationToken) {
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.reset();
-        let mut pending: Vec<Enqueue> = Vec::with_capacity(BATCH);
+        let mut state = State::default();
         loop {
+            let deadline = state.pending.as_ref().map(|p| p.deadline);
             let first = tokio::select! {
                 item = feed.recv() => match item {
                     Some(item) => item,
-                    None => return,
+                    None => {
+                        self.flush(&mut state, &shutdown).await;
+                        self.resolve(&mut state, &shutdown).await;
+                        return;
+                    }
                 },
-                _ = sweep.tick() => {
-                    self.catch_up().await;
+                _ = sweep.tick(), if state.pending.is_none() => {
+                    self.start_pass(&mut state, false, &shutdown).await;
+                    continue;
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    tracing::warn!("catch-up barrier did not arrive: resolving the pass without it");
+                    self.resolve(&mut state, &shutdown).await;
                     continue;
                 }
             };
             let mut item = Some(first);
+            let mut taken = 0;
             while let Some(current) = item.take() {
-                match current {
-                    Feed::Payload { channel, payload } => {
-                        if let Some(enqueue) = self.route(&channel, &payload) {
-                            pending.push(enqueue);
-                        }
-                    }
-                    Feed::Subscribed => {
-                        self.flush(&mut pending, &shutdown).await;
-                        self.catch_up().await;
-                    }
-                }
-                if pending.len() < BATCH {
+                taken += 1;
+                self.handle(current, &mut state, &shutdown).await;
+                if taken < BATCH {
                     item = feed.try_recv().ok();
                 }
             }
-            self.flush(&mut pending, &shutdown).await;
+            self.flush(&mut state, &shutdown).await;
+        }
+    }
+
+    async fn handle(&mut self, item: Feed, state: &mut State, shutdown: &CancellationToken) {
+        match item {
+            Feed::Payload {
+                channel, payload, ..
+            } => {
+                let Some(enqueue) = self.route(&channel, &payload) else {
+                    return;
+                };
+                match &mut state.pending {
+                    Some(pending) if pending.hold => {
+                        pending.held_keys.insert(enqueue.key.clone());
+                        pending.held.push(enqueue);
+                    }
+                    _ => state.live.push(enqueue),
+                }
+            }
+            Feed::Subscribed => {
+                self.flush(state, shutdown).await;
+                self.resolve(state, shutdown).await;
+                state.session += 1;
+                self.start_pass(state, true, shutdown).await;
+            }
+            Feed::Barrier(token) => {
+                if state.pending.as_ref().is_some_and(|p| p.token == token) {
+                    self.flush(state, shutdown).await;
+                    self.resolve(state, shutdown).await;
+                }
+            }
         }
     }
 
@@ -94,76 +178,201 @@ impl Intake {
         let links = self
             .routes
             .links_for(&received.scope, kind, received.event.origin());
-        if links.is_empty() {
+        // A message nothing wants is still recorded as seen, so catch-up does not re-read it
+        // as missed; a signal nothing wants is simply dropped.
+        if links.is_empty() && kind != OutboundKind::Event(EventKind::Message) {
             return None;
         }
         Some(Enqueue {
-            event_id: received.dedupe_id(),
+            key: received.key(),
+            event_id: received.event_id(),
             scope: received.scope,
             kind,
             payload: received.raw,
             links,
+            dead: None,
         })
     }
 
-    /// Enqueues what is pending, retrying Redis errors until it works or shutdown comes
+    /// Enqueues the live events, retrying Redis errors until it works or shutdown comes
     /// (messages then still sit in history, and the next start's catch-up finds them).
-    async fn flush(&mut self, pending: &mut Vec<Enqueue>, shutdown: &CancellationToken) {
-        if pending.is_empty() {
+    async fn flush(&mut self, state: &mut State, shutdown: &CancellationToken) {
+        if state.live.is_empty() {
             return;
         }
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let live = std::mem::take(&mut state.live);
+        for event in &live {
+            if event.kind == OutboundKind::Event(EventKind::Message) {
+                state.touched.insert(event.scope.clone());
+            }
+        }
+        let mut retry = Retry::new("enqueue", live.len(), shutdown);
         loop {
-            match self.outbox.enqueue(pending, self.window).await {
-                Ok(done) => {
-                    if done.duplicates > 0 {
-                        tracing::debug!(
-                            duplicates = done.duplicates,
-                            "skipped already-enqueued events"
-                        );
-                    }
-                    pending.clear();
-                    return;
-                }
-                Err(e) => {
-                    let wait = backoff.next(None);
-                    tracing::warn!(error = %e, events = pending.len(), retry_in = ?wait, "enqueue failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = shutdown.cancelled() => {
-                            tracing::warn!(events = pending.len(), "shutdown before enqueue: left to the next catch-up");
-                            pending.clear();
-                            return;
-                        }
-                    }
-                }
+            match self.outbox.enqueue(&live).await {
+                Ok(done) => return log_drops(state, &done),
+                Err(e) if retry.after(&e).await => {}
+                Err(_) => return,
             }
         }
     }
 
-    /// One catch-up pass; a failure is logged and left to the next pass (a reconnect or the
-    /// sweep), never fatal.
-    async fn catch_up(&mut self) {
-        let mut pass = CatchUp {
+    /// Starts a catch-up pass: reads history and publishes the barrier. After a subscribe the
+    /// read is retried until it works (or shutdown); a sweep that fails is left to the next.
+    async fn start_pass(&mut self, state: &mut State, hold: bool, shutdown: &CancellationToken) {
+        let continuous = state.resolved_in == Some(state.session);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let pass = loop {
+            match self.read_pass(continuous).await {
+                Ok(pass) => break pass,
+                Err(e) if hold => {
+                    let wait = backoff.next(None);
+                    tracing::warn!(error = %e, retry_in = ?wait, "catch-up failed; live events wait for it");
+                    if sleep_or_shutdown(wait, shutdown).await {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "catch-up sweep failed; the next one will retry");
+                    return;
+                }
+            }
+        };
+        state.barriers += 1;
+        let token = state.barriers.to_string();
+        let published: Result<(), redis::RedisError> = redis::cmd("PUBLISH")
+            .arg(&self.barrier)
+            .arg(&token)
+            .query_async(&mut self.con)
+            .await;
+        if let Err(e) = published {
+            // The pass is still resolved when the deadline passes; nothing is lost, order
+            // around it is only best effort.
+            tracing::warn!(error = %e, "could not publish the catch-up barrier");
+        }
+        state.pending = Some(Pending {
+            token,
+            pass,
+            hold,
+            held: Vec::new(),
+            held_keys: HashSet::new(),
+            deadline: Instant::now() + BARRIER_TIMEOUT,
+            session: state.session,
+        });
+    }
+
+    async fn read_pass(&mut self, continuous: bool) -> Result<Pass, OutboxError> {
+        let mut reader = CatchUp {
             con: &mut self.con,
-            outbox: &mut self.outbox,
             routes: &self.routes,
             decoder: &mut self.decoder,
             limits: self.limits,
-            window: self.window,
             watched: &mut self.watched,
         };
-        match pass.all().await {
-            Ok(summary) if summary.enqueued > 0 || summary.gaps > 0 => {
-                tracing::info!(
-                    scopes = summary.scopes,
-                    enqueued = summary.enqueued,
-                    gaps = summary.gaps,
-                    "caught up from history"
-                );
+        reader.read(continuous).await
+    }
+
+    /// Resolves the pending pass, if any: enqueues what it found that did not arrive live and
+    /// the held events, and commits its checkpoints.
+    async fn resolve(&mut self, state: &mut State, shutdown: &CancellationToken) {
+        let Some(pending) = state.pending.take() else {
+            return;
+        };
+        let touched = std::mem::take(&mut state.touched);
+        let (found, commit, summary) =
+            pending
+                .pass
+                .resolve(&pending.held_keys, &self.routes, touched);
+        let mut held = pending.held;
+        for event in &held {
+            if event.kind == OutboundKind::Event(EventKind::Message) {
+                state.touched.insert(event.scope.clone());
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "catch-up failed; will try again"),
+        }
+        // After a subscribe, what was missed is older than what arrived since.
+        let events = if pending.hold {
+            let mut events = found;
+            events.append(&mut held);
+            events
+        } else {
+            found
+        };
+        let mut retry = Retry::new("catch-up enqueue", events.len(), shutdown);
+        loop {
+            match enqueue_pass(&mut self.outbox, &events, &commit).await {
+                Ok(_) => break,
+                Err(e) if retry.after(&e).await => {}
+                Err(_) => return,
+            }
+        }
+        state.resolved_in = Some(pending.session);
+        if summary.enqueued > 0 || summary.gaps > 0 {
+            tracing::info!(
+                scopes = summary.scopes,
+                from_history = summary.enqueued,
+                gaps = summary.gaps,
+                dead_lettered = summary.dead,
+                "caught up from history"
+            );
+        }
+    }
+}
+
+/// Waits between failed attempts of one Redis write, with backoff, until shutdown.
+struct Retry<'a> {
+    what: &'static str,
+    events: usize,
+    backoff: Backoff,
+    shutdown: &'a CancellationToken,
+}
+
+impl<'a> Retry<'a> {
+    fn new(what: &'static str, events: usize, shutdown: &'a CancellationToken) -> Self {
+        Self {
+            what,
+            events,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            shutdown,
+        }
+    }
+
+    /// Logs the failure and waits; false when shutdown came first (give up).
+    async fn after(&mut self, e: &OutboxError) -> bool {
+        let (what, events) = (self.what, self.events);
+        let wait = self.backoff.next(None);
+        tracing::warn!(error = %e, events, retry_in = ?wait, "{what} failed");
+        if sleep_or_shutdown(wait, self.shutdown).await {
+            tracing::warn!(
+                events,
+                "shutdown before {what}: messages are left to the next start's catch-up"
+            );
+            return false;
+        }
+        true
+    }
+}
+
+/// Sleeps unless shutdown comes first; true when it did.
+async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => false,
+        () = shutdown.cancelled() => true,
+    }
+}
+
+/// Logs outbox overflow, at most once a minute per link (the count is in the link's stats).
+fn log_drops(state: &mut State, done: &Enqueued) {
+    for (link, dropped) in &done.dropped {
+        let due = state
+            .drop_logged
+            .get(link)
+            .is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY);
+        if due {
+            tracing::error!(
+                link,
+                dropped,
+                "outbox over its cap (outbox_max_len / outbox_max_age_secs): oldest events dropped"
+            );
+            state.drop_logged.insert(link.clone(), Instant::now());
         }
     }
 }

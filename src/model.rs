@@ -328,8 +328,13 @@ impl ChatEvent {
     /// Decodes one published payload.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, EventError> {
         let text = std::str::from_utf8(bytes).map_err(|_| EventError::NotUtf8)?;
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
+        let value: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            // What a Python client can write (lone surrogates, NaN) is still a chat event.
+            Err(e) => crate::pyjson::tolerant(text)
+                .and_then(|fixed| serde_json::from_str(&fixed).ok())
+                .ok_or_else(|| EventError::NotJson(e.to_string()))?,
+        };
         match value {
             Value::Object(map) => Self::from_map(map),
             _ => Err(EventError::NotJson("not an object".into())),
@@ -590,12 +595,17 @@ pub struct Received {
 }
 
 impl Received {
-    /// The de-duplication id: a message's own `id`; for events without one (system lines,
-    /// typing, receipts) a hash of the channel and payload.
-    pub fn dedupe_id(&self) -> String {
+    /// The de-duplication key: a hash of the channel and the exact payload. Not a message's
+    /// `id`: clients choose ids and can reuse them, and a reused id must not hide a message.
+    pub fn key(&self) -> String {
+        content_id(&self.scope.channel(), &self.raw)
+    }
+
+    /// The id operators and receivers see: a message's own `id`, else [`Received::key`].
+    pub fn event_id(&self) -> String {
         match &self.event {
             ChatEvent::Message(m) => m.id.clone(),
-            _ => content_id(&self.scope.channel(), &self.raw),
+            _ => self.key(),
         }
     }
 }
@@ -639,12 +649,12 @@ pub struct Outbound {
     pub enqueued_at: chrono::DateTime<Utc>,
 }
 
-/// A content-derived id for events that carry none.
-pub fn content_id(channel: &str, raw: &str) -> String {
+/// A content-derived id: what de-duplicates events, and identifies history entries.
+pub fn content_id(channel: &str, raw: impl AsRef<[u8]>) -> String {
     let mut hash = Sha256::new();
     hash.update(channel.as_bytes());
     hash.update(b"\n");
-    hash.update(raw.as_bytes());
+    hash.update(raw.as_ref());
     let digest = hash.finalize();
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("h-{hex}")

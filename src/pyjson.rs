@@ -7,6 +7,10 @@
 //!
 //! Known limits (serde_json's, not the formatter's): non-finite floats become `null` (Python
 //! writes `NaN`), and integers beyond 64 bits arrive here already as floats.
+//!
+//! Reading goes the other way: [`tolerant`] rewrites what Python's `json` writes and reads but
+//! serde_json refuses (lone surrogate escapes, `NaN`, `Infinity`) into JSON serde_json reads,
+//! so anything a Python client can write is understood.
 
 use std::io;
 
@@ -25,6 +29,78 @@ pub fn to_string<T: Serialize + ?Sized>(value: &T) -> String {
     // written so far are still valid UTF-8 because every write below is ASCII.
     let _ = value.serialize(&mut serializer);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What Python's `json.loads` accepts but serde_json refuses, rewritten into an equivalent that
+/// serde_json reads: a lone UTF-16 surrogate escape (`"\ud83d"`, which `json.dumps` writes for
+/// a lone surrogate in a `str`) becomes `\ufffd`, and the bare constants `NaN`, `Infinity` and
+/// `-Infinity` become `null`. `None` when there was nothing to rewrite. Only ever used to
+/// *understand* a payload; the payload itself is relayed as it was.
+pub fn tolerant(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    // `text[copied..]` has not been copied to `out` yet.
+    let mut copied = 0;
+    let mut replace = |out: &mut String, start: usize, end: usize, with: &str| {
+        out.push_str(&text[copied..start]);
+        out.push_str(with);
+        copied = end;
+    };
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match (in_string, bytes[i]) {
+            (true, b'"') => {
+                in_string = false;
+                i += 1;
+            }
+            (true, b'\\') if bytes.get(i + 1) == Some(&b'u') => {
+                let skip = match hex_unit(bytes, i + 2) {
+                    Some(0xD800..=0xDBFF) if low_surrogate_follows(bytes, i + 6) => 12,
+                    Some(0xD800..=0xDFFF) => {
+                        replace(&mut out, i, i + 6, "\\ufffd");
+                        6
+                    }
+                    _ => 2,
+                };
+                i += skip;
+            }
+            (true, b'\\') => i += 2,
+            (false, b'"') => {
+                in_string = true;
+                i += 1;
+            }
+            (false, _) => {
+                let constant = ["NaN", "Infinity", "-Infinity"]
+                    .into_iter()
+                    .find(|c| bytes[i..].starts_with(c.as_bytes()));
+                match constant {
+                    Some(c) => {
+                        replace(&mut out, i, i + c.len(), "null");
+                        i += c.len();
+                    }
+                    None => i += 1,
+                }
+            }
+            (true, _) => i += 1,
+        }
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.push_str(&text[copied..]);
+    Some(out)
+}
+
+/// The UTF-16 unit of the four hex digits at `at`, if they are four hex digits.
+fn hex_unit(bytes: &[u8], at: usize) -> Option<u32> {
+    let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+    u32::from_str_radix(digits, 16).ok()
+}
+
+fn low_surrogate_follows(bytes: &[u8], at: usize) -> bool {
+    bytes.get(at..at + 2) == Some(b"\\u".as_slice())
+        && matches!(hex_unit(bytes, at + 2), Some(0xDC00..=0xDFFF))
 }
 
 /// A `serde_json` formatter with Python's `json.dumps` defaults.
@@ -152,6 +228,37 @@ fn positional(digits: &str, exponent: i32) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn tolerant_reads_what_python_writes_and_serde_refuses() {
+        // json.dumps("a\ud83d") == '"a\\ud83d"'; json.dumps(float("nan")) == 'NaN'
+        let cases = [
+            (r#"{"c": "a\ud83d"}"#, r#"{"c": "a\ufffd"}"#),
+            (r#"{"c": "\udc00x\ud800"}"#, r#"{"c": "\ufffdx\ufffd"}"#),
+            (
+                r#"{"n": NaN, "i": -Infinity, "j": [Infinity]}"#,
+                r#"{"n": null, "i": null, "j": [null]}"#,
+            ),
+            (
+                r#"{"c": "NaN \\ud83d \" Infinity"}"#,
+                r#"{"c": "NaN \\ud83d \" Infinity"}"#,
+            ),
+        ];
+        for (python, serde) in cases {
+            let fixed = tolerant(python);
+            assert_eq!(
+                fixed.as_deref(),
+                Some(serde).filter(|s| *s != python),
+                "{python}"
+            );
+            let text = fixed.unwrap_or_else(|| python.to_owned());
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+                "{text}"
+            );
+        }
+        assert_eq!(tolerant(r#"{"e": "\ud83d\ude00 ok"}"#), None);
+    }
 
     #[test]
     fn separators_match_python() {

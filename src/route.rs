@@ -75,6 +75,18 @@ impl Routes {
             .collect()
     }
 
+    /// Whether anything published on `channel` may be mirrored: a configured room's channel,
+    /// or any DM channel when DMs are mirrored. Cheap: no allocation, no validation.
+    pub fn watches_channel(&self, channel: &str) -> bool {
+        if let Some(room) = channel.strip_prefix("chat:room:") {
+            return self
+                .rooms
+                .get(room)
+                .is_some_and(|routes| !routes.is_empty());
+        }
+        channel.starts_with("chat:dm:") && self.mirrors_dms()
+    }
+
     /// Whether anything in this scope is mirrored at all.
     pub fn watches(&self, scope: &Scope) -> bool {
         !self.routes(scope).is_empty()
@@ -140,6 +152,10 @@ mod tests {
                 .is_empty()
         );
         assert!(!r.watches(&Scope::Room("random".into())));
+        assert!(r.watches_channel("chat:room:general"));
+        assert!(!r.watches_channel("chat:room:random"));
+        assert!(r.watches_channel("chat:dm:1:2"));
+        assert!(!Routes::default().watches_channel("chat:dm:1:2"));
         let dm = Scope::Dm("1".into(), "2".into());
         assert_eq!(r.links_for(&dm, ev(Message), None), ["console"]);
         let mut rooms: Vec<&str> = r.rooms().collect();

@@ -1,12 +1,13 @@
-//! The outbox against a real redis-server: idempotent enqueue, the de-dup window, checkpoints,
-//! pending re-delivery after a crash, dead letters and their replay.
+//! The outbox against a real redis-server: idempotent enqueue, the de-dup sets and their caps,
+//! checkpoints committed with a batch, outbox caps, pending re-delivery after a crash, dead
+//! letters and their replay.
 
 mod common;
 
 use std::time::Duration;
 
 use chatbridge::model::{EventKind, Outbound, OutboundKind, Scope};
-use chatbridge::outbox::{Enqueue, Outbox, ReadFrom, Reader};
+use chatbridge::outbox::{Caps, Commit, Enqueue, Outbox, ReadFrom, Reader};
 use common::redis::RedisServer;
 use redis::AsyncCommands;
 
@@ -27,10 +28,12 @@ async fn reader(redis: &RedisServer, link: &str) -> Reader {
 fn message(id: &str, links: &[&str]) -> Enqueue {
     Enqueue {
         scope: Scope::Room("general".into()),
+        key: id.into(),
         event_id: id.into(),
         kind: OutboundKind::Event(EventKind::Message),
         payload: format!(r#"{{"id": "{id}"}}"#),
         links: links.iter().map(|l| l.to_string()).collect(),
+        dead: None,
     }
 }
 
@@ -52,10 +55,10 @@ async fn enqueue_is_idempotent_per_event_and_fans_out_in_order() {
         outbox.ensure_group(link).await.unwrap();
     }
     let batch = [message("m1", &["a", "b"]), message("m2", &["a"])];
-    let done = outbox.enqueue(&batch, 100).await.unwrap();
+    let done = outbox.enqueue(&batch).await.unwrap();
     assert_eq!((done.added, done.duplicates), (2, 0));
     let again = outbox
-        .enqueue(&[message("m2", &["a"]), message("m3", &["a"])], 100)
+        .enqueue(&[message("m2", &["a"]), message("m3", &["a"])])
         .await
         .unwrap();
     assert_eq!((again.added, again.duplicates), (1, 1));
@@ -75,8 +78,9 @@ async fn enqueue_is_idempotent_per_event_and_fans_out_in_order() {
 
     let scope = Scope::Room("general".into());
     assert_eq!(
-        outbox.checkpoint(&scope).await.unwrap().as_deref(),
-        Some("m3")
+        outbox.checkpoint(&scope).await.unwrap(),
+        None,
+        "live events never move the history checkpoint"
     );
     assert_eq!(
         outbox.seen(&scope, &["m1", "m3", "zz"]).await.unwrap(),
@@ -85,18 +89,70 @@ async fn enqueue_is_idempotent_per_event_and_fans_out_in_order() {
 }
 
 #[tokio::test]
-async fn the_dedup_window_keeps_only_the_most_recent_ids() {
+async fn seen_sets_are_capped_and_pruned_by_a_commit() {
     let redis = RedisServer::start();
-    let mut outbox = outbox(&redis).await;
-    let batch: Vec<Enqueue> = (0..30).map(|i| message(&format!("m{i}"), &[])).collect();
-    outbox.enqueue(&batch, 10).await.unwrap();
-    let mut con = redis.connection().await;
-    let kept: Vec<String> = con
-        .zrange("chatbridge:seen:chat:room:general", 0, -1)
+    let con = chatbridge::connect::manager(&redis.client(), Duration::ZERO)
         .await
         .unwrap();
+    let caps = Caps {
+        seen_cap: 10,
+        ..Caps::default()
+    };
+    let mut outbox = Outbox::with_caps(con, caps);
+    let batch: Vec<Enqueue> = (0..30).map(|i| message(&format!("m{i}"), &[])).collect();
+    outbox.enqueue(&batch).await.unwrap();
+    let mut con = redis.connection().await;
+    let key = "chatbridge:seen:chat:room:general";
+    let kept: Vec<String> = con.zrange(key, 0, -1).await.unwrap();
     let expected: Vec<String> = (20..30).map(|i| format!("m{i}")).collect();
     assert_eq!(kept, expected);
+
+    // A commit moves the checkpoint and forgets keys enqueued before the given time.
+    let (_, score): (String, f64) = con
+        .zrange_withscores::<_, Vec<(String, f64)>>(key, 5, 5)
+        .await
+        .unwrap()
+        .remove(0);
+    let scope = Scope::Room("general".into());
+    let commit = Commit {
+        checkpoints: vec![(scope.clone(), "v2:abc".into())],
+        prune: vec![(scope.clone(), score as i64)],
+        marks: Vec::new(),
+    };
+    outbox.enqueue_and_commit(&[], &commit).await.unwrap();
+    let kept: Vec<String> = con.zrange(key, 0, -1).await.unwrap();
+    let expected: Vec<String> = (25..30).map(|i| format!("m{i}")).collect();
+    assert_eq!(kept, expected);
+    assert_eq!(
+        outbox.checkpoint(&scope).await.unwrap().as_deref(),
+        Some("v2:abc")
+    );
+}
+
+#[tokio::test]
+async fn an_outbox_over_its_cap_drops_the_oldest_and_counts_them() {
+    let redis = RedisServer::start();
+    let con = chatbridge::connect::manager(&redis.client(), Duration::ZERO)
+        .await
+        .unwrap();
+    let caps = Caps {
+        outbox_max_len: 5,
+        ..Caps::default()
+    };
+    let mut outbox = Outbox::with_caps(con, caps);
+    outbox.ensure_group("a").await.unwrap();
+    let batch: Vec<Enqueue> = (0..8).map(|i| message(&format!("m{i}"), &["a"])).collect();
+    let done = outbox.enqueue(&batch).await.unwrap();
+    assert_eq!(done.dropped, [("a".to_owned(), 3)]);
+    let mut a = reader(&redis, "a").await;
+    let ids: Vec<String> = read_all(&mut a, ReadFrom::New)
+        .await
+        .into_iter()
+        .map(|o| o.event_id)
+        .collect();
+    assert_eq!(ids, ["m3", "m4", "m5", "m6", "m7"]);
+    let status = outbox.status("a").await.unwrap();
+    assert_eq!(status.dropped, 3);
 }
 
 #[tokio::test]
@@ -105,7 +161,7 @@ async fn unacknowledged_entries_are_read_again_as_pending_and_acks_delete_them()
     let mut outbox = outbox(&redis).await;
     outbox.ensure_group("a").await.unwrap();
     let batch = [message("m1", &["a"]), message("m2", &["a"])];
-    outbox.enqueue(&batch, 100).await.unwrap();
+    outbox.enqueue(&batch).await.unwrap();
     let mut first = reader(&redis, "a").await;
     let read = read_all(&mut first, ReadFrom::New).await;
     assert_eq!(read.len(), 2);
@@ -140,10 +196,7 @@ async fn dead_letters_keep_why_and_replay_into_the_outbox() {
     let redis = RedisServer::start();
     let mut outbox = outbox(&redis).await;
     outbox.ensure_group("a").await.unwrap();
-    outbox
-        .enqueue(&[message("bad", &["a"])], 100)
-        .await
-        .unwrap();
+    outbox.enqueue(&[message("bad", &["a"])]).await.unwrap();
     let mut r = reader(&redis, "a").await;
     let read = read_all(&mut r, ReadFrom::New).await;
     outbox
@@ -194,7 +247,7 @@ async fn a_damaged_dead_letter_is_named_and_does_not_block_the_others() {
         .await
         .unwrap();
     outbox.ensure_group("a").await.unwrap();
-    outbox.enqueue(&[message("ok", &["a"])], 100).await.unwrap();
+    outbox.enqueue(&[message("ok", &["a"])]).await.unwrap();
     let mut r = reader(&redis, "a").await;
     let read = read_all(&mut r, ReadFrom::New).await;
     outbox

@@ -1,74 +1,172 @@
-//! The enqueue script: de-dup, XADD to each link's outbox and the checkpoint, atomically.
+//! The enqueue script: per event, de-dup and XADD to each link's outbox (or dead-letter
+//! stream); per call, move checkpoints, prune de-dup sets and cap outboxes. All atomic.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::Utc;
 use redis::AsyncCommands;
 
-use super::{CHECKPOINTS, Outbox, Result, kind_seen_key, outbox_key, seen_key};
-use crate::model::{OutboundKind, Scope};
+use super::{Outbox, Result, checkpoint_key, dlq_key, kind_seen_key, link_key, outbox_key};
+use crate::model::{EventKind, OutboundKind, Scope};
 
 /// One event to put in the outboxes of `links`.
 #[derive(Debug, Clone)]
 pub struct Enqueue {
     pub scope: Scope,
-    /// The de-dup key: message `id`, or the content hash of an id-less event.
+    /// The de-dup key: a hash of the channel and the exact payload ([`crate::model::content_id`]).
+    /// Never the message `id`, which a client chooses and can reuse.
+    pub key: String,
+    /// The id shown to operators and receivers: the message `id`, or `key` for id-less events.
     pub event_id: String,
     pub kind: OutboundKind,
     /// The event JSON as published, relayed verbatim.
     pub payload: String,
     /// The links that want it (already filtered by routing). Empty: only mark it seen.
     pub links: Vec<String>,
+    /// Set for a history entry that cannot be relayed (too large to read, or not a message):
+    /// it goes to the links' dead-letter streams with this reason instead of their outboxes.
+    pub dead: Option<String>,
 }
 
 /// What one enqueue call did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Enqueued {
     /// Events written to at least one outbox (or marked seen).
     pub added: usize,
-    /// Events already seen within the window, skipped.
+    /// Events already seen, skipped.
     pub duplicates: usize,
+    /// Per link, events dropped from its outbox because it was over `outbox_max_len` or
+    /// held events older than `outbox_max_age`.
+    pub dropped: Vec<(String, usize)>,
 }
 
-/// Atomically, per event: add its id to the scope's seen set; only if it was new, append it
-/// to each link's outbox and, for messages, move the scope's checkpoint. Then trim the seen
-/// sets to the window. All events of one call are one script: all or nothing.
+/// What a catch-up pass settles together with its events, in the same script call.
+#[derive(Debug, Default, Clone)]
+pub struct Commit {
+    /// Scope → new checkpoint value.
+    pub checkpoints: Vec<(Scope, String)>,
+    /// Other keys of ours to set (key → value), such as the DM watermark.
+    pub marks: Vec<(String, String)>,
+    /// Scopes whose message de-dup set may forget what was enqueued before this Redis time
+    /// (microseconds): everything older is below the new checkpoint.
+    pub prune: Vec<(Scope, i64)>,
+}
+
+impl Commit {
+    pub fn is_empty(&self) -> bool {
+        self.checkpoints.is_empty() && self.prune.is_empty() && self.marks.is_empty()
+    }
+}
+
+/// Bounds on what the outbox keys may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Recent signal hashes remembered per scope (signals are never caught up, so this only
+    /// guards against two processes enqueueing the same publish).
+    pub signal_window: usize,
+    /// The most message keys one scope's de-dup set keeps between catch-up passes, whatever
+    /// the traffic; beyond it the oldest are forgotten (at worst a duplicate after a crash).
+    pub seen_cap: usize,
+    /// The most entries one outbox keeps (`[delivery] outbox_max_len`).
+    pub outbox_max_len: usize,
+    /// The oldest entry one outbox keeps (`[delivery] outbox_max_age_secs`).
+    pub outbox_max_age: Duration,
+    /// How long the catch-up keys of an idle DM conversation live.
+    pub dm_idle: Duration,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Self {
+            signal_window: 2000,
+            seen_cap: 200_000,
+            outbox_max_len: 1_000_000,
+            outbox_max_age: Duration::from_secs(7 * 86_400),
+            dm_idle: Duration::from_secs(90 * 86_400),
+        }
+    }
+}
+
+/// Per event (`seen`, `key`, `id`, `scope`, `kind`, `payload`, `dead`, `n`, `n` stream keys):
+/// add `key` to the scope's seen set (score: Redis time in µs); only if it was new, append the
+/// event to each stream (an outbox, or with `dead` set a dead-letter stream). Then: set the
+/// checkpoints, prune and cap the seen sets, expire idle DM keys, and trim each touched
+/// outbox to its length and age caps, counting what was dropped in the link's stats.
 pub(super) const ENQUEUE: &str = r#"
-local window = tonumber(ARGV[1])
-local at = ARGV[2]
+local at, failed_at = ARGV[1], ARGV[2]
+local max_len, min_id = tonumber(ARGV[3]), ARGV[4]
 local t = redis.call('TIME')
-local base = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local added, dup, seq = 0, 0, 0
 local touched = {}
-local i = 3
-while i <= #ARGV do
-  local seen = KEYS[tonumber(ARGV[i])]
-  local checkpoint = ARGV[i + 1]
-  local id, scope, kind, payload = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local n = tonumber(ARGV[i + 6])
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
+  local seen, key, id = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]
+  local scope, kind, payload, dead = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local n = tonumber(ARGV[i + 7])
   seq = seq + 1
-  if redis.call('ZADD', seen, 'NX', base + seq, id) == 1 then
+  if redis.call('ZADD', seen, 'NX', now + seq, key) == 1 then
     for j = 1, n do
-      redis.call('XADD', KEYS[tonumber(ARGV[i + 6 + j])], '*',
-        'id', id, 'scope', scope, 'kind', kind, 'at', at, 'payload', payload)
+      local stream = tonumber(ARGV[i + 7 + j])
+      if dead == '' then
+        redis.call('XADD', KEYS[stream], '*',
+          'id', id, 'scope', scope, 'kind', kind, 'at', at, 'payload', payload)
+        touched[stream] = true
+      else
+        redis.call('XADD', KEYS[stream], '*',
+          'id', id, 'scope', scope, 'kind', kind, 'at', at, 'payload', payload,
+          'status', '', 'detail', dead, 'failed_at', failed_at)
+      end
     end
-    if checkpoint ~= '' then
-      redis.call('HSET', KEYS[1], checkpoint, id)
-    end
-    touched[seen] = true
     added = added + 1
   else
     dup = dup + 1
   end
-  i = i + 7 + n
+  i = i + 8 + n
 end
-for key, _ in pairs(touched) do
-  local excess = redis.call('ZCARD', key) - window
+for _ = 1, tonumber(ARGV[i]) do
+  redis.call('SET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2])
+  i = i + 2
+end
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do
+  redis.call('ZREMRANGEBYSCORE', KEYS[tonumber(ARGV[i + 1])], '-inf', '(' .. ARGV[i + 2])
+  i = i + 2
+end
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do
+  local key, cap = KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+  local excess = redis.call('ZCARD', key) - cap
   if excess > 0 then
     redis.call('ZREMRANGEBYRANK', key, 0, excess - 1)
   end
+  i = i + 2
 end
-return {added, dup}
+i = i + 1
+for _ = 1, tonumber(ARGV[i]) do
+  redis.call('EXPIRE', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2])
+  i = i + 2
+end
+i = i + 1
+local dropped = {}
+for _ = 1, tonumber(ARGV[i]) do
+  local stream, stats = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  if touched[stream] then
+    local n = 0
+    if redis.call('XLEN', KEYS[stream]) > max_len then
+      n = n + redis.call('XTRIM', KEYS[stream], 'MAXLEN', max_len)
+    end
+    n = n + redis.call('XTRIM', KEYS[stream], 'MINID', min_id)
+    if n > 0 then
+      redis.call('HINCRBY', KEYS[stats], 'dropped', n)
+      table.insert(dropped, stream)
+      table.insert(dropped, n)
+    end
+  end
+  i = i + 2
+end
+return {added, dup, dropped}
 "#;
 
 /// Interns key names so the script gets each once and events refer to them by index.
@@ -89,54 +187,156 @@ impl Keys {
     }
 }
 
+/// What one call touches besides its events' streams.
+#[derive(Default)]
+struct Used {
+    /// Seen sets (key index) with the cap each is trimmed to.
+    seen_caps: Vec<(usize, usize)>,
+    /// Keys of DM scopes, expired when idle.
+    dm_keys: Vec<usize>,
+    /// Links whose outboxes got events, to trim to their caps.
+    links: Vec<String>,
+}
+
+impl Used {
+    /// The key index of a scope's seen set for `kind`, noting its cap the first time.
+    fn seen(&mut self, keys: &mut Keys, caps: &Caps, scope: &Scope, kind: OutboundKind) -> usize {
+        let index = keys.get(kind_seen_key(scope, kind));
+        if !self.seen_caps.iter().any(|(i, _)| *i == index) {
+            let cap = if is_message(kind) {
+                caps.seen_cap
+            } else {
+                caps.signal_window
+            };
+            self.seen_caps.push((index, cap));
+            if matches!(scope, Scope::Dm(..)) {
+                self.dm_keys.push(index);
+            }
+        }
+        index
+    }
+}
+
+fn is_message(kind: OutboundKind) -> bool {
+    kind == OutboundKind::Event(EventKind::Message)
+}
+
 impl Outbox {
-    /// Enqueues a batch of events, de-duplicated per scope within `window` recent ids.
-    pub async fn enqueue(&mut self, events: &[Enqueue], window: usize) -> Result<Enqueued> {
-        if events.is_empty() {
+    /// Enqueues a batch of events, each once per scope (de-duplicated on its key).
+    pub async fn enqueue(&mut self, events: &[Enqueue]) -> Result<Enqueued> {
+        self.enqueue_and_commit(events, &Commit::default()).await
+    }
+
+    /// Enqueues a batch of events and settles `commit` with them, atomically.
+    pub async fn enqueue_and_commit(
+        &mut self,
+        events: &[Enqueue],
+        commit: &Commit,
+    ) -> Result<Enqueued> {
+        if events.is_empty() && commit.is_empty() {
             return Ok(Enqueued::default());
         }
+        let caps = self.caps;
+        let now = Utc::now();
+        let min_id = now.timestamp_millis()
+            - i64::try_from(caps.outbox_max_age.as_millis()).unwrap_or(i64::MAX);
         let mut keys = Keys::default();
-        keys.get(CHECKPOINTS.to_owned());
         let mut invocation = self.script.prepare_invoke();
-        invocation.arg(window).arg(Utc::now().timestamp_millis());
+        invocation
+            .arg(now.timestamp_millis())
+            .arg(now.to_rfc3339())
+            .arg(caps.outbox_max_len)
+            .arg(min_id.max(0))
+            .arg(events.len());
+        let mut used = Used::default();
         for event in events {
-            let is_message = event.kind == OutboundKind::Event(crate::model::EventKind::Message);
             let channel = event.scope.channel();
             invocation
-                .arg(keys.get(kind_seen_key(&event.scope, event.kind)))
-                .arg(if is_message { channel.as_str() } else { "" })
+                .arg(used.seen(&mut keys, &caps, &event.scope, event.kind))
+                .arg(&event.key)
                 .arg(&event.event_id)
                 .arg(&channel)
                 .arg(event.kind.as_str())
                 .arg(&event.payload)
+                .arg(event.dead.as_deref().unwrap_or(""))
                 .arg(event.links.len());
             for link in &event.links {
-                invocation.arg(keys.get(outbox_key(link)));
+                let stream = match event.dead {
+                    None => outbox_key(link),
+                    Some(_) => dlq_key(link),
+                };
+                invocation.arg(keys.get(stream));
+                if !used.links.contains(link) {
+                    used.links.push(link.clone());
+                }
             }
+        }
+        let message = OutboundKind::Event(EventKind::Message);
+        invocation.arg(commit.checkpoints.len() + commit.marks.len());
+        for (key, value) in &commit.marks {
+            invocation.arg(keys.get(key.clone())).arg(value);
+        }
+        for (scope, value) in &commit.checkpoints {
+            let index = keys.get(checkpoint_key(scope));
+            if matches!(scope, Scope::Dm(..)) {
+                used.dm_keys.push(index);
+            }
+            invocation.arg(index).arg(value);
+        }
+        invocation.arg(commit.prune.len());
+        for (scope, below) in &commit.prune {
+            let index = used.seen(&mut keys, &caps, scope, message);
+            invocation.arg(index).arg(below);
+        }
+        invocation.arg(used.seen_caps.len());
+        for (index, cap) in &used.seen_caps {
+            invocation.arg(index).arg(cap);
+        }
+        invocation.arg(used.dm_keys.len());
+        for index in &used.dm_keys {
+            invocation.arg(index).arg(caps.dm_idle.as_secs().max(1));
+        }
+        invocation.arg(used.links.len());
+        let mut stream_links = HashMap::new();
+        for link in used.links {
+            let stream = keys.get(outbox_key(&link));
+            invocation.arg(stream).arg(keys.get(link_key(&link)));
+            stream_links.insert(stream, link);
         }
         for name in &keys.names {
             invocation.key(name);
         }
-        let (added, duplicates): (usize, usize) = invocation.invoke_async(&mut self.con).await?;
-        Ok(Enqueued { added, duplicates })
+        let (added, duplicates, dropped): (usize, usize, Vec<usize>) =
+            invocation.invoke_async(&mut self.con).await?;
+        let dropped = dropped
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [stream, n] => stream_links.get(stream).map(|link| (link.clone(), *n)),
+                _ => None,
+            })
+            .collect();
+        Ok(Enqueued {
+            added,
+            duplicates,
+            dropped,
+        })
     }
 
-    /// Which of `ids` are in the scope's seen window (for catch-up).
-    pub async fn seen(&mut self, scope: &Scope, ids: &[&str]) -> Result<Vec<bool>> {
-        if ids.is_empty() {
+    /// Which of `keys` are in the scope's message de-dup set.
+    pub async fn seen(&mut self, scope: &Scope, keys: &[&str]) -> Result<Vec<bool>> {
+        if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let key = seen_key(scope);
         let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
-            .arg(key)
-            .arg(ids)
+            .arg(super::seen_key(scope))
+            .arg(keys)
             .query_async(&mut self.con)
             .await?;
         Ok(scores.into_iter().map(|s| s.is_some()).collect())
     }
 
-    /// The id of the last message enqueued from this scope, if it was ever seen.
+    /// The scope's checkpoint (see [`crate::catchup`]), if it has one.
     pub async fn checkpoint(&mut self, scope: &Scope) -> Result<Option<String>> {
-        Ok(self.con.hget(CHECKPOINTS, scope.channel()).await?)
+        Ok(self.con.get(checkpoint_key(scope)).await?)
     }
 }

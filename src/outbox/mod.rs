@@ -5,9 +5,11 @@
 //! Keys (all ours, `WIRE.md`):
 //! - `chatbridge:outbox:{link}`: STREAM of events waiting for the link (depth = XLEN);
 //! - `chatbridge:dlq:{link}`: STREAM of events the link refused permanently, with why;
-//! - `chatbridge:seen:{channel}`: ZSET of recently enqueued message ids (the de-dup window);
-//! - `chatbridge:seen:{channel}:signals`: the same for events without an id (content hashes);
-//! - `chatbridge:checkpoints`: HASH channel → id of the last message enqueued from it;
+//! - `chatbridge:seen:{channel}`: ZSET of the keys (payload hashes) of messages enqueued since
+//!   the scope's last catch-up pass, scored by Redis time (µs): the de-dup set;
+//! - `chatbridge:seen:{channel}:signals`: the same for signals, the most recent only;
+//! - `chatbridge:checkpoint:{channel}`: STRING, how far catch-up has read the scope's history
+//!   (see [`crate::catchup`]); DM keys expire when the conversation is idle;
 //! - `chatbridge:link:{link}`: HASH of delivery stats and the `disabled` reason, if any.
 //!
 //! Files: [`enqueue`] (the idempotent enqueue script), [`reader`] (a worker's blocking reads),
@@ -26,7 +28,7 @@ use redis::aio::ConnectionManager;
 use crate::model::{OutboundKind, Scope};
 
 pub use dlq::{Damaged, DeadLetter};
-pub use enqueue::{Enqueue, Enqueued};
+pub use enqueue::{Caps, Commit, Enqueue, Enqueued};
 pub use reader::{ReadFrom, Reader};
 pub use status::LinkStatus;
 
@@ -34,7 +36,6 @@ pub use status::LinkStatus;
 /// consumer name is fixed so a restarted process finds what its predecessor left pending.
 pub(crate) const GROUP: &str = "chatbridge";
 pub(crate) const CONSUMER: &str = "chatbridge";
-pub const CHECKPOINTS: &str = "chatbridge:checkpoints";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -58,6 +59,11 @@ pub(crate) fn link_key(link: &str) -> String {
     format!("chatbridge:link:{link}")
 }
 
+/// How far catch-up has read a scope's history.
+pub fn checkpoint_key(scope: &Scope) -> String {
+    format!("chatbridge:checkpoint:{}", scope.channel())
+}
+
 /// The seen set of a scope's messages.
 pub fn seen_key(scope: &Scope) -> String {
     kind_seen_key(scope, OutboundKind::Event(crate::model::EventKind::Message))
@@ -79,13 +85,21 @@ pub struct Outbox {
     pub(crate) con: ConnectionManager,
     /// The enqueue script (EVALSHA, loaded again automatically after a Redis restart).
     pub(crate) script: std::sync::Arc<Script>,
+    /// Bounds on the de-dup sets and outboxes.
+    pub(crate) caps: Caps,
 }
 
 impl Outbox {
+    /// An outbox handle with the default [`Caps`].
     pub fn new(con: ConnectionManager) -> Self {
+        Self::with_caps(con, Caps::default())
+    }
+
+    pub fn with_caps(con: ConnectionManager, caps: Caps) -> Self {
         Self {
             con,
             script: std::sync::Arc::new(Script::new(enqueue::ENQUEUE)),
+            caps,
         }
     }
 }

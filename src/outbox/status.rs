@@ -67,6 +67,10 @@ impl Outbox {
                 .get("delivered")
                 .and_then(|d| d.parse().ok())
                 .unwrap_or(0),
+            dropped: stats
+                .get("dropped")
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0),
             last_id: stats.get("last_id").cloned(),
             last_at: stats.get("last_at").cloned(),
             disabled: stats.get("disabled").cloned(),
@@ -86,6 +90,9 @@ pub struct LinkStatus {
     pub dead: usize,
     /// Events delivered since the stats began.
     pub delivered: u64,
+    /// Events dropped unsent because the outbox was over `outbox_max_len` or
+    /// `outbox_max_age_secs` (a link disabled or failing for that long).
+    pub dropped: u64,
     /// The event id last delivered (the link's checkpoint).
     pub last_id: Option<String>,
     pub last_at: Option<String>,
