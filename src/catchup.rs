@@ -4,7 +4,7 @@
 //! and hands them to the intake, which enqueues those that were not enqueued live (de-dup on
 //! the payload hash) and moves the checkpoint in the same atomic script call
 //! ([`Pass::resolve`]). A pass runs after every (re)subscribe, before any live event of that
-//! subscription is enqueued, and every [`crate::intake::SWEEP_EVERY`] as a safety net.
+//! subscription is enqueued, and every `[history] sweep_secs` as a safety net.
 //!
 //! The checkpoint (`chatbridge:checkpoint:{channel}`) is a fingerprint of the history as the
 //! last pass saw it: the SHA-1 of its newest [`FINGERPRINT_LEN`] entries (`v2:<sha1>,…`), or

@@ -120,6 +120,7 @@ async fn start(
         },
         watched: Default::default(),
         barrier,
+        sweep: config.history.sweep,
     };
     tasks.spawn(intake.run(feed_rx, stop.clone()));
     Some(tasks)

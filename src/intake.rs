@@ -8,7 +8,7 @@
 //!   holds that was not received live (it was published while nobody listened) is enqueued
 //!   first, then the held events, in their order. The read is retried until it succeeds, so no
 //!   live event of a session is enqueued before that session's catch-up.
-//! - Every [`SWEEP_EVERY`] a pass runs without holding anything back: what it finds that
+//! - Every `sweep` (`[history] sweep_secs`) a pass runs without holding anything back: what it finds that
 //!   never arrived live (stored but never published) is enqueued when the barrier arrives,
 //!   after everything published before it.
 
@@ -30,8 +30,6 @@ use crate::subscription::Feed;
 
 /// Most events enqueued in one script call.
 const BATCH: usize = 1024;
-/// The safety-net catch-up period: finds messages stored but never published.
-pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// How long a pass waits for its barrier before it is resolved anyway (the subscription is
 /// then likely dead, and its PING will say so).
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +48,8 @@ pub struct Intake {
     pub watched: Watched,
     /// This process's barrier channel (the subscription listens to it).
     pub barrier: String,
+    /// The safety-net catch-up period: finds messages stored but never published.
+    pub sweep: Duration,
 }
 
 /// A pass that has read history and waits for its barrier.
@@ -92,7 +92,7 @@ impl Intake {
     /// Runs until the subscription closes its side of `feed` (it does on shutdown); whatever
     /// was received by then is still enqueued. `shutdown` only cuts Redis retries short.
     pub async fn run(mut self, mut feed: mpsc::Receiver<Feed>, shutdown: CancellationToken) {
-        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        let mut sweep = tokio::time::interval(self.sweep);
         sweep.reset();
         let mut state = State::default();
         loop {

@@ -95,6 +95,7 @@ fn the_shipped_config_loads_with_no_environment() {
     assert_eq!(config.redis.url, "redis://127.0.0.1:6379");
     assert_eq!(config.history.room_limit, 1000);
     assert_eq!(config.history.dm_limit, 500);
+    assert_eq!(config.history.sweep, Duration::from_secs(30));
     assert_eq!(config.delivery.shutdown_grace, Duration::from_secs(10));
     assert_eq!(config.delivery.retry_max_backoff, Duration::from_secs(300));
     assert_eq!(config.delivery.give_up_after, Duration::from_secs(86_400));
@@ -279,6 +280,7 @@ fn every_room_and_section_problem_is_reported_at_once() {
             "redis.allow_eviction",
             "history.room_limit",
             "history.dm_limit",
+            "history.sweep_secs",
             "delivery.shutdown_grace_secs",
             "delivery.retry_max_backoff_secs",
             "delivery.give_up_after_secs",

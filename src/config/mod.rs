@@ -85,6 +85,9 @@ pub struct HistoryConfig {
     pub room_limit: usize,
     /// The same for a DM's history list. 1 to 10000000. Default: 500, like the seed.
     pub dm_limit: usize,
+    /// How often catch-up reads every watched history for messages stored but never
+    /// published (`sweep_secs`, 1 to 3600). Default: 30 seconds.
+    pub sweep: Duration,
 }
 
 /// `[delivery]`
@@ -203,10 +206,12 @@ fn parse_history(mut section: Table, problems: &mut Problems) -> HistoryConfig {
     let limits = 1..=10_000_000;
     let room_limit = section.integer("room_limit", limits.clone(), 1000, problems);
     let dm_limit = section.integer("dm_limit", limits, 500, problems);
+    let sweep = section.integer("sweep_secs", 1..=3600, 30, problems);
     section.finish(problems);
     HistoryConfig {
         room_limit: usize::try_from(room_limit).unwrap_or(1000),
         dm_limit: usize::try_from(dm_limit).unwrap_or(500),
+        sweep: Duration::from_secs(sweep),
     }
 }
 

@@ -92,6 +92,11 @@ impl Daemon {
         }
     }
 
+    /// The config file it runs on (for CLI commands against the same setup).
+    pub fn config_path(&self) -> PathBuf {
+        self.config.path()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
