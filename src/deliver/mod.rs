@@ -16,6 +16,10 @@
 //! buffered) and an ack task writes acknowledgements behind it, coalesced. A crash before an
 //! acknowledgement is written only means that event is delivered again (at least once).
 
+mod acks;
+mod fetch;
+mod send;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +30,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::links::{SendOutcome, Target};
 use crate::model::Outbound;
-use crate::outbox::{Outbox, OutboxError, ReadFrom, Reader};
-use crate::retry::{Backoff, Verdict};
+use crate::outbox::{Outbox, OutboxError, Reader};
+use crate::retry::Backoff;
+
+use acks::{Ack, acknowledge};
+use fetch::fetch;
+use send::Sender;
 
 /// Entries fetched per outbox read.
 const READ_COUNT: usize = 512;
@@ -85,171 +93,6 @@ async fn pause_after_redis_error(
     let wait = backoff.next(None);
     tracing::warn!(link, error = %e, retry_in = ?wait, "outbox unavailable");
     sleep_or_shutdown(wait, shutdown).await
-}
-
-/// Sends batches to one target, retrying until each settles. Cheap to clone, so several
-/// sends can be in flight at once.
-#[derive(Clone)]
-struct Sender {
-    /// The link's name, for logs.
-    link: Arc<str>,
-    target: Arc<Target>,
-    shutdown: CancellationToken,
-    /// The longest wait between retries of a failing target.
-    max_backoff: Duration,
-}
-
-impl Sender {
-    /// Sends until the target accepts, refuses or is gone, waiting between retryable failures.
-    async fn settle(&self, batch: &[Outbound]) -> Settled {
-        let mut backoff = Backoff::new(TARGET_BACKOFF_MIN, self.max_backoff);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let outcome = self.target.send(batch).await;
-            let after = match outcome.verdict {
-                Verdict::Delivered => {
-                    if attempt > 1 {
-                        tracing::info!(link = &*self.link, attempt, "target recovered");
-                    }
-                    return Settled::Delivered;
-                }
-                Verdict::Reject => return Settled::Refused(outcome),
-                Verdict::Disable => return Settled::Gone(outcome),
-                Verdict::Retry { after } => after,
-            };
-            let wait = backoff.next(after);
-            if attempt == 1 || attempt.is_power_of_two() {
-                tracing::warn!(
-                    link = &*self.link,
-                    detail = outcome.detail,
-                    attempt,
-                    retry_in = ?wait,
-                    "send failed, will retry"
-                );
-            }
-            if sleep_or_shutdown(wait, &self.shutdown).await {
-                return Settled::Shutdown;
-            }
-        }
-    }
-}
-
-/// Reads the outbox ahead of the sender: pending entries first, then new ones. Returns the
-/// reader when the sender hangs up or shutdown comes, so a later session can reuse it.
-async fn fetch(
-    link: String,
-    mut reader: Reader,
-    mut outbox: Outbox,
-    ready: mpsc::Sender<Vec<Outbound>>,
-    shutdown: CancellationToken,
-) -> Reader {
-    let mut from = ReadFrom::pending();
-    let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
-    loop {
-        let read = tokio::select! {
-            read = reader.read(&from, READ_COUNT, BLOCK_MS) => read,
-            () = shutdown.cancelled() => return reader,
-            () = ready.closed() => return reader,
-        };
-        let entries = match read {
-            Ok(entries) => entries,
-            Err(e) => {
-                if pause_after_redis_error(&link, &mut outbox, &e, &mut backoff, &shutdown).await {
-                    return reader;
-                }
-                continue;
-            }
-        };
-        backoff.reset();
-        let last = entries.last().map(|entry| match entry {
-            Ok(outbound) => outbound.entry_id.clone(),
-            Err((id, _)) => id.clone(),
-        });
-        from = match (from, last) {
-            // Pending entries stay pending until acknowledged: read on past them.
-            (ReadFrom::PendingAfter(_), Some(last)) => ReadFrom::PendingAfter(last),
-            (_, None) => ReadFrom::New,
-            (ReadFrom::New, Some(_)) => ReadFrom::New,
-        };
-        let entries = drop_unreadable(&link, &mut outbox, entries).await;
-        if !entries.is_empty() && ready.send(entries).await.is_err() {
-            return reader;
-        }
-    }
-}
-
-/// Entries that cannot be parsed (only chatbridge writes outboxes, so this means damage) are
-/// logged and removed, so they do not come back after every restart.
-async fn drop_unreadable(
-    link: &str,
-    outbox: &mut Outbox,
-    entries: Vec<Result<Outbound, (String, String)>>,
-) -> Vec<Outbound> {
-    let mut good = Vec::with_capacity(entries.len());
-    let mut bad = Vec::new();
-    for entry in entries {
-        match entry {
-            Ok(outbound) => good.push(outbound),
-            Err((id, why)) => {
-                tracing::error!(link, entry = id, why, "dropping unreadable outbox entry");
-                bad.push(id);
-            }
-        }
-    }
-    if !bad.is_empty()
-        && let Err(e) = outbox.discard(link, &bad).await
-    {
-        tracing::warn!(link, error = %e, "could not drop unreadable entries");
-    }
-    good
-}
-
-/// What the ack task is told.
-enum Ack {
-    /// These entries were delivered.
-    Delivered(Vec<Outbound>),
-    /// Answer once everything sent before is written.
-    Flush(oneshot::Sender<()>),
-}
-
-/// Writes acknowledgements behind the sender, coalescing whatever has queued up into one
-/// write. Runs until the sender hangs up, then writes what is left (unless shutdown cuts a
-/// failing Redis short: those events are delivered again after a restart).
-async fn acknowledge(
-    link: String,
-    mut outbox: Outbox,
-    mut acks: mpsc::UnboundedReceiver<Ack>,
-    shutdown: CancellationToken,
-) {
-    let mut delivered = Vec::new();
-    let mut flushed = Vec::new();
-    while let Some(first) = acks.recv().await {
-        let mut next = Some(first);
-        while let Some(ack) = next.take() {
-            match ack {
-                Ack::Delivered(batch) => delivered.extend(batch),
-                Ack::Flush(done) => flushed.push(done),
-            }
-            next = acks.try_recv().ok();
-        }
-        let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
-        while !delivered.is_empty() {
-            match outbox.ack(&link, &delivered).await {
-                Ok(()) => delivered.clear(),
-                Err(e) => {
-                    if pause_after_redis_error(&link, &mut outbox, &e, &mut backoff, &shutdown)
-                        .await
-                    {
-                        return;
-                    }
-                }
-            }
-        }
-        for done in flushed.drain(..) {
-            let _ = done.send(());
-        }
-    }
 }
 
 /// One link's delivery loop.
