@@ -39,7 +39,9 @@ impl Sender {
                 }
                 Verdict::Reject => return Settled::Refused(outcome),
                 Verdict::Disable => return Settled::Gone(outcome),
-                Verdict::Retry { after } => after,
+                Verdict::LinkFailure { after }
+                | Verdict::EventFailure { after }
+                | Verdict::RateLimited { after } => after,
             };
             let wait = backoff.next(after);
             if attempt == 1 || attempt.is_power_of_two() {
