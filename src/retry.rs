@@ -91,6 +91,40 @@ pub fn classify_error(err: &reqwest::Error) -> Verdict {
     }
 }
 
+/// The give-up rule's view of one send's failed attempts: only event failures count, and a
+/// run of failures that do not (the link failing, a rate limit) is left out of the time an
+/// event has been failing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GiveUpClock {
+    /// When the current run of failures that do not count began (Unix ms), while one lasts.
+    uncounted_since: Option<i64>,
+}
+
+impl GiveUpClock {
+    /// Notes a failed attempt at `now` (Unix ms). For a failure that counts, returns how many
+    /// milliseconds before it to leave out (the run of uncounted failures it ends; 0 if none);
+    /// for one that does not count, `None`.
+    pub fn failed(&mut self, verdict: Verdict, now: i64) -> Option<i64> {
+        if verdict.counts_toward_give_up() {
+            Some(
+                self.uncounted_since
+                    .take()
+                    .map_or(0, |since| (now - since).max(0)),
+            )
+        } else {
+            self.uncounted_since.get_or_insert(now);
+            None
+        }
+    }
+}
+
+/// Whether an event that has kept failing since `since` (Unix ms, with the uncounted time
+/// already left out) is given up at `now`: it has failed for longer than `limit`.
+pub fn gives_up(since: i64, now: i64, limit: Duration) -> bool {
+    let limit = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
+    now.saturating_sub(since) > limit
+}
+
 /// Reads `Retry-After`: seconds (integer or decimal) or an HTTP-date, relative to `now`.
 /// A date in the past means "now"; values above an hour are capped; garbage is ignored.
 fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
@@ -234,6 +268,35 @@ mod tests {
         assert_eq!(link(None).retry_after(), Some(None));
         assert_eq!(Verdict::Reject.retry_after(), None);
         assert_eq!(Verdict::Disable.retry_after(), None);
+    }
+
+    #[test]
+    fn the_give_up_clock_leaves_out_link_failures_and_rate_limits() {
+        let mut clock = GiveUpClock::default();
+        assert_eq!(clock.failed(event(None), 1_000), Some(0));
+        assert_eq!(clock.failed(event(None), 2_000), Some(0));
+        assert_eq!(clock.failed(link(None), 3_000), None);
+        assert_eq!(clock.failed(rate(None), 5_000), None);
+        assert_eq!(clock.failed(link(None), 8_000), None);
+        assert_eq!(
+            clock.failed(event(None), 10_000),
+            Some(7_000),
+            "from the first uncounted failure to the event failure that ends the run"
+        );
+        assert_eq!(clock.failed(event(None), 11_000), Some(0));
+    }
+
+    #[test]
+    fn an_event_gives_up_once_it_failed_for_longer_than_the_limit() {
+        let limit = Duration::from_secs(2);
+        assert!(!gives_up(10_000, 10_000, limit));
+        assert!(!gives_up(10_000, 12_000, limit));
+        assert!(gives_up(10_000, 12_001, limit));
+        assert!(!gives_up(10_000, 9_000, limit), "a clock that went back");
+        assert!(
+            !gives_up(0, i64::MAX, Duration::MAX),
+            "no overflow on huge limits"
+        );
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Delivery: one worker per link reads the link's outbox, hands batches to the link, and
 //! acknowledges an entry only after the target accepted it.
 //!
-//! - Retryable failures are retried with backoff (honouring `Retry-After`) without skipping
-//!   ahead: per-link order holds and nothing is dropped.
-//! - A refused batch is retried one event at a time, so only the event the target refuses goes
-//!   to the dead-letter stream; delivery then continues.
+//! - Failures are retried in place with backoff (honouring `Retry-After`) without skipping
+//!   ahead: per-link order holds and nothing is dropped. A failing link (401, 404, connection
+//!   refused, … see [`crate::retry`]) and rate limits (429) are retried for as long as they
+//!   last; the link is shown failing meanwhile. An event that keeps failing with event failures
+//!   (5xx, 408, timeouts) for longer than `give_up_after` is given up: dead-lettered with its
+//!   last error, so one poison event cannot block an ordered link forever.
+//! - A refused or given-up batch is retried one event at a time, so only the events at fault
+//!   go to the dead-letter stream; delivery then continues.
 //! - A target that says it is gone (410) disables the link, loudly; its outbox keeps filling
 //!   until an operator runs `chatbridge enable`.
 //! - On start the worker first re-delivers what a crashed predecessor left pending.
@@ -18,6 +22,7 @@
 
 mod acks;
 mod fetch;
+mod health;
 mod send;
 
 use std::sync::Arc;
@@ -35,6 +40,7 @@ use crate::retry::Backoff;
 
 use acks::{Ack, acknowledge};
 use fetch::fetch;
+use health::Health;
 use send::Sender;
 
 /// Entries fetched per outbox read.
@@ -63,6 +69,8 @@ enum Flow {
 enum Settled {
     Delivered,
     Refused(SendOutcome),
+    /// Kept failing with event failures for this long (beyond `give_up_after`); the last one.
+    GaveUp(SendOutcome, Duration),
     Gone(SendOutcome),
     Shutdown,
 }
@@ -117,15 +125,17 @@ impl Worker {
         reader: Reader,
         shutdown: CancellationToken,
         max_backoff: Duration,
+        give_up_after: Duration,
     ) -> Self {
         let link = target.name().to_owned();
         let (acks, pending_acks) = mpsc::unbounded_channel();
         Self {
             sender: Sender {
-                link: link.as_str().into(),
                 target,
                 shutdown,
                 max_backoff,
+                give_up_after,
+                health: Arc::new(Health::new(link.as_str().into(), outbox.clone())),
             },
             link,
             outbox,
@@ -151,7 +161,7 @@ impl Worker {
             ))
         });
         while !self.shutdown().is_cancelled() {
-            match self.wait_until_enabled().await {
+            match self.ready_to_deliver().await {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) => {
@@ -261,26 +271,52 @@ impl Worker {
         outcome
     }
 
-    /// Records how a batch settled: hands it to the ack task, or splits a refused batch into
-    /// single events, dead-letters a refused event, or disables the link.
+    /// Records how a batch settled; a refused or given-up batch of several events is sent
+    /// again one event at a time, so only the events at fault are dead-lettered.
     async fn settled(&mut self, batch: &[Outbound], settled: Settled) -> Flow {
+        if batch.len() > 1 && matches!(settled, Settled::Refused(_) | Settled::GaveUp(..)) {
+            for single in batch.chunks(1) {
+                let settled = self.sender.settle(single).await;
+                let flow = self.record(single, settled).await;
+                if !matches!(flow, Flow::Continue) {
+                    return flow;
+                }
+            }
+            return Flow::Continue;
+        }
+        self.record(batch, settled).await
+    }
+
+    /// Hands a delivered batch to the ack task, dead-letters a refused or given-up one, or
+    /// disables the link.
+    async fn record(&mut self, batch: &[Outbound], settled: Settled) -> Flow {
         match settled {
             Settled::Delivered => self.acknowledge(batch),
-            Settled::Refused(_) if batch.len() > 1 => {
-                for single in batch.chunks(1) {
-                    let flow = match self.sender.settle(single).await {
-                        Settled::Delivered => self.acknowledge(single),
-                        Settled::Refused(outcome) => self.dead_letter(single, &outcome).await,
-                        Settled::Gone(outcome) => self.disable(&outcome).await,
-                        Settled::Shutdown => Flow::Stop,
-                    };
-                    if !matches!(flow, Flow::Continue) {
-                        return flow;
-                    }
-                }
-                Flow::Continue
+            Settled::Refused(outcome) => {
+                tracing::error!(
+                    link = self.link,
+                    event = batch.first().map(|o| o.event_id.as_str()),
+                    detail = outcome.detail,
+                    "target refused the event: moved to the dead-letter stream"
+                );
+                self.dead_letter(batch, outcome.status, &outcome.detail)
+                    .await
             }
-            Settled::Refused(outcome) => self.dead_letter(batch, &outcome).await,
+            Settled::GaveUp(outcome, failing_for) => {
+                tracing::error!(
+                    link = self.link,
+                    event = batch.first().map(|o| o.event_id.as_str()),
+                    detail = outcome.detail,
+                    ?failing_for,
+                    "event kept failing: given up, moved to the dead-letter stream"
+                );
+                let detail = format!(
+                    "gave up after {} s of failures: {}",
+                    failing_for.as_secs(),
+                    outcome.detail
+                );
+                self.dead_letter(batch, outcome.status, &detail).await
+            }
             Settled::Gone(outcome) => self.disable(&outcome).await,
             Settled::Shutdown => Flow::Stop,
         }
@@ -293,23 +329,20 @@ impl Worker {
         }
     }
 
-    /// Moves a refused event to the dead-letter stream, retrying Redis errors.
-    async fn dead_letter(&mut self, batch: &[Outbound], outcome: &SendOutcome) -> Flow {
-        tracing::error!(
-            link = self.link,
-            event = batch.first().map(|o| o.event_id.as_str()),
-            detail = outcome.detail,
-            "target refused the event: moved to the dead-letter stream"
-        );
+    /// Moves events to the dead-letter stream with the status and why, retrying Redis errors.
+    async fn dead_letter(&mut self, batch: &[Outbound], status: Option<u16>, detail: &str) -> Flow {
         let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
         let shutdown = self.shutdown().clone();
         loop {
             let done = self
                 .outbox
-                .dead_letter(&self.link, batch, outcome.status, &outcome.detail)
+                .dead_letter(&self.link, batch, status, detail)
                 .await;
             match done {
-                Ok(()) => return Flow::Continue,
+                Ok(()) => {
+                    self.sender.health.forget(batch);
+                    return Flow::Continue;
+                }
                 Err(e) => {
                     if pause_after_redis_error(
                         &self.link,
@@ -343,6 +376,17 @@ impl Worker {
             }
         }
         Flow::Disabled
+    }
+
+    /// Waits while the link is disabled, then takes over the failure state a previous process
+    /// (or session) left; true when shutdown came first.
+    async fn ready_to_deliver(&mut self) -> Result<bool, OutboxError> {
+        if self.wait_until_enabled().await? {
+            return Ok(true);
+        }
+        let state = self.outbox.failure_state(&self.link).await?;
+        self.sender.health.resume(state);
+        Ok(false)
     }
 
     /// Waits while the link is marked disabled; true when shutdown came first.
