@@ -1,8 +1,8 @@
 //! Link-level failures through the real `chatbridge run` binary: a receiver that answers 401 or
 //! is not listening is retried in place (order kept, nothing dead-lettered) and shown failing
 //! by `chatbridge outbox`; a refused event is dead-lettered alone; an event that keeps failing
-//! with 500 is given up after `give_up_after_secs`, even across restarts; shutdown lets a send
-//! in flight finish. Each test owns its
+//! with 500 is given up after `give_up_after_secs`, even across restarts; a reader connection
+//! killed mid-read skips nothing; shutdown lets a send in flight finish. Each test owns its
 //! redis-server, receivers and daemon and waits on conditions before it looks.
 
 mod common;
@@ -400,6 +400,98 @@ async fn restarts_do_not_reset_the_give_up_clock() {
         "{:?}",
         first.elapsed()
     );
+}
+
+/// The outbox entry the enqueue script would write for message `content`.
+fn outbox_entry(content: &str) -> Vec<(&'static str, String)> {
+    let message = seed::create_message(json!(1001), "alice", content, Some("general"));
+    vec![
+        ("id", format!("kill-{content}")),
+        ("scope", "chat:room:general".to_owned()),
+        ("kind", "message".to_owned()),
+        ("at", chrono::Utc::now().timestamp_millis().to_string()),
+        ("payload", chatbridge::pyjson::to_string(&message)),
+    ]
+}
+
+/// The id of the worker's reader connection once it is blocked in `XREADGROUP`.
+async fn blocked_reader(con: &mut MultiplexedConnection) -> String {
+    eventually("the reader to block in XREADGROUP", async || {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(con)
+            .await
+            .ok()?;
+        clients.lines().find_map(|line| {
+            let field = |name: &str| {
+                line.split(' ')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            };
+            let blocked = field("flags")?.contains('b') && field("cmd")? == "xreadgroup";
+            blocked.then(|| field("id").map(str::to_owned))?
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_reader_connection_mid_read_skips_nothing() {
+    const TOTAL: usize = 300;
+    const KILL_EVERY: usize = 50;
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let daemon = Daemon::start(&config(&redis, &hook_url(&receiver), ""));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+
+    // The test writes the outbox itself, as the enqueue script does, so that it can add an
+    // entry and kill the blocked reader in one pipeline: Redis serves the blocked read (the
+    // entry becomes pending for the consumer) and then kills the connection before the reply
+    // is written. Only a re-read of the pending entries finds that entry again.
+    let mut kills = 0;
+    for i in 0..TOTAL {
+        let entry = outbox_entry(&i.to_string());
+        if i % KILL_EVERY == KILL_EVERY - 1 {
+            let reader = blocked_reader(&mut con).await;
+            let (_, killed): (String, i64) = redis::pipe()
+                .cmd("XADD")
+                .arg(OUTBOX)
+                .arg("*")
+                .arg(&entry)
+                .cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(&reader)
+                .query_async(&mut con)
+                .await
+                .expect("XADD + CLIENT KILL");
+            kills += killed;
+        } else {
+            let _: String = con.xadd(OUTBOX, "*", &entry).await.expect("XADD");
+        }
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(
+        kills,
+        (TOTAL / KILL_EVERY) as i64,
+        "every kill hit the reader"
+    );
+
+    eventually("every message to arrive", async || {
+        (receiver.requests().len() >= TOTAL).then_some(())
+    })
+    .await;
+    wait_drained(&mut con, "audit").await;
+    let expected: Vec<String> = (0..TOTAL).map(|i| i.to_string()).collect();
+    assert_eq!(
+        contents(&receiver.requests()),
+        expected,
+        "each once, in order; log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(pending(&mut con).await, 0, "nothing stuck in pending");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

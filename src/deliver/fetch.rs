@@ -10,6 +10,10 @@ use crate::retry::Backoff;
 
 /// Reads the outbox ahead of the sender: pending entries first, then new ones. Returns the
 /// reader when the sender hangs up or shutdown comes, so a later session can reuse it.
+///
+/// After a failed read it reads the pending entries past the last one it handed over before
+/// it reads new ones again: a `>` read whose reply was lost (the connection dropped while it
+/// blocked) may still have made entries pending for this consumer, and `>` never returns them.
 pub(super) async fn fetch(
     link: String,
     mut reader: Reader,
@@ -18,6 +22,8 @@ pub(super) async fn fetch(
     shutdown: CancellationToken,
 ) -> Reader {
     let mut from = ReadFrom::pending();
+    // The last entry id handed to the sender (or dropped as unreadable).
+    let mut handed = ReadFrom::pending();
     let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
     loop {
         let read = tokio::select! {
@@ -28,6 +34,7 @@ pub(super) async fn fetch(
         let entries = match read {
             Ok(entries) => entries,
             Err(e) => {
+                from = handed.clone();
                 if pause_after_redis_error(&link, &mut outbox, &e, &mut backoff, &shutdown).await {
                     return reader;
                 }
@@ -39,6 +46,9 @@ pub(super) async fn fetch(
             Ok(outbound) => outbound.entry_id.clone(),
             Err((id, _)) => id.clone(),
         });
+        if let Some(last) = &last {
+            handed = ReadFrom::PendingAfter(last.clone());
+        }
         from = match (from, last) {
             // Pending entries stay pending until acknowledged: read on past them.
             (ReadFrom::PendingAfter(_), Some(last)) => ReadFrom::PendingAfter(last),
