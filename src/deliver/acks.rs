@@ -22,7 +22,7 @@ pub(super) enum Ack {
 pub(super) async fn acknowledge(
     link: String,
     mut outbox: Outbox,
-    mut acks: mpsc::UnboundedReceiver<Ack>,
+    mut acks: mpsc::Receiver<Ack>,
     shutdown: CancellationToken,
 ) {
     let mut delivered = Vec::new();

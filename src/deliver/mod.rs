@@ -17,8 +17,14 @@
 //! - On shutdown in-flight sends are allowed to finish (the daemon bounds how long).
 //!
 //! Redis stays off the send path: a fetch task reads the outbox ahead of the sender (a few reads
-//! buffered) and an ack task writes acknowledgements behind it, coalesced. A crash before an
-//! acknowledgement is written only means that event is delivered again (at least once).
+//! buffered) and an ack task writes acknowledgements behind it, coalesced. Both buffers are
+//! bounded: the fetch task waits when the sender is behind, the sender when the ack task is.
+//! A crash before an acknowledgement is written only means that event is delivered again (at
+//! least once).
+//!
+//! A worker returns only on shutdown, or when one of its tasks failed (panicked or ended on its
+//! own): it then logs which, and returns at once rather than go on half-working; the daemon
+//! treats a worker that returns before shutdown as failed.
 
 mod acks;
 mod fetch;
@@ -30,7 +36,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::links::{SendOutcome, Target};
@@ -47,6 +53,10 @@ use send::Sender;
 const READ_COUNT: usize = 512;
 /// Reads the fetch task may hold ready ahead of the sender.
 const PREFETCH: usize = 4;
+/// Delivered batches the ack task may be behind by before the sender waits for it.
+const ACK_BACKLOG: usize = 1024;
+/// After a failure, how long the ack task may take to write what it still holds.
+const ACK_DRAIN_ON_FAILURE: Duration = Duration::from_secs(2);
 /// How long a read waits for new entries before checking for shutdown again.
 const BLOCK_MS: u64 = 1000;
 /// Backoff for Redis errors (the outbox itself unreachable).
@@ -62,7 +72,10 @@ enum Flow {
     Continue,
     /// The target said it is gone: the link is disabled until an operator enables it.
     Disabled,
+    /// Shutdown.
     Stop,
+    /// A task of the worker failed (already logged): the worker ends now.
+    Failed,
 }
 
 /// How a send ended after retries.
@@ -112,10 +125,10 @@ pub struct Worker {
     outbox: Outbox,
     /// The connection for blocking reads, lent to each session's fetch task.
     reader: Option<Reader>,
-    /// To the ack task.
-    acks: mpsc::UnboundedSender<Ack>,
+    /// To the ack task; bounded, so a slow Redis holds the sender back instead of piling up.
+    acks: mpsc::Sender<Ack>,
     /// The ack task's end of `acks`, until `run` starts it.
-    pending_acks: Option<mpsc::UnboundedReceiver<Ack>>,
+    pending_acks: Option<mpsc::Receiver<Ack>>,
 }
 
 impl Worker {
@@ -128,7 +141,7 @@ impl Worker {
         give_up_after: Duration,
     ) -> Self {
         let link = target.name().to_owned();
-        let (acks, pending_acks) = mpsc::unbounded_channel();
+        let (acks, pending_acks) = mpsc::channel(ACK_BACKLOG);
         Self {
             sender: Sender {
                 target,
@@ -150,19 +163,59 @@ impl Worker {
     }
 
     /// Delivers until shutdown, then waits for the acknowledgements to be written. While the
-    /// link is disabled it waits for `chatbridge enable`.
+    /// link is disabled it waits for `chatbridge enable`. Returns early only when one of its
+    /// tasks failed, after logging which.
     pub async fn run(mut self) {
-        let acker: Option<JoinHandle<()>> = self.pending_acks.take().map(|pending| {
-            tokio::spawn(acknowledge(
-                self.link.clone(),
-                self.outbox.clone(),
-                pending,
-                self.shutdown().clone(),
-            ))
-        });
+        let link = self.link.clone();
+        let shutdown = self.shutdown().clone();
+        let Some(pending) = self.pending_acks.take() else {
+            tracing::error!(link, "delivery worker started twice");
+            return;
+        };
+        // Dropping the set aborts the ack task: it cannot outlive the worker.
+        let mut acker = JoinSet::new();
+        acker.spawn(acknowledge(
+            link.clone(),
+            self.outbox.clone(),
+            pending,
+            shutdown.clone(),
+        ));
+        let flow = {
+            let delivery = self.deliver_until_stopped();
+            tokio::pin!(delivery);
+            tokio::select! {
+                flow = &mut delivery => flow,
+                ended = acker.join_next() => {
+                    if !shutdown.is_cancelled() {
+                        part_failed(&link, "acknowledgement writer", ended.map(|e| e.err()));
+                        return;
+                    }
+                    // Shutdown cut a failing Redis short: let the sends in flight finish.
+                    delivery.await
+                }
+            }
+        };
+        drop(self);
+        let drained = match flow {
+            Flow::Failed => tokio::time::timeout(ACK_DRAIN_ON_FAILURE, acker.join_next()).await,
+            _ => Ok(acker.join_next().await),
+        };
+        if let Ok(Some(Err(e))) = drained {
+            part_failed(&link, "acknowledgement writer", Some(Some(e)));
+        }
+        if matches!(flow, Flow::Failed) {
+            tracing::error!(
+                link,
+                "delivery worker stopped after a failure; undelivered events stay in the outbox"
+            );
+        }
+    }
+
+    /// Runs sessions until shutdown or a failure, waiting while the link is disabled.
+    async fn deliver_until_stopped(&mut self) -> Flow {
         while !self.shutdown().is_cancelled() {
             match self.ready_to_deliver().await {
-                Ok(true) => break,
+                Ok(true) => return Flow::Stop,
                 Ok(false) => {}
                 Err(e) => {
                     let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
@@ -171,58 +224,90 @@ impl Worker {
                     if pause_after_redis_error(&link, &mut self.outbox, &e, &mut backoff, &shutdown)
                         .await
                     {
-                        break;
+                        return Flow::Stop;
                     }
                     continue;
                 }
             }
-            if let Flow::Stop = self.session().await {
-                break;
+            match self.session().await {
+                Flow::Continue | Flow::Disabled => {}
+                stopped @ (Flow::Stop | Flow::Failed) => return stopped,
             }
         }
-        drop(self);
-        if let Some(acker) = acker {
-            let _ = acker.await;
-        }
+        Flow::Stop
     }
 
     /// One delivery session: from the pending entries on, until shutdown or the link is
-    /// disabled (the next session then starts again from what is pending).
+    /// disabled (the next session then starts again from what is pending). Ends at once,
+    /// failed, when the fetch task fails.
     async fn session(&mut self) -> Flow {
         let Some(reader) = self.reader.take() else {
-            return Flow::Stop;
+            tracing::error!(link = self.link, "no outbox reader left for a new session");
+            return Flow::Failed;
         };
         let (ready_tx, mut ready) = mpsc::channel(PREFETCH);
-        let fetcher = tokio::spawn(fetch(
+        // Dropping the set aborts the fetch task: it cannot outlive the session.
+        let mut fetcher = JoinSet::new();
+        fetcher.spawn(fetch(
             self.link.clone(),
             reader,
             self.outbox.clone(),
             ready_tx,
             self.shutdown().clone(),
         ));
-        let mut flow = Flow::Stop;
-        while let Some(entries) = ready.recv().await {
-            flow = self.deliver_all(entries).await;
-            if !matches!(flow, Flow::Continue) {
-                break;
+        let link = self.link.clone();
+        let shutdown = self.shutdown().clone();
+        let mut fetched = None;
+        let flow = {
+            let delivery = self.deliver_ready(&mut ready);
+            tokio::pin!(delivery);
+            tokio::select! {
+                flow = &mut delivery => flow,
+                ended = fetcher.join_next() => match ended {
+                    // On shutdown the fetch task hands its reader back: finish what is in flight.
+                    Some(Ok(reader)) if shutdown.is_cancelled() => {
+                        fetched = Some(reader);
+                        delivery.await
+                    }
+                    other => {
+                        let error = other.map(|ended| ended.err());
+                        part_failed(&link, "outbox reader", error);
+                        return Flow::Failed;
+                    }
+                },
             }
-        }
+        };
         drop(ready);
-        match fetcher.await {
-            Ok(reader) => self.reader = Some(reader),
-            Err(e) => tracing::error!(link = self.link, error = %e, "outbox reader failed"),
-        }
+        let reader = match fetched {
+            Some(reader) => reader,
+            None => match fetcher.join_next().await {
+                Some(Ok(reader)) => reader,
+                other => {
+                    part_failed(&link, "outbox reader", other.map(|ended| ended.err()));
+                    return Flow::Failed;
+                }
+            },
+        };
+        self.reader = Some(reader);
         if matches!(flow, Flow::Disabled) {
             // Re-reading from the pending entries must not see what was just delivered.
             let (done, written) = oneshot::channel();
-            if self.acks.send(Ack::Flush(done)).is_ok() {
-                let _ = written.await;
+            if self.acks.send(Ack::Flush(done)).await.is_err() || written.await.is_err() {
+                return self.ack_task_gone();
             }
         }
-        if self.reader.is_none() {
-            return Flow::Stop;
-        }
         flow
+    }
+
+    /// Delivers what the fetch task reads until it stops, shutdown, or the link is disabled.
+    async fn deliver_ready(&mut self, ready: &mut mpsc::Receiver<Vec<Outbound>>) -> Flow {
+        while let Some(entries) = ready.recv().await {
+            let flow = self.deliver_all(entries).await;
+            if !matches!(flow, Flow::Continue) {
+                return flow;
+            }
+        }
+        Flow::Stop
     }
 
     /// Delivers what one read returned: batch after batch in order, or up to
@@ -291,7 +376,7 @@ impl Worker {
     /// disables the link.
     async fn record(&mut self, batch: &[Outbound], settled: Settled) -> Flow {
         match settled {
-            Settled::Delivered => self.acknowledge(batch),
+            Settled::Delivered => self.acknowledge(batch).await,
             Settled::Refused(outcome) => {
                 tracing::error!(
                     link = self.link,
@@ -322,10 +407,21 @@ impl Worker {
         }
     }
 
-    fn acknowledge(&mut self, batch: &[Outbound]) -> Flow {
-        match self.acks.send(Ack::Delivered(batch.to_vec())) {
+    /// Hands a delivered batch to the ack task, waiting while it is [`ACK_BACKLOG`] behind.
+    async fn acknowledge(&mut self, batch: &[Outbound]) -> Flow {
+        match self.acks.send(Ack::Delivered(batch.to_vec())).await {
             Ok(()) => Flow::Continue,
-            Err(_) => Flow::Stop,
+            Err(_) => self.ack_task_gone(),
+        }
+    }
+
+    /// The ack task is gone: on shutdown (a failing Redis cut short) that is expected; before,
+    /// it failed (`run` reports how it ended).
+    fn ack_task_gone(&self) -> Flow {
+        if self.shutdown().is_cancelled() {
+            Flow::Stop
+        } else {
+            Flow::Failed
         }
     }
 
@@ -410,5 +506,17 @@ impl Worker {
             tracing::info!(link = self.link, "link enabled again: resuming delivery");
         }
         Ok(false)
+    }
+}
+
+/// Logs that a part of a link's worker ended before shutdown: `ended` is `None` when the task
+/// is missing, `Some(None)` when it returned on its own, `Some(Some(e))` when it panicked or
+/// was cancelled.
+fn part_failed(link: &str, part: &str, ended: Option<Option<JoinError>>) {
+    match ended {
+        Some(Some(e)) => tracing::error!(link, part, error = %e, "delivery worker task failed"),
+        Some(None) | None => {
+            tracing::error!(link, part, "delivery worker task ended unexpectedly");
+        }
     }
 }
