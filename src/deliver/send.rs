@@ -56,18 +56,17 @@ impl Sender {
         }
     }
 
-    /// A final answer: delivered, refused or gone.
+    /// A final answer: delivered, refused or gone. Either way the link is no longer failing.
     async fn answered(&self, batch: &[Outbound], outcome: SendOutcome) -> Settled {
-        match outcome.verdict {
-            Verdict::Delivered => {
-                self.health.delivered(batch).await;
-                Settled::Delivered
-            }
-            Verdict::Disable => Settled::Gone(outcome),
-            _ => {
-                self.health.link_works().await;
-                Settled::Refused(outcome)
-            }
+        if outcome.verdict == Verdict::Delivered {
+            self.health.delivered(batch).await;
+            return Settled::Delivered;
+        }
+        self.health.link_works().await;
+        if outcome.verdict == Verdict::Disable {
+            Settled::Gone(outcome)
+        } else {
+            Settled::Refused(outcome)
         }
     }
 }
