@@ -120,6 +120,7 @@ async fn pause_after_redis_error(
 pub struct Worker {
     /// The link's name, for keys and logs.
     link: String,
+    /// Sends batches until they settle; cloned into each concurrent send.
     sender: Sender,
     /// For dead letters and the disabled flag (each task has its own clone).
     outbox: Outbox,
@@ -132,6 +133,8 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// A worker for `target`'s outbox: retries wait at most `max_backoff`, and an event that
+    /// keeps failing with event failures for longer than `give_up_after` is dead-lettered.
     pub fn new(
         target: Arc<Target>,
         outbox: Outbox,
