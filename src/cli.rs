@@ -106,7 +106,8 @@ pub enum Command {
     Members { room: String },
     /// Print live events of some rooms (all rooms and DMs if none given) until Ctrl-C.
     Tail { rooms: Vec<String> },
-    /// Per-link outbox depth, pending, dead letters and checkpoint.
+    /// Per-link outbox depth, pending, dead letters and checkpoint; whether a link is failing
+    /// (since when, last error) or disabled.
     Outbox,
     /// Inspect, replay or drop a link's dead letters.
     Dlq {
@@ -409,6 +410,13 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
         );
         if let Some(reason) = s.disabled {
             println!("  DISABLED: {reason} (chatbridge enable {link})");
+        }
+        if let Some(since) = s.failing_since {
+            let error = s.last_error.as_deref().unwrap_or("-");
+            println!(
+                "  FAILING since {since}: {} (retrying in order)",
+                escape_controls(error, 400)
+            );
         }
         if s.dropped > 0 {
             println!(

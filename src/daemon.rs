@@ -93,6 +93,7 @@ async fn start(
             reader,
             stop.clone(),
             config.delivery.retry_max_backoff,
+            config.delivery.give_up_after,
         );
         tasks.spawn(worker.run());
     }

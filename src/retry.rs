@@ -17,38 +17,112 @@ const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 pub enum Verdict {
     /// The receiver accepted it: acknowledge and move on.
     Delivered,
-    /// A transient failure: send the same batch again later, not before `after` when given.
-    Retry { after: Option<Duration> },
+    /// The link itself does not work right now (credentials, a moved or wrong URL, nothing
+    /// listening, DNS, TLS): the failure says nothing about the event. Retried, in place, for
+    /// as long as it lasts, never before `after`; the link shows as failing meanwhile.
+    LinkFailure { after: Option<Duration> },
+    /// This attempt failed in a way that may pass (5xx, 408, a timeout or broken connection
+    /// once the request was on its way): retried in place, never before `after`. Counts toward
+    /// the give-up rule, so one event that keeps failing cannot block the link forever.
+    EventFailure { after: Option<Duration> },
+    /// The receiver asks to slow down (429): retried after the wait it asks for; never given up.
+    RateLimited { after: Option<Duration> },
     /// The receiver refused this content for good: set it aside (dead letter), keep the link.
     Reject,
     /// The endpoint is gone or unusable: stop the link, keep its messages, alert the operator.
     Disable,
 }
 
-/// Classifies an HTTP response (Standard Webhooks sender rules): 2xx delivered; 408, 429 and 5xx
-/// retried, honouring `Retry-After`; 410 disables the link; 3xx (redirects are never followed)
-/// and other 4xx reject. Anything outside 200–599 is retried: it says nothing about the content.
+impl Verdict {
+    /// The earliest a retry may come, when the verdict is to retry at all: `Some(None)` means
+    /// "retry, no floor", `None` means "do not retry".
+    pub fn retry_after(self) -> Option<Option<Duration>> {
+        match self {
+            Self::LinkFailure { after }
+            | Self::EventFailure { after }
+            | Self::RateLimited { after } => Some(after),
+            Self::Delivered | Self::Reject | Self::Disable => None,
+        }
+    }
+
+    /// Whether the time this failure lasts counts toward `give_up_after`: only failures that
+    /// may be the event's own fault do; a failing link or a rate limit never does.
+    pub fn counts_toward_give_up(self) -> bool {
+        matches!(self, Self::EventFailure { .. })
+    }
+}
+
+/// Statuses that say the link (its URL, its credentials, a proxy in front of it) is wrong for
+/// every event alike: 401, 403, 404, 405, 407, 421, 426. 3xx joins them (redirects are never
+/// followed: a moved URL is the link's problem).
+const LINK_FAILURE_STATUSES: [u16; 7] = [401, 403, 404, 405, 407, 421, 426];
+
+/// Classifies an HTTP response: 2xx delivered; 3xx and the statuses of
+/// [`LINK_FAILURE_STATUSES`] are link failures; 408 and 5xx event failures; 429 a rate limit;
+/// 410 disables the link; any other 4xx (400, 409, 413, 415, 422, …) rejects the event.
+/// `Retry-After` is honoured on every retry. A status outside 200–599 says nothing about the
+/// event and is treated as a link failure.
 pub fn classify_status(status: u16, retry_after: Option<&str>) -> Verdict {
+    let after = || retry_after.and_then(|value| parse_retry_after(value, Utc::now()));
     match status {
         200..=299 => Verdict::Delivered,
-        408 | 429 | 500..=599 => Verdict::Retry {
-            after: retry_after.and_then(|value| parse_retry_after(value, Utc::now())),
-        },
+        408 | 500..=599 => Verdict::EventFailure { after: after() },
+        429 => Verdict::RateLimited { after: after() },
         410 => Verdict::Disable,
-        300..=499 => Verdict::Reject,
-        _ => Verdict::Retry { after: None },
+        300..=399 => Verdict::LinkFailure { after: after() },
+        _ if LINK_FAILURE_STATUSES.contains(&status) => Verdict::LinkFailure { after: after() },
+        400..=499 => Verdict::Reject,
+        _ => Verdict::LinkFailure { after: after() },
     }
 }
 
 /// Classifies a request that produced no response. A request that cannot even be built (a bad
-/// URL or header in the link's own settings) will never succeed: the link is disabled. Every
-/// other failure (connect, DNS, timeout, body, protocol) is transient.
+/// URL or header in the link's own settings) will never succeed: the link is disabled. Failing
+/// to connect (refused, DNS, TLS, connect timeout) is a link failure: the request never left.
+/// Anything after that (a timeout waiting for the answer, a connection broken mid-request) may
+/// be this event's doing: an event failure.
 pub fn classify_error(err: &reqwest::Error) -> Verdict {
     if err.is_builder() {
         Verdict::Disable
+    } else if err.is_connect() {
+        Verdict::LinkFailure { after: None }
     } else {
-        Verdict::Retry { after: None }
+        Verdict::EventFailure { after: None }
     }
+}
+
+/// The give-up rule's view of one send's failed attempts: only event failures count, and a
+/// run of failures that do not (the link failing, a rate limit) is left out of the time an
+/// event has been failing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GiveUpClock {
+    /// When the current run of failures that do not count began (Unix ms), while one lasts.
+    uncounted_since: Option<i64>,
+}
+
+impl GiveUpClock {
+    /// Notes a failed attempt at `now` (Unix ms). For a failure that counts, returns how many
+    /// milliseconds before it to leave out (the run of uncounted failures it ends; 0 if none);
+    /// for one that does not count, `None`.
+    pub fn failed(&mut self, verdict: Verdict, now: i64) -> Option<i64> {
+        if verdict.counts_toward_give_up() {
+            Some(
+                self.uncounted_since
+                    .take()
+                    .map_or(0, |since| (now - since).max(0)),
+            )
+        } else {
+            self.uncounted_since.get_or_insert(now);
+            None
+        }
+    }
+}
+
+/// Whether an event that has kept failing since `since` (Unix ms, with the uncounted time
+/// already left out) is given up at `now`: it has failed for longer than `limit`.
+pub fn gives_up(since: i64, now: i64, limit: Duration) -> bool {
+    let limit = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
+    now.saturating_sub(since) > limit
 }
 
 /// Reads `Retry-After`: seconds (integer or decimal) or an HTTP-date, relative to `now`.
@@ -120,38 +194,109 @@ impl Default for Backoff {
 mod tests {
     use super::*;
 
-    fn retry(after: Option<u64>) -> Verdict {
-        Verdict::Retry {
-            after: after.map(Duration::from_secs),
-        }
+    fn secs(after: Option<u64>) -> Option<Duration> {
+        after.map(Duration::from_secs)
+    }
+
+    fn link(after: Option<u64>) -> Verdict {
+        Verdict::LinkFailure { after: secs(after) }
+    }
+
+    fn event(after: Option<u64>) -> Verdict {
+        Verdict::EventFailure { after: secs(after) }
+    }
+
+    fn rate(after: Option<u64>) -> Verdict {
+        Verdict::RateLimited { after: secs(after) }
     }
 
     #[test]
-    fn statuses_classify_like_the_standard_webhooks_sender_rules() {
+    fn statuses_classify_into_link_event_and_rate_limit_failures() {
         let table = [
             (200, None, Verdict::Delivered),
             (204, None, Verdict::Delivered),
             (299, None, Verdict::Delivered),
-            (301, None, Verdict::Reject),
-            (307, None, Verdict::Reject),
+            (301, None, link(None)),
+            (307, None, link(None)),
+            (308, Some("3"), link(Some(3))),
             (400, None, Verdict::Reject),
-            (401, None, Verdict::Reject),
-            (403, None, Verdict::Reject),
-            (404, None, Verdict::Reject),
-            (408, None, retry(None)),
+            (401, None, link(None)),
+            (401, Some("5"), link(Some(5))),
+            (402, None, Verdict::Reject),
+            (403, None, link(None)),
+            (404, None, link(None)),
+            (405, None, link(None)),
+            (406, None, Verdict::Reject),
+            (407, None, link(None)),
+            (408, None, event(None)),
+            (409, None, Verdict::Reject),
             (410, None, Verdict::Disable),
             (413, None, Verdict::Reject),
-            (429, None, retry(None)),
-            (429, Some("2"), retry(Some(2))),
-            (500, None, retry(None)),
-            (502, Some("7"), retry(Some(7))),
-            (503, Some("nonsense"), retry(None)),
-            (504, None, retry(None)),
-            (101, None, retry(None)),
+            (415, None, Verdict::Reject),
+            (421, None, link(None)),
+            (422, None, Verdict::Reject),
+            (426, None, link(None)),
+            (429, None, rate(None)),
+            (429, Some("2"), rate(Some(2))),
+            (451, None, Verdict::Reject),
+            (499, None, Verdict::Reject),
+            (500, None, event(None)),
+            (502, Some("7"), event(Some(7))),
+            (503, Some("nonsense"), event(None)),
+            (504, None, event(None)),
+            (599, None, event(None)),
+            (101, None, link(None)),
+            (600, None, link(None)),
         ];
         for (status, header, expected) in table {
             assert_eq!(classify_status(status, header), expected, "status {status}");
         }
+    }
+
+    #[test]
+    fn only_event_failures_count_toward_giving_up() {
+        assert!(event(None).counts_toward_give_up());
+        for verdict in [
+            link(None),
+            rate(Some(1)),
+            Verdict::Delivered,
+            Verdict::Reject,
+        ] {
+            assert!(!verdict.counts_toward_give_up(), "{verdict:?}");
+        }
+        assert_eq!(rate(Some(2)).retry_after(), Some(secs(Some(2))));
+        assert_eq!(link(None).retry_after(), Some(None));
+        assert_eq!(Verdict::Reject.retry_after(), None);
+        assert_eq!(Verdict::Disable.retry_after(), None);
+    }
+
+    #[test]
+    fn the_give_up_clock_leaves_out_link_failures_and_rate_limits() {
+        let mut clock = GiveUpClock::default();
+        assert_eq!(clock.failed(event(None), 1_000), Some(0));
+        assert_eq!(clock.failed(event(None), 2_000), Some(0));
+        assert_eq!(clock.failed(link(None), 3_000), None);
+        assert_eq!(clock.failed(rate(None), 5_000), None);
+        assert_eq!(clock.failed(link(None), 8_000), None);
+        assert_eq!(
+            clock.failed(event(None), 10_000),
+            Some(7_000),
+            "from the first uncounted failure to the event failure that ends the run"
+        );
+        assert_eq!(clock.failed(event(None), 11_000), Some(0));
+    }
+
+    #[test]
+    fn an_event_gives_up_once_it_failed_for_longer_than_the_limit() {
+        let limit = Duration::from_secs(2);
+        assert!(!gives_up(10_000, 10_000, limit));
+        assert!(!gives_up(10_000, 12_000, limit));
+        assert!(gives_up(10_000, 12_001, limit));
+        assert!(!gives_up(10_000, 9_000, limit), "a clock that went back");
+        assert!(
+            !gives_up(0, i64::MAX, Duration::MAX),
+            "no overflow on huge limits"
+        );
     }
 
     #[test]

@@ -124,7 +124,7 @@ async fn retries_reuse_the_webhook_id_and_sign_each_attempt() {
     let batch = [message("m2")];
     assert!(matches!(
         link.send(&batch).await.verdict,
-        Verdict::Retry { .. }
+        Verdict::EventFailure { .. }
     ));
     assert_eq!(link.send(&batch).await.verdict, Verdict::Delivered);
     let requests = receiver.wait_for(2, WAIT).await;
@@ -141,7 +141,7 @@ async fn unavailable_is_retried_without_a_hint() {
     let receiver = Receiver::start().await;
     receiver.respond_with(Reply::status(503).body("down for maintenance"));
     let outcome = send_one(&receiver).await;
-    assert_eq!(outcome.verdict, Verdict::Retry { after: None });
+    assert_eq!(outcome.verdict, Verdict::EventFailure { after: None });
     assert_eq!(outcome.status, Some(503));
     assert_eq!(outcome.detail, "HTTP 503: down for maintenance");
 }
@@ -153,7 +153,7 @@ async fn too_many_requests_honours_retry_after() {
     let outcome = send_one(&receiver).await;
     assert_eq!(
         outcome.verdict,
-        Verdict::Retry {
+        Verdict::RateLimited {
             after: Some(Duration::from_secs(2))
         }
     );
@@ -185,6 +185,18 @@ async fn bad_request_is_rejected_with_a_body_excerpt_and_no_token() {
 }
 
 #[tokio::test]
+async fn unauthorized_is_a_link_failure_whose_detail_has_no_token() {
+    let receiver = Receiver::start().await;
+    let body = format!("bad credentials for /hooks/{TOKEN}");
+    receiver.respond_with(Reply::status(401).body(&body));
+    let link = webhook(&receiver.url(&format!("/hooks/{TOKEN}")), None, WAIT);
+    let outcome = link.send(&[message("m1")]).await;
+    assert_eq!(outcome.verdict, Verdict::LinkFailure { after: None });
+    assert_eq!(outcome.status, Some(401));
+    assert_eq!(outcome.detail, "HTTP 401: bad credentials for …");
+}
+
+#[tokio::test]
 async fn gone_disables_the_link() {
     let receiver = Receiver::start().await;
     receiver.respond_with(Reply::status(410).body("channel_is_archived"));
@@ -198,19 +210,22 @@ async fn redirects_are_not_followed() {
     let receiver = Receiver::start().await;
     let elsewhere = receiver.url("/elsewhere");
     receiver.respond_with(Reply::status(307).header("Location", &elsewhere));
-    assert_eq!(send_one(&receiver).await.verdict, Verdict::Reject);
+    assert_eq!(
+        send_one(&receiver).await.verdict,
+        Verdict::LinkFailure { after: None }
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(receiver.requests().len(), 1, "the redirect was followed");
 }
 
 #[tokio::test]
-async fn connection_refused_is_retried() {
+async fn connection_refused_is_a_link_failure() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     let link = webhook(&format!("http://{addr}/hooks/{TOKEN}"), Some(SECRET), WAIT);
     let outcome = link.send(&[message("m1")]).await;
-    assert_eq!(outcome.verdict, Verdict::Retry { after: None });
+    assert_eq!(outcome.verdict, Verdict::LinkFailure { after: None });
     assert_eq!(outcome.status, None);
     assert!(
         outcome.detail.starts_with("connect error"),
@@ -221,13 +236,13 @@ async fn connection_refused_is_retried() {
 }
 
 #[tokio::test]
-async fn a_slow_receiver_times_out_and_is_retried() {
+async fn a_slow_receiver_times_out_as_an_event_failure() {
     let receiver = Receiver::start().await;
     receiver.respond_with(Reply::status(200).delay(Duration::from_secs(5)));
     let url = receiver.url(&format!("/hooks/{TOKEN}"));
     let link = webhook(&url, None, Duration::from_millis(300));
     let outcome = link.send(&[message("m1")]).await;
-    assert_eq!(outcome.verdict, Verdict::Retry { after: None });
+    assert_eq!(outcome.verdict, Verdict::EventFailure { after: None });
     assert!(outcome.detail.starts_with("timeout"), "{}", outcome.detail);
     assert!(!outcome.detail.contains(TOKEN), "{}", outcome.detail);
 }

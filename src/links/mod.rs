@@ -141,10 +141,12 @@ pub(crate) async fn response_outcome(
 pub(crate) fn error_outcome(err: reqwest::Error, url: &SecretUrl) -> SendOutcome {
     let verdict = retry::classify_error(&err);
     let err = err.without_url();
-    let what = if err.is_timeout() {
-        "timeout"
+    let what = if err.is_connect() && err.is_timeout() {
+        "connect timeout"
     } else if err.is_connect() {
         "connect error"
+    } else if err.is_timeout() {
+        "timeout"
     } else if err.is_builder() {
         "invalid request"
     } else if err.is_body() {

@@ -8,11 +8,13 @@ use redis::Value;
 
 use super::acks::remove_entries;
 use super::reader::{outbound_from_fields, parse_entries};
-use super::{Outbox, Result, dlq_key, outbox_key};
+use super::status::event_failing_field;
+use super::{Outbox, Result, dlq_key, link_key, outbox_key};
 use crate::model::Outbound;
 
 impl Outbox {
-    /// excerpt of why, atomically with removing them from the outbox.
+    /// Moves events to the link's dead-letter stream with the status and an excerpt of why,
+    /// atomically with removing them from the outbox and forgetting their failure clocks.
     pub async fn dead_letter(
         &mut self,
         link: &str,
@@ -36,6 +38,8 @@ impl Outbox {
                 ])
                 .ignore();
             remove_entries(&mut pipe, link, &[&entry.entry_id]);
+            pipe.hdel(link_key(link), event_failing_field(&entry.entry_id))
+                .ignore();
         }
         pipe.query_async::<()>(&mut self.con).await?;
         Ok(())

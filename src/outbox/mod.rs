@@ -10,11 +10,14 @@
 //! - `chatbridge:seen:{channel}:signals`: the same for signals, the most recent only;
 //! - `chatbridge:checkpoint:{channel}`: STRING, how far catch-up has read the scope's history
 //!   (see [`crate::catchup`]); DM keys expire when the conversation is idle;
-//! - `chatbridge:link:{link}`: HASH of delivery stats and the `disabled` reason, if any.
+//! - `chatbridge:link:{link}`: HASH of delivery stats, the `disabled` reason, if any, the
+//!   count of events `dropped` over the outbox caps, and the failure state: `failing_since`
+//!   and `last_error` while the link fails as a whole, `event_failing_since:{entry id}`
+//!   (Unix ms) while an entry keeps failing.
 //!
 //! Files: [`enqueue`] (the idempotent enqueue script), [`reader`] (a worker's blocking reads),
 //! [`acks`] (consumer groups, acknowledgements), [`dlq`] (dead letters and their admin),
-//! [`status`] (per-link stats, the disabled flag).
+//! [`status`] (per-link stats, the disabled flag, the failure state).
 
 mod acks;
 mod dlq;
@@ -30,7 +33,7 @@ use crate::model::{OutboundKind, Scope};
 pub use dlq::{Damaged, DeadLetter};
 pub use enqueue::{Caps, Commit, Enqueue, Enqueued};
 pub use reader::{ReadFrom, Reader};
-pub use status::LinkStatus;
+pub use status::{FailureState, LinkStatus};
 
 /// The consumer group (and consumer) every worker reads through. One daemon per Redis: the
 /// consumer name is fixed so a restarted process finds what its predecessor left pending.

@@ -161,6 +161,12 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Self {
+        Self::start_on(0).await
+    }
+
+    /// Starts on a chosen loopback port (0: any free one), e.g. the port a link has been
+    /// failing to connect to, to end its outage.
+    pub async fn start_on(port: u16) -> Self {
         let shared = Shared {
             recorded: Arc::default(),
             script: Arc::new(Mutex::new(Script {
@@ -172,7 +178,7 @@ impl Receiver {
         let app = axum::Router::new()
             .fallback(record_and_reply)
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind the fake receiver on loopback");
         let addr = listener.local_addr().expect("receiver address");

@@ -1,0 +1,525 @@
+//! Delivery: one worker per link reads the link's outbox, hands batches to the link, and
+//! acknowledges an entry only after the target accepted it.
+//!
+//! - Failures are retried in place with backoff (honouring `Retry-After`) without skipping
+//!   ahead: per-link order holds and nothing is dropped. A failing link (401, 404, connection
+//!   refused, … see [`crate::retry`]) and rate limits (429) are retried for as long as they
+//!   last; the link is shown failing meanwhile. An event that keeps failing with event failures
+//!   (5xx, 408, timeouts) for longer than `give_up_after` is given up: dead-lettered with its
+//!   last error, so one poison event cannot block an ordered link forever.
+//! - A refused or given-up batch is retried one event at a time, so only the events at fault
+//!   go to the dead-letter stream; delivery then continues.
+//! - A target that says it is gone (410) disables the link, loudly; its outbox keeps filling
+//!   until an operator runs `chatbridge enable`.
+//! - On start the worker first re-delivers what a crashed predecessor left pending.
+//! - Links with `max_in_flight > 1` send that many batches at once (order is then not kept);
+//!   each is still acknowledged only after its own 2xx.
+//! - On shutdown in-flight sends are allowed to finish (the daemon bounds how long).
+//!
+//! Redis stays off the send path: a fetch task reads the outbox ahead of the sender (a few reads
+//! buffered) and an ack task writes acknowledgements behind it, coalesced. Both buffers are
+//! bounded: the fetch task waits when the sender is behind, the sender when the ack task is.
+//! A crash before an acknowledgement is written only means that event is delivered again (at
+//! least once).
+//!
+//! A worker returns only on shutdown, or when one of its tasks failed (panicked or ended on its
+//! own): it then logs which, and returns at once rather than go on half-working; the daemon
+//! treats a worker that returns before shutdown as failed.
+
+mod acks;
+mod fetch;
+mod health;
+mod send;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::links::{SendOutcome, Target};
+use crate::model::Outbound;
+use crate::outbox::{Outbox, OutboxError, Reader};
+use crate::retry::Backoff;
+
+use acks::{Ack, acknowledge};
+use fetch::fetch;
+use health::Health;
+use send::Sender;
+
+/// Entries fetched per outbox read.
+const READ_COUNT: usize = 512;
+/// Reads the fetch task may hold ready ahead of the sender.
+const PREFETCH: usize = 4;
+/// Delivered batches the ack task may be behind by before the sender waits for it.
+const ACK_BACKLOG: usize = 1024;
+/// After a failure, how long the ack task may take to write what it still holds.
+const ACK_DRAIN_ON_FAILURE: Duration = Duration::from_secs(2);
+/// How long a read waits for new entries before checking for shutdown again.
+const BLOCK_MS: u64 = 1000;
+/// Backoff for Redis errors (the outbox itself unreachable).
+const REDIS_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const REDIS_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The first retry of a failing target waits about this long, doubling from there.
+const TARGET_BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// How often a disabled link checks whether an operator enabled it again.
+const DISABLED_POLL: Duration = Duration::from_secs(2);
+
+/// Whether the worker goes on.
+enum Flow {
+    Continue,
+    /// The target said it is gone: the link is disabled until an operator enables it.
+    Disabled,
+    /// Shutdown.
+    Stop,
+    /// A task of the worker failed (already logged): the worker ends now.
+    Failed,
+}
+
+/// How a send ended after retries.
+enum Settled {
+    Delivered,
+    Refused(SendOutcome),
+    /// Kept failing with event failures for this long (beyond `give_up_after`); the last one.
+    GaveUp(SendOutcome, Duration),
+    Gone(SendOutcome),
+    Shutdown,
+}
+
+/// Sleeps unless shutdown comes first; true when it did.
+async fn sleep_or_shutdown(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => false,
+        () = shutdown.cancelled() => true,
+    }
+}
+
+/// Logs a Redis error and waits before the next try (recreating the consumer group when Redis
+/// lost it); true when shutdown came first.
+async fn pause_after_redis_error(
+    link: &str,
+    outbox: &mut Outbox,
+    e: &OutboxError,
+    backoff: &mut Backoff,
+    shutdown: &CancellationToken,
+) -> bool {
+    if let OutboxError::Redis(re) = e
+        && re.code() == Some("NOGROUP")
+        && outbox.ensure_group(link).await.is_ok()
+    {
+        return false;
+    }
+    let wait = backoff.next(None);
+    tracing::warn!(link, error = %e, retry_in = ?wait, "outbox unavailable");
+    sleep_or_shutdown(wait, shutdown).await
+}
+
+/// One link's delivery loop.
+pub struct Worker {
+    /// The link's name, for keys and logs.
+    link: String,
+    /// Sends batches until they settle; cloned into each concurrent send.
+    sender: Sender,
+    /// For dead letters and the disabled flag (each task has its own clone).
+    outbox: Outbox,
+    /// The connection for blocking reads, lent to each session's fetch task.
+    reader: Option<Reader>,
+    /// To the ack task; bounded, so a slow Redis holds the sender back instead of piling up.
+    acks: mpsc::Sender<Ack>,
+    /// The ack task's end of `acks`, until `run` starts it.
+    pending_acks: Option<mpsc::Receiver<Ack>>,
+}
+
+impl Worker {
+    /// A worker for `target`'s outbox: retries wait at most `max_backoff`, and an event that
+    /// keeps failing with event failures for longer than `give_up_after` is dead-lettered.
+    pub fn new(
+        target: Arc<Target>,
+        outbox: Outbox,
+        reader: Reader,
+        shutdown: CancellationToken,
+        max_backoff: Duration,
+        give_up_after: Duration,
+    ) -> Self {
+        let link = target.name().to_owned();
+        let (acks, pending_acks) = mpsc::channel(ACK_BACKLOG);
+        Self {
+            sender: Sender {
+                target,
+                shutdown,
+                max_backoff,
+                give_up_after,
+                health: Arc::new(Health::new(link.as_str().into(), outbox.clone())),
+            },
+            link,
+            outbox,
+            reader: Some(reader),
+            acks,
+            pending_acks: Some(pending_acks),
+        }
+    }
+
+    fn shutdown(&self) -> &CancellationToken {
+        &self.sender.shutdown
+    }
+
+    /// Delivers until shutdown, then waits for the acknowledgements to be written. While the
+    /// link is disabled it waits for `chatbridge enable`. Returns early only when one of its
+    /// tasks failed, after logging which.
+    pub async fn run(mut self) {
+        let link = self.link.clone();
+        let shutdown = self.shutdown().clone();
+        let Some(pending) = self.pending_acks.take() else {
+            tracing::error!(link, "delivery worker started twice");
+            return;
+        };
+        // Dropping the set aborts the ack task: it cannot outlive the worker.
+        let mut acker = JoinSet::new();
+        acker.spawn(acknowledge(
+            link.clone(),
+            self.outbox.clone(),
+            pending,
+            shutdown.clone(),
+        ));
+        let flow = {
+            let delivery = self.deliver_until_stopped();
+            tokio::pin!(delivery);
+            tokio::select! {
+                flow = &mut delivery => flow,
+                ended = acker.join_next() => {
+                    if !shutdown.is_cancelled() {
+                        part_failed(&link, "acknowledgement writer", ended.map(|e| e.err()));
+                        return;
+                    }
+                    // Shutdown cut a failing Redis short: let the sends in flight finish.
+                    delivery.await
+                }
+            }
+        };
+        drop(self);
+        let drained = match flow {
+            Flow::Failed => tokio::time::timeout(ACK_DRAIN_ON_FAILURE, acker.join_next()).await,
+            _ => Ok(acker.join_next().await),
+        };
+        if let Ok(Some(Err(e))) = drained {
+            part_failed(&link, "acknowledgement writer", Some(Some(e)));
+        }
+        if matches!(flow, Flow::Failed) {
+            tracing::error!(
+                link,
+                "delivery worker stopped after a failure; undelivered events stay in the outbox"
+            );
+        }
+    }
+
+    /// Runs sessions until shutdown or a failure, waiting while the link is disabled.
+    async fn deliver_until_stopped(&mut self) -> Flow {
+        while !self.shutdown().is_cancelled() {
+            match self.ready_to_deliver().await {
+                Ok(true) => return Flow::Stop,
+                Ok(false) => {}
+                Err(e) => {
+                    let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
+                    let shutdown = self.shutdown().clone();
+                    let link = self.link.clone();
+                    if pause_after_redis_error(&link, &mut self.outbox, &e, &mut backoff, &shutdown)
+                        .await
+                    {
+                        return Flow::Stop;
+                    }
+                    continue;
+                }
+            }
+            match self.session().await {
+                Flow::Continue | Flow::Disabled => {}
+                stopped @ (Flow::Stop | Flow::Failed) => return stopped,
+            }
+        }
+        Flow::Stop
+    }
+
+    /// One delivery session: from the pending entries on, until shutdown or the link is
+    /// disabled (the next session then starts again from what is pending). Ends at once,
+    /// failed, when the fetch task fails.
+    async fn session(&mut self) -> Flow {
+        let Some(reader) = self.reader.take() else {
+            tracing::error!(link = self.link, "no outbox reader left for a new session");
+            return Flow::Failed;
+        };
+        let (ready_tx, mut ready) = mpsc::channel(PREFETCH);
+        // Dropping the set aborts the fetch task: it cannot outlive the session.
+        let mut fetcher = JoinSet::new();
+        fetcher.spawn(fetch(
+            self.link.clone(),
+            reader,
+            self.outbox.clone(),
+            ready_tx,
+            self.shutdown().clone(),
+        ));
+        let link = self.link.clone();
+        let shutdown = self.shutdown().clone();
+        let mut fetched = None;
+        let flow = {
+            let delivery = self.deliver_ready(&mut ready);
+            tokio::pin!(delivery);
+            tokio::select! {
+                flow = &mut delivery => flow,
+                ended = fetcher.join_next() => match ended {
+                    // On shutdown the fetch task hands its reader back: finish what is in flight.
+                    Some(Ok(reader)) if shutdown.is_cancelled() => {
+                        fetched = Some(reader);
+                        delivery.await
+                    }
+                    other => {
+                        let error = other.map(|ended| ended.err());
+                        part_failed(&link, "outbox reader", error);
+                        return Flow::Failed;
+                    }
+                },
+            }
+        };
+        drop(ready);
+        let reader = match fetched {
+            Some(reader) => reader,
+            None => match fetcher.join_next().await {
+                Some(Ok(reader)) => reader,
+                other => {
+                    part_failed(&link, "outbox reader", other.map(|ended| ended.err()));
+                    return Flow::Failed;
+                }
+            },
+        };
+        self.reader = Some(reader);
+        if matches!(flow, Flow::Disabled) {
+            // Re-reading from the pending entries must not see what was just delivered.
+            let (done, written) = oneshot::channel();
+            if self.acks.send(Ack::Flush(done)).await.is_err() || written.await.is_err() {
+                return self.ack_task_gone();
+            }
+        }
+        flow
+    }
+
+    /// Delivers what the fetch task reads until it stops, shutdown, or the link is disabled.
+    async fn deliver_ready(&mut self, ready: &mut mpsc::Receiver<Vec<Outbound>>) -> Flow {
+        while let Some(entries) = ready.recv().await {
+            let flow = self.deliver_all(entries).await;
+            if !matches!(flow, Flow::Continue) {
+                return flow;
+            }
+        }
+        Flow::Stop
+    }
+
+    /// Delivers what one read returned: batch after batch in order, or up to
+    /// `max_in_flight` batches at once.
+    async fn deliver_all(&mut self, entries: Vec<Outbound>) -> Flow {
+        let size = self.sender.target.batch_max().max(1);
+        let parallel = self.sender.target.max_in_flight().max(1);
+        if parallel == 1 {
+            for batch in entries.chunks(size) {
+                if self.shutdown().is_cancelled() {
+                    // Not started: stays pending for the next start.
+                    return Flow::Stop;
+                }
+                let settled = self.sender.settle(batch).await;
+                let flow = self.settled(batch, settled).await;
+                if !matches!(flow, Flow::Continue) {
+                    return flow;
+                }
+            }
+            return Flow::Continue;
+        }
+        let sender = self.sender.clone();
+        // Owned batches: the sends run concurrently, detached from `entries`' lifetime.
+        let batches: Vec<Vec<Outbound>> = entries.chunks(size).map(<[_]>::to_vec).collect();
+        let mut sends = futures_util::stream::iter(batches)
+            .map(move |batch| {
+                let sender = sender.clone();
+                async move {
+                    let settled = if sender.shutdown.is_cancelled() {
+                        Settled::Shutdown
+                    } else {
+                        sender.settle(&batch).await
+                    };
+                    (batch, settled)
+                }
+            })
+            .buffer_unordered(parallel);
+        let mut outcome = Flow::Continue;
+        while let Some((batch, settled)) = sends.next().await {
+            match self.settled(&batch, settled).await {
+                Flow::Continue => {}
+                // Let the sends already in flight finish and be recorded.
+                other => outcome = other,
+            }
+        }
+        outcome
+    }
+
+    /// Records how a batch settled; a refused or given-up batch of several events is sent
+    /// again one event at a time, so only the events at fault are dead-lettered.
+    async fn settled(&mut self, batch: &[Outbound], settled: Settled) -> Flow {
+        if batch.len() > 1 && matches!(settled, Settled::Refused(_) | Settled::GaveUp(..)) {
+            for single in batch.chunks(1) {
+                let settled = self.sender.settle(single).await;
+                let flow = self.record(single, settled).await;
+                if !matches!(flow, Flow::Continue) {
+                    return flow;
+                }
+            }
+            return Flow::Continue;
+        }
+        self.record(batch, settled).await
+    }
+
+    /// Hands a delivered batch to the ack task, dead-letters a refused or given-up one, or
+    /// disables the link.
+    async fn record(&mut self, batch: &[Outbound], settled: Settled) -> Flow {
+        match settled {
+            Settled::Delivered => self.acknowledge(batch).await,
+            Settled::Refused(outcome) => {
+                tracing::error!(
+                    link = self.link,
+                    event = batch.first().map(|o| o.event_id.as_str()),
+                    detail = outcome.detail,
+                    "target refused the event: moved to the dead-letter stream"
+                );
+                self.dead_letter(batch, outcome.status, &outcome.detail)
+                    .await
+            }
+            Settled::GaveUp(outcome, failing_for) => {
+                tracing::error!(
+                    link = self.link,
+                    event = batch.first().map(|o| o.event_id.as_str()),
+                    detail = outcome.detail,
+                    ?failing_for,
+                    "event kept failing: given up, moved to the dead-letter stream"
+                );
+                let detail = format!(
+                    "gave up after {} s of failures: {}",
+                    failing_for.as_secs(),
+                    outcome.detail
+                );
+                self.dead_letter(batch, outcome.status, &detail).await
+            }
+            Settled::Gone(outcome) => self.disable(&outcome).await,
+            Settled::Shutdown => Flow::Stop,
+        }
+    }
+
+    /// Hands a delivered batch to the ack task, waiting while it is [`ACK_BACKLOG`] behind.
+    async fn acknowledge(&mut self, batch: &[Outbound]) -> Flow {
+        match self.acks.send(Ack::Delivered(batch.to_vec())).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => self.ack_task_gone(),
+        }
+    }
+
+    /// The ack task is gone: on shutdown (a failing Redis cut short) that is expected; before,
+    /// it failed (`run` reports how it ended).
+    fn ack_task_gone(&self) -> Flow {
+        if self.shutdown().is_cancelled() {
+            Flow::Stop
+        } else {
+            Flow::Failed
+        }
+    }
+
+    /// Moves events to the dead-letter stream with the status and why, retrying Redis errors.
+    async fn dead_letter(&mut self, batch: &[Outbound], status: Option<u16>, detail: &str) -> Flow {
+        let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
+        let shutdown = self.shutdown().clone();
+        loop {
+            let done = self
+                .outbox
+                .dead_letter(&self.link, batch, status, detail)
+                .await;
+            match done {
+                Ok(()) => {
+                    self.sender.health.forget(batch);
+                    return Flow::Continue;
+                }
+                Err(e) => {
+                    if pause_after_redis_error(
+                        &self.link,
+                        &mut self.outbox,
+                        &e,
+                        &mut backoff,
+                        &shutdown,
+                    )
+                    .await
+                    {
+                        return Flow::Stop;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn disable(&mut self, outcome: &SendOutcome) -> Flow {
+        tracing::error!(
+            link = self.link,
+            detail = outcome.detail,
+            "target is gone: DISABLING the link"
+        );
+        let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
+        let shutdown = self.shutdown().clone();
+        while let Err(e) = self.outbox.disable(&self.link, &outcome.detail).await {
+            if pause_after_redis_error(&self.link, &mut self.outbox, &e, &mut backoff, &shutdown)
+                .await
+            {
+                return Flow::Stop;
+            }
+        }
+        Flow::Disabled
+    }
+
+    /// Waits while the link is disabled, then takes over the failure state a previous process
+    /// (or session) left; true when shutdown came first.
+    async fn ready_to_deliver(&mut self) -> Result<bool, OutboxError> {
+        if self.wait_until_enabled().await? {
+            return Ok(true);
+        }
+        let state = self.outbox.failure_state(&self.link).await?;
+        self.sender.health.resume(state);
+        Ok(false)
+    }
+
+    /// Waits while the link is marked disabled; true when shutdown came first.
+    async fn wait_until_enabled(&mut self) -> Result<bool, OutboxError> {
+        let mut announced = false;
+        while let Some(reason) = self.outbox.disabled(&self.link).await? {
+            if !announced {
+                tracing::error!(
+                    link = self.link,
+                    reason,
+                    "link is DISABLED: its outbox keeps every event; run `chatbridge enable {}` once fixed",
+                    self.link
+                );
+                announced = true;
+            }
+            if sleep_or_shutdown(DISABLED_POLL, self.shutdown()).await {
+                return Ok(true);
+            }
+        }
+        if announced {
+            tracing::info!(link = self.link, "link enabled again: resuming delivery");
+        }
+        Ok(false)
+    }
+}
+
+/// Logs that a part of a link's worker ended before shutdown: `ended` is `None` when the task
+/// is missing, `Some(None)` when it returned on its own, `Some(Some(e))` when it panicked or
+/// was cancelled.
+fn part_failed(link: &str, part: &str, ended: Option<Option<JoinError>>) {
+    match ended {
+        Some(Some(e)) => tracing::error!(link, part, error = %e, "delivery worker task failed"),
+        Some(None) | None => {
+            tracing::error!(link, part, "delivery worker task ended unexpectedly");
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The sender: one batch to the target, retried until it settles.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::health::Health;
+use super::{Settled, TARGET_BACKOFF_MIN, sleep_or_shutdown};
+use crate::links::{SendOutcome, Target};
+use crate::model::Outbound;
+use crate::retry::{self, Backoff, GiveUpClock, Verdict};
+
+/// Sends batches to one target, retrying until each settles. Cheap to clone, so several
+/// sends can be in flight at once.
+#[derive(Clone)]
+pub(super) struct Sender {
+    /// Where batches go.
+    pub(super) target: Arc<Target>,
+    /// Cuts waits between retries short (a send already on its way is let finish).
+    pub(super) shutdown: CancellationToken,
+    /// The longest wait between retries of a failing target.
+    pub(super) max_backoff: Duration,
+    /// How long an event may keep failing with event failures before it is given up.
+    pub(super) give_up_after: Duration,
+    /// The link's failure state, shared by all its sends.
+    pub(super) health: Arc<Health>,
+}
+
+impl Sender {
+    /// Sends until the target accepts, refuses or is gone, or the batch has kept failing with
+    /// event failures for longer than `give_up_after`; waits between retries, honouring
+    /// `Retry-After`. Link failures and rate limits are retried for as long as they last.
+    pub(super) async fn settle(&self, batch: &[Outbound]) -> Settled {
+        let mut backoff = Backoff::new(TARGET_BACKOFF_MIN, self.max_backoff);
+        let mut clock = GiveUpClock::default();
+        loop {
+            let outcome = self.target.send(batch).await;
+            let Some(after) = outcome.verdict.retry_after() else {
+                return self.answered(batch, outcome).await;
+            };
+            let now = Utc::now().timestamp_millis();
+            if let Some(uncounted) = clock.failed(outcome.verdict, now) {
+                let since = self.health.event_failed(batch, now, uncounted).await;
+                if retry::gives_up(since, now, self.give_up_after) {
+                    let failing_for = Duration::from_millis((now - since).unsigned_abs());
+                    return Settled::GaveUp(outcome, failing_for);
+                }
+            }
+            let wait = backoff.next(after);
+            self.health.failed(&outcome, wait).await;
+            if sleep_or_shutdown(wait, &self.shutdown).await {
+                return Settled::Shutdown;
+            }
+        }
+    }
+
+    /// A final answer: delivered, refused or gone. Either way the link is no longer failing.
+    async fn answered(&self, batch: &[Outbound], outcome: SendOutcome) -> Settled {
+        if outcome.verdict == Verdict::Delivered {
+            self.health.delivered(batch).await;
+            return Settled::Delivered;
+        }
+        self.health.link_works().await;
+        if outcome.verdict == Verdict::Disable {
+            Settled::Gone(outcome)
+        } else {
+            Settled::Refused(outcome)
+        }
+    }
+}
