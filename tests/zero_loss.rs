@@ -213,6 +213,7 @@ async fn redis_restarted_with_aof_during_traffic_loses_nothing() {
         wait_for_contents(&receiver, &expected, WAIT).await;
         let duplicates = assert_in_order(&receiver, &expected);
         assert_eq!(notices(&receiver), 0, "round {round}: no gap notice");
+        assert_eq!(duplicates, 0, "round {round}: duplicates");
         eprintln!(
             "round {round}: {} stored, all delivered in order, {duplicates} duplicates",
             expected.len()
@@ -252,6 +253,7 @@ async fn connections_killed_over_and_over_lose_nothing() {
         wait_for_contents(&receiver, &expected, WAIT).await;
         let duplicates = assert_in_order(&receiver, &expected);
         assert_eq!(notices(&receiver), 0);
+        assert_eq!(duplicates, 0, "round {round}: duplicates");
         eprintln!(
             "round {round}: {} stored, all delivered in order, {duplicates} duplicates",
             expected.len()
@@ -576,4 +578,112 @@ async fn an_outbox_over_its_cap_drops_the_oldest_and_says_so() {
     let (code, out, _) = tokio::task::block_in_place(|| cli(&path, &["outbox"]));
     assert_eq!(code, 0);
     assert!(out.contains("DROPPED: 100 events"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_payload_over_the_limit_is_skipped_unread_then_dead_lettered_from_history() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let daemon = Daemon::start(&config(
+        &redis,
+        &receiver,
+        "",
+        "[history]\nsweep_secs = 1\n",
+    ));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    let mut huge = seed::create_message(json!(1), "a", "", Some("general"));
+    huge["content"] = json!("z".repeat(1024 * 1024 + 10));
+    let text = pyjson::to_string(&huge);
+    let _: () = con.publish("chat:room:general", &text).await.unwrap();
+    let _: () = con.lpush("chat:room:general:history", &text).await.unwrap();
+    seed::send_message(&mut con, "general", json!(1), "a", "after").await;
+    receiver.wait_for(1, WAIT).await;
+    tokio::task::block_in_place(|| daemon.wait_for_log("oversized", 1, WAIT));
+    let deadline = Instant::now() + WAIT;
+    while dead_letters(&redis).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the oversized entry was never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead = dead_letters(&redis).await;
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].contains("over the"), "{dead:?}");
+    assert_eq!(message_contents(&receiver), ["after"]);
+}
+
+/// A DM message written the way the seed's `DirectMessage.send` does, `age` in the past.
+async fn send_dm_aged(
+    con: &mut MultiplexedConnection,
+    from: u64,
+    to: u64,
+    content: &str,
+    age: chrono::TimeDelta,
+) {
+    let mut message = seed::create_message(json!(from), "u", content, None);
+    let at = chatbridge::model::Timestamp::from_naive(chrono::Utc::now().naive_utc() - age);
+    message["timestamp"] = json!(at.to_string());
+    let channel = format!("chat:dm:{}:{}", from.min(to), from.max(to));
+    let text = pyjson::to_string(&message);
+    let _: () = con.publish(&channel, &text).await.unwrap();
+    let _: () = con
+        .lpush(format!("{channel}:history"), &text)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dms_begun_while_down_arrive_and_expired_dm_state_replays_nothing() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let mut con = redis.connection().await;
+    let hour = chrono::TimeDelta::hours(1);
+    // Before DM mirroring ever ran: not replayed.
+    send_dm_aged(&mut con, 1, 2, "before mirroring", hour).await;
+    let toml = config(
+        &redis,
+        &receiver,
+        "",
+        "[dms]\nlinks = [\"audit\"]\n[history]\nsweep_secs = 1\n",
+    );
+    let daemon = Daemon::start(&toml);
+    wait_ready(&daemon);
+    send_dm_aged(&mut con, 1, 2, "live", hour).await;
+    receiver.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ttl: i64 = con.ttl("chatbridge:checkpoint:chat:dm:1:2").await.unwrap();
+    assert!(ttl > 0, "DM catch-up state expires when idle (ttl {ttl})");
+    let dir = daemon.crash();
+    send_dm_aged(
+        &mut con,
+        3,
+        4,
+        "begun while down",
+        chrono::TimeDelta::zero(),
+    )
+    .await;
+    // As if the 1:2 conversation had been idle long enough for its state to expire.
+    let _: () = con
+        .del(&[
+            "chatbridge:checkpoint:chat:dm:1:2",
+            "chatbridge:seen:chat:dm:1:2",
+        ])
+        .await
+        .unwrap();
+    let daemon = Daemon::start_in(dir);
+    wait_ready(&daemon);
+    send_dm_aged(&mut con, 1, 2, "woke up", chrono::TimeDelta::zero()).await;
+    let expected: Vec<String> = ["live", "begun while down", "woke up"]
+        .map(str::to_owned)
+        .to_vec();
+    wait_for_contents(&receiver, &expected, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut got = message_contents(&receiver);
+    got.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(got, want, "nothing replayed, nothing missing");
+    drop(daemon);
 }
