@@ -687,3 +687,63 @@ async fn dms_begun_while_down_arrive_and_expired_dm_state_replays_nothing() {
     assert_eq!(got, want, "nothing replayed, nothing missing");
     drop(daemon);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dm_channels_are_subscribed_only_when_dms_are_mirrored() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let mut con = redis.connection().await;
+    let numpat = async |con: &mut MultiplexedConnection| -> i64 {
+        redis::cmd("PUBSUB")
+            .arg("NUMPAT")
+            .query_async(con)
+            .await
+            .unwrap()
+    };
+    let daemon = Daemon::start(&config(&redis, &receiver, "", ""));
+    wait_ready(&daemon);
+    assert_eq!(numpat(&mut con).await, 1, "rooms only");
+    drop(daemon);
+    let toml = config(&redis, &receiver, "", "[dms]\nlinks = [\"audit\"]\n");
+    let daemon = Daemon::start(&toml);
+    wait_ready(&daemon);
+    let deadline = Instant::now() + WAIT;
+    while numpat(&mut con).await != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "rooms and DMs are never both subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_written_by_an_older_chatbridge_is_honoured_once() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let mut con = redis.connection().await;
+    // What the previous version left: the id of the last message it enqueued, in one hash.
+    let old = seed::send_message(&mut con, "general", json!(1), "a", "delivered before").await;
+    let _: () = con
+        .hset(
+            "chatbridge:checkpoints",
+            "chat:room:general",
+            old["id"].as_str().unwrap(),
+        )
+        .await
+        .unwrap();
+    seed::send_message(&mut con, "general", json!(1), "a", "new 1").await;
+    seed::send_message(&mut con, "general", json!(1), "a", "new 2").await;
+    let daemon = Daemon::start(&config(&redis, &receiver, "", ""));
+    wait_ready(&daemon);
+    let expected: Vec<String> = ["new 1", "new 2"].map(str::to_owned).to_vec();
+    wait_for_contents(&receiver, &expected, WAIT).await;
+    wait_drained(&mut con, "audit").await;
+    assert_eq!(message_contents(&receiver), expected);
+    let checkpoint: String = con
+        .get("chatbridge:checkpoint:chat:room:general")
+        .await
+        .unwrap();
+    assert!(checkpoint.starts_with("v2:"), "{checkpoint}");
+    assert_eq!(notices(&receiver), 0);
+}
