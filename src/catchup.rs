@@ -25,6 +25,7 @@
 //!   been missed, then everything history holds.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -58,39 +59,83 @@ pub const SEEN_SLACK: Duration = Duration::from_secs(60);
 /// while it was idle; this much clock skew between clients is tolerated.
 const DM_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
-/// One page of history, newest first: for each entry its SHA-1 and the entry itself, or, for an
-/// entry over the size limit, `{length, first bytes}` so it never has to cross the wire.
-const HISTORY_PAGE: &str = r#"
-local items = redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])
-local cap, out = tonumber(ARGV[3]), {}
-for _, e in ipairs(items) do
-  table.insert(out, redis.sha1hex(e))
-  if #e > cap then
-    table.insert(out, {#e, string.sub(e, 1, 512)})
-  else
-    table.insert(out, e)
+/// Reads a history, newest first, atomically (so writers cannot shift entries between pages),
+/// page by page until the sequence of SHA-1s in `ARGV[3..]` has been read (all of it when
+/// none is given). For each entry: its SHA-1, then the entry itself, or, for an entry over
+/// the size limit, `{length, first bytes}` so it never has to cross the wire.
+const HISTORY: &str = r#"
+local cap, page = tonumber(ARGV[1]), tonumber(ARGV[2])
+local want = {}
+for i = 3, #ARGV do want[#want + 1] = ARGV[i] end
+local shas, out, start = {}, {}, 0
+local function found()
+  if #want == 0 then return false end
+  for at = 1, #shas - #want + 1 do
+    local all = true
+    for j = 1, #want do
+      if shas[at + j - 1] ~= want[j] then all = false break end
+    end
+    if all then return true end
   end
+  return false
 end
-return out
+while true do
+  local items = redis.call('LRANGE', KEYS[1], start, start + page - 1)
+  for _, e in ipairs(items) do
+    local sha = redis.sha1hex(e)
+    shas[#shas + 1] = sha
+    out[#out + 1] = sha
+    if #e > cap then
+      out[#out + 1] = {#e, string.sub(e, 1, 512)}
+    else
+      out[#out + 1] = e
+    end
+  end
+  if #items < page or found() then
+    return out
+  end
+  start = start + page
+end
 "#;
 
-/// For pairs (history key, checkpoint key): the 1-based indexes of the pairs whose history
-/// does not start with its checkpoint's fingerprint (something may be new there).
+/// For pairs (history key, checkpoint key) after `KEYS[1]` (the legacy checkpoint hash, field
+/// = the channel in `ARGV`): for each pair whose history does not start with its checkpoint's
+/// fingerprint (something may be new there), its 1-based index, the fingerprint of its history
+/// now, and whether it has a checkpoint at all.
 const UNSETTLED: &str = r#"
 local n, out = tonumber(ARGV[1]), {}
-for p = 1, #KEYS / 2 do
-  local top = redis.call('LRANGE', KEYS[2 * p - 1], 0, n - 1)
+for p = 1, (#KEYS - 1) / 2 do
+  local top = redis.call('LRANGE', KEYS[2 * p], 0, n - 1)
   local fingerprint = '-'
   if #top > 0 then
     for i, e in ipairs(top) do top[i] = redis.sha1hex(e) end
     fingerprint = 'v2:' .. table.concat(top, ',')
   end
-  if redis.call('GET', KEYS[2 * p]) ~= fingerprint then
+  local checkpoint = redis.call('GET', KEYS[2 * p + 1])
+  if not checkpoint then
+    checkpoint = redis.call('HGET', KEYS[1], ARGV[p + 1])
+  end
+  if checkpoint ~= fingerprint then
     table.insert(out, p)
+    table.insert(out, fingerprint)
+    table.insert(out, checkpoint and 1 or 0)
   end
 end
 return out
 "#;
+
+/// The scripts, hashed once (EVALSHA, loaded again automatically after a Redis restart).
+static HISTORY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HISTORY));
+static UNSETTLED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(UNSETTLED));
+
+/// A scope that may have something new, as [`UNSETTLED`] found it.
+struct Unsettled {
+    scope: Scope,
+    /// The fingerprint of its history now.
+    now: String,
+    /// Whether it has a checkpoint (new or legacy form).
+    known: bool,
+}
 
 /// History sizes, to tell a full (possibly trimmed) history from a short one.
 #[derive(Debug, Clone, Copy)]
@@ -226,8 +271,8 @@ impl CatchUp<'_> {
             .rooms()
             .map(|r| Scope::Room(r.to_owned()))
             .collect();
-        for scope in self.unsettled(rooms).await? {
-            let walk = self.walk(&scope, continuous, None).await?;
+        for found in self.unsettled(rooms).await? {
+            let walk = self.walk(found, continuous, None).await?;
             pass.walks.push(walk);
         }
         if self.routes.mirrors_dms() {
@@ -240,8 +285,8 @@ impl CatchUp<'_> {
                 .dms
                 .then(|| Timestamp::from_naive(chrono::NaiveDateTime::MIN)));
             let dms = self.dm_scopes().await?;
-            for scope in self.unsettled(dms).await? {
-                let walk = self.walk(&scope, continuous, dms_since).await?;
+            for found in self.unsettled(dms).await? {
+                let walk = self.walk(found, continuous, dms_since).await?;
                 pass.walks.push(walk);
             }
             self.watched.dms = true;
@@ -251,23 +296,25 @@ impl CatchUp<'_> {
 
     /// The scopes that may need work: those whose history does not start with their
     /// checkpoint's fingerprint, found in one script call per [`CHUNK`] scopes.
-    async fn unsettled(&mut self, scopes: Vec<Scope>) -> Result<Vec<Scope>, OutboxError> {
-        let script = Script::new(UNSETTLED);
+    async fn unsettled(&mut self, scopes: Vec<Scope>) -> Result<Vec<Unsettled>, OutboxError> {
         let mut unsettled = Vec::new();
         for chunk in scopes.chunks(CHUNK) {
-            let mut invocation = script.prepare_invoke();
-            invocation.arg(FINGERPRINT_LEN);
+            let mut invocation = UNSETTLED_SCRIPT.prepare_invoke();
+            invocation.key(LEGACY_CHECKPOINTS).arg(FINGERPRINT_LEN);
             for scope in chunk {
                 invocation
                     .key(scope.history_key())
-                    .key(checkpoint_key(scope));
+                    .key(checkpoint_key(scope))
+                    .arg(scope.channel());
             }
-            let indexes: Vec<usize> = invocation.invoke_async(self.con).await?;
-            unsettled.extend(
-                indexes
-                    .into_iter()
-                    .filter_map(|i| chunk.get(i.wrapping_sub(1)).cloned()),
-            );
+            let reply: Vec<(usize, String, u8)> = invocation.invoke_async(self.con).await?;
+            unsettled.extend(reply.into_iter().filter_map(|(i, now, known)| {
+                chunk.get(i.wrapping_sub(1)).map(|scope| Unsettled {
+                    scope: scope.clone(),
+                    now,
+                    known: known == 1,
+                })
+            }));
         }
         Ok(unsettled)
     }
@@ -312,25 +359,24 @@ impl CatchUp<'_> {
     /// mirroring is known to have run (a DM without checkpoint is then new since that time).
     async fn walk(
         &mut self,
-        scope: &Scope,
+        unsettled: Unsettled,
         continuous: bool,
         dms_since: Option<Timestamp>,
     ) -> Result<Walk, OutboxError> {
-        let checkpoint = self.checkpoint(scope).await?;
+        let scope = &unsettled.scope;
         let first_time = !self.watched.scopes.contains(scope);
         self.watched.scopes.insert(scope.clone());
         let is_dm = matches!(scope, Scope::Dm(..));
-        if checkpoint.is_none() && first_time && !(is_dm && dms_since.is_some()) {
+        if !unsettled.known && first_time && !(is_dm && dms_since.is_some()) {
             // Seen for the first time: start from now.
-            let (top, _) = self.read_until(scope, None).await?;
-            let shas: Vec<String> = top.iter().map(|r| r.sha1.clone()).collect();
             return Ok(Walk {
-                scope: scope.clone(),
+                scope: unsettled.scope,
                 found: Vec::new(),
-                checkpoint: fingerprint(&shas),
+                checkpoint: unsettled.now,
                 gap: false,
             });
         }
+        let checkpoint = self.checkpoint(scope).await?;
         let (read, found_at) = self.read_until(scope, checkpoint.as_ref()).await?;
         let limit = match scope {
             Scope::Room(_) => self.limits.room,
@@ -362,42 +408,31 @@ impl CatchUp<'_> {
         })
     }
 
-    /// Reads pages from the newest entry until `checkpoint` is found (returning its position)
-    /// or history ends. Without a checkpoint, reads just enough for a fingerprint.
+    /// Reads history from the newest entry, in one atomic script call, until `checkpoint` is
+    /// found (returning its position) or history ends (without a checkpoint: all of it).
     async fn read_until(
         &mut self,
         scope: &Scope,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<(Vec<Read>, Option<usize>), OutboxError> {
-        let script = Script::new(HISTORY_PAGE);
-        let mut read: Vec<Read> = Vec::new();
-        let mut start: isize = 0;
-        loop {
-            let page = if checkpoint.is_none() {
-                FINGERPRINT_LEN as isize
-            } else {
-                PAGE
-            };
-            let reply: Value = script
-                .key(scope.history_key())
-                .arg(start)
-                .arg(start + page - 1)
-                .arg(MAX_PAYLOAD_BYTES)
-                .invoke_async(self.con)
-                .await?;
-            let got = parse_page(reply)?;
-            let ended = got.len() < page as usize;
-            read.extend(got);
-            let Some(checkpoint) = checkpoint else {
-                return Ok((read, None));
-            };
-            match self.find(scope, &read, checkpoint, ended) {
-                Search::Found(at) => return Ok((read, Some(at))),
-                Search::NotFound => return Ok((read, None)),
-                Search::ReadMore if ended => return Ok((read, None)),
-                Search::ReadMore => start += page,
-            }
+        let mut invocation = HISTORY_SCRIPT.prepare_invoke();
+        invocation
+            .key(scope.history_key())
+            .arg(MAX_PAYLOAD_BYTES)
+            .arg(PAGE);
+        if let Some(Checkpoint::Entries(shas)) = checkpoint {
+            invocation.arg(shas);
         }
+        let reply: Value = invocation.invoke_async(self.con).await?;
+        let read = parse_page(reply)?;
+        let found_at = match checkpoint {
+            Some(checkpoint) => match self.find(scope, &read, checkpoint, true) {
+                Search::Found(at) => Some(at),
+                Search::NotFound | Search::ReadMore => None,
+            },
+            None => None,
+        };
+        Ok((read, found_at))
     }
 
     /// Where the checkpoint is in what was read so far (newest first).
@@ -534,7 +569,7 @@ fn entry_key(scope: &Scope, read: &Read) -> String {
     }
 }
 
-/// Parses a [`HISTORY_PAGE`] reply.
+/// Parses a [`HISTORY`] reply.
 fn parse_page(reply: Value) -> Result<Vec<Read>, OutboxError> {
     let bad = |what: &str| OutboxError::Reply(format!("history page: {what}"));
     let Value::Array(items) = reply else {

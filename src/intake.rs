@@ -93,6 +93,7 @@ impl Intake {
     /// was received by then is still enqueued. `shutdown` only cuts Redis retries short.
     pub async fn run(mut self, mut feed: mpsc::Receiver<Feed>, shutdown: CancellationToken) {
         let mut sweep = tokio::time::interval(self.sweep);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         sweep.reset();
         let mut state = State::default();
         loop {
