@@ -11,12 +11,14 @@
 //! - `chatbridge:link:{link}`: HASH of delivery stats and the `disabled` reason, if any.
 //!
 //! Files: [`enqueue`] (the idempotent enqueue script), [`reader`] (a worker's blocking reads),
+//! [`entry`] (stream entries back into events, a damaged one in place),
 //! [`acks`] (consumer groups, acknowledgements), [`dlq`] (dead letters and their admin),
 //! [`status`] (per-link stats, the disabled flag).
 
 mod acks;
 mod dlq;
 mod enqueue;
+mod entry;
 mod reader;
 mod status;
 
