@@ -1,6 +1,7 @@
-//! `chatbridge run`: wires subscription → intake → outboxes → workers together and shuts them
-//! down in order: stop intake, let in-flight sends finish within the grace period, log what
-//! was cut off, return. Whatever was not sent stays in the outbox for the next start.
+//! `chatbridge run`: wires subscription → intake → outboxes → workers together, supervises
+//! them, and shuts them down in order: stop intake, let in-flight sends finish within the
+//! grace period, log what was cut off, return. Whatever was not sent stays in the outbox for
+//! the next start. A part that fails stops the whole daemon ([`crate::supervise`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,7 +9,6 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::catchup::Limits;
@@ -21,6 +21,7 @@ use crate::links::{self, Target};
 use crate::outbox::{Outbox, Reader};
 use crate::retry::Backoff;
 use crate::route::Routes;
+use crate::supervise::{Failure, Supervisor};
 
 /// Payloads buffered between the subscription and the intake. When full, the subscription
 /// stops reading and Redis buffers (or drops the connection, after which catch-up recovers).
@@ -30,53 +31,41 @@ const FEED_CAPACITY: usize = 16 * 1024;
 pub enum DaemonError {
     #[error("redis URL: {0}")]
     RedisUrl(#[from] redis::RedisError),
+    /// A part of the running daemon failed; the daemon stopped.
+    #[error("{0}; stopped")]
+    PartFailed(#[from] Failure),
 }
 
-/// Runs the bridge until `shutdown` completes, then drains and returns.
+/// Runs the bridge until `shutdown` completes, then drains and returns. Returns early with the
+/// first failure if a part of the bridge fails while running.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let client = crate::connect::client(&config.redis.url)?;
     let stop = CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    let started = tokio::select! {
-        started = start(&config, &client, &stop) => started,
-        () = &mut shutdown => None,
-    };
-    let Some(mut tasks) = started else {
-        return Ok(());
+    let parts = tokio::select! {
+        started = start(&config, &client, &stop) => started?,
+        () = &mut shutdown => return Ok(()),
     };
     tracing::info!(
         links = config.links.len(),
         rooms = config.rooms.len(),
         "chatbridge running"
     );
-    shutdown.await;
-    tracing::info!(grace = ?config.delivery.shutdown_grace, "shutting down: finishing in-flight sends");
-    stop.cancel();
-    let drained = tokio::time::timeout(config.delivery.shutdown_grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            cut_off = tasks.len(),
-            "grace period over: cutting off sends still in flight; their events stay in the outbox"
-        );
-        tasks.shutdown().await;
-    }
+    parts.run(shutdown, config.delivery.shutdown_grace).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Connects (retrying until Redis answers) and spawns every task.
+/// Connects (retrying until Redis answers) and spawns every part.
 async fn start(
     config: &Config,
     client: &redis::Client,
     stop: &CancellationToken,
-) -> Option<JoinSet<()>> {
+) -> Result<Supervisor, DaemonError> {
     let con = connect_retrying(client, Duration::ZERO).await;
     let outbox = Outbox::new(con.clone());
     let http = links::http_client();
-    let mut tasks = JoinSet::new();
+    let mut parts = Supervisor::new(stop.clone());
     for (name, link) in &config.links {
         let target = Arc::new(Target::from_config(name, link, http.clone()));
         let mut outbox = outbox.clone();
@@ -93,14 +82,13 @@ async fn start(
             stop.clone(),
             config.delivery.retry_max_backoff,
         );
-        tasks.spawn(worker.run());
+        parts.spawn(format!("worker {name}"), worker.run());
     }
     let (feed_tx, feed_rx) = mpsc::channel(FEED_CAPACITY);
-    tasks.spawn(crate::subscription::run(
-        client.clone(),
-        feed_tx,
-        stop.clone(),
-    ));
+    parts.spawn(
+        "subscription",
+        crate::subscription::run(client.clone(), feed_tx, stop.clone()),
+    );
     let intake = Intake {
         con,
         outbox,
@@ -113,8 +101,8 @@ async fn start(
         window: dedupe_window(config),
         watched: Default::default(),
     };
-    tasks.spawn(intake.run(feed_rx, stop.clone()));
-    Some(tasks)
+    parts.spawn("intake", intake.run(feed_rx, stop.clone()));
+    Ok(parts)
 }
 
 /// The de-dup window: at least a full history, so catch-up always finds the last message it
