@@ -153,6 +153,9 @@ pub enum CliError {
     Unavailable { url: String, error: String },
     #[error("{0}")]
     Failed(String),
+    /// `run` refused to start on a setting of the Redis server (an evicting policy).
+    #[error("{0}")]
+    Refused(String),
     /// A part of the running daemon failed, and the daemon stopped.
     #[error("{0}")]
     PartFailed(String),
@@ -162,6 +165,7 @@ impl From<crate::daemon::DaemonError> for CliError {
     fn from(e: crate::daemon::DaemonError) -> Self {
         use crate::daemon::DaemonError;
         match e {
+            DaemonError::Evicting(_) => Self::Refused(e.to_string()),
             DaemonError::PartFailed(_) => Self::PartFailed(e.to_string()),
             DaemonError::RedisUrl(_) => Self::Failed(e.to_string()),
         }
@@ -171,7 +175,7 @@ impl From<crate::daemon::DaemonError> for CliError {
 impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Config(_) => ExitCode::from(EX_CONFIG),
+            Self::Config(_) | Self::Refused(_) => ExitCode::from(EX_CONFIG),
             Self::Unavailable { .. } => ExitCode::from(EX_UNAVAILABLE),
             Self::PartFailed(_) => ExitCode::from(EX_SOFTWARE),
             Self::Failed(_) => ExitCode::FAILURE,

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::connect;
 use crate::decode::Decoder;
 use crate::deliver::Worker;
+use crate::eviction;
 use crate::intake::Intake;
 use crate::links::{self, Target};
 use crate::outbox::{Outbox, Reader};
@@ -31,13 +32,17 @@ const FEED_CAPACITY: usize = 16 * 1024;
 pub enum DaemonError {
     #[error("redis URL: {0}")]
     RedisUrl(#[from] redis::RedisError),
+    /// The Redis server may evict keys and the config does not allow that.
+    #[error(transparent)]
+    Evicting(#[from] eviction::Refused),
     /// A part of the running daemon failed; the daemon stopped.
     #[error("{0}; stopped")]
     PartFailed(#[from] Failure),
 }
 
-/// Runs the bridge until `shutdown` completes, then drains and returns. Returns early with the
-/// first failure if a part of the bridge fails while running.
+/// Runs the bridge until `shutdown` completes, then drains and returns. Returns early with an
+/// error if the Redis server may evict keys (and `allow_eviction` is off), and with the first
+/// failure if a part of the bridge fails while running.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let client = crate::connect::client(&config.redis.url)?;
     let stop = CancellationToken::new();
@@ -56,13 +61,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Connects (retrying until Redis answers) and spawns every part.
+/// Connects (retrying until Redis answers), checks the eviction policy and spawns every part.
 async fn start(
     config: &Config,
     client: &redis::Client,
     stop: &CancellationToken,
 ) -> Result<Supervisor, DaemonError> {
-    let con = connect_retrying(client, Duration::ZERO).await;
+    let mut con = connect_retrying(client, Duration::ZERO).await;
+    let url = config.redis.redacted_url();
+    eviction::check(&mut con, config.redis.allow_eviction, &url).await?;
     let outbox = Outbox::new(con.clone());
     let http = links::http_client();
     let mut parts = Supervisor::new(stop.clone());
