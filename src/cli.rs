@@ -19,6 +19,8 @@ use crate::store::{HistoryLimits, Store};
 pub const EX_CONFIG: u8 = 78;
 /// sysexits.h EX_UNAVAILABLE: Redis could not be reached.
 pub const EX_UNAVAILABLE: u8 = 69;
+/// sysexits.h EX_SOFTWARE: a part of the running daemon failed (for `Restart=on-failure`).
+pub const EX_SOFTWARE: u8 = 70;
 
 /// chatbridge: mirrors a Redis Pub/Sub chat to Slack, Discord, webhooks and the console,
 /// without losing a message.
@@ -152,13 +154,31 @@ pub enum CliError {
     Unavailable { url: String, error: String },
     #[error("{0}")]
     Failed(String),
+    /// `run` refused to start on a setting of the Redis server (an evicting policy).
+    #[error("{0}")]
+    Refused(String),
+    /// A part of the running daemon failed, and the daemon stopped.
+    #[error("{0}")]
+    PartFailed(String),
+}
+
+impl From<crate::daemon::DaemonError> for CliError {
+    fn from(e: crate::daemon::DaemonError) -> Self {
+        use crate::daemon::DaemonError;
+        match e {
+            DaemonError::Evicting(_) => Self::Refused(e.to_string()),
+            DaemonError::PartFailed(_) => Self::PartFailed(e.to_string()),
+            DaemonError::RedisUrl(_) => Self::Failed(e.to_string()),
+        }
+    }
 }
 
 impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Self::Config(_) => ExitCode::from(EX_CONFIG),
+            Self::Config(_) | Self::Refused(_) => ExitCode::from(EX_CONFIG),
             Self::Unavailable { .. } => ExitCode::from(EX_UNAVAILABLE),
+            Self::PartFailed(_) => ExitCode::from(EX_SOFTWARE),
             Self::Failed(_) => ExitCode::FAILURE,
         }
     }
@@ -493,4 +513,22 @@ async fn enable(config: &Config, mut outbox: Outbox, link: &str) -> Result<(), C
         println!("{link} was not disabled");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::DaemonError;
+    use crate::supervise::Failure;
+
+    #[test]
+    fn a_failed_part_exits_70_for_the_service_manager_to_restart() {
+        let failure = Failure::Panicked {
+            part: "worker audit".into(),
+            message: "boom".into(),
+        };
+        let e = CliError::from(DaemonError::PartFailed(failure));
+        assert_eq!(e.exit_code(), ExitCode::from(70));
+        assert_eq!(e.to_string(), "worker audit panicked: boom; stopped");
+    }
 }

@@ -1,6 +1,7 @@
-//! `chatbridge run`: wires subscription → intake → outboxes → workers together and shuts them
-//! down in order: stop intake, let in-flight sends finish within the grace period, log what
-//! was cut off, return. Whatever was not sent stays in the outbox for the next start.
+//! `chatbridge run`: wires subscription → intake → outboxes → workers together, supervises
+//! them, and shuts them down in order: stop intake, let in-flight sends finish within the
+//! grace period, log what was cut off, return. Whatever was not sent stays in the outbox for
+//! the next start. A part that fails stops the whole daemon ([`crate::supervise`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,7 +9,6 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::catchup::Limits;
@@ -16,12 +16,14 @@ use crate::config::Config;
 use crate::connect;
 use crate::decode::Decoder;
 use crate::deliver::Worker;
+use crate::eviction;
 use crate::intake::Intake;
 use crate::links::{self, Target};
 use crate::outbox::{Caps, Outbox, Reader};
 use crate::retry::Backoff;
 use crate::route::Routes;
 use crate::subscription::Listen;
+use crate::supervise::{Failure, Supervisor};
 
 /// Payloads buffered between the subscription and the intake. When full, the subscription
 /// stops reading and Redis buffers (or drops the connection, after which catch-up recovers).
@@ -31,53 +33,47 @@ const FEED_CAPACITY: usize = 16 * 1024;
 pub enum DaemonError {
     #[error("redis URL: {0}")]
     RedisUrl(#[from] redis::RedisError),
+    /// The Redis server may evict keys and the config does not allow that.
+    #[error(transparent)]
+    Evicting(#[from] eviction::Refused),
+    /// A part of the running daemon failed; the daemon stopped.
+    #[error("{0}; stopped")]
+    PartFailed(#[from] Failure),
 }
 
-/// Runs the bridge until `shutdown` completes, then drains and returns.
+/// Runs the bridge until `shutdown` completes, then drains and returns. Returns early with an
+/// error if the Redis server may evict keys (and `allow_eviction` is off), and with the first
+/// failure if a part of the bridge fails while running.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let client = crate::connect::client(&config.redis.url)?;
     let stop = CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    let started = tokio::select! {
-        started = start(&config, &client, &stop) => started,
-        () = &mut shutdown => None,
-    };
-    let Some(mut tasks) = started else {
-        return Ok(());
+    let parts = tokio::select! {
+        started = start(&config, &client, &stop) => started?,
+        () = &mut shutdown => return Ok(()),
     };
     tracing::info!(
         links = config.links.len(),
         rooms = config.rooms.len(),
         "chatbridge running"
     );
-    shutdown.await;
-    tracing::info!(grace = ?config.delivery.shutdown_grace, "shutting down: finishing in-flight sends");
-    stop.cancel();
-    let drained = tokio::time::timeout(config.delivery.shutdown_grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            cut_off = tasks.len(),
-            "grace period over: cutting off sends still in flight; their events stay in the outbox"
-        );
-        tasks.shutdown().await;
-    }
+    parts.run(shutdown, config.delivery.shutdown_grace).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Connects (retrying until Redis answers) and spawns every task.
+/// Connects (retrying until Redis answers), checks the eviction policy and spawns every part.
 async fn start(
     config: &Config,
     client: &redis::Client,
     stop: &CancellationToken,
-) -> Option<JoinSet<()>> {
-    let con = connect_retrying(client, Duration::ZERO).await;
+) -> Result<Supervisor, DaemonError> {
+    let mut con = connect_retrying(client, Duration::ZERO).await;
+    let url = config.redis.redacted_url();
+    eviction::check(&mut con, config.redis.allow_eviction, &url).await?;
     let outbox = Outbox::with_caps(con.clone(), caps(config));
     let http = links::http_client();
-    let mut tasks = JoinSet::new();
+    let mut parts = Supervisor::new(stop.clone());
     for (name, link) in &config.links {
         let target = Arc::new(Target::from_config(name, link, http.clone()));
         let mut outbox = outbox.clone();
@@ -95,7 +91,7 @@ async fn start(
             config.delivery.retry_max_backoff,
             config.delivery.give_up_after,
         );
-        tasks.spawn(worker.run());
+        parts.spawn(format!("worker {name}"), worker.run());
     }
     let (feed_tx, feed_rx) = mpsc::channel(FEED_CAPACITY);
     let routes = Routes::new(config);
@@ -104,12 +100,10 @@ async fn start(
         routes: routes.clone(),
         barrier: barrier.clone(),
     };
-    tasks.spawn(crate::subscription::run(
-        client.clone(),
-        listen,
-        feed_tx,
-        stop.clone(),
-    ));
+    parts.spawn(
+        "subscription",
+        crate::subscription::run(client.clone(), listen, feed_tx, stop.clone()),
+    );
     let intake = Intake {
         con,
         outbox,
@@ -123,8 +117,8 @@ async fn start(
         barrier,
         sweep: config.history.sweep,
     };
-    tasks.spawn(intake.run(feed_rx, stop.clone()));
-    Some(tasks)
+    parts.spawn("intake", intake.run(feed_rx, stop.clone()));
+    Ok(parts)
 }
 
 /// The outbox bounds from the config.

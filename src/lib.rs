@@ -22,6 +22,9 @@
 //! - [`deliver`]: one worker per link: read outbox, render, send, retry, acknowledge.
 //! - [`retry`]: the one place that decides whether a failed send is retried, and how long to wait.
 //! - [`links`]: the link kinds (console, webhook; Slack and Discord later) behind one [`links::Target`].
+//! - [`eviction`]: at `run` start, refuses a Redis whose `maxmemory-policy` may evict our keys.
+//! - [`supervise`]: the daemon's parts as named tasks; the first one to end or panic while
+//!   running stops the daemon, which exits non-zero.
 //! - [`daemon`]: wires it all together; `run(config, shutdown)` returns once drained.
 //! - [`cli`]: the operator commands behind the `chatbridge` binary.
 #![forbid(unsafe_code)]
@@ -33,6 +36,7 @@ pub mod connect;
 pub mod daemon;
 pub mod decode;
 pub mod deliver;
+pub mod eviction;
 pub mod intake;
 pub mod links;
 pub mod model;
@@ -43,3 +47,4 @@ pub mod route;
 pub mod secret;
 pub mod store;
 pub mod subscription;
+pub mod supervise;

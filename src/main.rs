@@ -43,7 +43,7 @@ async fn dispatch(cli: &Cli) -> Result<(), cli::CliError> {
             let config = cli::load_config(cli)?;
             chatbridge::daemon::run(config, terminated())
                 .await
-                .map_err(|e| cli::CliError::Failed(e.to_string()))
+                .map_err(cli::CliError::from)
         }
         _ => cli::execute(cli).await,
     }

@@ -571,3 +571,32 @@ async fn batching_delivers_everything_once_in_order_in_fewer_requests() {
         daemon.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_fails_no_part_and_sigterm_still_exits_zero() {
+    let mut redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let mut daemon = Daemon::start(&audit_config(&redis, &receiver, ""));
+    wait_ready(&daemon);
+
+    tokio::task::block_in_place(|| redis.kill());
+    // The subscription and the link's worker each meet Redis errors, and retry, twice.
+    wait_for_log(&daemon, "redis subscription ended", 2);
+    wait_for_log(&daemon, "outbox unavailable", 2);
+    assert!(alive(daemon.pid()), "log:\n{}", daemon.log());
+    tokio::task::block_in_place(|| redis.start_again());
+    wait_for_log(&daemon, "subscribed", 2);
+    let mut con = redis.connection().await;
+    seed::send_message(&mut con, "general", json!(1), "a", "after the outage").await;
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(contents(&got), ["after the outage"]);
+
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = tokio::task::block_in_place(|| daemon.wait_exit(WAIT));
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(0), "{status:?}; log:\n{log}");
+    assert!(
+        !log.contains("returned while") && !log.contains("panicked"),
+        "{log}"
+    );
+}

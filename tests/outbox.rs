@@ -266,6 +266,75 @@ async fn a_damaged_dead_letter_is_named_and_does_not_block_the_others() {
     assert!(outbox.dlq_list("a", 0).await.unwrap().is_empty());
 }
 
+/// Appends an entry chatbridge did not write to link `a`'s outbox; returns its id.
+async fn add_raw(con: &mut redis::aio::MultiplexedConnection, fields: &[(&[u8], &[u8])]) -> String {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg("chatbridge:outbox:a").arg("*");
+    for (name, value) in fields {
+        cmd.arg(*name).arg(*value);
+    }
+    cmd.query_async(con).await.unwrap()
+}
+
+#[tokio::test]
+async fn damaged_outbox_entries_are_errors_in_place_and_deleted_pending_ones_are_skipped() {
+    let redis = RedisServer::start();
+    let mut outbox = outbox(&redis).await;
+    let mut con = redis.connection().await;
+    outbox.ensure_group("a").await.unwrap();
+    outbox.enqueue(&[message("m1", &["a"])]).await.unwrap();
+    let lacking = add_raw(&mut con, &[(b"id", b"x")]).await;
+    let binary_payload: [(&[u8], &[u8]); 5] = [
+        (b"id", b"y"),
+        (b"scope", b"chat:room:general"),
+        (b"kind", b"message"),
+        (b"at", b"0"),
+        (b"payload", b"\xff\xfe"),
+    ];
+    let binary = add_raw(&mut con, &binary_payload).await;
+    let binary_name = add_raw(&mut con, &[(b"\xff", b"z")]).await;
+    outbox.enqueue(&[message("m2", &["a"])]).await.unwrap();
+
+    let mut r = reader(&redis, "a").await;
+    let read = r.read(&ReadFrom::New, 100, 10).await.unwrap();
+    let shape = |read: &[Result<Outbound, (String, String)>]| -> Vec<String> {
+        read.iter()
+            .map(|entry| match entry {
+                Ok(outbound) => outbound.event_id.clone(),
+                Err((id, _)) => id.clone(),
+            })
+            .collect()
+    };
+    let ids = shape(&read);
+    assert_eq!(
+        ids,
+        ["m1", &lacking, &binary, &binary_name, "m2"],
+        "{read:?}"
+    );
+    assert!(
+        matches!(&read[1], Err((_, why)) if why.contains("lacks `scope`")),
+        "{read:?}"
+    );
+    assert!(
+        matches!(&read[2], Err((_, why)) if why.contains("`payload` is not UTF-8")),
+        "{read:?}"
+    );
+    assert!(
+        matches!(&read[3], Err((_, why)) if why.contains("not UTF-8")),
+        "{read:?}"
+    );
+
+    // Deleted while pending: the pending read answers it with nil fields; it is skipped.
+    let m1 = read[0].as_ref().unwrap().entry_id.clone();
+    let _: usize = con.xdel("chatbridge:outbox:a", &[&m1]).await.unwrap();
+    let pending = r.read(&ReadFrom::pending(), 100, 10).await.unwrap();
+    assert_eq!(
+        shape(&pending),
+        [&lacking, &binary, &binary_name, "m2"],
+        "{pending:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_disabled_link_stays_disabled_until_enabled() {
     let redis = RedisServer::start();

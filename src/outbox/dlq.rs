@@ -7,7 +7,7 @@ use chrono::Utc;
 use redis::Value;
 
 use super::acks::remove_entries;
-use super::reader::{outbound_from_fields, parse_entries};
+use super::entry::{outbound_from_fields, range_reply};
 use super::status::event_failing_field;
 use super::{Outbox, Result, dlq_key, link_key, outbox_key};
 use crate::model::Outbound;
@@ -45,6 +45,7 @@ impl Outbox {
         Ok(())
     }
 
+    /// The oldest `count` dead letters of a link. A damaged entry comes back as an error
     /// naming it, in place, so one bad entry does not hide the others.
     pub async fn dlq_list(
         &mut self,
@@ -71,13 +72,13 @@ impl Outbox {
             .arg(count)
             .query_async(&mut self.con)
             .await?;
-        Ok(parse_entries(reply)?
+        Ok(range_reply(reply)?
             .into_iter()
-            .map(|(id, fields)| {
-                DeadLetter::from_fields(id.clone(), fields).map_err(|e| Damaged {
-                    id,
-                    why: e.to_string(),
-                })
+            .map(|entry| {
+                let read = entry.fields.and_then(|fields| {
+                    DeadLetter::from_fields(entry.id.clone(), fields).map_err(|e| e.to_string())
+                });
+                read.map_err(|why| Damaged { id: entry.id, why })
             })
             .collect())
     }
@@ -140,6 +141,7 @@ impl Outbox {
 pub struct Damaged {
     /// The stream entry id.
     pub id: String,
+    /// What is wrong with it, for the operator.
     pub why: String,
 }
 
@@ -154,9 +156,13 @@ impl std::fmt::Display for Damaged {
 pub struct DeadLetter {
     /// The entry id in the dead-letter stream.
     pub dlq_id: String,
+    /// The event as it was in the outbox, to list or put back.
     pub entry: Outbound,
+    /// The HTTP status the target refused it with, if it answered at all.
     pub status: Option<u16>,
+    /// An excerpt of the target's answer: why it refused.
     pub detail: String,
+    /// When it was refused (RFC 3339).
     pub failed_at: String,
 }
 

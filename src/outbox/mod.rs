@@ -16,12 +16,14 @@
 //!   (Unix ms) while an entry keeps failing.
 //!
 //! Files: [`enqueue`] (the idempotent enqueue script), [`reader`] (a worker's blocking reads),
+//! [`entry`] (stream entries back into events, a damaged one in place),
 //! [`acks`] (consumer groups, acknowledgements), [`dlq`] (dead letters and their admin),
 //! [`status`] (per-link stats, the disabled flag, the failure state).
 
 mod acks;
 mod dlq;
 mod enqueue;
+mod entry;
 mod reader;
 mod status;
 

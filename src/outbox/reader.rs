@@ -1,13 +1,11 @@
-//! A worker's blocking outbox reads, and parsing stream entries back into events.
+//! A worker's blocking outbox reads.
 
-use std::collections::HashMap;
-
-use chrono::{DateTime, TimeZone, Utc};
 use redis::Value;
 use redis::aio::ConnectionManager;
 
-use super::{CONSUMER, GROUP, OutboxError, Result, outbox_key};
-use crate::model::{Outbound, OutboundKind, Scope};
+use super::entry::{Entry, read_reply};
+use super::{CONSUMER, GROUP, Result, outbox_key};
+use crate::model::Outbound;
 
 /// Where a worker reads from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +27,9 @@ impl ReadFrom {
 /// A worker's blocking reader: it owns its own connection, because a blocking read would
 /// stall every other command queued behind it on a shared one.
 pub struct Reader {
+    /// This reader's own connection, with a response timeout long enough for `BLOCK`.
     con: ConnectionManager,
+    /// The link's outbox stream.
     key: String,
 }
 
@@ -64,98 +64,9 @@ impl Reader {
         };
         cmd.arg("STREAMS").arg(&self.key).arg(start);
         let reply: Value = cmd.query_async(&mut self.con).await?;
-        let streams = match reply {
-            Value::Nil => return Ok(Vec::new()),
-            other => other,
-        };
-        let mut out = Vec::new();
-        for (_, entries) in parse_streams(streams)? {
-            for (id, fields) in parse_entries(entries)? {
-                out.push(outbound_from_fields(id.clone(), fields).map_err(|e| (id, e.to_string())));
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// `[[key, entries], …]` (RESP2) or `{key: entries}` (RESP3).
-fn parse_streams(reply: Value) -> Result<Vec<(String, Value)>> {
-    let pairs: Vec<(Value, Value)> = match reply {
-        Value::Array(items) => items
+        Ok(read_reply(reply)?
             .into_iter()
-            .map(|item| match item {
-                Value::Array(mut kv) if kv.len() == 2 => {
-                    let v = kv.pop().unwrap_or(Value::Nil);
-                    let k = kv.pop().unwrap_or(Value::Nil);
-                    Ok((k, v))
-                }
-                other => Err(OutboxError::Reply(format!("{other:?}"))),
-            })
-            .collect::<Result<_>>()?,
-        Value::Map(pairs) => pairs,
-        other => return Err(OutboxError::Reply(format!("{other:?}"))),
-    };
-    pairs.into_iter().map(|(k, v)| Ok((text(k)?, v))).collect()
-}
-
-/// `[[id, [field, value, …]], …]`; deleted entries come back with nil fields and are skipped.
-pub(super) fn parse_entries(entries: Value) -> Result<Vec<(String, HashMap<String, String>)>> {
-    if entries == Value::Nil {
-        return Ok(Vec::new());
+            .map(Entry::into_outbound)
+            .collect())
     }
-    let Value::Array(entries) = entries else {
-        return Err(OutboxError::Reply("entries are not an array".into()));
-    };
-    let mut out = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let Value::Array(mut parts) = entry else {
-            return Err(OutboxError::Reply("entry is not an array".into()));
-        };
-        if parts.len() != 2 {
-            return Err(OutboxError::Reply("entry is not [id, fields]".into()));
-        }
-        let fields = parts.pop().unwrap_or(Value::Nil);
-        let id = text(parts.pop().unwrap_or(Value::Nil))?;
-        let Value::Array(flat) = fields else {
-            continue;
-        };
-        let mut map = HashMap::with_capacity(flat.len() / 2);
-        let mut it = flat.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            map.insert(text(k)?, text(v)?);
-        }
-        out.push((id, map));
-    }
-    Ok(out)
-}
-
-fn text(value: Value) -> Result<String> {
-    match value {
-        Value::BulkString(bytes) => {
-            String::from_utf8(bytes).map_err(|_| OutboxError::Reply("non-UTF-8 field".into()))
-        }
-        Value::SimpleString(s) => Ok(s),
-        other => Err(OutboxError::Reply(format!("expected text, got {other:?}"))),
-    }
-}
-
-pub(super) fn outbound_from_fields(
-    entry_id: String,
-    mut f: HashMap<String, String>,
-) -> Result<Outbound> {
-    let missing = |name: &str| OutboxError::Reply(format!("outbox entry lacks `{name}`"));
-    let scope = f.get("scope").ok_or_else(|| missing("scope"))?;
-    let scope = Scope::from_channel(scope).ok_or_else(|| missing("valid scope"))?;
-    let kind = f.get("kind").ok_or_else(|| missing("kind"))?;
-    let kind = OutboundKind::parse(kind).ok_or_else(|| missing("valid kind"))?;
-    let at: i64 = f.get("at").and_then(|a| a.parse().ok()).unwrap_or(0);
-    let enqueued_at: DateTime<Utc> = Utc.timestamp_millis_opt(at).single().unwrap_or_default();
-    Ok(Outbound {
-        entry_id,
-        event_id: f.remove("id").ok_or_else(|| missing("id"))?,
-        scope,
-        kind,
-        payload: f.remove("payload").ok_or_else(|| missing("payload"))?,
-        enqueued_at,
-    })
 }

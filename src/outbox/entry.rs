@@ -1,0 +1,214 @@
+//! Stream entries read back through redis-rs's typed stream replies, one damaged entry at a
+//! time: an entry whose fields are not text is an error in its place, never the whole read's.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use redis::streams::{StreamRangeReply, StreamReadReply};
+use redis::{FromRedisValue, Value};
+
+use super::{OutboxError, Result};
+use crate::model::{Outbound, OutboundKind, Scope};
+
+/// One stream entry: its id, and its fields as text or why they are not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Entry {
+    /// The stream entry id, kept even when the fields are damaged so the caller can name it.
+    pub id: String,
+    /// Field name → value, or why they cannot be read as text.
+    pub fields: std::result::Result<HashMap<String, String>, String>,
+}
+
+/// The entries of an XREADGROUP reply, in stream order; entries deleted while pending are
+/// left out. The typed reply converts all or nothing, so when it refuses the reply (a field
+/// name that is not UTF-8) the entries are converted one by one instead: giving up on the
+/// whole reply would strand every entry of a `>` read in the pending list unseen.
+pub(super) fn read_reply(reply: Value) -> Result<Vec<Entry>> {
+    if let Ok(read) = StreamReadReply::from_redis_value_ref(&reply) {
+        let ids = read.keys.into_iter().flat_map(|key| key.ids);
+        return Ok(ids.filter_map(|id| Entry::new(id.id, id.map)).collect());
+    }
+    let streams: Vec<(String, Vec<(String, Value)>)> = from_reply(reply)?;
+    let raw = streams.into_iter().flat_map(|(_, entries)| entries);
+    Ok(raw.filter_map(Entry::from_raw).collect())
+}
+
+/// The entries of an XRANGE reply, in stream order, damaged ones in place as for
+/// [`read_reply`].
+pub(super) fn range_reply(reply: Value) -> Result<Vec<Entry>> {
+    if let Ok(range) = StreamRangeReply::from_redis_value_ref(&reply) {
+        let ids = range.ids.into_iter();
+        return Ok(ids.filter_map(|id| Entry::new(id.id, id.map)).collect());
+    }
+    let raw: Vec<(String, Value)> = from_reply(reply)?;
+    Ok(raw.into_iter().filter_map(Entry::from_raw).collect())
+}
+
+fn from_reply<T: FromRedisValue>(reply: Value) -> Result<T> {
+    T::from_redis_value(reply).map_err(|e| OutboxError::Reply(e.to_string()))
+}
+
+impl Entry {
+    /// `None` for an entry without fields: XADD always writes some, so it was deleted while
+    /// pending (XREADGROUP answers such an entry with nil fields).
+    fn new(id: String, map: HashMap<String, Value>) -> Option<Self> {
+        if map.is_empty() {
+            return None;
+        }
+        let fields = map
+            .into_iter()
+            .map(|(name, value)| match String::from_redis_value(value) {
+                Ok(text) => Ok((name, text)),
+                Err(_) => Err(format!("field `{name}` is not UTF-8 text")),
+            })
+            .collect();
+        Some(Self { id, fields })
+    }
+
+    /// An entry whose fields the typed reply could not take: converted on its own.
+    fn from_raw((id, fields): (String, Value)) -> Option<Self> {
+        match HashMap::<String, Value>::from_redis_value(fields) {
+            Ok(map) => Self::new(id, map),
+            Err(_) => Some(Self {
+                id,
+                fields: Err("field names are not UTF-8 text".to_owned()),
+            }),
+        }
+    }
+
+    /// The entry as an outbox event, or its id and why it cannot be one.
+    pub fn into_outbound(self) -> std::result::Result<Outbound, (String, String)> {
+        let fields = match self.fields {
+            Ok(fields) => fields,
+            Err(why) => return Err((self.id, why)),
+        };
+        outbound_from_fields(self.id.clone(), fields).map_err(|e| (self.id, e.to_string()))
+    }
+}
+
+/// An outbox (or dead-letter) entry's fields back into the event they were written from.
+pub(super) fn outbound_from_fields(
+    entry_id: String,
+    mut f: HashMap<String, String>,
+) -> Result<Outbound> {
+    let missing = |name: &str| OutboxError::Reply(format!("outbox entry lacks `{name}`"));
+    let scope = f.get("scope").ok_or_else(|| missing("scope"))?;
+    let scope = Scope::from_channel(scope).ok_or_else(|| missing("valid scope"))?;
+    let kind = f.get("kind").ok_or_else(|| missing("kind"))?;
+    let kind = OutboundKind::parse(kind).ok_or_else(|| missing("valid kind"))?;
+    let at: i64 = f.get("at").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let enqueued_at: DateTime<Utc> = Utc.timestamp_millis_opt(at).single().unwrap_or_default();
+    Ok(Outbound {
+        entry_id,
+        event_id: f.remove("id").ok_or_else(|| missing("id"))?,
+        scope,
+        kind,
+        payload: f.remove("payload").ok_or_else(|| missing("payload"))?,
+        enqueued_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn fields(pairs: &[(&[u8], &[u8])]) -> Value {
+        let flat = pairs
+            .iter()
+            .flat_map(|(k, v)| [Value::BulkString(k.to_vec()), Value::BulkString(v.to_vec())]);
+        Value::Array(flat.collect())
+    }
+
+    fn good(id: &str) -> Value {
+        let pairs: [(&[u8], &[u8]); 5] = [
+            (b"id", id.as_bytes()),
+            (b"scope", b"chat:room:general"),
+            (b"kind", b"message"),
+            (b"at", b"1700000000000"),
+            (b"payload", b"{}"),
+        ];
+        Value::Array(vec![text(&format!("{id}-0")), fields(&pairs)])
+    }
+
+    fn entry(id: &str, fields: Value) -> Value {
+        Value::Array(vec![text(id), fields])
+    }
+
+    /// `[[key, entries]]`, as XREADGROUP answers over RESP2.
+    fn read(entries: Vec<Value>) -> Value {
+        Value::Array(vec![Value::Array(vec![
+            text("chatbridge:outbox:a"),
+            Value::Array(entries),
+        ])])
+    }
+
+    fn outcomes(entries: Vec<Entry>) -> Vec<std::result::Result<String, String>> {
+        entries
+            .into_iter()
+            .map(|e| match e.into_outbound() {
+                Ok(outbound) => Ok(outbound.event_id),
+                Err((id, why)) => Err(format!("{id}: {why}")),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn entries_come_back_in_order_and_deleted_ones_are_skipped() {
+        let reply = read(vec![good("1"), entry("2-0", Value::Nil), good("3")]);
+        let got = outcomes(read_reply(reply).unwrap());
+        assert_eq!(got, [Ok("1".to_owned()), Ok("3".to_owned())]);
+        assert!(read_reply(Value::Nil).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_non_utf8_value_damages_only_its_entry() {
+        let bad = entry("2-0", fields(&[(b"id", b"2"), (b"payload", b"\xff\xfe")]));
+        let got = outcomes(read_reply(read(vec![good("1"), bad, good("3")])).unwrap());
+        assert_eq!(got[0], Ok("1".to_owned()));
+        assert_eq!(
+            got[1],
+            Err("2-0: field `payload` is not UTF-8 text".to_owned())
+        );
+        assert_eq!(got[2], Ok("3".to_owned()));
+    }
+
+    #[test]
+    fn a_non_utf8_field_name_damages_only_its_entry() {
+        let bad = entry("2-0", fields(&[(b"\xff", b"x")]));
+        let deleted = entry("4-0", Value::Nil);
+        let got = outcomes(read_reply(read(vec![good("1"), bad, good("3"), deleted])).unwrap());
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], Ok("1".to_owned()));
+        assert_eq!(
+            got[1],
+            Err("2-0: field names are not UTF-8 text".to_owned())
+        );
+        assert_eq!(got[2], Ok("3".to_owned()));
+
+        let range = Value::Array(vec![good("1"), entry("2-0", fields(&[(b"\xff", b"x")]))]);
+        let got = outcomes(range_reply(range).unwrap());
+        assert_eq!(got[0], Ok("1".to_owned()));
+        assert!(got[1].is_err(), "{got:?}");
+    }
+
+    #[test]
+    fn an_entry_missing_a_field_is_named_in_place() {
+        let partial = entry("2-0", fields(&[(b"id", b"2")]));
+        let got = outcomes(range_reply(Value::Array(vec![partial, good("3")])).unwrap());
+        assert_eq!(
+            got[0],
+            Err("2-0: unexpected reply from redis: outbox entry lacks `scope`".to_owned())
+        );
+        assert_eq!(got[1], Ok("3".to_owned()));
+    }
+
+    #[test]
+    fn a_reply_of_another_shape_is_an_error() {
+        assert!(read_reply(text("OK")).is_err());
+        assert!(range_reply(Value::Int(3)).is_err());
+    }
+}
