@@ -202,11 +202,7 @@ impl Intake {
             return;
         }
         let live = std::mem::take(&mut state.live);
-        for event in &live {
-            if event.kind == OutboundKind::Event(EventKind::Message) {
-                state.touched.insert(event.scope.clone());
-            }
-        }
+        note_touched(&mut state.touched, &live);
         let mut retry = Retry::new("enqueue", live.len(), shutdown);
         loop {
             match self.outbox.enqueue(&live).await {
@@ -284,11 +280,7 @@ impl Intake {
                 .pass
                 .resolve(&pending.held_keys, &self.routes, touched);
         let mut held = pending.held;
-        for event in &held {
-            if event.kind == OutboundKind::Event(EventKind::Message) {
-                state.touched.insert(event.scope.clone());
-            }
-        }
+        note_touched(&mut state.touched, &held);
         // After a subscribe, what was missed is older than what arrived since.
         let events = if pending.hold {
             let mut events = found;
@@ -349,6 +341,16 @@ impl<'a> Retry<'a> {
             return false;
         }
         true
+    }
+}
+
+/// Records the scopes that got live messages (cloning a scope only the first time).
+fn note_touched(touched: &mut HashSet<Scope>, events: &[Enqueue]) {
+    for event in events {
+        if event.kind == OutboundKind::Event(EventKind::Message) && !touched.contains(&event.scope)
+        {
+            touched.insert(event.scope.clone());
+        }
     }
 }
 

@@ -7,17 +7,21 @@
 //! - [`model`]: the typed chat events of `WIRE.md` (message, system line, typing, read receipt),
 //!   timestamps in every accepted form, user ids that keep their JSON type, room/DM scopes.
 //! - [`pyjson`]: serialises JSON byte-for-byte like Python's `json.dumps`, so what we write
-//!   matches what the seed writes.
+//!   matches what the seed writes, and reads what Python writes that strict parsers refuse.
 //! - [`store`]: the seed's operations (join, leave, send, DM, typing, read, history, members,
 //!   receipts) on Redis, each one atomic.
 //! - [`secret`]: URLs and signing secrets that print redacted, never in full.
 //! - [`config`]: `config.toml` + environment overrides + `${VAR}` secrets, validated all at once.
 //! - [`connect`]: Redis connections with the timeouts each use needs.
 //! - [`route`]: the routing table built from the config: scope and event kind → links.
-//! - [`subscription`]: the PSUBSCRIBE session: reconnects with backoff, detects dead connections.
-//! - [`decode`]: turns a raw Pub/Sub payload into an event once; counts and logs what it skips.
-//! - [`catchup`]: after every (re)subscribe, enqueues what history holds beyond each checkpoint.
-//! - [`intake`]: the task between subscription and outboxes: decode, route, enqueue in batches.
+//! - [`subscription`]: the PSUBSCRIBE session: reconnects with backoff, detects dead connections,
+//!   skips what nothing mirrors before copying it, and passes on this process's catch-up barriers.
+//! - [`decode`]: turns a raw Pub/Sub payload or history entry into an event once; counts and logs
+//!   what it skips.
+//! - [`catchup`]: reads each history down to its checkpoint (a fingerprint only history moves)
+//!   after every (re)subscribe and every sweep; what it finds is resolved against live events.
+//! - [`intake`]: the task between subscription and outboxes: decode, route, enqueue in batches;
+//!   runs the catch-up passes in order with live events (barriers, held events).
 //! - [`outbox`]: the durable per-link Redis Streams: idempotent enqueue, reads, acks, dead letters.
 //! - [`deliver`]: one worker per link: read outbox, render, send, retry, acknowledge.
 //! - [`retry`]: the one place that decides whether a failed send is retried, and how long to wait.

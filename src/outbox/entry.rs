@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use redis::streams::{StreamRangeReply, StreamReadReply};
+use redis::streams::StreamRangeReply;
 use redis::{FromRedisValue, Value};
 
 use super::{OutboxError, Result};
@@ -20,13 +20,13 @@ pub(super) struct Entry {
 }
 
 /// The entries of an XREADGROUP reply, in stream order; entries deleted while pending are
-/// left out. The typed reply converts all or nothing, so when it refuses the reply (a field
-/// name that is not UTF-8) the entries are converted one by one instead: giving up on the
-/// whole reply would strand every entry of a `>` read in the pending list unseen.
+/// left out. Converted with redis-rs's typed conversions straight from the owned reply, one
+/// entry at a time: `StreamReadReply` would copy the whole reply twice on this hot path, and
+/// converts all or nothing, while a damaged entry must not strand the others of a `>` read
+/// in the pending list unseen.
 pub(super) fn read_reply(reply: Value) -> Result<Vec<Entry>> {
-    if let Ok(read) = StreamReadReply::from_redis_value_ref(&reply) {
-        let ids = read.keys.into_iter().flat_map(|key| key.ids);
-        return Ok(ids.filter_map(|id| Entry::new(id.id, id.map)).collect());
+    if reply == Value::Nil {
+        return Ok(Vec::new());
     }
     let streams: Vec<(String, Vec<(String, Value)>)> = from_reply(reply)?;
     let raw = streams.into_iter().flat_map(|(_, entries)| entries);
