@@ -24,7 +24,7 @@
 //!   left was not enqueued by it), the scope's links get one notice that messages may have
 //!   been missed, then everything history holds.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ use redis::{AsyncCommands, Script, Value};
 use crate::decode::{Decoder, HistoryEntry, MAX_PAYLOAD_BYTES, RawEntry};
 use crate::model::{ChatEvent, EventKind, OutboundKind, Scope, SystemLine, Timestamp, content_id};
 use crate::outbox::{Commit, Enqueue, Outbox, OutboxError, checkpoint_key, seen_key};
-use crate::route::Routes;
+use crate::route::{Routes, origin_among};
 
 /// Checkpoint of a scope whose history was empty when a pass last read it.
 pub const EMPTY: &str = "-";
@@ -600,48 +600,47 @@ fn parse_page(reply: Value) -> Result<Vec<Read>, OutboxError> {
 }
 
 impl Pass {
-    /// The events to enqueue for this pass, oldest first per scope, leaving out those among
-    /// `held` (live events that arrived during the pass: they are enqueued right after, in
-    /// their own order), and what to commit with them: checkpoints, the DM watermark, and the
-    /// de-dup sets of the walked and `touched` scopes pruned to what may still matter.
+    /// The events to enqueue for this pass, merged with `held` (live events that arrived
+    /// during the pass, in arrival order), and what to commit with them: checkpoints, the DM
+    /// watermark, and the de-dup sets of the walked and `touched` scopes pruned to what may
+    /// still matter.
+    ///
+    /// History order is publish order, so the merge keeps it. What history holds below its
+    /// first held message was missed before the subscription began: it comes first. A held
+    /// message that history also holds comes after every history entry below it (entries
+    /// missed while the subscription was down again, even after an earlier held event) and
+    /// before those above it; signals and held messages history does not hold yet keep their
+    /// place among the held events. What history holds above the last held message comes last.
     pub fn resolve(
         self,
-        held: &HashSet<String>,
+        held: Vec<Enqueue>,
         routes: &Routes,
         touched: impl IntoIterator<Item = Scope>,
     ) -> (Vec<Enqueue>, Commit, Summary) {
-        let mut events = Vec::new();
         let mut commit = Commit::default();
         let mut summary = Summary::default();
         let below = self.started_us - SEEN_SLACK.as_micros() as i64;
         let mut pruned: HashSet<Scope> = HashSet::new();
-        let message = OutboundKind::Event(EventKind::Message);
+        let mut walks: Vec<Vec<Enqueue>> = Vec::with_capacity(self.walks.len());
+        let mut notices = Vec::new();
         for walk in self.walks {
             summary.scopes += 1;
             if walk.gap {
                 summary.gaps += 1;
                 tracing::warn!(scope = %walk.scope, "history was trimmed past the checkpoint: messages may have been missed");
-                events.push(gap_notice(&walk.scope, routes));
-            }
-            for found in walk.found {
-                if held.contains(&found.key) {
-                    continue;
-                }
-                summary.dead += usize::from(found.dead.is_some());
-                events.push(Enqueue {
-                    links: routes.links_for(&walk.scope, message, found.origin.as_deref()),
-                    scope: walk.scope.clone(),
-                    key: found.key,
-                    event_id: found.event_id,
-                    kind: message,
-                    payload: found.payload,
-                    dead: found.dead,
-                });
+                notices.push(gap_notice(&walk.scope, routes));
             }
             commit
                 .checkpoints
                 .push((walk.scope.clone(), walk.checkpoint));
-            pruned.insert(walk.scope);
+            pruned.insert(walk.scope.clone());
+            let scope = walk.scope;
+            walks.push(
+                walk.found
+                    .into_iter()
+                    .map(|found| found_event(&scope, found, routes))
+                    .collect(),
+            );
         }
         pruned.extend(touched);
         commit.prune = pruned.into_iter().map(|scope| (scope, below)).collect();
@@ -650,9 +649,103 @@ impl Pass {
                 .marks
                 .push((DMS_SWEPT_AT.to_owned(), self.started_at));
         }
-        summary.enqueued = events.len();
+        let events = merge(notices, walks, held, &mut summary);
         (events, commit, summary)
     }
+}
+
+/// A history entry as an event to enqueue.
+fn found_event(scope: &Scope, found: Found, routes: &Routes) -> Enqueue {
+    let message = OutboundKind::Event(EventKind::Message);
+    let links = routes.links_for(scope, message);
+    Enqueue {
+        origin: origin_among(&links, found.origin.as_deref()),
+        links,
+        scope: scope.clone(),
+        key: found.key,
+        event_id: found.event_id,
+        kind: message,
+        payload: found.payload,
+        dead: found.dead,
+    }
+}
+
+/// The history entries of a pass being merged with held events.
+struct History {
+    /// Each scope's entries, oldest first, not yet emitted.
+    walks: Vec<std::vec::IntoIter<Enqueue>>,
+    /// How many entries of each walk have been taken.
+    emitted: Vec<usize>,
+    /// Positions of entries that also arrived live: emitted as held events, not here.
+    held: HashSet<(usize, usize)>,
+}
+
+impl History {
+    /// Emits walk `w`'s entries before position `end`, skipping those that were held.
+    fn take_until(&mut self, out: &mut Vec<Enqueue>, w: usize, end: usize, summary: &mut Summary) {
+        while self.emitted[w] < end {
+            let Some(event) = self.walks[w].next() else {
+                return;
+            };
+            let p = self.emitted[w];
+            self.emitted[w] += 1;
+            if !self.held.contains(&(w, p)) {
+                summary.enqueued += 1;
+                summary.dead += usize::from(event.dead.is_some());
+                out.push(event);
+            }
+        }
+    }
+}
+
+/// Merges each scope's history entries (oldest first) with the held live events, as
+/// [`Pass::resolve`] describes; counts the history entries that were not also held.
+fn merge(
+    notices: Vec<Enqueue>,
+    walks: Vec<Vec<Enqueue>>,
+    held: Vec<Enqueue>,
+    summary: &mut Summary,
+) -> Vec<Enqueue> {
+    // Where each history entry stands: its walk and position there.
+    let mut position: HashMap<(&Scope, &str), (usize, usize)> = HashMap::new();
+    for (w, walk) in walks.iter().enumerate() {
+        for (p, event) in walk.iter().enumerate() {
+            position.insert((&event.scope, event.key.as_str()), (w, p));
+        }
+    }
+    let held_at: Vec<Option<(usize, usize)>> = held
+        .iter()
+        .map(|event| position.get(&(&event.scope, event.key.as_str())).copied())
+        .collect();
+    let mut history = History {
+        walks: walks.into_iter().map(Vec::into_iter).collect(),
+        emitted: Vec::new(),
+        held: held_at.iter().flatten().copied().collect(),
+    };
+    history.emitted = vec![0; history.walks.len()];
+    let mut out = notices;
+    // What history holds below its first held message was missed before the subscription
+    // began: older than anything held.
+    for w in 0..history.walks.len() {
+        let first_held = held_at
+            .iter()
+            .flatten()
+            .filter(|(held_w, _)| *held_w == w)
+            .map(|(_, p)| *p)
+            .min()
+            .unwrap_or(usize::MAX);
+        history.take_until(&mut out, w, first_held, summary);
+    }
+    for (event, at) in held.into_iter().zip(held_at) {
+        if let Some((w, p)) = at {
+            history.take_until(&mut out, w, p, summary);
+        }
+        out.push(event);
+    }
+    for w in 0..history.walks.len() {
+        history.take_until(&mut out, w, usize::MAX, summary);
+    }
+    out
 }
 
 fn gap_notice(scope: &Scope, routes: &Routes) -> Enqueue {
@@ -672,11 +765,12 @@ fn gap_notice(scope: &Scope, routes: &Routes) -> Enqueue {
     Enqueue {
         event_id: key.clone(),
         key,
-        links: routes.links_for(scope, OutboundKind::Notice, None),
+        links: routes.links_for(scope, OutboundKind::Notice),
         scope: scope.clone(),
         kind: OutboundKind::Notice,
         payload,
         dead: None,
+        origin: None,
     }
 }
 
@@ -745,6 +839,52 @@ mod tests {
             find_sequence(&read(&["x", "y"]), &fp, false),
             Search::ReadMore
         );
+    }
+
+    fn event(scope: &str, key: &str) -> Enqueue {
+        Enqueue {
+            scope: Scope::Room(scope.into()),
+            key: key.into(),
+            event_id: key.into(),
+            kind: OutboundKind::Event(EventKind::Message),
+            payload: String::new(),
+            links: Vec::new(),
+            dead: None,
+            origin: None,
+        }
+    }
+
+    fn keys(events: &[Enqueue]) -> Vec<&str> {
+        events.iter().map(|e| e.key.as_str()).collect()
+    }
+
+    #[test]
+    fn history_and_held_events_merge_in_publish_order() {
+        // History: a b missed before the subscription; c held; d e missed while it was down
+        // again; f held; g after. Held: signal x, c, signal y, f, z not in history yet.
+        let walk: Vec<Enqueue> = ["a", "b", "c", "d", "e", "f", "g"]
+            .iter()
+            .map(|k| event("general", k))
+            .collect();
+        let other = vec![event("random", "r1")];
+        let held: Vec<Enqueue> = ["x", "c", "y", "f", "z"]
+            .iter()
+            .map(|k| event("general", k))
+            .collect();
+        let mut summary = Summary::default();
+        let merged = merge(
+            vec![event("general", "notice")],
+            vec![walk, other],
+            held,
+            &mut summary,
+        );
+        assert_eq!(
+            keys(&merged),
+            [
+                "notice", "a", "b", "r1", "x", "c", "y", "d", "e", "f", "z", "g"
+            ]
+        );
+        assert_eq!(summary.enqueued, 6, "history entries not also held");
     }
 
     #[test]

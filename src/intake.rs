@@ -25,7 +25,7 @@ use crate::decode::Decoder;
 use crate::model::{EventKind, OutboundKind, Scope};
 use crate::outbox::{Enqueue, Enqueued, Outbox, OutboxError};
 use crate::retry::Backoff;
-use crate::route::Routes;
+use crate::route::{Routes, origin_among};
 use crate::subscription::Feed;
 
 /// Most events enqueued in one script call.
@@ -61,8 +61,6 @@ struct Pending {
     hold: bool,
     /// The live events held back, in arrival order.
     held: Vec<Enqueue>,
-    /// Their de-dup keys.
-    held_keys: HashSet<String>,
     /// When to stop waiting for the barrier.
     deadline: Instant,
     /// The subscription session it belongs to.
@@ -140,7 +138,6 @@ impl Intake {
                 };
                 match &mut state.pending {
                     Some(pending) if pending.hold => {
-                        pending.held_keys.insert(enqueue.key.clone());
                         pending.held.push(enqueue);
                     }
                     _ => state.live.push(enqueue),
@@ -150,6 +147,10 @@ impl Intake {
                 self.flush(state, shutdown).await;
                 self.resolve(state, shutdown).await;
                 state.session += 1;
+                tracing::debug!(
+                    session = state.session,
+                    "new subscription session: catching up"
+                );
                 self.start_pass(state, true, shutdown).await;
             }
             Feed::Barrier(token) => {
@@ -176,9 +177,8 @@ impl Intake {
             return None;
         };
         let kind = OutboundKind::Event(kind);
-        let links = self
-            .routes
-            .links_for(&received.scope, kind, received.event.origin());
+        let links = self.routes.links_for(&received.scope, kind);
+        let origin = origin_among(&links, received.event.origin());
         // A message nothing wants is still recorded as seen, so catch-up does not re-read it
         // as missed; a signal nothing wants is simply dropped.
         if links.is_empty() && kind != OutboundKind::Event(EventKind::Message) {
@@ -192,6 +192,7 @@ impl Intake {
             payload: received.raw,
             links,
             dead: None,
+            origin,
         })
     }
 
@@ -203,6 +204,12 @@ impl Intake {
         }
         let live = std::mem::take(&mut state.live);
         note_touched(&mut state.touched, &live);
+        tracing::debug!(
+            events = live.len(),
+            first = live.first().map(|e| e.event_id.as_str()),
+            last = live.last().map(|e| e.event_id.as_str()),
+            "enqueueing live events"
+        );
         let mut retry = Retry::new("enqueue", live.len(), shutdown);
         loop {
             match self.outbox.enqueue(&live).await {
@@ -251,7 +258,6 @@ impl Intake {
             pass,
             hold,
             held: Vec::new(),
-            held_keys: HashSet::new(),
             deadline: Instant::now() + BARRIER_TIMEOUT,
             session: state.session,
         });
@@ -275,20 +281,18 @@ impl Intake {
             return;
         };
         let touched = std::mem::take(&mut state.touched);
-        let (found, commit, summary) =
-            pending
-                .pass
-                .resolve(&pending.held_keys, &self.routes, touched);
-        let mut held = pending.held;
-        note_touched(&mut state.touched, &held);
-        // After a subscribe, what was missed is older than what arrived since.
-        let events = if pending.hold {
-            let mut events = found;
-            events.append(&mut held);
-            events
-        } else {
-            found
-        };
+        note_touched(&mut state.touched, &pending.held);
+        let held_count = pending.held.len();
+        let (events, commit, summary) = pending.pass.resolve(pending.held, &self.routes, touched);
+        tracing::debug!(
+            session = pending.session,
+            hold = pending.hold,
+            from_history = summary.enqueued,
+            held = held_count,
+            first = events.first().map(|e| e.event_id.as_str()),
+            last = events.last().map(|e| e.event_id.as_str()),
+            "resolving a catch-up pass"
+        );
         let mut retry = Retry::new("catch-up enqueue", events.len(), shutdown);
         loop {
             match enqueue_pass(&mut self.outbox, &events, &commit).await {

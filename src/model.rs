@@ -649,6 +649,15 @@ pub struct Outbound {
     pub enqueued_at: chrono::DateTime<Utc>,
 }
 
+impl Outbound {
+    /// The event's key: a hash of its room or DM and its exact payload, as the intake
+    /// computed it when it enqueued the event. Stable across retries, restarts and dead-letter
+    /// replays, distinct for the same message `id` in two rooms: receivers de-duplicate on it.
+    pub fn key(&self) -> String {
+        content_id(&self.scope.channel(), &self.payload)
+    }
+}
+
 /// A content-derived id: what de-duplicates events, and identifies history entries.
 pub fn content_id(channel: &str, raw: impl AsRef<[u8]>) -> String {
     let mut hash = Sha256::new();
@@ -656,8 +665,10 @@ pub fn content_id(channel: &str, raw: impl AsRef<[u8]>) -> String {
     hash.update(b"\n");
     hash.update(raw.as_ref());
     let digest = hash.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("h-{hex}")
+    let mut id = String::with_capacity(2 + 32);
+    id.push_str("h-");
+    id.push_str(&hex::encode(&digest[..16]));
+    id
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The routing table: which links get an event, from the config's room → links and
-//! link → event kinds, never sending an event back to the link it came from (`origin`).
+//! link → event kinds. Echo prevention (never sending an event back to the link it came from)
+//! is decided at enqueue time, where chatbridge's own writes are known: an `origin` field
+//! alone is only a claim ([`origin_among`]).
 
 use std::collections::HashMap;
 
@@ -56,17 +58,10 @@ impl Routes {
         }
     }
 
-    /// The links that get an event of `kind` in `scope`, minus its origin link. Notices go to
-    /// every link of the scope.
-    pub fn links_for(
-        &self,
-        scope: &Scope,
-        kind: OutboundKind,
-        origin: Option<&str>,
-    ) -> Vec<String> {
+    /// The links that get an event of `kind` in `scope`. Notices go to every link of the scope.
+    pub fn links_for(&self, scope: &Scope, kind: OutboundKind) -> Vec<String> {
         self.routes(scope)
             .iter()
-            .filter(|route| Some(route.link.as_str()) != origin)
             .filter(|route| match kind {
                 OutboundKind::Event(kind) => route.events.contains(&kind),
                 OutboundKind::Notice => true,
@@ -106,6 +101,14 @@ impl Routes {
     }
 }
 
+/// The link an event's `origin` field names, when it is one of the event's `links`: only then
+/// can the claim matter. Whether it is honoured depends on who wrote the event (see
+/// [`crate::outbox::bridged_key`]).
+pub fn origin_among(links: &[String], origin: Option<&str>) -> Option<String> {
+    let origin = origin?;
+    links.iter().find(|link| *link == origin).cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,19 +139,16 @@ mod tests {
         let r = routes();
         let general = Scope::Room("general".into());
         let ev = OutboundKind::Event;
+        assert_eq!(r.links_for(&general, ev(Message)), ["console", "hook"]);
+        assert_eq!(r.links_for(&general, ev(Join)), ["console"]);
+        assert_eq!(r.links_for(&general, ev(Typing)), ["hook"]);
+        assert!(r.links_for(&general, ev(ReadReceipt)).is_empty());
         assert_eq!(
-            r.links_for(&general, ev(Message), None),
-            ["console", "hook"]
-        );
-        assert_eq!(r.links_for(&general, ev(Join), None), ["console"]);
-        assert_eq!(r.links_for(&general, ev(Typing), None), ["hook"]);
-        assert!(r.links_for(&general, ev(ReadReceipt), None).is_empty());
-        assert_eq!(
-            r.links_for(&general, OutboundKind::Notice, None),
+            r.links_for(&general, OutboundKind::Notice),
             ["console", "hook"]
         );
         assert!(
-            r.links_for(&Scope::Room("random".into()), ev(Message), None)
+            r.links_for(&Scope::Room("random".into()), ev(Message))
                 .is_empty()
         );
         assert!(!r.watches(&Scope::Room("random".into())));
@@ -157,21 +157,18 @@ mod tests {
         assert!(r.watches_channel("chat:dm:1:2"));
         assert!(!Routes::default().watches_channel("chat:dm:1:2"));
         let dm = Scope::Dm("1".into(), "2".into());
-        assert_eq!(r.links_for(&dm, ev(Message), None), ["console"]);
+        assert_eq!(r.links_for(&dm, ev(Message)), ["console"]);
         let mut rooms: Vec<&str> = r.rooms().collect();
         rooms.sort();
         assert_eq!(rooms, ["general", "ops"]);
     }
 
     #[test]
-    fn an_event_never_goes_back_to_its_origin() {
+    fn an_origin_claim_names_one_of_the_event_links_or_nothing() {
         let r = routes();
-        let general = Scope::Room("general".into());
-        let msg = OutboundKind::Event(Message);
-        assert_eq!(r.links_for(&general, msg, Some("hook")), ["console"]);
-        assert_eq!(
-            r.links_for(&general, msg, Some("elsewhere")),
-            ["console", "hook"]
-        );
+        let links = r.links_for(&Scope::Room("general".into()), OutboundKind::Event(Message));
+        assert_eq!(origin_among(&links, Some("hook")).as_deref(), Some("hook"));
+        assert_eq!(origin_among(&links, Some("elsewhere")), None);
+        assert_eq!(origin_among(&links, None), None);
     }
 }

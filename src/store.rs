@@ -184,11 +184,15 @@ impl Store {
         message: Message,
         limit: usize,
     ) -> Result<Message, StoreError> {
-        let json = pyjson::to_string(&ChatEvent::Message(message.clone()));
+        let event = ChatEvent::Message(message.clone());
+        let json = pyjson::to_string(&event);
         let history = scope.history_key();
-        redis::pipe()
-            .atomic()
-            .cmd("PUBLISH")
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if event.origin().is_some() {
+            record_bridged(&mut pipe, scope, &json);
+        }
+        pipe.cmd("PUBLISH")
             .arg(scope.channel())
             .arg(&json)
             .ignore()
@@ -326,6 +330,24 @@ fn new_message(
         timestamp: Timestamp::now(),
         extra,
     })
+}
+
+/// Records, in the same transaction as the write, that chatbridge itself wrote this event on
+/// behalf of the link its `origin` names: only such events are kept from going back to that
+/// link (an `origin` field alone is a claim anyone can make). The most recent 10,000 per room
+/// or DM are kept, far more than a history holds.
+fn record_bridged(pipe: &mut redis::Pipeline, scope: &Scope, json: &str) {
+    let key = crate::outbox::bridged_key(scope);
+    pipe.cmd("ZADD")
+        .arg(&key)
+        .arg(chrono::Utc::now().timestamp_millis())
+        .arg(crate::model::content_id(&scope.channel(), json))
+        .ignore()
+        .cmd("ZREMRANGEBYRANK")
+        .arg(&key)
+        .arg(0)
+        .arg(-10_001)
+        .ignore();
 }
 
 fn room_scope(room: &str) -> Result<Scope, StoreError> {

@@ -116,7 +116,14 @@ async fn every_seed_event_kind_reaches_the_webhook_signed_and_in_order() {
     assert_eq!(bodies[5]["data"]["event"], left);
     assert_eq!(
         got[1].header("webhook-id").unwrap(),
-        format!("msg_{}", hello["id"].as_str().unwrap())
+        format!(
+            "msg_{}",
+            chatbridge::model::content_id(
+                "chat:room:general",
+                chatbridge::pyjson::to_string(&hello)
+            )
+        ),
+        "the idempotency key comes from the room and the exact payload"
     );
     let log = daemon.log();
     assert!(log.contains("subscribed"), "the log is captured");

@@ -498,7 +498,7 @@ async fn garbage_on_the_channels_is_skipped_and_the_daemon_keeps_going() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_is_never_routed_back_to_its_origin() {
+async fn only_what_chatbridge_wrote_is_kept_from_its_origin_link() {
     let redis = RedisServer::start();
     let audit = Receiver::start().await;
     let slackish = Receiver::start().await;
@@ -510,18 +510,36 @@ async fn an_event_is_never_routed_back_to_its_origin() {
     wait_ready(&daemon);
     let mut con = redis.connection().await;
 
-    let mut relayed = seed::create_message(json!(7), "bob", "from slack", Some("general"));
-    relayed["origin"] = json!("slackish");
-    publish_raw_message(&mut con, &relayed).await;
+    // What chatbridge writes on behalf of a link (inbound): never sent back to that link.
+    let store = chatbridge::store::Store::connect(redis.client(), Default::default())
+        .await
+        .expect("store");
+    let origin: serde_json::Map<String, Value> = [("origin".to_owned(), json!("slackish"))]
+        .into_iter()
+        .collect();
+    let bridged = store
+        .send(
+            "general",
+            &chatbridge::model::UserId::Text("U7".into()),
+            "bob",
+            "from slack",
+            origin,
+        )
+        .await
+        .expect("send");
+    // A chat user writing `origin` to hide a message from a link: delivered like any message.
+    let mut forged = seed::create_message(json!(7), "mallory", "hidden?", Some("general"));
+    forged["origin"] = json!("audit");
+    publish_raw_message(&mut con, &forged).await;
     let marker = seed::send_message(&mut con, "general", json!(1), "a", "marker").await;
 
-    let got = audit.wait_for(2, WAIT).await;
-    assert_eq!(events(&got[0]), [relayed]);
-    assert_eq!(events(&got[1]), std::slice::from_ref(&marker));
-    // In-order delivery: had `slackish` been sent its own event, it would precede the marker.
-    let back = slackish.wait_for(1, WAIT).await;
-    assert_eq!(back.len(), 1, "{:?}", contents(&back));
-    assert_eq!(events(&back[0]), [marker]);
+    let got = audit.wait_for(3, WAIT).await;
+    assert_eq!(contents(&got), ["from slack", "hidden?", "marker"]);
+    // In-order delivery: had `slackish` been sent its own event, it would precede the others.
+    let back = slackish.wait_for(2, WAIT).await;
+    assert_eq!(contents(&back), ["hidden?", "marker"]);
+    assert_eq!(events(&back[1]), [marker]);
+    assert_eq!(bridged.content, "from slack");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

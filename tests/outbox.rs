@@ -34,6 +34,7 @@ fn message(id: &str, links: &[&str]) -> Enqueue {
         payload: format!(r#"{{"id": "{id}"}}"#),
         links: links.iter().map(|l| l.to_string()).collect(),
         dead: None,
+        origin: None,
     }
 }
 

@@ -96,7 +96,8 @@ async fn signed_requests_verify_with_the_reference_library() {
     let request = &receiver.wait_for(1, WAIT).await[0];
     assert_eq!(request.method, "POST");
     assert_eq!(request.path, "/hooks/signed");
-    assert_eq!(request.header("webhook-id"), Some("msg_m1"));
+    let expected = format!("msg_{}", message("m1").key());
+    assert_eq!(request.header("webhook-id"), Some(expected.as_str()));
     assert_eq!(request.json()["data"]["event"]["extra"][1], 2.5);
     assert!(
         request.body.windows(9).any(|w| w == b"[1, 2.50,"),

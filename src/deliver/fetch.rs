@@ -42,6 +42,14 @@ pub(super) async fn fetch(
             }
         };
         backoff.reset();
+        tracing::debug!(
+            link,
+            from = ?from,
+            entries = entries.len(),
+            first = entries.first().and_then(|e| e.as_ref().ok()).map(|o| o.event_id.as_str()),
+            last = entries.last().and_then(|e| e.as_ref().ok()).map(|o| o.event_id.as_str()),
+            "read the outbox"
+        );
         let last = entries.last().map(|entry| match entry {
             Ok(outbound) => outbound.entry_id.clone(),
             Err((id, _)) => id.clone(),

@@ -20,9 +20,6 @@ use crate::model::{Outbound, Scope};
 use crate::retry::Verdict;
 use crate::secret::{SecretUrl, WebhookSecret};
 
-/// The longest event id used as-is inside `webhook-id`; longer ones are hashed.
-const MAX_PLAIN_ID_LEN: usize = 128;
-
 /// A Standard Webhooks endpoint.
 pub struct Webhook {
     /// The link's configured name.
@@ -84,8 +81,8 @@ impl Webhook {
                 detail: "empty batch: nothing sent".into(),
             };
         }
-        let body = match render(batch) {
-            Ok(body) => body,
+        let (body, msg_id) = match render(batch) {
+            Ok(rendered) => rendered,
             Err(err) => {
                 return SendOutcome {
                     verdict: Verdict::Reject,
@@ -94,7 +91,6 @@ impl Webhook {
                 };
             }
         };
-        let msg_id = message_id(batch);
         let timestamp = Utc::now().timestamp();
         let mut request = self
             .client
@@ -113,42 +109,61 @@ impl Webhook {
     }
 }
 
-/// The request body: one event's envelope, or a `chat.batch` of them (timestamped by the first).
-fn render(batch: &[Outbound]) -> Result<Vec<u8>, serde_json::Error> {
-    match batch {
-        [single] => serde_json::to_vec(&envelope(single)),
+/// The request body, one event's envelope or a `chat.batch` of them (timestamped by the
+/// first), and its `webhook-id`.
+fn render(batch: &[Outbound]) -> Result<(Vec<u8>, String), serde_json::Error> {
+    let mut ids: Vec<String> = batch.iter().map(event_id).collect();
+    let msg_id = batch_id(&ids);
+    let body = match batch {
+        [single] => serde_json::to_vec(&envelope(single, msg_id.clone()))?,
         _ => serde_json::to_vec(&Envelope {
+            id: msg_id.clone(),
             kind: "chat.batch".into(),
             timestamp: batch.first().map(rfc3339).unwrap_or_default(),
-            data: batch.iter().map(envelope).collect::<Vec<_>>(),
-        }),
-    }
+            data: batch
+                .iter()
+                .zip(ids.drain(..))
+                .map(|(item, id)| envelope(item, id))
+                .collect::<Vec<_>>(),
+        })?,
+    };
+    Ok((body, msg_id))
 }
 
-/// The idempotency key, stable across retries: `msg_<event_id>` for one event,
-/// `msg_batch_<first event_id>_<count>` for a batch.
+/// [`batch_id`] of a batch.
+#[cfg(test)]
 fn message_id(batch: &[Outbound]) -> String {
-    let first = batch.first().map_or("", |item| item.event_id.as_str());
-    match batch.len() {
-        1 => format!("msg_{}", header_safe(first)),
-        count => format!("msg_batch_{}_{count}", header_safe(first)),
+    batch_id(&batch.iter().map(event_id).collect::<Vec<_>>())
+}
+
+/// The idempotency key (`webhook-id`), stable across retries, restarts and replays: `msg_<key>` for one
+/// event (its [`Outbound::key`], derived from its room or DM and exact payload, never from an
+/// id a client chose); `msg_batch_<hash of its events' keys>` for a batch, whose items each
+/// carry their own `msg_<key>` as `id`, so a receiver de-duplicates a batch item by item.
+fn batch_id(ids: &[String]) -> String {
+    match ids {
+        [single] => single.clone(),
+        _ => {
+            let mut hash = Sha256::new();
+            for id in ids {
+                hash.update(id.as_bytes());
+                hash.update(b"\n");
+            }
+            format!("msg_batch_{}", hex::encode(&hash.finalize()[..16]))
+        }
     }
 }
 
-/// Event ids come from outside: use them as they are when they are short and plain, otherwise a
-/// hash of them (still stable, always a valid header value).
-fn header_safe(id: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    if !id.is_empty() && id.len() <= MAX_PLAIN_ID_LEN && id.chars().all(plain) {
-        return id.to_owned();
-    }
-    let digest = Sha256::digest(id.as_bytes());
-    format!("h{}", hex::encode(&digest[..16]))
+/// One event's idempotency key.
+fn event_id(item: &Outbound) -> String {
+    format!("msg_{}", item.key())
 }
 
 /// The Standard Webhooks payload shape.
 #[derive(Serialize)]
 struct Envelope<D> {
+    /// The same idempotency key as `webhook-id` (for a batch item: that event's own).
+    id: String,
     /// `chat.<kind>` (`chat.message`, `chat.notice`, …) or `chat.batch`.
     #[serde(rename = "type")]
     kind: String,
@@ -180,7 +195,7 @@ enum EventJson<'a> {
     Text(&'a str),
 }
 
-fn envelope(item: &Outbound) -> Envelope<EventData<'_>> {
+fn envelope(item: &Outbound, id: String) -> Envelope<EventData<'_>> {
     let (room, dm) = match &item.scope {
         Scope::Room(room) => (Some(room.as_str()), None),
         Scope::Dm(a, b) => (None, Some([a.as_str(), b.as_str()])),
@@ -190,6 +205,7 @@ fn envelope(item: &Outbound) -> Envelope<EventData<'_>> {
         Err(_) => EventJson::Text(&item.payload),
     };
     Envelope {
+        id,
         kind: format!("chat.{}", item.kind.as_str()),
         timestamp: rfc3339(item),
         data: EventData { room, dm, event },
@@ -230,16 +246,20 @@ mod tests {
     }
 
     fn rendered(batch: &[Outbound]) -> String {
-        String::from_utf8(render(batch).unwrap()).unwrap()
+        let (body, id) = render(batch).unwrap();
+        assert_eq!(id, message_id(batch));
+        String::from_utf8(body).unwrap()
     }
 
     #[test]
     fn one_room_event_embeds_the_payload_verbatim() {
-        let body = rendered(&[room_message("3f1c")]);
+        let item = room_message("3f1c");
+        let body = rendered(std::slice::from_ref(&item));
+        let id = format!("msg_{}", item.key());
         assert_eq!(
             body,
             format!(
-                r#"{{"type":"chat.message","timestamp":"2026-11-27T20:12:21.123Z","data":{{"room":"general","event":{MESSAGE}}}}}"#
+                r#"{{"id":"{id}","type":"chat.message","timestamp":"2026-11-27T20:12:21.123Z","data":{{"room":"general","event":{MESSAGE}}}}}"#
             )
         );
     }
@@ -294,28 +314,53 @@ mod tests {
     }
 
     #[test]
-    fn several_events_become_one_ordered_batch() {
-        let batch = [room_message("a"), room_message("b"), room_message("c")];
-        let body = rendered(&batch);
-        let single = rendered(&batch[..1]);
-        assert_eq!(
-            body,
-            format!(
-                r#"{{"type":"chat.batch","timestamp":"2026-11-27T20:12:21.123Z","data":[{single},{single},{single}]}}"#
+    fn several_events_become_one_ordered_batch_whose_items_keep_their_own_ids() {
+        let other = |n: &str| {
+            let kind = OutboundKind::Event(EventKind::Message);
+            outbound(
+                n,
+                Scope::Room("general".into()),
+                kind,
+                &MESSAGE.replace("hi", n),
             )
-        );
-        assert_eq!(message_id(&batch), "msg_batch_a_3");
-        assert_eq!(message_id(&batch[1..2]), "msg_b");
+        };
+        let batch = [other("a"), other("b"), other("c")];
+        let body: Value = serde_json::from_str(&rendered(&batch)).unwrap();
+        assert_eq!(body["type"], "chat.batch");
+        assert_eq!(body["id"], message_id(&batch));
+        for (item, sent) in batch.iter().zip(body["data"].as_array().unwrap()) {
+            let single: Value =
+                serde_json::from_str(&rendered(std::slice::from_ref(item))).unwrap();
+            assert_eq!(
+                *sent, single,
+                "a batch item is the event's own body, id included"
+            );
+            assert_eq!(sent["id"], message_id(std::slice::from_ref(item)));
+        }
+        assert!(message_id(&batch).starts_with("msg_batch_"));
+        assert_ne!(message_id(&batch), message_id(&batch[..2]));
     }
 
     #[test]
-    fn odd_event_ids_are_hashed_into_valid_stable_header_values() {
-        let odd = room_message("id with spaces\nand newline");
-        let id = message_id(std::slice::from_ref(&odd));
-        assert!(id.starts_with("msg_h") && id.len() == 4 + 33, "{id}");
-        assert_eq!(id, message_id(&[odd]));
-        assert!(message_id(&[room_message(&"x".repeat(500))]).len() < 40);
-        assert_eq!(message_id(&[room_message("h-0f3a")]), "msg_h-0f3a");
+    fn ids_come_from_the_room_and_payload_not_from_what_a_client_chose() {
+        let kind = OutboundKind::Event(EventKind::Message);
+        let general = outbound("same", Scope::Room("general".into()), kind, MESSAGE);
+        let random = outbound("same", Scope::Room("random".into()), kind, MESSAGE);
+        let id = |item: &Outbound| message_id(std::slice::from_ref(item));
+        assert_ne!(
+            id(&general),
+            id(&random),
+            "the same message id in two rooms"
+        );
+        let mut retried = general.clone();
+        retried.entry_id = "9-0".into();
+        assert_eq!(
+            id(&general),
+            id(&retried),
+            "stable across retries and replays"
+        );
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_');
+        assert!(id(&general).chars().all(valid), "{}", id(&general));
     }
 
     /// One loopback endpoint that records the headers and body of each request, answering 200.
@@ -365,16 +410,18 @@ mod tests {
         assert_eq!(outcome.status, Some(200));
 
         let (headers, body) = requests.recv().await.unwrap();
-        assert_eq!(body, render(&[room_message("3f1c")]).unwrap());
+        let (expected, id) = render(&[room_message("3f1c")]).unwrap();
+        assert_eq!(body, expected);
         assert_eq!(header(&headers, "content-type"), "application/json");
-        assert_eq!(header(&headers, "webhook-id"), "msg_3f1c");
+        assert_eq!(header(&headers, "webhook-id"), id);
+        assert!(id.starts_with("msg_h-"), "{id}");
         assert!(header(&headers, "user-agent").starts_with("chatbridge/"));
         let timestamp = header(&headers, "webhook-timestamp");
         let now = Utc::now().timestamp();
         assert!(now.abs_diff(timestamp.parse().unwrap()) <= 5);
         let signature = header(&headers, "webhook-signature");
         assert_eq!(
-            verify(&secret, "msg_3f1c", timestamp, signature, &body, now),
+            verify(&secret, &id, timestamp, signature, &body, now),
             Ok(())
         );
     }
@@ -387,7 +434,7 @@ mod tests {
         let batch = [room_message("a"), room_message("b")];
         assert_eq!(link.send(&batch).await.verdict, Verdict::Delivered);
         let (headers, body) = requests.recv().await.unwrap();
-        assert_eq!(header(&headers, "webhook-id"), "msg_batch_a_2");
+        assert_eq!(header(&headers, "webhook-id"), message_id(&batch));
         assert!(!header(&headers, "webhook-timestamp").is_empty());
         assert!(headers.get("webhook-signature").is_none());
         let body: Value = serde_json::from_slice(&body).unwrap();

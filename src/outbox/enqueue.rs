@@ -7,7 +7,9 @@ use std::time::Duration;
 use chrono::Utc;
 use redis::AsyncCommands;
 
-use super::{Outbox, Result, checkpoint_key, dlq_key, kind_seen_key, link_key, outbox_key};
+use super::{
+    Outbox, Result, bridged_key, checkpoint_key, dlq_key, kind_seen_key, link_key, outbox_key,
+};
 use crate::model::{EventKind, OutboundKind, Scope};
 
 /// One event to put in the outboxes of `links`.
@@ -27,6 +29,10 @@ pub struct Enqueue {
     /// Set for a history entry that cannot be relayed (too large to read, or not a message):
     /// it goes to the links' dead-letter streams with this reason instead of their outboxes.
     pub dead: Option<String>,
+    /// The link the event's `origin` field names, when it is one of `links`: a claim that the
+    /// event came from that link, honoured (the link skipped, no echo) only if chatbridge
+    /// itself recorded writing the event ([`bridged_key`]); anyone can write an `origin`.
+    pub origin: Option<String>,
 }
 
 /// What one enqueue call did.
@@ -88,9 +94,11 @@ impl Default for Caps {
     }
 }
 
-/// Per event (`seen`, `key`, `id`, `scope`, `kind`, `payload`, `dead`, `n`, `n` stream keys):
-/// add `key` to the scope's seen set (score: Redis time in µs); only if it was new, append the
-/// event to each stream (an outbox, or with `dead` set a dead-letter stream). Then: set the
+/// Per event (`seen`, `key`, `id`, `scope`, `kind`, `payload`, `dead`, `origin`, `bridged`, `n`,
+/// `n` stream keys): add `key` to the scope's seen set (score: Redis time in µs); only if it was
+/// new, append the event to each stream (an outbox, or with `dead` set a dead-letter stream),
+/// except to the `origin` link's outbox when chatbridge recorded writing the event (`key` in
+/// the scope's `bridged` set). Then: set the
 /// checkpoints, prune and cap the seen sets, expire idle DM keys, and trim each touched
 /// outbox to its length and age caps, counting what was dropped in the link's stats.
 pub(super) const ENQUEUE: &str = r#"
@@ -104,12 +112,19 @@ local i = 6
 for _ = 1, tonumber(ARGV[5]) do
   local seen, key, id = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]
   local scope, kind, payload, dead = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  local n = tonumber(ARGV[i + 7])
+  local origin, bridged = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
+  local n = tonumber(ARGV[i + 9])
   seq = seq + 1
   if redis.call('ZADD', seen, 'NX', now + seq, key) == 1 then
+    local skip = 0
+    if origin > 0 and redis.call('ZSCORE', KEYS[bridged], key) then
+      skip = origin
+    end
     for j = 1, n do
-      local stream = tonumber(ARGV[i + 7 + j])
-      if dead == '' then
+      local stream = tonumber(ARGV[i + 9 + j])
+      if stream == skip then
+        -- chatbridge wrote it on behalf of this link: never send it back (no echo)
+      elseif dead == '' then
         redis.call('XADD', KEYS[stream], '*',
           'id', id, 'scope', scope, 'kind', kind, 'at', at, 'payload', payload)
         touched[stream] = true
@@ -123,7 +138,7 @@ for _ = 1, tonumber(ARGV[5]) do
   else
     dup = dup + 1
   end
-  i = i + 8 + n
+  i = i + 10 + n
 end
 for _ = 1, tonumber(ARGV[i]) do
   redis.call('SET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2])
@@ -258,8 +273,14 @@ impl Outbox {
                 .arg(&channel)
                 .arg(event.kind.as_str())
                 .arg(&event.payload)
-                .arg(event.dead.as_deref().unwrap_or(""))
-                .arg(event.links.len());
+                .arg(event.dead.as_deref().unwrap_or(""));
+            match &event.origin {
+                Some(origin) if event.dead.is_none() => invocation
+                    .arg(keys.get(outbox_key(origin)))
+                    .arg(keys.get(bridged_key(&event.scope))),
+                _ => invocation.arg(0).arg(0),
+            };
+            invocation.arg(event.links.len());
             for link in &event.links {
                 let stream = match event.dead {
                     None => outbox_key(link),

@@ -10,6 +10,8 @@
 //! - `chatbridge:seen:{channel}:signals`: the same for signals, the most recent only;
 //! - `chatbridge:checkpoint:{channel}`: STRING, how far catch-up has read the scope's history
 //!   (see [`crate::catchup`]); DM keys expire when the conversation is idle;
+//! - `chatbridge:bridged:{channel}`: ZSET of the keys of events chatbridge wrote on behalf of a
+//!   link (the only ones whose `origin` is trusted), the most recent 10,000;
 //! - `chatbridge:link:{link}`: HASH of delivery stats, the `disabled` reason, if any, the
 //!   count of events `dropped` over the outbox caps, and the failure state: `failing_since`
 //!   and `last_error` while the link fails as a whole, `event_failing_since:{entry id}`
@@ -62,6 +64,12 @@ pub fn dlq_key(link: &str) -> String {
 
 pub(crate) fn link_key(link: &str) -> String {
     format!("chatbridge:link:{link}")
+}
+
+/// The payload keys of events chatbridge itself wrote into a scope on behalf of a link (the
+/// only events whose `origin` is honoured), scored by when (Unix ms).
+pub fn bridged_key(scope: &Scope) -> String {
+    format!("chatbridge:bridged:{}", scope.channel())
 }
 
 /// How far catch-up has read a scope's history.
