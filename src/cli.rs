@@ -370,6 +370,7 @@ fn as_outbound(scope: &Scope, payload: String) -> Outbound {
     Outbound {
         entry_id: String::new(),
         event_id: String::new(),
+        key: String::new(),
         scope: scope.clone(),
         kind,
         payload,

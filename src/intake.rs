@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catchup::{CatchUp, Limits, Pass, Watched, enqueue_pass};
 use crate::decode::Decoder;
-use crate::model::{EventKind, OutboundKind, Scope};
+use crate::model::{EventKind, OutboundKind, Scope, content_id};
 use crate::outbox::{Enqueue, Enqueued, Outbox, OutboxError};
 use crate::retry::Backoff;
 use crate::route::{Routes, origin_among};
@@ -185,7 +185,7 @@ impl Intake {
             return None;
         }
         Some(Enqueue {
-            key: received.key(),
+            key: content_id(channel, &received.raw),
             event_id: received.event_id(),
             scope: received.scope,
             kind,
@@ -350,11 +350,15 @@ impl<'a> Retry<'a> {
 
 /// Records the scopes that got live messages (cloning a scope only the first time).
 fn note_touched(touched: &mut HashSet<Scope>, events: &[Enqueue]) {
+    let mut last: Option<&Scope> = None;
     for event in events {
-        if event.kind == OutboundKind::Event(EventKind::Message) && !touched.contains(&event.scope)
-        {
+        if event.kind != OutboundKind::Event(EventKind::Message) || last == Some(&event.scope) {
+            continue;
+        }
+        if !touched.contains(&event.scope) {
             touched.insert(event.scope.clone());
         }
+        last = Some(&event.scope);
     }
 }
 

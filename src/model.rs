@@ -639,8 +639,13 @@ impl OutboundKind {
 pub struct Outbound {
     /// The Redis Stream entry id in the link's outbox: what gets acknowledged.
     pub entry_id: String,
-    /// The stable event id (message `id` or content hash): the webhook idempotency key.
+    /// The event's id as shown to operators (message `id`, or `key`).
     pub event_id: String,
+    /// The event's key: a hash of its room or DM and its exact payload, computed once when
+    /// the intake enqueued it and stored with it. Stable across retries, restarts and
+    /// dead-letter replays, distinct for the same message `id` in two rooms: receivers
+    /// de-duplicate on it ([`Outbound::key_of`] for entries stored without one).
+    pub key: String,
     pub scope: Scope,
     pub kind: OutboundKind,
     /// The event's JSON exactly as published (or the notice's JSON), relayed verbatim.
@@ -650,11 +655,9 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// The event's key: a hash of its room or DM and its exact payload, as the intake
-    /// computed it when it enqueued the event. Stable across retries, restarts and dead-letter
-    /// replays, distinct for the same message `id` in two rooms: receivers de-duplicate on it.
-    pub fn key(&self) -> String {
-        content_id(&self.scope.channel(), &self.payload)
+    /// The key of an event in `scope` with this payload (what the intake computes).
+    pub fn key_of(scope: &Scope, payload: &str) -> String {
+        content_id(&scope.channel(), payload)
     }
 }
 

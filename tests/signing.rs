@@ -19,14 +19,17 @@ const TOKEN: &str = "T0KEN-d0-not-leak";
 const WAIT: Duration = Duration::from_secs(10);
 
 fn message(id: &str) -> Outbound {
+    let scope = Scope::Room("general".into());
+    let payload = format!(
+        r#"{{"id": "{id}", "user_id": 1001, "username": "alice", "content": "héllo \"there\"", "room": "general", "timestamp": "2026-11-27T20:12:21", "type": "message", "extra": [1, 2.50, null]}}"#
+    );
     Outbound {
         entry_id: "1-0".into(),
         event_id: id.into(),
-        scope: Scope::Room("general".into()),
+        key: Outbound::key_of(&scope, &payload),
+        scope,
         kind: OutboundKind::Event(EventKind::Message),
-        payload: format!(
-            r#"{{"id": "{id}", "user_id": 1001, "username": "alice", "content": "héllo \"there\"", "room": "general", "timestamp": "2026-11-27T20:12:21", "type": "message", "extra": [1, 2.50, null]}}"#
-        ),
+        payload,
         enqueued_at: chrono::Utc::now(),
     }
 }
@@ -96,7 +99,7 @@ async fn signed_requests_verify_with_the_reference_library() {
     let request = &receiver.wait_for(1, WAIT).await[0];
     assert_eq!(request.method, "POST");
     assert_eq!(request.path, "/hooks/signed");
-    let expected = format!("msg_{}", message("m1").key());
+    let expected = format!("msg_{}", message("m1").key);
     assert_eq!(request.header("webhook-id"), Some(expected.as_str()));
     assert_eq!(request.json()["data"]["event"]["extra"][1], 2.5);
     assert!(

@@ -125,6 +125,7 @@ mod tests {
         Outbound {
             entry_id: "1-0".into(),
             event_id: "e1".into(),
+            key: Outbound::key_of(&scope, payload),
             scope,
             kind,
             payload: payload.into(),

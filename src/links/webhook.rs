@@ -156,7 +156,7 @@ fn batch_id(ids: &[String]) -> String {
 
 /// One event's idempotency key.
 fn event_id(item: &Outbound) -> String {
-    format!("msg_{}", item.key())
+    format!("msg_{}", item.key)
 }
 
 /// The Standard Webhooks payload shape.
@@ -232,6 +232,7 @@ mod tests {
         Outbound {
             entry_id: "1-0".into(),
             event_id: event_id.into(),
+            key: Outbound::key_of(&scope, payload),
             scope,
             kind,
             payload: payload.into(),
@@ -255,7 +256,7 @@ mod tests {
     fn one_room_event_embeds_the_payload_verbatim() {
         let item = room_message("3f1c");
         let body = rendered(std::slice::from_ref(&item));
-        let id = format!("msg_{}", item.key());
+        let id = format!("msg_{}", item.key);
         assert_eq!(
             body,
             format!(
@@ -354,6 +355,10 @@ mod tests {
         );
         let mut retried = general.clone();
         retried.entry_id = "9-0".into();
+        assert_eq!(
+            general.key,
+            Outbound::key_of(&general.scope, &general.payload)
+        );
         assert_eq!(
             id(&general),
             id(&retried),

@@ -185,6 +185,7 @@ impl DeadLetter {
 fn entry_fields(entry: &Outbound) -> Vec<(&'static str, String)> {
     vec![
         ("id", entry.event_id.clone()),
+        ("key", entry.key.clone()),
         ("scope", entry.scope.channel()),
         ("kind", entry.kind.as_str().to_owned()),
         ("at", entry.enqueued_at.timestamp_millis().to_string()),

@@ -126,11 +126,11 @@ for _ = 1, tonumber(ARGV[5]) do
         -- chatbridge wrote it on behalf of this link: never send it back (no echo)
       elseif dead == '' then
         redis.call('XADD', KEYS[stream], '*',
-          'id', id, 'scope', scope, 'kind', kind, 'at', at, 'payload', payload)
+          'id', id, 'key', key, 'scope', scope, 'kind', kind, 'at', at, 'payload', payload)
         touched[stream] = true
       else
         redis.call('XADD', KEYS[stream], '*',
-          'id', id, 'scope', scope, 'kind', kind, 'at', at, 'payload', payload,
+          'id', id, 'key', key, 'scope', scope, 'kind', kind, 'at', at, 'payload', payload,
           'status', '', 'detail', dead, 'failed_at', failed_at)
       end
     end

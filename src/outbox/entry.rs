@@ -98,12 +98,16 @@ pub(super) fn outbound_from_fields(
     let kind = OutboundKind::parse(kind).ok_or_else(|| missing("valid kind"))?;
     let at: i64 = f.get("at").and_then(|a| a.parse().ok()).unwrap_or(0);
     let enqueued_at: DateTime<Utc> = Utc.timestamp_millis_opt(at).single().unwrap_or_default();
+    let payload = f.remove("payload").ok_or_else(|| missing("payload"))?;
     Ok(Outbound {
         entry_id,
         event_id: f.remove("id").ok_or_else(|| missing("id"))?,
+        key: f
+            .remove("key")
+            .unwrap_or_else(|| Outbound::key_of(&scope, &payload)),
         scope,
         kind,
-        payload: f.remove("payload").ok_or_else(|| missing("payload"))?,
+        payload,
         enqueued_at,
     })
 }
