@@ -668,9 +668,12 @@ pub fn content_id(channel: &str, raw: impl AsRef<[u8]>) -> String {
     hash.update(b"\n");
     hash.update(raw.as_ref());
     let digest = hash.finalize();
+    let mut hex = [0u8; 32];
+    // 16 bytes always fit 32 hex digits, which are ASCII.
+    let _ = hex::encode_to_slice(&digest[..16], &mut hex);
     let mut id = String::with_capacity(2 + 32);
     id.push_str("h-");
-    id.push_str(&hex::encode(&digest[..16]));
+    id.push_str(std::str::from_utf8(&hex).unwrap_or_default());
     id
 }
 

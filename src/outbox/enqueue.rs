@@ -257,9 +257,15 @@ impl Outbox {
             - i64::try_from(caps.outbox_max_age.as_millis()).unwrap_or(i64::MAX);
         let mut keys = Keys::default();
         let mut invocation = self.script.prepare_invoke();
+        // Only dead letters carry `failed_at`: no date formatting on the hot path.
+        let failed_at = if events.iter().any(|e| e.dead.is_some()) {
+            now.to_rfc3339()
+        } else {
+            String::new()
+        };
         invocation
             .arg(now.timestamp_millis())
-            .arg(now.to_rfc3339())
+            .arg(failed_at)
             .arg(caps.outbox_max_len)
             .arg(min_id.max(0))
             .arg(events.len());

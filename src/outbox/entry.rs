@@ -38,7 +38,9 @@ pub(super) fn read_reply(reply: Value) -> Result<Vec<Entry>> {
 pub(super) fn range_reply(reply: Value) -> Result<Vec<Entry>> {
     if let Ok(range) = StreamRangeReply::from_redis_value_ref(&reply) {
         let ids = range.ids.into_iter();
-        return Ok(ids.filter_map(|id| Entry::new(id.id, id.map)).collect());
+        return Ok(ids
+            .filter_map(|id| Entry::new(id.id, id.map.into_iter()))
+            .collect());
     }
     let raw: Vec<(String, Value)> = from_reply(reply)?;
     Ok(raw.into_iter().filter_map(Entry::from_raw).collect())
@@ -51,24 +53,36 @@ fn from_reply<T: FromRedisValue>(reply: Value) -> Result<T> {
 impl Entry {
     /// `None` for an entry without fields: XADD always writes some, so it was deleted while
     /// pending (XREADGROUP answers such an entry with nil fields).
-    fn new(id: String, map: HashMap<String, Value>) -> Option<Self> {
-        if map.is_empty() {
+    fn new(id: String, pairs: impl ExactSizeIterator<Item = (String, Value)>) -> Option<Self> {
+        if pairs.len() == 0 {
             return None;
         }
-        let fields = map
-            .into_iter()
-            .map(|(name, value)| match String::from_redis_value(value) {
-                Ok(text) => Ok((name, text)),
-                Err(_) => Err(format!("field `{name}` is not UTF-8 text")),
-            })
-            .collect();
-        Some(Self { id, fields })
+        let mut fields = HashMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            match String::from_redis_value(value) {
+                Ok(text) => {
+                    fields.insert(name, text);
+                }
+                Err(_) => {
+                    let why = format!("field `{name}` is not UTF-8 text");
+                    return Some(Self {
+                        id,
+                        fields: Err(why),
+                    });
+                }
+            }
+        }
+        Some(Self {
+            id,
+            fields: Ok(fields),
+        })
     }
 
-    /// An entry whose fields the typed reply could not take: converted on its own.
+    /// One entry of a reply: its fields converted as a flat list of pairs (no intermediate
+    /// map), on their own so a damaged entry stays in its place.
     fn from_raw((id, fields): (String, Value)) -> Option<Self> {
-        match HashMap::<String, Value>::from_redis_value(fields) {
-            Ok(map) => Self::new(id, map),
+        match Vec::<(String, Value)>::from_redis_value(fields) {
+            Ok(pairs) => Self::new(id, pairs.into_iter()),
             Err(_) => Some(Self {
                 id,
                 fields: Err("field names are not UTF-8 text".to_owned()),
