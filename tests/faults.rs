@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chatbridge::pyjson;
 use common::daemon::{ConfigDir, Daemon, cli};
@@ -17,6 +17,7 @@ use common::outbox::wait_drained;
 use common::receiver::{Receiver, Recorded, Reply};
 use common::redis::RedisServer;
 use common::seed;
+use common::wait::eventually;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
@@ -74,25 +75,6 @@ fn contents(requests: &[Recorded]) -> Vec<String> {
             other => panic!("event without text content: {other} in {event}"),
         })
         .collect()
-}
-
-/// Polls `probe` until it yields a value; panics naming `what` after `timeout`.
-async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn xlen(con: &mut MultiplexedConnection, key: &str) -> usize {

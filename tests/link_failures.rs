@@ -9,13 +9,14 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon::{ConfigDir, Daemon, cli};
 use common::outbox::wait_drained;
 use common::receiver::{Receiver, Recorded, Reply};
 use common::redis::RedisServer;
 use common::seed;
+use common::wait::eventually;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
@@ -55,21 +56,6 @@ fn contents(requests: &[Recorded]) -> Vec<String> {
             }
         })
         .collect()
-}
-
-/// Polls `probe` until it yields a value; panics naming `what` after [`WAIT`].
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Runs a one-shot CLI command off the async workers; returns (exit code, stdout, stderr).
@@ -179,7 +165,7 @@ async fn a_401_outage_is_retried_in_order_shown_failing_and_never_dead_lettered(
     send_all(&mut con, &sent).await;
 
     let first = receiver.wait_for(1, WAIT).await[0].arrived;
-    let line = eventually("outbox to show the link failing", async || {
+    let line = eventually("outbox to show the link failing", WAIT, async || {
         failing_line(&cli_config).await
     })
     .await;
@@ -200,7 +186,7 @@ async fn a_401_outage_is_retried_in_order_shown_failing_and_never_dead_lettered(
     );
     receiver.respond_with(Reply::status(200));
 
-    eventually("every message to be accepted", async || {
+    eventually("every message to be accepted", WAIT, async || {
         (contents(&receiver.requests()).last() == sent.last()).then_some(())
     })
     .await;
@@ -208,7 +194,7 @@ async fn a_401_outage_is_retried_in_order_shown_failing_and_never_dead_lettered(
     let tries = assert_retried_in_place(&contents(&receiver.requests()), &sent);
     assert!(tries >= 3, "m0 was tried {tries} times in 3 s");
     assert_eq!(xlen(&mut con, DLQ).await, 0, "a 401 dead-letters nothing");
-    eventually("the failing mark to be cleared", async || {
+    eventually("the failing mark to be cleared", WAIT, async || {
         failing_line(&cli_config).await.is_none().then_some(())
     })
     .await;
@@ -241,13 +227,13 @@ async fn connection_refused_is_retried_in_order_until_a_receiver_listens() {
     let sent = numbered("c", 5);
     send_all(&mut con, &sent).await;
 
-    let line = eventually("outbox to show the link failing", async || {
+    let line = eventually("outbox to show the link failing", WAIT, async || {
         failing_line(&cli_config).await
     })
     .await;
     assert!(line.contains("connect error"), "{line}");
     assert!(!line.contains(TOKEN), "{line}");
-    eventually("the refused attempts to be logged", async || {
+    eventually("the refused attempts to be logged", WAIT, async || {
         let log = daemon.log();
         log.contains("send failed, will retry").then_some(())
     })
@@ -266,7 +252,7 @@ async fn connection_refused_is_retried_in_order_until_a_receiver_listens() {
     assert_eq!(contents(&receiver.requests()), sent, "each once, in order");
     assert_eq!(got[0].path, format!("/hook/{TOKEN}"));
     assert_eq!(xlen(&mut con, DLQ).await, 0);
-    eventually("the failing mark to be cleared", async || {
+    eventually("the failing mark to be cleared", WAIT, async || {
         failing_line(&cli_config).await.is_none().then_some(())
     })
     .await;
@@ -320,7 +306,7 @@ async fn an_event_failing_with_500_is_given_up_after_give_up_after_and_delivery_
     let sent: Vec<String> = ["a", "poison", "b", "c"].map(str::to_owned).into();
     send_all(&mut con, &sent).await;
 
-    eventually("c to be delivered after the poison", async || {
+    eventually("c to be delivered after the poison", WAIT, async || {
         (contents(&receiver.requests()).last().map(String::as_str) == Some("c")).then_some(())
     })
     .await;
@@ -416,7 +402,7 @@ fn outbox_entry(content: &str) -> Vec<(&'static str, String)> {
 
 /// The id of the worker's reader connection once it is blocked in `XREADGROUP`.
 async fn blocked_reader(con: &mut MultiplexedConnection) -> String {
-    eventually("the reader to block in XREADGROUP", async || {
+    eventually("the reader to block in XREADGROUP", WAIT, async || {
         let clients: String = redis::cmd("CLIENT")
             .arg("LIST")
             .query_async(con)
@@ -479,7 +465,7 @@ async fn killing_the_reader_connection_mid_read_skips_nothing() {
         "every kill hit the reader"
     );
 
-    eventually("every message to arrive", async || {
+    eventually("every message to arrive", WAIT, async || {
         (receiver.requests().len() >= TOTAL).then_some(())
     })
     .await;

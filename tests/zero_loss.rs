@@ -14,6 +14,7 @@ use common::outbox::wait_drained;
 use common::receiver::{Receiver, Recorded};
 use common::redis::RedisServer;
 use common::seed;
+use common::wait::eventually;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
@@ -409,14 +410,10 @@ async fn garbage_in_history_is_skipped_not_a_wall() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_surrogate_is_relayed_verbatim() {
     let (receiver, _redis, _daemon) = downtime_case(Odd::LoneSurrogate, &[]).await;
-    let deadline = Instant::now() + WAIT;
-    while message_contents(&receiver).len() < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "the lone-surrogate message never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the lone-surrogate message", WAIT, async || {
+        (message_contents(&receiver).len() >= 4).then_some(())
+    })
+    .await;
     let last = receiver.requests().last().cloned().expect("a request");
     let body = String::from_utf8_lossy(&last.body).into_owned();
     assert!(body.contains(r#""content": "broken \ud83d""#), "{body}");
@@ -493,28 +490,21 @@ async fn a_publish_only_bot_causes_no_replay_and_no_notice() {
     }
     let _: () = pipe.query_async(&mut con).await.unwrap();
     let total = 40 + 2 * 2500;
-    let deadline = Instant::now() + WAIT;
-    while delivered(&receiver).len() < total {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {total} arrived",
-            delivered(&receiver).len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("every event", WAIT, async || {
+        (delivered(&receiver).len() >= total).then_some(())
+    })
+    .await;
     wait_drained(&mut con, "audit").await;
     let dir = daemon.crash();
     let daemon = Daemon::start_in(dir);
     wait_ready(&daemon);
     seed::send_message(&mut con, "general", json!(1), "a", "after restart").await;
-    let deadline = Instant::now() + WAIT;
-    while !message_contents(&receiver).contains(&"after restart".to_owned()) {
-        assert!(
-            Instant::now() < deadline,
-            "the message after the restart never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the message after the restart", WAIT, async || {
+        message_contents(&receiver)
+            .contains(&"after restart".to_owned())
+            .then_some(())
+    })
+    .await;
     assert_eq!(delivered(&receiver).len(), total + 1, "nothing replayed");
     assert_eq!(notices(&receiver), 0, "no false gap notice");
 }
@@ -559,15 +549,10 @@ async fn a_sweep_never_puts_a_stored_message_before_events_published_earlier() {
         }
     }
     let total = bursts * per_burst + bursts;
-    let deadline = Instant::now() + WAIT;
-    while delivered(&receiver).len() < total {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {total} arrived",
-            delivered(&receiver).len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("every event", WAIT, async || {
+        (delivered(&receiver).len() >= total).then_some(())
+    })
+    .await;
     let mut last_typing: Option<u64> = None;
     for (kind, event) in delivered(&receiver) {
         match kind.as_str() {
@@ -639,14 +624,12 @@ async fn a_live_payload_over_the_limit_is_skipped_unread_then_dead_lettered_from
     seed::send_message(&mut con, "general", json!(1), "a", "after").await;
     receiver.wait_for(1, WAIT).await;
     tokio::task::block_in_place(|| daemon.wait_for_log("oversized", 1, WAIT));
-    let deadline = Instant::now() + WAIT;
-    while dead_letters(&redis).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the oversized entry was never dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the oversized entry to be dead-lettered",
+        WAIT,
+        async || (!dead_letters(&redis).await.is_empty()).then_some(()),
+    )
+    .await;
     let dead = dead_letters(&redis).await;
     assert_eq!(dead.len(), 1);
     assert!(dead[0].contains("over the"), "{dead:?}");
@@ -693,7 +676,10 @@ async fn dms_begun_while_down_arrive_and_expired_dm_state_replays_nothing() {
     receiver.wait_for(1, WAIT).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let ttl: i64 = con.ttl("chatbridge:checkpoint:chat:dm:1:2").await.unwrap();
-    assert!(ttl > 0, "DM catch-up state expires when idle (ttl {ttl})");
+    assert!(
+        (89 * 86_400..=90 * 86_400).contains(&ttl),
+        "DM catch-up state expires after 90 idle days (ttl {ttl})"
+    );
     let dir = daemon.crash();
     send_dm_aged(
         &mut con,
@@ -746,14 +732,10 @@ async fn dm_channels_are_subscribed_only_when_dms_are_mirrored() {
     let toml = config(&redis, &receiver, "", "[dms]\nlinks = [\"audit\"]\n");
     let daemon = Daemon::start(&toml);
     wait_ready(&daemon);
-    let deadline = Instant::now() + WAIT;
-    while numpat(&mut con).await != 2 {
-        assert!(
-            Instant::now() < deadline,
-            "rooms and DMs are never both subscribed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("rooms and DMs both subscribed", WAIT, async || {
+        (numpat(&mut con).await == 2).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

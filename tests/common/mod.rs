@@ -6,3 +6,4 @@ pub mod outbox;
 pub mod receiver;
 pub mod redis;
 pub mod seed;
+pub mod wait;
