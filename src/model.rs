@@ -142,6 +142,11 @@ impl Timestamp {
     /// (`Z`, `+00:00`, or any other offset, converted to UTC).
     pub fn parse(s: &str) -> Result<Self, EventError> {
         let bad = || EventError::BadTimestamp(s.chars().take(64).collect());
+        // `FromStr` reads the seed's form without interpreting a format string each time
+        // (this runs for every event); the explicit format is the fallback.
+        if let Ok(t) = s.parse::<NaiveDateTime>() {
+            return Ok(Self::from_naive(t));
+        }
         if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
             return Ok(Self::from_naive(t));
         }
