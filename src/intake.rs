@@ -294,18 +294,21 @@ impl Intake {
             "resolving a catch-up pass"
         );
         let mut retry = Retry::new("catch-up enqueue", events.len(), shutdown);
-        loop {
+        let added = loop {
             match enqueue_pass(&mut self.outbox, &events, &commit).await {
-                Ok(_) => break,
+                Ok(added) => break added,
                 Err(e) if retry.after(&e).await => {}
                 Err(_) => return,
             }
-        }
+        };
         state.resolved_in = Some(pending.session);
-        if summary.enqueued > 0 || summary.gaps > 0 {
+        // Held events are new (they were never enqueued); the rest came from history and had
+        // not been enqueued live.
+        let from_history = added.saturating_sub(held_count);
+        if from_history > 0 || summary.gaps > 0 {
             tracing::info!(
                 scopes = summary.scopes,
-                from_history = summary.enqueued,
+                from_history,
                 gaps = summary.gaps,
                 dead_lettered = summary.dead,
                 "caught up from history"
