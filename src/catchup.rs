@@ -774,25 +774,39 @@ fn gap_notice(scope: &Scope, routes: &Routes) -> Enqueue {
     }
 }
 
-/// Enqueues a resolved pass in script calls of bounded size, the commit with the last one.
+/// Enqueues a resolved pass in script calls of bounded size, then commits its checkpoints and
+/// prunes in calls of bounded size too (a scope's checkpoint only ever moves after its events
+/// are enqueued; a crash in between means a scope is read again, and its entries de-duplicated).
 pub async fn enqueue_pass(
     outbox: &mut Outbox,
     events: &[Enqueue],
     commit: &Commit,
 ) -> Result<usize, OutboxError> {
     const EVENTS_PER_CALL: usize = 500;
+    const SCOPES_PER_CALL: usize = 500;
     let mut added = 0;
-    let chunks: Vec<&[Enqueue]> = events.chunks(EVENTS_PER_CALL).collect();
-    let empty = Commit::default();
-    for (i, chunk) in chunks.iter().enumerate() {
-        let last = i + 1 == chunks.len();
+    for chunk in events.chunks(EVENTS_PER_CALL) {
         added += outbox
-            .enqueue_and_commit(chunk, if last { commit } else { &empty })
+            .enqueue_and_commit(chunk, &Commit::default())
             .await?
             .added;
     }
-    if chunks.is_empty() {
-        outbox.enqueue_and_commit(&[], commit).await?;
+    let checkpoints = commit.checkpoints.chunks(SCOPES_PER_CALL);
+    let prunes = commit.prune.chunks(SCOPES_PER_CALL);
+    let calls = checkpoints.len().max(prunes.len()).max(1);
+    let (mut checkpoints, mut prunes) = (checkpoints, prunes);
+    for call in 0..calls {
+        let part = Commit {
+            checkpoints: checkpoints.next().map(<[_]>::to_vec).unwrap_or_default(),
+            prune: prunes.next().map(<[_]>::to_vec).unwrap_or_default(),
+            // The DM watermark moves once every scope of the pass is committed.
+            marks: if call + 1 == calls {
+                commit.marks.clone()
+            } else {
+                Vec::new()
+            },
+        };
+        outbox.enqueue_and_commit(&[], &part).await?;
     }
     Ok(added)
 }

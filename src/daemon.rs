@@ -94,7 +94,7 @@ async fn start(
         parts.spawn(format!("worker {name}"), worker.run());
     }
     let (feed_tx, feed_rx) = mpsc::channel(FEED_CAPACITY);
-    let routes = Routes::new(config);
+    let routes = Arc::new(Routes::new(config));
     let barrier = format!("chatbridge:barrier:{}", uuid::Uuid::new_v4());
     let listen = Listen {
         routes: routes.clone(),

@@ -41,7 +41,8 @@ pub struct Intake {
     /// For history reads during catch-up, and barrier publishes.
     pub con: ConnectionManager,
     pub outbox: Outbox,
-    pub routes: Routes,
+    /// Shared with the subscription.
+    pub routes: std::sync::Arc<Routes>,
     pub decoder: Decoder,
     pub limits: Limits,
     /// The scopes this process has caught up before.

@@ -58,8 +58,8 @@ pub enum Feed {
 /// What a session listens to.
 #[derive(Clone)]
 pub struct Listen {
-    /// Decides which channels are worth copying.
-    pub routes: Routes,
+    /// Decides which channels are worth copying (shared with the intake, not copied).
+    pub routes: Arc<Routes>,
     /// This process's barrier channel.
     pub barrier: String,
 }
