@@ -42,7 +42,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the bridge until SIGTERM or SIGINT.
+    /// Run the bridge until SIGTERM, SIGINT or SIGQUIT (SIGHUP, SIGUSR1, SIGUSR2 are logged and
+    /// ignored).
     Run,
     /// Validate the configuration, report every problem, print the routing table.
     Check,
