@@ -56,7 +56,11 @@ pub enum Command {
     },
     /// Send a direct message from one user id to another.
     Dm {
+        /// The sender's user id (digits, with `-` when negative, are sent as a number).
+        #[arg(allow_negative_numbers = true)]
         from: String,
+        /// The recipient's user id.
+        #[arg(allow_negative_numbers = true)]
         to: String,
         text: String,
         /// The sender's display name.
@@ -79,7 +83,7 @@ pub enum Command {
     Typing {
         room: String,
         /// The user id (digits are sent as a number, like the seed's ids).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         user_id: String,
     },
     /// Mark a room read up to a message id (stores and publishes a read receipt).
@@ -87,7 +91,8 @@ pub enum Command {
         room: String,
         /// The id of the last message read.
         message_id: String,
-        #[arg(long)]
+        /// The user id (digits are sent as a number, like the seed's ids).
+        #[arg(long, allow_hyphen_values = true)]
         user_id: String,
     },
     /// Show a room's (or a DM's) history, newest first.
@@ -96,7 +101,8 @@ pub enum Command {
         #[arg(required_unless_present = "dm")]
         room: Option<String>,
         /// Show the DM history between two user ids instead.
-        #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with = "room")]
+        #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with = "room",
+              allow_negative_numbers = true)]
         dm: Option<Vec<String>>,
         /// How many messages.
         #[arg(short = 'n', long, default_value_t = 50)]
@@ -124,8 +130,8 @@ pub enum Command {
 /// Who acts.
 #[derive(Debug, Args)]
 pub struct User {
-    /// The user id (digits are sent as a number, like the seed's ids).
-    #[arg(long)]
+    /// The user id (digits are sent as a number, like the seed's ids; `-5` too).
+    #[arg(long, allow_hyphen_values = true)]
     pub user_id: String,
     /// The display name.
     #[arg(long)]
