@@ -10,9 +10,10 @@ use futures_util::StreamExt;
 use serde_json::Map;
 
 use crate::config::{self, Config};
-use crate::links::{console, escape_controls};
+use crate::links::console;
 use crate::model::{ChatEvent, Outbound, OutboundKind, Scope, UserId};
 use crate::outbox::Outbox;
+use crate::printable::{escape, escape_controls, json_line};
 use crate::store::{HistoryLimits, Store};
 
 /// sysexits.h EX_CONFIG: the configuration is invalid.
@@ -232,6 +233,11 @@ pub fn check(cli: &Cli) -> Result<(), CliError> {
 /// Runs every command but `run` and `check`.
 pub async fn execute(cli: &Cli) -> Result<(), CliError> {
     let config = load_config(cli)?;
+    if let Command::Tail { rooms } = &cli.command {
+        for room in rooms {
+            crate::store::room_scope(room).map_err(failed)?;
+        }
+    }
     let url = config.redis.redacted_url();
     let client = crate::connect::client(&config.redis.url).map_err(failed)?;
     let unavailable = |e: &dyn std::fmt::Display| CliError::Unavailable {
@@ -271,7 +277,7 @@ async fn chat_command(store: &Store, command: &Command) -> Result<(), CliError> 
             let sent = store
                 .send(room, &id, &user.username, text, Map::new())
                 .await;
-            println!("{}", sent.map_err(failed)?.id);
+            println!("{}", escape(&sent.map_err(failed)?.id));
         }
         Command::Dm {
             from,
@@ -281,29 +287,17 @@ async fn chat_command(store: &Store, command: &Command) -> Result<(), CliError> 
         } => {
             let (from, to) = (UserId::from_cli(from), UserId::from_cli(to));
             let sent = store.send_dm(&from, &to, username, text, Map::new()).await;
-            println!("{}", sent.map_err(failed)?.id);
+            println!("{}", escape(&sent.map_err(failed)?.id));
         }
         Command::Join { room, user } => {
             let id = UserId::from_cli(&user.user_id);
-            println!(
-                "{}",
-                store
-                    .join(room, &id, &user.username)
-                    .await
-                    .map_err(failed)?
-                    .content
-            );
+            let line = store.join(room, &id, &user.username).await;
+            println!("{}", escape(&line.map_err(failed)?.content));
         }
         Command::Leave { room, user } => {
             let id = UserId::from_cli(&user.user_id);
-            println!(
-                "{}",
-                store
-                    .leave(room, &id, &user.username)
-                    .await
-                    .map_err(failed)?
-                    .content
-            );
+            let line = store.leave(room, &id, &user.username).await;
+            println!("{}", escape(&line.map_err(failed)?.content));
         }
         Command::Typing { room, user_id } => {
             store
@@ -330,7 +324,7 @@ async fn chat_command(store: &Store, command: &Command) -> Result<(), CliError> 
         } => history(store, room.as_deref(), dm.as_deref(), *count, *json).await?,
         Command::Members { room } => {
             for member in store.members(room).await.map_err(failed)? {
-                println!("{member}");
+                println!("{}", escape(&member));
             }
         }
         _ => {}
@@ -352,7 +346,7 @@ async fn history(
     };
     for entry in store.history(&scope, count).await.map_err(failed)? {
         if json {
-            println!("{}", entry.raw);
+            println!("{}", json_line(&entry.raw));
             continue;
         }
         match entry.event {
@@ -394,9 +388,6 @@ async fn tail(client: &redis::Client, rooms: &[String]) -> Result<(), CliError> 
         }
     }
     for room in rooms {
-        if let Some(problem) = crate::model::room_name_problem(room) {
-            return Err(failed(format!("room `{room}`: {problem}")));
-        }
         pubsub
             .subscribe(format!("chat:room:{room}"))
             .await
@@ -429,7 +420,7 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
     for link in config.links.keys() {
         let s = outbox.status(link).await.map_err(failed)?;
         let last = match (&s.last_id, &s.last_at) {
-            (Some(id), Some(at)) => format!("{id} at {at}"),
+            (Some(id), Some(at)) => format!("{} at {}", escape(id), escape(&at.to_string())),
             _ => "-".to_owned(),
         };
         println!(
@@ -437,7 +428,7 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
             s.link, s.depth, s.pending, s.dead, s.delivered
         );
         if let Some(reason) = s.disabled {
-            println!("  DISABLED: {reason} (chatbridge enable {link})");
+            println!("  DISABLED: {} (chatbridge enable {link})", escape(&reason));
         }
         if let Some(since) = s.failing_since {
             let error = s.last_error.as_deref().unwrap_or("-");
@@ -480,19 +471,19 @@ async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction) -> Result<
                 let dead = match dead {
                     Ok(dead) => dead,
                     Err(damaged) => {
-                        println!("damaged {damaged}");
+                        println!("damaged {}", escape(&damaged.to_string()));
                         continue;
                     }
                 };
                 println!(
                     "{}  {}  {} {}  status={} {}\n  {}",
-                    dead.failed_at,
-                    dead.entry.event_id,
-                    dead.entry.scope,
+                    escape(&dead.failed_at.to_string()),
+                    escape(&dead.entry.event_id),
+                    escape(&dead.entry.scope.to_string()),
                     dead.entry.kind.as_str(),
                     dead.status.map(|s| s.to_string()).unwrap_or("-".into()),
-                    dead.detail,
-                    dead.entry.payload
+                    escape(&dead.detail),
+                    escape(&dead.entry.payload)
                 );
             }
         }
@@ -501,7 +492,10 @@ async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction) -> Result<
             let (moved, damaged) = outbox.dlq_replay(link).await.map_err(failed)?;
             println!("replayed {moved} dead letter(s) into the outbox of {link}");
             for bad in damaged {
-                println!("left damaged {bad} (remove with `chatbridge dlq drop {link}`)");
+                println!(
+                    "left damaged {} (remove with `chatbridge dlq drop {link}`)",
+                    escape(&bad.to_string())
+                );
             }
         }
         DlqAction::Drop { link } => {

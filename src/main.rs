@@ -31,7 +31,10 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("chatbridge: {e}");
+            eprintln!(
+                "chatbridge: {}",
+                chatbridge::printable::escape_lines(&e.to_string())
+            );
             e.exit_code()
         }
     }
