@@ -165,6 +165,9 @@ pub enum CliError {
     /// `run` refused to start on a setting of the Redis server (an evicting policy).
     #[error("{0}")]
     Refused(String),
+    /// Redis refused the credentials or permissions (exit 69, like an unreachable Redis).
+    #[error("{0}")]
+    Denied(String),
     /// A part of the running daemon failed, and the daemon stopped.
     #[error("{0}")]
     PartFailed(String),
@@ -177,6 +180,7 @@ impl From<crate::daemon::DaemonError> for CliError {
             DaemonError::Evicting(_) => Self::Refused(e.to_string()),
             DaemonError::PartFailed(_) => Self::PartFailed(e.to_string()),
             DaemonError::RedisUrl(_) => Self::Failed(e.to_string()),
+            DaemonError::Denied(_) => Self::Denied(e.to_string()),
         }
     }
 }
@@ -185,7 +189,7 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Self::Config(_) | Self::Refused(_) => ExitCode::from(EX_CONFIG),
-            Self::Unavailable { .. } => ExitCode::from(EX_UNAVAILABLE),
+            Self::Unavailable { .. } | Self::Denied(_) => ExitCode::from(EX_UNAVAILABLE),
             Self::PartFailed(_) => ExitCode::from(EX_SOFTWARE),
             Self::Failed(_) => ExitCode::FAILURE,
         }
