@@ -10,9 +10,10 @@ use futures_util::StreamExt;
 use serde_json::Map;
 
 use crate::config::{self, Config};
-use crate::links::{console, escape_controls};
+use crate::links::console;
 use crate::model::{ChatEvent, Outbound, OutboundKind, Scope, UserId};
 use crate::outbox::Outbox;
+use crate::printable::{escape, escape_controls, json_line};
 use crate::store::{HistoryLimits, Store};
 
 /// sysexits.h EX_CONFIG: the configuration is invalid.
@@ -42,7 +43,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the bridge until SIGTERM or SIGINT.
+    /// Run the bridge until SIGTERM, SIGINT or SIGQUIT (SIGHUP, SIGUSR1, SIGUSR2 are logged and
+    /// ignored).
     Run,
     /// Validate the configuration, report every problem, print the routing table.
     Check,
@@ -55,7 +57,11 @@ pub enum Command {
     },
     /// Send a direct message from one user id to another.
     Dm {
+        /// The sender's user id (digits, with `-` when negative, are sent as a number).
+        #[arg(allow_negative_numbers = true)]
         from: String,
+        /// The recipient's user id.
+        #[arg(allow_negative_numbers = true)]
         to: String,
         text: String,
         /// The sender's display name.
@@ -78,7 +84,7 @@ pub enum Command {
     Typing {
         room: String,
         /// The user id (digits are sent as a number, like the seed's ids).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         user_id: String,
     },
     /// Mark a room read up to a message id (stores and publishes a read receipt).
@@ -86,7 +92,8 @@ pub enum Command {
         room: String,
         /// The id of the last message read.
         message_id: String,
-        #[arg(long)]
+        /// The user id (digits are sent as a number, like the seed's ids).
+        #[arg(long, allow_hyphen_values = true)]
         user_id: String,
     },
     /// Show a room's (or a DM's) history, newest first.
@@ -95,7 +102,8 @@ pub enum Command {
         #[arg(required_unless_present = "dm")]
         room: Option<String>,
         /// Show the DM history between two user ids instead.
-        #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with = "room")]
+        #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with = "room",
+              allow_negative_numbers = true)]
         dm: Option<Vec<String>>,
         /// How many messages.
         #[arg(short = 'n', long, default_value_t = 50)]
@@ -123,8 +131,8 @@ pub enum Command {
 /// Who acts.
 #[derive(Debug, Args)]
 pub struct User {
-    /// The user id (digits are sent as a number, like the seed's ids).
-    #[arg(long)]
+    /// The user id (digits are sent as a number, like the seed's ids; `-5` too).
+    #[arg(long, allow_hyphen_values = true)]
     pub user_id: String,
     /// The display name.
     #[arg(long)]
@@ -157,6 +165,9 @@ pub enum CliError {
     /// `run` refused to start on a setting of the Redis server (an evicting policy).
     #[error("{0}")]
     Refused(String),
+    /// Redis refused the credentials or permissions (exit 69, like an unreachable Redis).
+    #[error("{0}")]
+    Denied(String),
     /// A part of the running daemon failed, and the daemon stopped.
     #[error("{0}")]
     PartFailed(String),
@@ -169,6 +180,7 @@ impl From<crate::daemon::DaemonError> for CliError {
             DaemonError::Evicting(_) => Self::Refused(e.to_string()),
             DaemonError::PartFailed(_) => Self::PartFailed(e.to_string()),
             DaemonError::RedisUrl(_) => Self::Failed(e.to_string()),
+            DaemonError::Denied(_) => Self::Denied(e.to_string()),
         }
     }
 }
@@ -177,7 +189,7 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Self::Config(_) | Self::Refused(_) => ExitCode::from(EX_CONFIG),
-            Self::Unavailable { .. } => ExitCode::from(EX_UNAVAILABLE),
+            Self::Unavailable { .. } | Self::Denied(_) => ExitCode::from(EX_UNAVAILABLE),
             Self::PartFailed(_) => ExitCode::from(EX_SOFTWARE),
             Self::Failed(_) => ExitCode::FAILURE,
         }
@@ -225,6 +237,11 @@ pub fn check(cli: &Cli) -> Result<(), CliError> {
 /// Runs every command but `run` and `check`.
 pub async fn execute(cli: &Cli) -> Result<(), CliError> {
     let config = load_config(cli)?;
+    if let Command::Tail { rooms } = &cli.command {
+        for room in rooms {
+            crate::store::room_scope(room).map_err(failed)?;
+        }
+    }
     let url = config.redis.redacted_url();
     let client = crate::connect::client(&config.redis.url).map_err(failed)?;
     let unavailable = |e: &dyn std::fmt::Display| CliError::Unavailable {
@@ -264,7 +281,7 @@ async fn chat_command(store: &Store, command: &Command) -> Result<(), CliError> 
             let sent = store
                 .send(room, &id, &user.username, text, Map::new())
                 .await;
-            println!("{}", sent.map_err(failed)?.id);
+            println!("{}", escape(&sent.map_err(failed)?.id));
         }
         Command::Dm {
             from,
@@ -274,29 +291,17 @@ async fn chat_command(store: &Store, command: &Command) -> Result<(), CliError> 
         } => {
             let (from, to) = (UserId::from_cli(from), UserId::from_cli(to));
             let sent = store.send_dm(&from, &to, username, text, Map::new()).await;
-            println!("{}", sent.map_err(failed)?.id);
+            println!("{}", escape(&sent.map_err(failed)?.id));
         }
         Command::Join { room, user } => {
             let id = UserId::from_cli(&user.user_id);
-            println!(
-                "{}",
-                store
-                    .join(room, &id, &user.username)
-                    .await
-                    .map_err(failed)?
-                    .content
-            );
+            let line = store.join(room, &id, &user.username).await;
+            println!("{}", escape(&line.map_err(failed)?.content));
         }
         Command::Leave { room, user } => {
             let id = UserId::from_cli(&user.user_id);
-            println!(
-                "{}",
-                store
-                    .leave(room, &id, &user.username)
-                    .await
-                    .map_err(failed)?
-                    .content
-            );
+            let line = store.leave(room, &id, &user.username).await;
+            println!("{}", escape(&line.map_err(failed)?.content));
         }
         Command::Typing { room, user_id } => {
             store
@@ -323,7 +328,7 @@ async fn chat_command(store: &Store, command: &Command) -> Result<(), CliError> 
         } => history(store, room.as_deref(), dm.as_deref(), *count, *json).await?,
         Command::Members { room } => {
             for member in store.members(room).await.map_err(failed)? {
-                println!("{member}");
+                println!("{}", escape(&member));
             }
         }
         _ => {}
@@ -345,7 +350,7 @@ async fn history(
     };
     for entry in store.history(&scope, count).await.map_err(failed)? {
         if json {
-            println!("{}", entry.raw);
+            println!("{}", json_line(&entry.raw));
             continue;
         }
         match entry.event {
@@ -387,9 +392,6 @@ async fn tail(client: &redis::Client, rooms: &[String]) -> Result<(), CliError> 
         }
     }
     for room in rooms {
-        if let Some(problem) = crate::model::room_name_problem(room) {
-            return Err(failed(format!("room `{room}`: {problem}")));
-        }
         pubsub
             .subscribe(format!("chat:room:{room}"))
             .await
@@ -422,7 +424,7 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
     for link in config.links.keys() {
         let s = outbox.status(link).await.map_err(failed)?;
         let last = match (&s.last_id, &s.last_at) {
-            (Some(id), Some(at)) => format!("{id} at {at}"),
+            (Some(id), Some(at)) => format!("{} at {}", escape(id), escape(&at.to_string())),
             _ => "-".to_owned(),
         };
         println!(
@@ -430,7 +432,7 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
             s.link, s.depth, s.pending, s.dead, s.delivered
         );
         if let Some(reason) = s.disabled {
-            println!("  DISABLED: {reason} (chatbridge enable {link})");
+            println!("  DISABLED: {} (chatbridge enable {link})", escape(&reason));
         }
         if let Some(since) = s.failing_since {
             let error = s.last_error.as_deref().unwrap_or("-");
@@ -473,19 +475,19 @@ async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction) -> Result<
                 let dead = match dead {
                     Ok(dead) => dead,
                     Err(damaged) => {
-                        println!("damaged {damaged}");
+                        println!("damaged {}", escape(&damaged.to_string()));
                         continue;
                     }
                 };
                 println!(
                     "{}  {}  {} {}  status={} {}\n  {}",
-                    dead.failed_at,
-                    dead.entry.event_id,
-                    dead.entry.scope,
+                    escape(&dead.failed_at.to_string()),
+                    escape(&dead.entry.event_id),
+                    escape(&dead.entry.scope.to_string()),
                     dead.entry.kind.as_str(),
                     dead.status.map(|s| s.to_string()).unwrap_or("-".into()),
-                    dead.detail,
-                    dead.entry.payload
+                    escape(&dead.detail),
+                    escape(&dead.entry.payload)
                 );
             }
         }
@@ -494,7 +496,10 @@ async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction) -> Result<
             let (moved, damaged) = outbox.dlq_replay(link).await.map_err(failed)?;
             println!("replayed {moved} dead letter(s) into the outbox of {link}");
             for bad in damaged {
-                println!("left damaged {bad} (remove with `chatbridge dlq drop {link}`)");
+                println!(
+                    "left damaged {} (remove with `chatbridge dlq drop {link}`)",
+                    escape(&bad.to_string())
+                );
             }
         }
         DlqAction::Drop { link } => {

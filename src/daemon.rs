@@ -36,6 +36,9 @@ pub enum DaemonError {
     /// The Redis server may evict keys and the config does not allow that.
     #[error(transparent)]
     Evicting(#[from] eviction::Refused),
+    /// Redis refused the credentials or permissions at start; retrying cannot help.
+    #[error(transparent)]
+    Denied(#[from] connect::Denied),
     /// A part of the running daemon failed; the daemon stopped.
     #[error("{0}; stopped")]
     PartFailed(#[from] Failure),
@@ -68,8 +71,8 @@ async fn start(
     client: &redis::Client,
     stop: &CancellationToken,
 ) -> Result<Supervisor, DaemonError> {
-    let mut con = connect_retrying(client, Duration::ZERO).await;
     let url = config.redis.redacted_url();
+    let mut con = connect_retrying(client, Duration::ZERO, &url).await?;
     eviction::check(&mut con, config.redis.allow_eviction, &url).await?;
     let outbox = Outbox::with_caps(con.clone(), caps(config));
     let http = links::http_client();
@@ -81,7 +84,7 @@ async fn start(
             tracing::warn!(link = name, error = %e, "cannot create the outbox group yet");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let reader_con = connect_retrying(client, Duration::from_secs(2)).await;
+        let reader_con = connect_retrying(client, Duration::from_secs(2), &url).await?;
         let reader = Reader::new(reader_con, name);
         let worker = Worker::new(
             target,
@@ -130,16 +133,29 @@ pub fn caps(config: &Config) -> Caps {
     }
 }
 
-async fn connect_retrying(client: &redis::Client, extra_wait: Duration) -> ConnectionManager {
+/// Connects, retrying while Redis is unreachable; gives up at once when Redis refuses the
+/// credentials or permissions ([`connect::denial`]).
+async fn connect_retrying(
+    client: &redis::Client,
+    extra_wait: Duration,
+    url: &str,
+) -> Result<ConnectionManager, connect::Denied> {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
-        match connect::manager(client, extra_wait).await {
-            Ok(con) => return con,
-            Err(e) => {
-                let wait = backoff.next(None);
-                tracing::warn!(error = %e, retry_in = ?wait, "redis unavailable");
-                tokio::time::sleep(wait).await;
-            }
+        let connected = match connect::manager(client, extra_wait).await {
+            Ok(mut con) => connect::probe(&mut con).await.map(|()| con),
+            Err(e) => Err(e),
+        };
+        let e = match connected {
+            Ok(con) => return Ok(con),
+            Err(e) => e,
+        };
+        if let Some(reason) = connect::denial(&e) {
+            let url = url.to_owned();
+            return Err(connect::Denied { url, reason });
         }
+        let wait = backoff.next(None);
+        tracing::warn!(error = %e, retry_in = ?wait, "redis unavailable");
+        tokio::time::sleep(wait).await;
     }
 }

@@ -11,6 +11,7 @@
 //! - [`store`]: the seed's operations (join, leave, send, DM, typing, read, history, members,
 //!   receipts) on Redis, each one atomic.
 //! - [`secret`]: URLs and signing secrets that print redacted, never in full.
+//! - [`printable`]: untrusted text escaped for terminals and logs (console link, CLI).
 //! - [`config`]: `config.toml` + environment overrides + `${VAR}` secrets, validated all at once.
 //! - [`connect`]: Redis connections with the timeouts each use needs.
 //! - [`route`]: the routing table built from the config: scope and event kind → links.
@@ -45,6 +46,7 @@ pub mod intake;
 pub mod links;
 pub mod model;
 pub mod outbox;
+pub mod printable;
 pub mod pyjson;
 pub mod retry;
 pub mod route;

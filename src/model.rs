@@ -50,16 +50,27 @@ impl EventError {
 pub enum UserId {
     Number(serde_json::Number),
     Text(String),
+    /// An integer beyond 64 bits typed on a command line, as its exact canonical decimal (with
+    /// `-` when negative). Written as a bare JSON number, as Python writes its unbounded ints
+    /// (`json.dumps(10**30)`), which `serde_json::Number` cannot hold without losing digits.
+    #[serde(skip_deserializing, serialize_with = "raw_integer")]
+    Integer(String),
 }
 
 impl UserId {
-    /// Reads a user id typed on a command line: a canonical decimal (digits, no leading zero)
-    /// becomes a number, as the seed's integer ids; anything else (`007`, `abc`) stays a string.
+    /// Reads a user id typed on a command line: a canonical decimal integer (`0`, `1001`, `-5`,
+    /// digits of any length, no leading zero) becomes a number, as the seed's integer ids;
+    /// anything else (`007`, `-0`, `abc`) stays a string.
     pub fn from_cli(s: &str) -> Self {
-        let canonical = is_ascii_digits(s) && (s == "0" || !s.starts_with('0'));
-        match s.parse::<u64>() {
-            Ok(n) if canonical => Self::Number(n.into()),
-            _ => Self::Text(s.to_owned()),
+        if !is_canonical_integer(s) {
+            return Self::Text(s.to_owned());
+        }
+        if let Ok(n) = s.parse::<u64>() {
+            return Self::Number(n.into());
+        }
+        match s.parse::<i64>() {
+            Ok(n) => Self::Number(n.into()),
+            Err(_) => Self::Integer(s.to_owned()),
         }
     }
 
@@ -77,6 +88,7 @@ impl UserId {
         let text = match self {
             Self::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
             Self::Text(s) if is_ascii_digits(s) => s.clone(),
+            Self::Integer(digits) => digits.clone(),
             _ => return None,
         };
         let (negative, digits) = match text.strip_prefix('-') {
@@ -94,9 +106,23 @@ impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Number(n) => write!(f, "{n}"),
-            Self::Text(s) => f.write_str(s),
+            Self::Text(s) | Self::Integer(s) => f.write_str(s),
         }
     }
+}
+
+/// `digits` (a canonical integer, see [`is_canonical_integer`]) as a bare JSON number.
+fn raw_integer<S: Serializer>(digits: &str, s: S) -> Result<S::Ok, S::Error> {
+    let raw = serde_json::value::RawValue::from_string(digits.to_owned())
+        .map_err(serde::ser::Error::custom)?;
+    raw.serialize(s)
+}
+
+/// An integer written the one way Python's `str(int)` writes it: optional `-`, then digits
+/// without a leading zero (`0` alone; never `-0`).
+fn is_canonical_integer(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    is_ascii_digits(digits) && (s == "0" || !digits.starts_with('0'))
 }
 
 fn is_ascii_digits(s: &str) -> bool {
@@ -114,11 +140,14 @@ fn compare_integers(a: &(bool, String), b: &(bool, String)) -> Ordering {
 }
 
 /// Orders two user ids as `WIRE.md` says for DM channel names: numerically when both are
-/// integers, otherwise bytewise as strings.
+/// integers, otherwise bytewise as strings. Ids that are numerically equal but spelled
+/// differently (`7` and `007`) are ordered bytewise, so their DM has one channel whichever of
+/// them sends.
 pub fn dm_order(a: &UserId, b: &UserId) -> Ordering {
+    let bytewise = || a.to_string().as_bytes().cmp(b.to_string().as_bytes());
     match (a.integer(), b.integer()) {
-        (Some(x), Some(y)) => compare_integers(&x, &y),
-        _ => a.to_string().as_bytes().cmp(b.to_string().as_bytes()),
+        (Some(x), Some(y)) => compare_integers(&x, &y).then_with(bytewise),
+        _ => bytewise(),
     }
 }
 
@@ -754,8 +783,46 @@ mod tests {
         assert_eq!(UserId::from_cli("0"), UserId::Number(0.into()));
         assert_eq!(UserId::from_cli("007"), UserId::Text("007".into()));
         assert_eq!(UserId::from_cli("abc"), UserId::Text("abc".into()));
-        let huge = "123456789012345678901234567890";
-        assert_eq!(UserId::from_cli(huge), UserId::Text(huge.into()));
+        assert_eq!(UserId::from_cli("-5"), UserId::Number((-5).into()));
+        assert_eq!(UserId::from_cli("-0"), UserId::Text("-0".into()));
+        assert_eq!(UserId::from_cli("-05"), UserId::Text("-05".into()));
+        assert_eq!(UserId::from_cli("--5"), UserId::Text("--5".into()));
+        assert_eq!(UserId::from_cli("-"), UserId::Text("-".into()));
+        let huge = "1000000000000000000000000000000";
+        assert_eq!(UserId::from_cli(huge), UserId::Integer(huge.into()));
+        let negative = "-123456789012345678901234567890";
+        assert_eq!(UserId::from_cli(negative), UserId::Integer(negative.into()));
+    }
+
+    #[test]
+    fn cli_integers_of_any_size_are_written_as_python_writes_them() {
+        let id = |s: &str| crate::pyjson::to_string(&UserId::from_cli(s));
+        assert_eq!(
+            id("1000000000000000000000000000000"),
+            "1000000000000000000000000000000"
+        );
+        assert_eq!(id("-5"), "-5");
+        assert_eq!(id("18446744073709551615"), "18446744073709551615");
+        assert_eq!(id("-9223372036854775809"), "-9223372036854775809");
+        assert_eq!(id("007"), "\"007\"");
+    }
+
+    #[test]
+    fn numerically_equal_dm_ids_order_bytewise_whoever_sends() {
+        let (seven, padded) = (UserId::from_cli("7"), UserId::from_cli("007"));
+        assert_eq!(dm_order(&padded, &seven), Ordering::Less);
+        assert_eq!(Scope::dm(&seven, &padded).channel(), "chat:dm:007:7");
+        assert_eq!(Scope::dm(&padded, &seven).channel(), "chat:dm:007:7");
+        let big = UserId::from_cli("100000000000000000000");
+        let n = |v: i64| UserId::Number(v.into());
+        assert_eq!(
+            Scope::dm(&big, &n(-5)).channel(),
+            "chat:dm:-5:100000000000000000000"
+        );
+        assert_eq!(
+            Scope::dm(&n(9), &big).channel(),
+            "chat:dm:9:100000000000000000000"
+        );
     }
 
     #[test]

@@ -350,7 +350,9 @@ fn record_bridged(pipe: &mut redis::Pipeline, scope: &Scope, json: &str) {
         .ignore();
 }
 
-fn room_scope(room: &str) -> Result<Scope, StoreError> {
+/// The room's scope, or the error every command reports for a name that would make key names
+/// ambiguous.
+pub fn room_scope(room: &str) -> Result<Scope, StoreError> {
     match room_name_problem(room) {
         Some(problem) => Err(StoreError::BadRoom {
             room: room.to_owned(),

@@ -380,7 +380,9 @@ async fn seed_events_decode_and_reserialise_to_identical_bytes() {
         };
         match user_id {
             Some(UserId::Text(_)) => assert!(string_id, "{args:?} became a string id"),
-            Some(UserId::Number(_)) => assert!(!string_id, "{args:?} became a number id"),
+            Some(UserId::Number(_) | UserId::Integer(_)) => {
+                assert!(!string_id, "{args:?} became a number id")
+            }
             None => {}
         }
     }

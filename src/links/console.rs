@@ -16,8 +16,9 @@ use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::{SendOutcome, escape_controls};
+use super::SendOutcome;
 use crate::model::{ChatEvent, Outbound, OutboundKind, Scope};
+use crate::printable::escape_controls;
 use crate::retry::Verdict;
 
 /// The most events printed per write.

@@ -17,6 +17,7 @@ pub use webhook::Webhook;
 
 use crate::config::LinkConfig;
 use crate::model::Outbound;
+use crate::printable::escape_controls;
 use crate::retry::{self, Verdict};
 use crate::secret::SecretUrl;
 
@@ -180,61 +181,42 @@ async fn read_prefix(response: &mut reqwest::Response) -> Vec<u8> {
     body
 }
 
-/// Replaces every secret-bearing part of `url` found in `text` (a server may echo the request
-/// path, as in `Cannot POST /hooks/<token>`) with `…`.
+/// Replaces every secret-bearing part of `url` found in `text` with `…`: the whole URL, its
+/// path and query, each path segment (a server may echo the request path, as in
+/// `Cannot POST /hooks/<token>`), each query value as sent and decoded (`?key=<secret>`), and
+/// any user name or password. Parts shorter than 6 characters (`v1`, `api`) are left alone:
+/// scrubbing them would mangle the excerpt and they carry no secret worth the name.
 fn scrub_url(text: &str, url: &SecretUrl) -> String {
-    let url = url.expose();
-    let path_and_query = match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_owned(),
-    };
-    let mut secrets = vec![
-        url.as_str().to_owned(),
-        path_and_query,
-        url.path().to_owned(),
-    ];
-    secrets.extend(url.query().map(str::to_owned));
-    secrets.extend(url.path().split('/').map(str::to_owned));
-    secrets.retain(|s| s.len() >= 6);
+    let mut secrets = secret_parts(url.expose());
+    secrets.retain(|s| s.chars().count() >= 6);
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
     secrets.iter().fold(text.to_owned(), |text, secret| {
         text.replace(secret.as_str(), "…")
     })
 }
 
-/// Makes untrusted text safe to print on a terminal or in a log line: control characters and
-/// bidirectional overrides become visible escapes (`\n`, `\u{1b}`), and the text is cut to
-/// `max_chars` characters (marked with `…`).
-pub(crate) fn escape_controls(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars * 2));
-    for (count, c) in text.chars().enumerate() {
-        if count == max_chars {
-            out.push('…');
-            break;
+/// Every part of `url` that may be a secret, longest forms first where they overlap.
+fn secret_parts(url: &reqwest::Url) -> Vec<String> {
+    let mut parts = vec![url.as_str().to_owned(), url.path().to_owned()];
+    if let Some(query) = url.query() {
+        parts.push(format!("{}?{query}", url.path()));
+        parts.push(query.to_owned());
+        for pair in query.split('&') {
+            parts.push(pair.to_owned());
+            parts.extend(pair.split_once('=').map(|(_, value)| value.to_owned()));
         }
-        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+        parts.extend(url.query_pairs().map(|(_, value)| value.into_owned()));
     }
-    out
+    parts.extend(url.path().split('/').map(str::to_owned));
+    parts.extend(url.password().map(str::to_owned));
+    parts.push(url.username().to_owned());
+    parts
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_terminal_controls_and_truncates() {
-        assert_eq!(
-            escape_controls("a\x1b[2Jb\nc\u{202e}d", 100),
-            "a\\u{1b}[2Jb\\nc\\u{202e}d"
-        );
-        assert_eq!(escape_controls("héllo", 3), "hél…");
-        assert_eq!(escape_controls("abc", 3), "abc");
-    }
 
     #[test]
     fn scrubs_the_url_token_from_echoed_text() {
@@ -245,6 +227,21 @@ mod tests {
         let scrubbed = scrub_url(echoed, &url);
         assert!(!scrubbed.contains("sekrit"), "{scrubbed}");
         assert_eq!(scrubbed, "Cannot POST …; token …; full …");
+    }
+
+    #[test]
+    fn scrubs_query_secrets_as_sent_and_decoded() {
+        let url =
+            SecretUrl::parse("https://hooks.example/x?key=QSECRET-123&sig=abc%2Bdef%3D%3D&v=1")
+                .unwrap();
+        let echoed = "bad key QSECRET-123 (sig abc+def== / abc%2Bdef%3D%3D) for \
+                      https://hooks.example/x?key=QSECRET-123&sig=abc%2Bdef%3D%3D&v=1 \
+                      or /x?key=QSECRET-123&sig=abc%2Bdef%3D%3D&v=1";
+        let scrubbed = scrub_url(echoed, &url);
+        for secret in ["QSECRET", "abc+def", "abc%2B"] {
+            assert!(!scrubbed.contains(secret), "{scrubbed}");
+        }
+        assert_eq!(scrubbed, "bad key … (sig … / …) for … or …");
     }
 
     #[test]
