@@ -984,6 +984,8 @@ fn outbox_shows_a_row_per_link() {
         let row = outbox_row(&config.path(), link);
         assert_eq!(row[1..], ["0", "0", "0", "0", "-"], "{link}: {row:?}");
     }
+    let frees = out.stdout.matches("  delivery: free").count();
+    assert_eq!(frees, 2, "no process delivers either link: {out:#?}");
 }
 
 #[test]
