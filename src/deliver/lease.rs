@@ -9,6 +9,12 @@
 //! clock and sends nothing more; it cannot be fenced in the instant between the check and the
 //! write, which the margin only narrows.
 //!
+//! Reading is fenced too. A blocking outbox read claims entries for the shared consumer as they
+//! arrive, even while this process is paused; so a read is issued only while the lease is
+//! valid, and blocks for at most half the margin: it has ended in Redis before the lease can
+//! expire there, and the next holder's first read (of the pending entries) sees what it
+//! claimed.
+//!
 //! What a process that lost its lease still writes is harmless by construction: it records
 //! outcomes (dead letters, failure marks, a disable) only for answers it got while the lease
 //! was valid, and it acknowledges only entries the target accepted; acknowledging an entry
@@ -23,7 +29,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, sleep_or_shutdown};
+use super::{BLOCK_MS, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, sleep_or_shutdown};
 use crate::outbox::{Acquired, LeaseHolder, Outbox};
 use crate::retry::Backoff;
 
@@ -63,6 +69,15 @@ impl Identity {
     fn margin(&self) -> Duration {
         self.ttl / 5
     }
+}
+
+/// What the fetch task needs to read only while the lease is ours.
+#[derive(Debug, Clone)]
+pub(super) struct ReadFence {
+    /// Whether the lease is still ours.
+    pub(super) clock: Arc<LeaseClock>,
+    /// How long one read may block: at most half the margin.
+    pub(super) block_ms: u64,
 }
 
 /// Until when the lease is certainly ours, by this process's monotonic clock; shared by the
@@ -145,6 +160,15 @@ impl Lease {
             me,
             outbox,
             clock: Arc::default(),
+        }
+    }
+
+    /// The fence of this link's outbox reads.
+    pub(super) fn read_fence(&self) -> ReadFence {
+        let half_margin = u64::try_from((self.me.margin() / 2).as_millis()).unwrap_or(BLOCK_MS);
+        ReadFence {
+            clock: self.clock.clone(),
+            block_ms: half_margin.clamp(10, BLOCK_MS),
         }
     }
 

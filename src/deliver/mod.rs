@@ -65,7 +65,8 @@ const PREFETCH: usize = 4;
 const ACK_BACKLOG: usize = 1024;
 /// After a failure, how long the ack task may take to write what it still holds.
 const ACK_DRAIN_ON_FAILURE: Duration = Duration::from_secs(2);
-/// How long a read waits for new entries before checking for shutdown again.
+/// The longest a read waits for new entries before checking for shutdown again (shorter
+/// with a short lease: [`lease::ReadFence`]).
 const BLOCK_MS: u64 = 1000;
 /// Backoff for Redis errors (the outbox itself unreachable).
 const REDIS_BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -324,6 +325,7 @@ impl Worker {
             self.outbox.clone(),
             ready_tx,
             self.stop().clone(),
+            self.lease.read_fence(),
         ));
         let link = self.link.clone();
         let stop = self.stop().clone();
