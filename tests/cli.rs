@@ -193,6 +193,7 @@ fn check_accepts_the_shipped_config_and_prints_the_routing_table() {
         "{out:#?}"
     );
     assert!(out.stdout.contains("links:\n"), "{out:#?}");
+    assert!(out.stdout.contains(", lease 10s\n"), "{out:#?}");
     assert!(
         out.stdout
             .lines()
