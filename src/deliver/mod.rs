@@ -81,7 +81,7 @@ enum Flow {
     Continue,
     /// The target said it is gone: the link is disabled until an operator enables it.
     Disabled,
-    /// Shutdown.
+    /// Shutdown, or the lease is no longer ours.
     Stop,
     /// A task of the worker failed (already logged): the worker ends now.
     Failed,
