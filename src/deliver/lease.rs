@@ -29,6 +29,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::identity::Identity;
 use super::{BLOCK_MS, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, sleep_or_shutdown};
 use crate::outbox::{Acquired, LeaseHolder, Outbox};
 use crate::retry::Backoff;
@@ -37,39 +38,6 @@ use crate::retry::Backoff;
 const STANDBY_POLL: Duration = Duration::from_millis(500);
 /// How soon a failed renewal is tried again.
 const RENEW_RETRY: Duration = Duration::from_millis(250);
-
-/// Who this process is to the other processes: shared by all its links.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// A random id, unique to this process: what renewing and releasing compare.
-    pub token: String,
-    /// What an operator sees: `host pid N`.
-    pub holder: String,
-    /// How long a lease lasts without renewal.
-    pub ttl: Duration,
-}
-
-impl Identity {
-    /// This process, holding leases for `ttl`.
-    pub fn of_this_process(ttl: Duration) -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
-            .unwrap_or_else(|| "unknown-host".to_owned());
-        Self {
-            token: uuid::Uuid::new_v4().simple().to_string(),
-            holder: format!("{host} pid {}", std::process::id()),
-            ttl,
-        }
-    }
-
-    /// How long before Redis would expire it we stop counting a lease as ours.
-    fn margin(&self) -> Duration {
-        self.ttl / 5
-    }
-}
 
 /// What the fetch task needs to read only while the lease is ours.
 #[derive(Debug, Clone)]
@@ -180,7 +148,7 @@ impl Lease {
             let asked = Instant::now();
             let tried = self
                 .outbox
-                .lease_acquire(&self.link, &self.me.token, &self.me.holder, self.me.ttl)
+                .lease_acquire(&self.link, &self.me.token, &self.me.stored(), self.me.ttl)
                 .await;
             let wait = match tried {
                 Ok(Acquired::Ours { value, epoch }) => {
@@ -188,10 +156,15 @@ impl Lease {
                     tracing::info!(
                         link = self.link,
                         epoch,
+                        holder = self.me.holder(),
                         "link {}: delivering here",
                         self.link
                     );
                     return Some(Tenure { value, epoch });
+                }
+                Ok(Acquired::Held(held)) if self.me.outlived(&held) => {
+                    self.take_from_the_dead(&held).await;
+                    continue;
                 }
                 Ok(Acquired::Held(held)) => {
                     backoff.reset();
@@ -208,6 +181,21 @@ impl Lease {
             if sleep_or_shutdown(wait, shutdown).await {
                 return None;
             }
+        }
+    }
+
+    /// Deletes the lease of a predecessor that is gone (if it is still that one's), so the
+    /// next try takes it.
+    async fn take_from_the_dead(&mut self, held: &LeaseHolder) {
+        tracing::info!(
+            link = self.link,
+            holder = held.holder,
+            "link {}: the previous holder ({}) is gone: taking over without waiting for its lease to expire",
+            self.link,
+            held.holder
+        );
+        if let Err(e) = self.outbox.lease_release(&self.link, &held.value).await {
+            tracing::warn!(link = self.link, error = %e, "cannot take over the delivery lease yet");
         }
     }
 

@@ -34,6 +34,7 @@
 mod acks;
 mod fetch;
 mod health;
+mod identity;
 mod lease;
 mod send;
 
@@ -53,7 +54,7 @@ use crate::retry::Backoff;
 use acks::{Ack, acknowledge};
 use fetch::fetch;
 use health::Health;
-pub use lease::Identity;
+pub use identity::Identity;
 use lease::{Lease, Tenure};
 use send::Sender;
 

@@ -1,10 +1,12 @@
 //! The per-link delivery lease: which process may deliver a link right now.
 //!
-//! `chatbridge:lease:{link}` holds `{token} {epoch} {holder}` with a `PX` expiry: the token is
-//! the holding process's secret-free random id (only ever compared, never shown), the epoch
-//! counts acquisitions (`chatbridge:lease:{link}:epoch`, INCR on each), and the holder is who
-//! an operator should look for (`host pid N`). Every operation is one script, so checking the
-//! owner and changing the key cannot be split by another process.
+//! `chatbridge:lease:{link}` holds `{token} {epoch} {place} {pid} {host}` with a `PX` expiry:
+//! the token is the holding process's random id (only ever compared, never shown), the epoch
+//! counts acquisitions (`chatbridge:lease:{link}:epoch`, INCR on each), the place says which
+//! machine boot and pid namespace the pid belongs to (so a restarted process can tell its
+//! crashed predecessor is gone), and host and pid are who an operator should look for. Every
+//! operation is one script, so checking the owner and changing the key cannot be split by
+//! another process.
 
 use std::time::Duration;
 
@@ -49,15 +51,21 @@ fn epoch_key(link: &str) -> String {
     format!("chatbridge:lease:{link}:epoch")
 }
 
-/// A lease as stored, without its token.
+/// A lease as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseHolder {
     /// Which tenure of the link this is (1 for the first process ever to deliver it).
     pub epoch: u64,
     /// Who holds it, for an operator: `host pid N`.
     pub holder: String,
+    /// The machine boot and pid namespace of `pid` (`-` when unknown).
+    pub place: String,
+    /// The holding process's id, in `place`.
+    pub pid: u32,
     /// How long until it expires unless renewed.
     pub expires_in: Duration,
+    /// The stored value, token included: only for taking over from a holder known to be gone.
+    pub(crate) value: String,
 }
 
 /// What trying to take a lease gave.
@@ -69,18 +77,25 @@ pub enum Acquired {
     Held(LeaseHolder),
 }
 
-/// Splits a stored lease into its parts; `None` when it is not ours to read.
-fn parse(value: &str, ttl_ms: i64) -> Option<(String, LeaseHolder)> {
-    let (token, rest) = value.split_once(' ')?;
-    let (epoch, holder) = rest.split_once(' ')?;
-    Some((
-        token.to_owned(),
-        LeaseHolder {
-            epoch: epoch.parse().ok()?,
-            holder: holder.to_owned(),
-            expires_in: Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
-        },
-    ))
+/// Reads a stored lease; `None` when it is not one chatbridge wrote.
+fn parse(value: &str, ttl_ms: i64) -> Option<LeaseHolder> {
+    let mut parts = value.splitn(5, ' ');
+    let (_token, epoch, place, pid, host) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    let pid = pid.parse().ok()?;
+    Some(LeaseHolder {
+        epoch: epoch.parse().ok()?,
+        holder: format!("{host} pid {pid}"),
+        place: place.to_owned(),
+        pid,
+        expires_in: Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
+        value: value.to_owned(),
+    })
 }
 
 fn millis(d: Duration) -> u64 {
@@ -89,7 +104,7 @@ fn millis(d: Duration) -> u64 {
 
 impl Outbox {
     /// Takes `link`'s lease for `ttl` as `token` (a random id of this process) and `holder`
-    /// (`host pid N`) unless another process holds it.
+    /// (`{place} {pid} {host}`) unless another process holds it.
     pub async fn lease_acquire(
         &mut self,
         link: &str,
@@ -105,7 +120,7 @@ impl Outbox {
             .arg(millis(ttl))
             .invoke_async(&mut self.con)
             .await?;
-        let (_, parsed) = parse(&value, ttl_ms)
+        let parsed = parse(&value, ttl_ms)
             .ok_or_else(|| OutboxError::Reply(format!("unreadable lease of link {link}")))?;
         Ok(if taken == 1 {
             Acquired::Ours {
@@ -147,9 +162,7 @@ impl Outbox {
             .pttl(lease_key(link))
             .query_async(&mut self.con)
             .await?;
-        Ok(value
-            .and_then(|v| parse(&v, ttl_ms))
-            .map(|(_, holder)| holder))
+        Ok(value.and_then(|v| parse(&v, ttl_ms)))
     }
 }
 
@@ -158,22 +171,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stored_lease_reads_without_its_token() {
-        let (token, holder) = parse("abc 7 box-1 pid 42", 1500).unwrap();
-        assert_eq!(token, "abc");
-        assert_eq!(
-            holder,
-            LeaseHolder {
-                epoch: 7,
-                holder: "box-1 pid 42".to_owned(),
-                expires_in: Duration::from_millis(1500),
-            }
-        );
+    fn a_stored_lease_shows_host_and_pid_not_its_token() {
+        let holder = parse("abc123 7 boot:42 4242 box-1", 1500).unwrap();
+        assert_eq!(holder.epoch, 7);
+        assert_eq!(holder.holder, "box-1 pid 4242");
+        assert_eq!((holder.place.as_str(), holder.pid), ("boot:42", 4242));
+        assert_eq!(holder.expires_in, Duration::from_millis(1500));
+        assert!(!holder.holder.contains("abc123"));
     }
 
     #[test]
     fn a_foreign_value_is_not_a_lease() {
         assert_eq!(parse("nonsense", 10), None);
-        assert_eq!(parse("abc x host", 10), None);
+        assert_eq!(parse("abc x place 1 host", 10), None);
+        assert_eq!(parse("abc 1 place pid host", 10), None);
     }
 }

@@ -17,7 +17,7 @@
 //!   and `last_error` while the link fails as a whole, `event_failing_since:{entry id}`
 //!   (Unix ms) while an entry keeps failing.
 //! - `chatbridge:lease:{link}`: STRING with a `PX` expiry, which process delivers the link
-//!   (`{token} {epoch} {host} pid {pid}`); `chatbridge:lease:{link}:epoch`: how many times
+//!   (`{token} {epoch} {place} {pid} {host}`); `chatbridge:lease:{link}:epoch`: how many times
 //!   it was taken (see [`lease`]).
 //!
 //! Files: [`enqueue`] (the idempotent enqueue script), [`reader`] (a worker's blocking reads),
