@@ -229,7 +229,7 @@ async fn a_stopped_holder_never_sends_after_the_standby_took_over() {
     // Slow: the holder's send is still waiting for its answer when it is stopped.
     receiver.respond_with(Reply::status(200).delay(Duration::from_millis(1500)));
     let toml = config(&redis, &receiver, 2, 1);
-    let (holder, standby) = holder_and_standby(&toml);
+    let (mut holder, standby) = holder_and_standby(&toml);
     let mut con = redis.connection().await;
 
     send(&mut con, "s0").await;
@@ -247,6 +247,7 @@ async fn a_stopped_holder_never_sends_after_the_standby_took_over() {
         takeover <= Duration::from_secs(3),
         "takeover took {takeover:?}"
     );
+    receiver.respond_with(Reply::status(200));
 
     // Let the old holder run again: it must see its lease is gone and go back to standby.
     holder.signal(Signal::SIGCONT);
@@ -265,6 +266,16 @@ async fn a_stopped_holder_never_sends_after_the_standby_took_over() {
     // each once.
     assert_eq!(after_stop, ["s0", "s1", "s2", "s3", "s4", "s5"], "{got:?}");
     assert_eq!(count(&holder.log(), DELIVERING), 1, "{}", holder.log());
+
+    // A standby stops as promptly as a holder, and cleanly.
+    let asked = Instant::now();
+    holder.signal(Signal::SIGTERM);
+    assert!(holder.wait_exit(WAIT).success(), "{}", holder.log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
