@@ -7,7 +7,9 @@
 //! stops holding is dropped unanswered (the entry stays pending: the new holder sends it
 //! again, at least once). A process paused (SIGSTOP, a stall, a partition) wakes to an expired
 //! clock and sends nothing more; it cannot be fenced in the instant between the check and the
-//! write, which the margin only narrows.
+//! write, which the margin only narrows. The clock (`CLOCK_MONOTONIC`) keeps counting while
+//! the process is stopped, but not while the whole machine is suspended: a suspended VM is
+//! fenced only once its first renewal after resuming fails.
 //!
 //! Reading is fenced too. A blocking outbox read claims entries for the shared consumer as they
 //! arrive, even while this process is paused; so a read is issued only while the lease is
@@ -107,7 +109,8 @@ pub(super) struct Lease {
     link: String,
     /// This process.
     me: Identity,
-    /// Its own handle, so renewals do not queue behind the worker's writes.
+    /// A clone of the shared handle: the connection is multiplexed, so a renewal does not
+    /// wait for other commands to finish.
     outbox: Outbox,
     /// Until when it is ours.
     pub(super) clock: Arc<LeaseClock>,
