@@ -71,8 +71,13 @@ pub struct LeaseHolder {
 /// What trying to take a lease gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquired {
-    /// The lease is ours: `value` is what renewing and releasing compare against.
-    Ours { value: String, epoch: u64 },
+    /// The lease is ours.
+    Ours {
+        /// What renewing and releasing compare against.
+        value: String,
+        /// Which tenure of the link this is.
+        epoch: u64,
+    },
     /// Another process holds it.
     Held(LeaseHolder),
 }
