@@ -12,7 +12,7 @@ use serde_json::Map;
 use crate::config::{self, Config};
 use crate::links::console;
 use crate::model::{ChatEvent, Outbound, OutboundKind, Scope, UserId};
-use crate::outbox::Outbox;
+use crate::outbox::{LeaseHolder, Outbox};
 use crate::printable::{escape, escape_controls, json_line};
 use crate::store::{HistoryLimits, Store};
 
@@ -116,8 +116,9 @@ pub enum Command {
     Members { room: String },
     /// Print live events of some rooms (all rooms and DMs if none given) until Ctrl-C.
     Tail { rooms: Vec<String> },
-    /// Per-link outbox depth, pending, dead letters and checkpoint; whether a link is failing
-    /// (since when, last error) or disabled.
+    /// Per-link outbox depth, pending, dead letters and checkpoint; which process delivers
+    /// the link (host and pid) or that none does; whether a link is failing (since when, last
+    /// error) or disabled.
     Outbox,
     /// Inspect, replay or drop a link's dead letters.
     Dlq {
@@ -431,6 +432,10 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
             "{:<16} {:>8} {:>8} {:>6} {:>10}  {last}",
             s.link, s.depth, s.pending, s.dead, s.delivered
         );
+        println!(
+            "  {}",
+            lease_line(outbox.lease_holder(link).await.map_err(failed)?)
+        );
         if let Some(reason) = s.disabled {
             println!("  DISABLED: {} (chatbridge enable {link})", escape(&reason));
         }
@@ -449,6 +454,27 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
         }
     }
     Ok(())
+}
+
+/// Which process delivers a link: its host and pid, and until when its lease lasts unless
+/// renewed (never its token).
+fn lease_line(holder: Option<LeaseHolder>) -> String {
+    match holder {
+        Some(h) => {
+            let until = chrono::Utc::now()
+                + chrono::Duration::milliseconds(
+                    i64::try_from(h.expires_in.as_millis()).unwrap_or(0),
+                );
+            format!(
+                "delivery: held by {} until {} unless renewed (lease epoch {})",
+                escape_controls(&h.holder, 200),
+                until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                h.epoch
+            )
+        }
+        None => "delivery: free (no process holds the lease; the next `chatbridge run` takes it)"
+            .to_owned(),
+    }
 }
 
 fn known_link<'a>(config: &Config, link: &'a str) -> Result<&'a str, CliError> {

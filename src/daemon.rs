@@ -15,7 +15,7 @@ use crate::catchup::Limits;
 use crate::config::Config;
 use crate::connect;
 use crate::decode::Decoder;
-use crate::deliver::Worker;
+use crate::deliver::{Identity, Worker};
 use crate::eviction;
 use crate::intake::Intake;
 use crate::links::{self, Target};
@@ -77,6 +77,7 @@ async fn start(
     let outbox = Outbox::with_caps(con.clone(), caps(config));
     let http = links::http_client();
     let mut parts = Supervisor::new(stop.clone());
+    let me = Identity::of_this_process(config.delivery.lease);
     for (name, link) in &config.links {
         let target = Arc::new(Target::from_config(name, link, http.clone()));
         let mut outbox = outbox.clone();
@@ -93,6 +94,7 @@ async fn start(
             stop.clone(),
             config.delivery.retry_max_backoff,
             config.delivery.give_up_after,
+            me.clone(),
         );
         parts.spawn(format!("worker {name}"), worker.run());
     }

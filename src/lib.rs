@@ -24,7 +24,8 @@
 //! - [`intake`]: the task between subscription and outboxes: decode, route, enqueue in batches;
 //!   runs the catch-up passes in order with live events (barriers, held events).
 //! - [`outbox`]: the durable per-link Redis Streams: idempotent enqueue, reads, acks, dead letters.
-//! - [`deliver`]: one worker per link: read outbox, render, send, retry, acknowledge.
+//! - [`deliver`]: one worker per link: read outbox, render, send, retry, acknowledge; only
+//!   while it holds the link's lease (one delivering process per link, the others standby).
 //! - [`retry`]: the one place that decides whether a failed send is retried, and how long to wait.
 //! - [`links`]: the link kinds (console, webhook; Slack and Discord later) behind one [`links::Target`].
 //! - [`eviction`]: at `run` start, refuses a Redis whose `maxmemory-policy` may evict our keys.

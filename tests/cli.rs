@@ -193,6 +193,7 @@ fn check_accepts_the_shipped_config_and_prints_the_routing_table() {
         "{out:#?}"
     );
     assert!(out.stdout.contains("links:\n"), "{out:#?}");
+    assert!(out.stdout.contains(", lease 10s\n"), "{out:#?}");
     assert!(
         out.stdout
             .lines()
@@ -984,6 +985,8 @@ fn outbox_shows_a_row_per_link() {
         let row = outbox_row(&config.path(), link);
         assert_eq!(row[1..], ["0", "0", "0", "0", "-"], "{link}: {row:?}");
     }
+    let frees = out.stdout.matches("  delivery: free").count();
+    assert_eq!(frees, 2, "no process delivers either link: {out:#?}");
 }
 
 #[test]

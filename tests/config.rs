@@ -101,6 +101,7 @@ fn the_shipped_config_loads_with_no_environment() {
     assert_eq!(config.delivery.give_up_after, Duration::from_secs(86_400));
     assert_eq!(config.delivery.outbox_max_len, 1_000_000);
     assert_eq!(config.delivery.outbox_max_age, Duration::from_secs(604_800));
+    assert_eq!(config.delivery.lease, Duration::from_secs(10));
     assert!(!config.redis.allow_eviction);
     assert_eq!(config.links.keys().collect::<Vec<_>>(), ["console"]);
     assert_eq!(
@@ -130,6 +131,7 @@ fn environment_overrides_come_from_the_injected_map() {
         ("CHATBRIDGE__REDIS__URL", "redis://10.1.2.3:7000/2"),
         ("CHATBRIDGE__HISTORY__ROOM_LIMIT", "50"),
         ("CHATBRIDGE__DELIVERY__SHUTDOWN_GRACE_SECS", "3"),
+        ("CHATBRIDGE__DELIVERY__LEASE_SECS", "4"),
         ("CHATBRIDGE__REDIS__ALLOW_EVICTION", "true"),
         ("CHATBRIDGE__LINKS__CONSOLE__KIND", "console"),
         ("UNRELATED", "ignored"),
@@ -140,6 +142,7 @@ fn environment_overrides_come_from_the_injected_map() {
     assert_eq!(config.history.room_limit, 50);
     assert_eq!(config.history.dm_limit, 500);
     assert_eq!(config.delivery.shutdown_grace, Duration::from_secs(3));
+    assert_eq!(config.delivery.lease, Duration::from_secs(4));
     assert!(config.redis.allow_eviction);
     assert_eq!(config.links["console"].kind_name(), "console");
 
@@ -286,6 +289,7 @@ fn every_room_and_section_problem_is_reported_at_once() {
             "delivery.give_up_after_secs",
             "delivery.outbox_max_len",
             "delivery.outbox_max_age_secs",
+            "delivery.lease_secs",
             "rooms[0].name",
             "rooms[1].links[1]",
             "rooms[2].name",

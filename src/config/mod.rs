@@ -111,6 +111,11 @@ pub struct DeliveryConfig {
     /// that long); older ones are dropped, counted and logged (`outbox_max_age_secs`, 60 to
     /// 31536000). Default: 604800 (a week).
     pub outbox_max_age: Duration,
+    /// How long a process's claim to deliver a link lasts without renewal (`lease_secs`, 1 to
+    /// 3600). At most one process delivers a link at a time: a second `chatbridge run` on the
+    /// same Redis waits as a hot standby and takes over within about this long after the holder
+    /// dies (at once when it shuts down cleanly). Default: 10 seconds.
+    pub lease: Duration,
 }
 
 /// Reads the file at `path`, applies the overrides and `${NAME}` references from `env`, and
@@ -221,6 +226,7 @@ fn parse_delivery(mut section: Table, problems: &mut Problems) -> DeliveryConfig
     let give_up_after = section.integer("give_up_after_secs", 1..=31_536_000, 86_400, problems);
     let outbox_max_len = section.integer("outbox_max_len", 1000..=100_000_000, 1_000_000, problems);
     let outbox_max_age = section.integer("outbox_max_age_secs", 60..=31_536_000, 604_800, problems);
+    let lease = section.integer("lease_secs", 1..=3600, 10, problems);
     section.finish(problems);
     DeliveryConfig {
         shutdown_grace: Duration::from_secs(shutdown_grace),
@@ -228,6 +234,7 @@ fn parse_delivery(mut section: Table, problems: &mut Problems) -> DeliveryConfig
         give_up_after: Duration::from_secs(give_up_after),
         outbox_max_len: usize::try_from(outbox_max_len).unwrap_or(1_000_000),
         outbox_max_age: Duration::from_secs(outbox_max_age),
+        lease: Duration::from_secs(lease),
     }
 }
 

@@ -50,9 +50,10 @@ pub(super) fn routing_table(config: &Config) -> String {
     );
     let _ = writeln!(
         out,
-        "delivery: shutdown grace {}s, retry backoff up to {}s",
+        "delivery: shutdown grace {}s, retry backoff up to {}s, lease {}s",
         config.delivery.shutdown_grace.as_secs(),
-        config.delivery.retry_max_backoff.as_secs()
+        config.delivery.retry_max_backoff.as_secs(),
+        config.delivery.lease.as_secs()
     );
     write_links(&mut out, config);
     write_rooms(&mut out, config);

@@ -3,13 +3,15 @@
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{BLOCK_MS, READ_COUNT, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, pause_after_redis_error};
+use super::lease::ReadFence;
+use super::{READ_COUNT, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, pause_after_redis_error};
 use crate::model::Outbound;
 use crate::outbox::{Outbox, ReadFrom, Reader};
 use crate::retry::Backoff;
 
 /// Reads the outbox ahead of the sender: pending entries first, then new ones. Returns the
-/// reader when the sender hangs up or shutdown comes, so a later session can reuse it.
+/// reader when the sender hangs up, shutdown comes or the lease is no longer certainly ours
+/// (no read is issued then: see [`ReadFence`]), so a later session can reuse it.
 ///
 /// After a failed read it reads the pending entries past the last one it handed over before
 /// it reads new ones again: a `>` read whose reply was lost (the connection dropped while it
@@ -20,14 +22,23 @@ pub(super) async fn fetch(
     mut outbox: Outbox,
     ready: mpsc::Sender<Vec<Outbound>>,
     shutdown: CancellationToken,
+    fence: ReadFence,
 ) -> Reader {
     let mut from = ReadFrom::pending();
     // The last entry id handed to the sender (or dropped as unreadable).
     let mut handed = ReadFrom::pending();
     let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
     loop {
+        if !fence.clock.valid() {
+            // The renewal task is about to say so: stop then, as on shutdown.
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = ready.closed() => {}
+            }
+            return reader;
+        }
         let read = tokio::select! {
-            read = reader.read(&from, READ_COUNT, BLOCK_MS) => read,
+            read = reader.read(&from, READ_COUNT, fence.block_ms) => read,
             () = shutdown.cancelled() => return reader,
             () = ready.closed() => return reader,
         };

@@ -14,7 +14,12 @@
 //! - On start the worker first re-delivers what a crashed predecessor left pending.
 //! - Links with `max_in_flight > 1` send that many batches at once (order is then not kept);
 //!   each is still acknowledged only after its own 2xx.
-//! - On shutdown in-flight sends are allowed to finish (the daemon bounds how long).
+//! - On shutdown in-flight sends are allowed to finish (the daemon bounds how long), their
+//!   acknowledgements are written, then the link's lease is released.
+//!
+//! At most one process delivers a link at a time: the worker holds the link's lease
+//! ([`lease`]) while it delivers. Without it, the worker waits as a hot standby; when it
+//! loses the lease (it could not renew in time), it stops sending at once and waits again.
 //!
 //! Redis stays off the send path: a fetch task reads the outbox ahead of the sender (a few reads
 //! buffered) and an ack task writes acknowledgements behind it, coalesced. Both buffers are
@@ -29,6 +34,8 @@
 mod acks;
 mod fetch;
 mod health;
+mod identity;
+mod lease;
 mod send;
 
 use std::sync::Arc;
@@ -47,6 +54,8 @@ use crate::retry::Backoff;
 use acks::{Ack, acknowledge};
 use fetch::fetch;
 use health::Health;
+pub use identity::Identity;
+use lease::{Lease, Tenure};
 use send::Sender;
 
 /// Entries fetched per outbox read.
@@ -57,7 +66,8 @@ const PREFETCH: usize = 4;
 const ACK_BACKLOG: usize = 1024;
 /// After a failure, how long the ack task may take to write what it still holds.
 const ACK_DRAIN_ON_FAILURE: Duration = Duration::from_secs(2);
-/// How long a read waits for new entries before checking for shutdown again.
+/// The longest a read waits for new entries before checking for shutdown again (shorter
+/// with a short lease: [`lease::ReadFence`]).
 const BLOCK_MS: u64 = 1000;
 /// Backoff for Redis errors (the outbox itself unreachable).
 const REDIS_BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -72,7 +82,7 @@ enum Flow {
     Continue,
     /// The target said it is gone: the link is disabled until an operator enables it.
     Disabled,
-    /// Shutdown.
+    /// Shutdown, or the lease is no longer ours.
     Stop,
     /// A task of the worker failed (already logged): the worker ends now.
     Failed,
@@ -86,6 +96,9 @@ enum Settled {
     GaveUp(SendOutcome, Duration),
     Gone(SendOutcome),
     Shutdown,
+    /// The lease ran out before the target answered: the batch stays pending for the next
+    /// holder.
+    LeaseLost,
 }
 
 /// Sleeps unless shutdown comes first; true when it did.
@@ -120,6 +133,10 @@ async fn pause_after_redis_error(
 pub struct Worker {
     /// The link's name, for keys and logs.
     link: String,
+    /// The daemon's shutdown (the sender's `stop` also fires when the lease is lost).
+    shutdown: CancellationToken,
+    /// Which process may deliver this link.
+    lease: Lease,
     /// Sends batches until they settle; cloned into each concurrent send.
     sender: Sender,
     /// For dead letters and the disabled flag (each task has its own clone).
@@ -133,8 +150,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker for `target`'s outbox: retries wait at most `max_backoff`, and an event that
-    /// keeps failing with event failures for longer than `give_up_after` is dead-lettered.
+    /// A worker for `target`'s outbox that delivers while this process (`me`) holds the
+    /// link's lease: retries wait at most `max_backoff`, and an event that keeps failing with
+    /// event failures for longer than `give_up_after` is dead-lettered.
     pub fn new(
         target: Arc<Target>,
         outbox: Outbox,
@@ -142,17 +160,22 @@ impl Worker {
         shutdown: CancellationToken,
         max_backoff: Duration,
         give_up_after: Duration,
+        me: Identity,
     ) -> Self {
         let link = target.name().to_owned();
         let (acks, pending_acks) = mpsc::channel(ACK_BACKLOG);
+        let lease = Lease::new(&link, me, outbox.clone());
         Self {
             sender: Sender {
                 target,
-                shutdown,
+                stop: shutdown.child_token(),
+                clock: lease.clock.clone(),
                 max_backoff,
                 give_up_after,
                 health: Arc::new(Health::new(link.as_str().into(), outbox.clone())),
             },
+            shutdown,
+            lease,
             link,
             outbox,
             reader: Some(reader),
@@ -161,8 +184,9 @@ impl Worker {
         }
     }
 
-    fn shutdown(&self) -> &CancellationToken {
-        &self.sender.shutdown
+    /// Cancelled on shutdown and when the lease is lost: time to stop delivering.
+    fn stop(&self) -> &CancellationToken {
+        &self.sender.stop
     }
 
     /// Delivers until shutdown, then waits for the acknowledgements to be written. While the
@@ -170,7 +194,7 @@ impl Worker {
     /// tasks failed, after logging which.
     pub async fn run(mut self) {
         let link = self.link.clone();
-        let shutdown = self.shutdown().clone();
+        let shutdown = self.shutdown.clone();
         let Some(pending) = self.pending_acks.take() else {
             tracing::error!(link, "delivery worker started twice");
             return;
@@ -214,17 +238,62 @@ impl Worker {
         }
     }
 
-    /// Runs sessions until shutdown or a failure, waiting while the link is disabled.
+    /// Waits for the lease, delivers while it holds it, and waits again when it loses it;
+    /// until shutdown or a failure.
     async fn deliver_until_stopped(&mut self) -> Flow {
-        while !self.shutdown().is_cancelled() {
+        while !self.shutdown.is_cancelled() {
+            let Some(tenure) = self.lease.acquire(&self.shutdown).await else {
+                return Flow::Stop;
+            };
+            let flow = self.hold(tenure).await;
+            if matches!(flow, Flow::Failed) {
+                return flow;
+            }
+        }
+        Flow::Stop
+    }
+
+    /// Delivers while `tenure` lasts, renewing it; then writes the acknowledgements of what
+    /// was delivered and gives the lease back (if still ours), so a standby takes over at once.
+    async fn hold(&mut self, tenure: Tenure) -> Flow {
+        let lost = self.shutdown.child_token();
+        self.sender.stop = lost.clone();
+        let done = CancellationToken::new();
+        // Dropping the set aborts the renewal task: it cannot outlive the tenure.
+        let mut keeper = JoinSet::new();
+        keeper.spawn(self.lease.keeper(&tenure, lost, done.clone()));
+        let flow = self.deliver_while_held().await;
+        let flow = match flow {
+            Flow::Failed => flow,
+            _ => self.flush_acks().await.unwrap_or(flow),
+        };
+        done.cancel();
+        let _ = keeper.join_next().await;
+        self.lease.release(tenure).await;
+        flow
+    }
+
+    /// Waits until the ack task wrote everything handed to it; `Some(flow)` when it is gone.
+    async fn flush_acks(&self) -> Option<Flow> {
+        let (done, written) = oneshot::channel();
+        if self.acks.send(Ack::Flush(done)).await.is_err() || written.await.is_err() {
+            return Some(self.ack_task_gone());
+        }
+        None
+    }
+
+    /// Runs sessions until shutdown, the lease is lost or a failure, waiting while the link
+    /// is disabled.
+    async fn deliver_while_held(&mut self) -> Flow {
+        while !self.stop().is_cancelled() {
             match self.ready_to_deliver().await {
                 Ok(true) => return Flow::Stop,
                 Ok(false) => {}
                 Err(e) => {
                     let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
-                    let shutdown = self.shutdown().clone();
+                    let stop = self.stop().clone();
                     let link = self.link.clone();
-                    if pause_after_redis_error(&link, &mut self.outbox, &e, &mut backoff, &shutdown)
+                    if pause_after_redis_error(&link, &mut self.outbox, &e, &mut backoff, &stop)
                         .await
                     {
                         return Flow::Stop;
@@ -240,8 +309,8 @@ impl Worker {
         Flow::Stop
     }
 
-    /// One delivery session: from the pending entries on, until shutdown or the link is
-    /// disabled (the next session then starts again from what is pending). Ends at once,
+    /// One delivery session: from the pending entries on, until shutdown, the lease is lost or
+    /// the link is disabled (the next session then starts again from what is pending). Ends at once,
     /// failed, when the fetch task fails.
     async fn session(&mut self) -> Flow {
         let Some(reader) = self.reader.take() else {
@@ -256,10 +325,11 @@ impl Worker {
             reader,
             self.outbox.clone(),
             ready_tx,
-            self.shutdown().clone(),
+            self.stop().clone(),
+            self.lease.read_fence(),
         ));
         let link = self.link.clone();
-        let shutdown = self.shutdown().clone();
+        let stop = self.stop().clone();
         let mut fetched = None;
         let flow = {
             let delivery = self.deliver_ready(&mut ready);
@@ -267,8 +337,8 @@ impl Worker {
             tokio::select! {
                 flow = &mut delivery => flow,
                 ended = fetcher.join_next() => match ended {
-                    // On shutdown the fetch task hands its reader back: finish what is in flight.
-                    Some(Ok(reader)) if shutdown.is_cancelled() => {
+                    // On stop the fetch task hands its reader back: finish what is in flight.
+                    Some(Ok(reader)) if stop.is_cancelled() => {
                         fetched = Some(reader);
                         delivery.await
                     }
@@ -294,9 +364,8 @@ impl Worker {
         self.reader = Some(reader);
         if matches!(flow, Flow::Disabled) {
             // Re-reading from the pending entries must not see what was just delivered.
-            let (done, written) = oneshot::channel();
-            if self.acks.send(Ack::Flush(done)).await.is_err() || written.await.is_err() {
-                return self.ack_task_gone();
+            if let Some(gone) = self.flush_acks().await {
+                return gone;
             }
         }
         flow
@@ -320,7 +389,7 @@ impl Worker {
         let parallel = self.sender.target.max_in_flight().max(1);
         if parallel == 1 {
             for batch in entries.chunks(size) {
-                if self.shutdown().is_cancelled() {
+                if self.stop().is_cancelled() {
                     // Not started: stays pending for the next start.
                     return Flow::Stop;
                 }
@@ -339,7 +408,7 @@ impl Worker {
             .map(move |batch| {
                 let sender = sender.clone();
                 async move {
-                    let settled = if sender.shutdown.is_cancelled() {
+                    let settled = if sender.stop.is_cancelled() {
                         Settled::Shutdown
                     } else {
                         sender.settle(&batch).await
@@ -376,8 +445,12 @@ impl Worker {
     }
 
     /// Hands a delivered batch to the ack task, dead-letters a refused or given-up one, or
-    /// disables the link.
+    /// disables the link. Only a delivery is recorded once the lease may be lost: the new
+    /// holder decides about the rest itself.
     async fn record(&mut self, batch: &[Outbound], settled: Settled) -> Flow {
+        if !matches!(settled, Settled::Delivered) && !self.sender.clock.valid() {
+            return Flow::Stop;
+        }
         match settled {
             Settled::Delivered => self.acknowledge(batch).await,
             Settled::Refused(outcome) => {
@@ -406,7 +479,7 @@ impl Worker {
                 self.dead_letter(batch, outcome.status, &detail).await
             }
             Settled::Gone(outcome) => self.disable(&outcome).await,
-            Settled::Shutdown => Flow::Stop,
+            Settled::Shutdown | Settled::LeaseLost => Flow::Stop,
         }
     }
 
@@ -421,7 +494,7 @@ impl Worker {
     /// The ack task is gone: on shutdown (a failing Redis cut short) that is expected; before,
     /// it failed (`run` reports how it ended).
     fn ack_task_gone(&self) -> Flow {
-        if self.shutdown().is_cancelled() {
+        if self.shutdown.is_cancelled() {
             Flow::Stop
         } else {
             Flow::Failed
@@ -431,7 +504,7 @@ impl Worker {
     /// Moves events to the dead-letter stream with the status and why, retrying Redis errors.
     async fn dead_letter(&mut self, batch: &[Outbound], status: Option<u16>, detail: &str) -> Flow {
         let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
-        let shutdown = self.shutdown().clone();
+        let stop = self.stop().clone();
         loop {
             let done = self
                 .outbox
@@ -448,7 +521,7 @@ impl Worker {
                         &mut self.outbox,
                         &e,
                         &mut backoff,
-                        &shutdown,
+                        &stop,
                     )
                     .await
                     {
@@ -466,10 +539,9 @@ impl Worker {
             "target is gone: DISABLING the link"
         );
         let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
-        let shutdown = self.shutdown().clone();
+        let stop = self.stop().clone();
         while let Err(e) = self.outbox.disable(&self.link, &outcome.detail).await {
-            if pause_after_redis_error(&self.link, &mut self.outbox, &e, &mut backoff, &shutdown)
-                .await
+            if pause_after_redis_error(&self.link, &mut self.outbox, &e, &mut backoff, &stop).await
             {
                 return Flow::Stop;
             }
@@ -501,7 +573,7 @@ impl Worker {
                 );
                 announced = true;
             }
-            if sleep_or_shutdown(DISABLED_POLL, self.shutdown()).await {
+            if sleep_or_shutdown(DISABLED_POLL, self.stop()).await {
                 return Ok(true);
             }
         }

@@ -7,6 +7,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::health::Health;
+use super::lease::LeaseClock;
 use super::{Settled, TARGET_BACKOFF_MIN, sleep_or_shutdown};
 use crate::links::{SendOutcome, Target};
 use crate::model::Outbound;
@@ -18,8 +19,11 @@ use crate::retry::{self, Backoff, GiveUpClock, Verdict};
 pub(super) struct Sender {
     /// Where batches go.
     pub(super) target: Arc<Target>,
-    /// Cuts waits between retries short (a send already on its way is let finish).
-    pub(super) shutdown: CancellationToken,
+    /// Cancelled on shutdown and when the lease is lost: cuts waits between retries short (a
+    /// send already on its way is let finish unless the lease runs out).
+    pub(super) stop: CancellationToken,
+    /// Whether the link's lease is still ours: every send is fenced by it.
+    pub(super) clock: Arc<LeaseClock>,
     /// The longest wait between retries of a failing target.
     pub(super) max_backoff: Duration,
     /// How long an event may keep failing with event failures before it is given up.
@@ -32,11 +36,14 @@ impl Sender {
     /// Sends until the target accepts, refuses or is gone, or the batch has kept failing with
     /// event failures for longer than `give_up_after`; waits between retries, honouring
     /// `Retry-After`. Link failures and rate limits are retried for as long as they last.
+    /// Sends only while the lease is ours ([`LeaseClock::fenced`]).
     pub(super) async fn settle(&self, batch: &[Outbound]) -> Settled {
         let mut backoff = Backoff::new(TARGET_BACKOFF_MIN, self.max_backoff);
         let mut clock = GiveUpClock::default();
         loop {
-            let outcome = self.target.send(batch).await;
+            let Some(outcome) = self.clock.fenced(self.target.send(batch)).await else {
+                return Settled::LeaseLost;
+            };
             let Some(after) = outcome.verdict.retry_after() else {
                 return self.answered(batch, outcome).await;
             };
@@ -50,7 +57,7 @@ impl Sender {
             }
             let wait = backoff.next(after);
             self.health.failed(&outcome, wait).await;
-            if sleep_or_shutdown(wait, &self.shutdown).await {
+            if sleep_or_shutdown(wait, &self.stop).await {
                 return Settled::Shutdown;
             }
         }

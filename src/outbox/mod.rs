@@ -16,16 +16,21 @@
 //!   count of events `dropped` over the outbox caps, and the failure state: `failing_since`
 //!   and `last_error` while the link fails as a whole, `event_failing_since:{entry id}`
 //!   (Unix ms) while an entry keeps failing.
+//! - `chatbridge:lease:{link}`: STRING with a `PX` expiry, which process delivers the link
+//!   (`{token} {epoch} {place} {pid} {host}`); `chatbridge:lease:{link}:epoch`: how many times
+//!   it was taken (see [`lease`]).
 //!
 //! Files: [`enqueue`] (the idempotent enqueue script), [`reader`] (a worker's blocking reads),
 //! [`entry`] (stream entries back into events, a damaged one in place),
 //! [`acks`] (consumer groups, acknowledgements), [`dlq`] (dead letters and their admin),
-//! [`status`] (per-link stats, the disabled flag, the failure state).
+//! [`status`] (per-link stats, the disabled flag, the failure state), [`lease`] (which process
+//! delivers a link).
 
 mod acks;
 mod dlq;
 mod enqueue;
 mod entry;
+mod lease;
 mod reader;
 mod status;
 
@@ -36,11 +41,13 @@ use crate::model::{OutboundKind, Scope};
 
 pub use dlq::{Damaged, DeadLetter};
 pub use enqueue::{Caps, Commit, Enqueue, Enqueued};
+pub use lease::{Acquired, LeaseHolder, lease_key};
 pub use reader::{ReadFrom, Reader};
 pub use status::{FailureState, LinkStatus};
 
-/// The consumer group (and consumer) every worker reads through. One daemon per Redis: the
-/// consumer name is fixed so a restarted process finds what its predecessor left pending.
+/// The consumer group (and consumer) every worker reads through. Only the holder of a link's
+/// lease reads it: the consumer name is fixed so a restarted process, or a standby taking
+/// over, finds what its predecessor left pending.
 pub(crate) const GROUP: &str = "chatbridge";
 pub(crate) const CONSUMER: &str = "chatbridge";
 

@@ -1,0 +1,346 @@
+//! The worker's side of the link's lease: wait as a standby until it is free, hold it while
+//! delivering, and stop sending the moment it may no longer be ours.
+//!
+//! Fencing is by this process's own monotonic clock: a renewal sent at `t` and answered keeps
+//! the lease ours until `t + lease` in Redis, so we count it valid until `t + lease − margin`.
+//! A send starts only while that holds, and a send still waiting for its answer when it
+//! stops holding is dropped unanswered (the entry stays pending: the new holder sends it
+//! again, at least once). A process paused (SIGSTOP, a stall, a partition) wakes to an expired
+//! clock and sends nothing more; it cannot be fenced in the instant between the check and the
+//! write, which the margin only narrows. The clock (`CLOCK_MONOTONIC`) keeps counting while
+//! the process is stopped, but not while the whole machine is suspended: a suspended VM is
+//! fenced only once its first renewal after resuming fails.
+//!
+//! Reading is fenced too. A blocking outbox read claims entries for the shared consumer as they
+//! arrive, even while this process is paused; so a read is issued only while the lease is
+//! valid, and blocks for at most half the margin: it has ended in Redis before the lease can
+//! expire there, and the next holder's first read (of the pending entries) sees what it
+//! claimed.
+//!
+//! What a process that lost its lease still writes is harmless by construction: it records
+//! outcomes (dead letters, failure marks, a disable) only for answers it got while the lease
+//! was valid, and it acknowledges only entries the target accepted; acknowledging an entry
+//! the new holder also sent only spares a third copy.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::identity::Identity;
+use super::{BLOCK_MS, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, sleep_or_shutdown};
+use crate::outbox::{Acquired, LeaseHolder, Outbox};
+use crate::retry::Backoff;
+
+/// The longest a standby waits between two looks at the lease.
+const STANDBY_POLL: Duration = Duration::from_millis(500);
+/// How soon a failed renewal is tried again.
+const RENEW_RETRY: Duration = Duration::from_millis(250);
+
+/// What the fetch task needs to read only while the lease is ours.
+#[derive(Debug, Clone)]
+pub(super) struct ReadFence {
+    /// Whether the lease is still ours.
+    pub(super) clock: Arc<LeaseClock>,
+    /// How long one read may block: at most half the margin.
+    pub(super) block_ms: u64,
+}
+
+/// Until when the lease is certainly ours, by this process's monotonic clock; shared by the
+/// renewal task and every send of the tenure.
+#[derive(Debug, Default)]
+pub(super) struct LeaseClock {
+    /// `None` when not held.
+    valid_until: Mutex<Option<Instant>>,
+}
+
+impl LeaseClock {
+    fn until(&self) -> Option<Instant> {
+        *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, until: Option<Instant>) {
+        *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
+    }
+
+    /// Whether the lease is certainly ours now.
+    pub(super) fn valid(&self) -> bool {
+        self.until().is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Runs `work` while the lease is ours: `None`, with `work` dropped, as soon as it may not
+    /// be (checked before `work` first runs and again before each time it is polled).
+    pub(super) async fn fenced<F: Future>(&self, work: F) -> Option<F::Output> {
+        let mut work = pin!(work);
+        let mut expiry = pin!(tokio::time::sleep_until(Instant::now()));
+        std::future::poll_fn(|cx| {
+            loop {
+                let Some(until) = self.until().filter(|u| Instant::now() < *u) else {
+                    return Poll::Ready(None);
+                };
+                if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                    return Poll::Ready(Some(out));
+                }
+                if expiry.deadline() != until {
+                    expiry.as_mut().reset(until);
+                }
+                if expiry.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// One link's lease as this process sees it.
+pub(super) struct Lease {
+    /// The link's name, for keys and logs.
+    link: String,
+    /// This process.
+    me: Identity,
+    /// A clone of the shared handle: the connection is multiplexed, so a renewal does not
+    /// wait for other commands to finish.
+    outbox: Outbox,
+    /// Until when it is ours.
+    pub(super) clock: Arc<LeaseClock>,
+}
+
+/// A lease this process holds, until it is lost or given back.
+pub(super) struct Tenure {
+    /// The stored value, compared by renew and release.
+    value: String,
+    /// Which tenure of the link this is, for logs.
+    pub(super) epoch: u64,
+}
+
+impl Lease {
+    pub(super) fn new(link: &str, me: Identity, outbox: Outbox) -> Self {
+        Self {
+            link: link.to_owned(),
+            me,
+            outbox,
+            clock: Arc::default(),
+        }
+    }
+
+    /// The fence of this link's outbox reads.
+    pub(super) fn read_fence(&self) -> ReadFence {
+        let half_margin = u64::try_from((self.me.margin() / 2).as_millis()).unwrap_or(BLOCK_MS);
+        ReadFence {
+            clock: self.clock.clone(),
+            block_ms: half_margin.clamp(10, BLOCK_MS),
+        }
+    }
+
+    /// Waits as a standby until the lease is ours; `None` when shutdown came first.
+    pub(super) async fn acquire(&mut self, shutdown: &CancellationToken) -> Option<Tenure> {
+        let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
+        let mut seen: Option<String> = None;
+        loop {
+            let asked = Instant::now();
+            let tried = self
+                .outbox
+                .lease_acquire(&self.link, &self.me.token, &self.me.stored(), self.me.ttl)
+                .await;
+            let wait = match tried {
+                Ok(Acquired::Ours { value, epoch }) => {
+                    self.clock.set(Some(asked + self.me.ttl - self.me.margin()));
+                    tracing::info!(
+                        link = self.link,
+                        epoch,
+                        holder = self.me.holder(),
+                        "link {}: delivering here",
+                        self.link
+                    );
+                    return Some(Tenure { value, epoch });
+                }
+                Ok(Acquired::Held(held)) if self.me.outlived(&held) => {
+                    self.take_from_the_dead(&held).await;
+                    continue;
+                }
+                Ok(Acquired::Held(held)) => {
+                    backoff.reset();
+                    self.announce_standby(&held, &mut seen);
+                    held.expires_in
+                        .clamp(Duration::from_millis(20), STANDBY_POLL)
+                }
+                Err(e) => {
+                    let wait = backoff.next(None);
+                    tracing::warn!(link = self.link, error = %e, retry_in = ?wait, "cannot read the delivery lease");
+                    wait
+                }
+            };
+            if sleep_or_shutdown(wait, shutdown).await {
+                return None;
+            }
+        }
+    }
+
+    /// Deletes the lease of a predecessor that is gone (if it is still that one's), so the
+    /// next try takes it.
+    async fn take_from_the_dead(&mut self, held: &LeaseHolder) {
+        tracing::info!(
+            link = self.link,
+            holder = held.holder,
+            "link {}: the previous holder ({}) is gone: taking over without waiting for its lease to expire",
+            self.link,
+            held.holder
+        );
+        if let Err(e) = self.outbox.lease_release(&self.link, &held.value).await {
+            tracing::warn!(link = self.link, error = %e, "cannot take over the delivery lease yet");
+        }
+    }
+
+    /// Logs that this process waits, once per holder.
+    fn announce_standby(&self, held: &LeaseHolder, seen: &mut Option<String>) {
+        let who = format!("{} (epoch {})", held.holder, held.epoch);
+        if seen.as_deref() != Some(who.as_str()) {
+            tracing::info!(
+                link = self.link,
+                holder = held.holder,
+                epoch = held.epoch,
+                "link {}: standby, held by another process ({}); taking over when it lets go or its lease expires",
+                self.link,
+                held.holder
+            );
+            *seen = Some(who);
+        }
+    }
+
+    /// Renews the lease every third of its time until `done` is cancelled or the lease is
+    /// lost; on loss it cancels `lost` (the tenure's stop signal) at once.
+    pub(super) async fn keep(
+        mut outbox: Outbox,
+        link: String,
+        tenure_value: String,
+        me: Identity,
+        clock: Arc<LeaseClock>,
+        lost: CancellationToken,
+        done: CancellationToken,
+    ) {
+        let mut next = Instant::now() + me.ttl / 3;
+        loop {
+            let Some(until) = clock.until() else { return };
+            tokio::select! {
+                () = tokio::time::sleep_until(next.min(until)) => {}
+                () = done.cancelled() => return,
+            }
+            if Instant::now() >= until {
+                return give_up(
+                    &link,
+                    &clock,
+                    &lost,
+                    "it expired before a renewal got through",
+                );
+            }
+            let sent = Instant::now();
+            match outbox.lease_renew(&link, &tenure_value, me.ttl).await {
+                Ok(true) => {
+                    clock.set(Some(sent + me.ttl - me.margin()));
+                    next = sent + me.ttl / 3;
+                }
+                Ok(false) => {
+                    return give_up(&link, &clock, &lost, "another process holds it now");
+                }
+                Err(e) => {
+                    tracing::warn!(link, error = %e, "cannot renew the delivery lease");
+                    next = Instant::now() + RENEW_RETRY;
+                }
+            }
+        }
+    }
+
+    /// The renewal task's arguments for `tenure`.
+    pub(super) fn keeper(
+        &self,
+        tenure: &Tenure,
+        lost: CancellationToken,
+        done: CancellationToken,
+    ) -> impl Future<Output = ()> + use<> {
+        Self::keep(
+            self.outbox.clone(),
+            self.link.clone(),
+            tenure.value.clone(),
+            self.me.clone(),
+            self.clock.clone(),
+            lost,
+            done,
+        )
+    }
+
+    /// Gives the lease back (if still ours) so a standby takes over at once.
+    pub(super) async fn release(&mut self, tenure: Tenure) {
+        self.clock.set(None);
+        match self.outbox.lease_release(&self.link, &tenure.value).await {
+            Ok(true) => tracing::info!(
+                link = self.link,
+                epoch = tenure.epoch,
+                "released the delivery lease"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(link = self.link, error = %e, "could not release the delivery lease; it expires on its own")
+            }
+        }
+    }
+}
+
+/// The lease is no longer certainly ours: stop sending now.
+fn give_up(link: &str, clock: &LeaseClock, lost: &CancellationToken, why: &str) {
+    clock.set(None);
+    lost.cancel();
+    tracing::warn!(
+        link,
+        why,
+        "link {link}: lost the delivery lease: stopped sending, back to standby"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fenced_send_is_dropped_when_the_lease_runs_out() {
+        let clock = LeaseClock::default();
+        clock.set(Some(Instant::now() + Duration::from_secs(1)));
+        let slow = tokio::time::sleep(Duration::from_secs(5));
+        assert_eq!(clock.fenced(slow).await, None);
+        assert!(!clock.valid());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fenced_send_finishes_while_renewals_keep_the_lease() {
+        let clock = Arc::new(LeaseClock::default());
+        clock.set(Some(Instant::now() + Duration::from_secs(1)));
+        let renewer = clock.clone();
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                renewer.set(Some(Instant::now() + Duration::from_secs(1)));
+            }
+        });
+        let slow = tokio::time::sleep(Duration::from_secs(3));
+        assert_eq!(clock.fenced(slow).await, Some(()));
+    }
+
+    #[tokio::test]
+    async fn nothing_starts_without_the_lease() {
+        let clock = LeaseClock::default();
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let work = async { started.store(true, std::sync::atomic::Ordering::SeqCst) };
+        assert_eq!(clock.fenced(work).await, None);
+        assert!(!started.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}
