@@ -87,6 +87,10 @@ async fn ready_comes_after_the_subscription_and_the_first_catch_up_with_a_status
         2,
         "READY=1 before the second run subscribed; log:\n{log}"
     );
+    assert!(
+        log.contains("caught up from history"),
+        "READY=1 before the catch-up pass was resolved; log:\n{log}"
+    );
     let outbox = outbox_payloads(&redis).await;
     assert!(
         outbox.iter().any(|p| p.contains("sent while down")),
