@@ -19,6 +19,7 @@ use crate::deliver::{Identity, Worker};
 use crate::eviction;
 use crate::intake::Intake;
 use crate::links::{self, Target};
+use crate::notify::{self, Health};
 use crate::outbox::{Caps, Outbox, Reader};
 use crate::retry::Backoff;
 use crate::route::Routes;
@@ -50,6 +51,10 @@ pub enum DaemonError {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let client = crate::connect::client(&config.redis.url)?;
     let stop = CancellationToken::new();
+    let shutdown = async {
+        shutdown.await;
+        notify::stopping();
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     let parts = tokio::select! {
         started = start(&config, &client, &stop) => started?,
@@ -101,13 +106,25 @@ async fn start(
     let (feed_tx, feed_rx) = mpsc::channel(FEED_CAPACITY);
     let routes = Arc::new(Routes::new(config));
     let barrier = format!("chatbridge:barrier:{}", uuid::Uuid::new_v4());
+    let health = Health::new();
+    let status = notify::Status {
+        con: con.clone(),
+        links: config.links.keys().cloned().collect(),
+    };
+    parts.spawn("notify", notify::run(health.clone(), status, stop.clone()));
     let listen = Listen {
         routes: routes.clone(),
         barrier: barrier.clone(),
     };
     parts.spawn(
         "subscription",
-        crate::subscription::run(client.clone(), listen, feed_tx, stop.clone()),
+        crate::subscription::run(
+            client.clone(),
+            listen,
+            feed_tx,
+            health.clone(),
+            stop.clone(),
+        ),
     );
     let intake = Intake {
         con,
@@ -121,6 +138,7 @@ async fn start(
         watched: Default::default(),
         barrier,
         sweep: config.history.sweep,
+        health,
     };
     parts.spawn("intake", intake.run(feed_rx, stop.clone()));
     Ok(parts)

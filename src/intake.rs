@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catchup::{CatchUp, Limits, Pass, Watched, enqueue_pass};
 use crate::decode::Decoder;
 use crate::model::{EventKind, OutboundKind, Scope, content_id};
+use crate::notify::Health;
 use crate::outbox::{Enqueue, Enqueued, Outbox, OutboxError};
 use crate::retry::Backoff;
 use crate::route::{Routes, origin_among};
@@ -51,6 +52,8 @@ pub struct Intake {
     pub barrier: String,
     /// The safety-net catch-up period: finds messages stored but never published.
     pub sweep: Duration,
+    /// Where the intake says when it is busy, idle, and caught up (readiness, watchdog).
+    pub health: Health,
 }
 
 /// A pass that has read history and waits for its barrier.
@@ -96,26 +99,31 @@ impl Intake {
         sweep.reset();
         let mut state = State::default();
         loop {
+            self.health.intake_idle();
             let deadline = state.pending.as_ref().map(|p| p.deadline);
             let first = tokio::select! {
                 item = feed.recv() => match item {
                     Some(item) => item,
                     None => {
+                        self.health.intake_busy();
                         self.flush(&mut state, &shutdown).await;
                         self.resolve(&mut state, &shutdown).await;
                         return;
                     }
                 },
                 _ = sweep.tick(), if state.pending.is_none() => {
+                    self.health.intake_busy();
                     self.start_pass(&mut state, false, &shutdown).await;
                     continue;
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.health.intake_busy();
                     tracing::warn!("catch-up barrier did not arrive: resolving the pass without it");
                     self.resolve(&mut state, &shutdown).await;
                     continue;
                 }
             };
+            self.health.intake_busy();
             let mut item = Some(first);
             let mut taken = 0;
             while let Some(current) = item.take() {
@@ -303,6 +311,9 @@ impl Intake {
             }
         };
         state.resolved_in = Some(pending.session);
+        if pending.hold {
+            self.health.caught_up();
+        }
         // Held events are new (they were never enqueued); the rest came from history and had
         // not been enqueued live.
         let from_history = added.saturating_sub(held_count);

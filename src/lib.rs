@@ -29,6 +29,8 @@
 //! - [`retry`]: the one place that decides whether a failed send is retried, and how long to wait.
 //! - [`links`]: the link kinds (console, webhook; Slack and Discord later) behind one [`links::Target`].
 //! - [`eviction`]: at `run` start, refuses a Redis whose `maxmemory-policy` may evict our keys.
+//! - [`notify`]: systemd's notify protocol: READY=1 once subscribed and caught up, STATUS=,
+//!   WATCHDOG=1 only while the subscription and the intake show progress, STOPPING=1.
 //! - [`supervise`]: the daemon's parts as named tasks; the first one to end or panic while
 //!   running stops the daemon, which exits non-zero.
 //! - [`daemon`]: wires it all together; `run(config, shutdown)` returns once drained.
@@ -46,6 +48,7 @@ pub mod eviction;
 pub mod intake;
 pub mod links;
 pub mod model;
+pub mod notify;
 pub mod outbox;
 pub mod printable;
 pub mod pyjson;

@@ -16,6 +16,7 @@ use tokio::time::{Instant, interval, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::MAX_PAYLOAD_BYTES;
+use crate::notify::Health;
 use crate::retry::Backoff;
 use crate::route::Routes;
 
@@ -101,11 +102,12 @@ impl Skipped {
     }
 }
 
-/// Runs sessions until shutdown.
+/// Runs sessions until shutdown, reporting each session's signs of life to `health`.
 pub async fn run(
     client: redis::Client,
     listen: Listen,
     feed: mpsc::Sender<Feed>,
+    health: Health,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
@@ -114,9 +116,10 @@ pub async fn run(
     loop {
         let started = Instant::now();
         let end = tokio::select! {
-            end = session(&client, &listen, &feed, &budget, &mut skipped) => end,
+            end = session(&client, &listen, &feed, &budget, &mut skipped, &health) => end,
             () = shutdown.cancelled() => End::Shutdown,
         };
+        health.subscription_ended();
         match end {
             End::Shutdown | End::Closed => return,
             End::Disconnected(why) => {
@@ -140,6 +143,7 @@ async fn session(
     feed: &mpsc::Sender<Feed>,
     budget: &Arc<Semaphore>,
     skipped: &mut Skipped,
+    health: &Health,
 ) -> End {
     let pubsub = match timeout(crate::connect::CONNECT_TIMEOUT, client.get_async_pubsub()).await {
         Ok(Ok(pubsub)) => pubsub,
@@ -167,6 +171,7 @@ async fn session(
     if feed.send(Feed::Subscribed).await.is_err() {
         return End::Closed;
     }
+    health.subscription_alive();
     let mut ping = interval(PING_EVERY);
     ping.reset();
     loop {
@@ -201,12 +206,13 @@ async fn session(
                 if feed.send(item).await.is_err() {
                     return End::Closed;
                 }
+                health.subscription_alive();
             }
             _ = ping.tick() => {
                 // In subscribed mode Redis answers PING with `["pong", ""]`, not `PONG`:
                 // any answer proves the connection alive.
                 match timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(_)) => health.subscription_alive(),
                     Ok(Err(e)) => return End::Disconnected(format!("ping: {e}")),
                     Err(_) => return End::Disconnected("ping: no answer".into()),
                 }

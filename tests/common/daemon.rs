@@ -64,6 +64,18 @@ impl Daemon {
 
     /// Starts it again on the same config dir (after a kill), appending to the same logs.
     pub fn start_in(config: ConfigDir) -> Self {
+        Self::start_in_with_env(config, &[])
+    }
+
+    /// Starts `chatbridge run` on this config text with extra environment variables for the
+    /// child only (`NOTIFY_SOCKET`, `WATCHDOG_USEC`): the test process's environment is not
+    /// touched.
+    pub fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_in_with_env(ConfigDir::new(toml), env)
+    }
+
+    /// [`Daemon::start_in`] with extra environment variables for the child.
+    pub fn start_in_with_env(config: ConfigDir, env: &[(&str, &str)]) -> Self {
         let log = config.dir.path().join("daemon.log");
         let stdout = config.dir.path().join("stdout.log");
         let open = |p: &Path| {
@@ -79,6 +91,7 @@ impl Daemon {
             .arg("run")
             .env_remove("CHATBRIDGE_CONFIG")
             .env("RUST_LOG", "info,chatbridge=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(open(&stdout))
             .stderr(open(&log))

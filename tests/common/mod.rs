@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod notify;
 pub mod outbox;
 pub mod receiver;
 pub mod redis;

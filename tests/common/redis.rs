@@ -57,6 +57,12 @@ impl RedisServer {
         panic!("could not start redis-server after {PORT_ATTEMPTS} ports: {last_failure}");
     }
 
+    /// The server's process id while it runs (to SIGSTOP it: a Redis that accepts nothing
+    /// and answers nothing, the way a wedged host looks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

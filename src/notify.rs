@@ -1,0 +1,352 @@
+//! The service manager's view of the daemon, over systemd's notify protocol (`sd_notify`; a
+//! no-op when `NOTIFY_SOCKET` is not set):
+//! - `READY=1` once Redis is subscribed and the first catch-up pass after it is resolved;
+//! - `STATUS=` a one-line summary (`subscribed; 2 links; 14 queued`), every [`STATUS_EVERY`];
+//! - `WATCHDOG=1` at half of `WATCHDOG_USEC`, but only while [`Health`] says the subscription
+//!   session is alive and making progress and the intake is not stuck in one step: a wedged
+//!   process stops feeding the watchdog and systemd restarts it;
+//! - `STOPPING=1` when shutdown begins ([`stopping`]).
+//!
+//! [`Health`] is the shared record the subscription and the intake update as they work; the
+//! notify task only reads it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use sd_notify::NotifyState;
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox::outbox_key;
+
+/// How often `STATUS=` is refreshed.
+pub const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// A session that neither forwarded anything nor had a PING answered for this long is wedged:
+/// it PINGs every 5 s and gives each PING 5 s, so a live one never stays silent this long.
+pub const SUBSCRIPTION_STALE: Duration = Duration::from_secs(11);
+/// The intake is stuck when one step (a batch, a catch-up pass) has taken this long: Redis
+/// is not answering its writes, or something hangs.
+pub const INTAKE_STALE: Duration = Duration::from_secs(60);
+/// How long the status line waits for the outbox depths.
+const DEPTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the subscription and the intake report about themselves; cheap to clone and update
+/// (two atomics and a watch channel behind one `Arc`).
+#[derive(Clone)]
+pub struct Health {
+    /// Shared by every clone: the subscription and the intake write, the notify task reads.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The zero point of the millisecond clocks below (tokio's clock, so tests can pause it).
+    origin: Instant,
+    /// When the subscription last proved alive (subscribed, forwarded an item, had a PING
+    /// answered), in ms since `origin` plus one; 0 while no session is subscribed.
+    subscription: AtomicU64,
+    /// When the intake began its current step, in ms since `origin` plus one; 0 while it
+    /// waits for input (idle is healthy).
+    intake_busy_since: AtomicU64,
+    /// Becomes true once a catch-up pass after a subscribe is resolved: the daemon is ready.
+    caught_up: watch::Sender<bool>,
+}
+
+/// Why the watchdog is not fed (also shown in `STATUS=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unhealthy {
+    /// No subscription session is subscribed (Redis down, or reconnecting).
+    NotSubscribed,
+    /// The session has shown no sign of life for this long.
+    SubscriptionSilent(Duration),
+    /// The intake has been in one step for this long.
+    IntakeStuck(Duration),
+}
+
+impl std::fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotSubscribed => write!(f, "redis subscription down, reconnecting"),
+            Self::SubscriptionSilent(for_) => {
+                write!(f, "redis subscription silent for {}s", for_.as_secs())
+            }
+            Self::IntakeStuck(for_) => write!(f, "intake stuck for {}s", for_.as_secs()),
+        }
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Health {
+    /// Nothing subscribed, intake idle, not caught up.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                origin: Instant::now(),
+                subscription: AtomicU64::new(0),
+                intake_busy_since: AtomicU64::new(0),
+                caught_up: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// The subscription is subscribed and just proved alive.
+    pub fn subscription_alive(&self) {
+        self.inner.subscription.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// The subscription session ended; until the next subscribe, nothing is mirrored live.
+    pub fn subscription_ended(&self) {
+        self.inner.subscription.store(0, Ordering::Relaxed);
+    }
+
+    /// The intake starts a step (handles what arrived, runs a pass).
+    pub fn intake_busy(&self) {
+        self.inner
+            .intake_busy_since
+            .store(self.now(), Ordering::Relaxed);
+    }
+
+    /// The intake waits for input.
+    pub fn intake_idle(&self) {
+        self.inner.intake_busy_since.store(0, Ordering::Relaxed);
+    }
+
+    /// A catch-up pass after a subscribe was resolved.
+    pub fn caught_up(&self) {
+        self.inner
+            .caught_up
+            .send_if_modified(|done| !std::mem::replace(done, true));
+    }
+
+    /// Completes once [`Health::caught_up`] was called (never if the intake is gone first).
+    pub async fn wait_caught_up(&self) {
+        let mut rx = self.inner.caught_up.subscribe();
+        if rx.wait_for(|done| *done).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Whether the watchdog may be fed now, and if not, why.
+    pub fn check(&self) -> Result<(), Unhealthy> {
+        let now = self.now();
+        let since = |stamp: u64| Duration::from_millis(now.saturating_sub(stamp));
+        match self.inner.subscription.load(Ordering::Relaxed) {
+            0 => return Err(Unhealthy::NotSubscribed),
+            beat if since(beat) > SUBSCRIPTION_STALE => {
+                return Err(Unhealthy::SubscriptionSilent(since(beat)));
+            }
+            _ => {}
+        }
+        match self.inner.intake_busy_since.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            busy if since(busy) > INTAKE_STALE => Err(Unhealthy::IntakeStuck(since(busy))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Milliseconds since `origin`, plus one (0 means "never").
+    fn now(&self) -> u64 {
+        let ms = self.inner.origin.elapsed().as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+    }
+}
+
+/// What the status line reports besides health.
+pub struct Status {
+    /// For the outbox depths (`XLEN` of each link's outbox).
+    pub con: ConnectionManager,
+    /// The configured links, by name.
+    pub links: Vec<String>,
+}
+
+impl Status {
+    /// `subscribed; 2 links; 14 queued`, or what is wrong instead of `subscribed`.
+    async fn line(&mut self, health: &Health) -> String {
+        let state = match health.check() {
+            Ok(()) => "subscribed".to_owned(),
+            Err(why) => why.to_string(),
+        };
+        let links = match self.links.len() {
+            1 => "1 link".to_owned(),
+            n => format!("{n} links"),
+        };
+        match self.queued().await {
+            Some(queued) => format!("{state}; {links}; {queued} queued"),
+            None => format!("{state}; {links}; queue depth unknown (redis not answering)"),
+        }
+    }
+
+    /// Events waiting in every outbox; `None` when Redis does not answer in time.
+    async fn queued(&mut self) -> Option<u64> {
+        let mut pipe = redis::pipe();
+        for link in &self.links {
+            pipe.xlen(outbox_key(link));
+        }
+        let depths: Vec<u64> = timeout(DEPTH_TIMEOUT, pipe.query_async(&mut self.con))
+            .await
+            .ok()?
+            .ok()?;
+        Some(depths.iter().sum())
+    }
+}
+
+/// The notify part of the daemon: waits for readiness, then feeds the watchdog (if systemd
+/// asked for one) and refreshes the status until `stop`.
+pub async fn run(health: Health, mut status: Status, stop: CancellationToken) {
+    send(&[NotifyState::Status("connecting to redis; catching up")]);
+    tokio::select! {
+        () = health.wait_caught_up() => {}
+        () = stop.cancelled() => return,
+    }
+    let line = status.line(&health).await;
+    send(&[NotifyState::Ready, NotifyState::Status(&line)]);
+    tracing::info!("ready");
+    // Two loops, so a slow status query never delays the watchdog.
+    tokio::select! {
+        () = feed_watchdog(&health) => {}
+        () = refresh_status(&health, &mut status) => {}
+        () = stop.cancelled() => {}
+    }
+}
+
+/// Feeds the watchdog at half of `WATCHDOG_USEC` while healthy; forever idle if systemd asked
+/// for no watchdog.
+async fn feed_watchdog(health: &Health) {
+    let Some(every) = sd_notify::watchdog_enabled()
+        .map(|timeout| timeout / 2)
+        .filter(|every| !every.is_zero())
+    else {
+        return std::future::pending().await;
+    };
+    let mut feed = tokio::time::interval(every);
+    let mut withheld = false;
+    loop {
+        feed.tick().await;
+        withheld = watch(health, withheld);
+    }
+}
+
+/// Refreshes `STATUS=` every [`STATUS_EVERY`].
+async fn refresh_status(health: &Health, status: &mut Status) {
+    let mut refresh = tokio::time::interval(STATUS_EVERY);
+    refresh.reset();
+    loop {
+        refresh.tick().await;
+        let line = status.line(health).await;
+        send(&[NotifyState::Status(&line)]);
+    }
+}
+
+/// Feeds the watchdog if healthy; logs when it starts or stops withholding. Returns whether
+/// it withholds now.
+fn watch(health: &Health, withheld: bool) -> bool {
+    match health.check() {
+        Ok(()) => {
+            if withheld {
+                tracing::info!("healthy again: feeding the systemd watchdog");
+            }
+            send(&[NotifyState::Watchdog]);
+            false
+        }
+        Err(why) => {
+            if !withheld {
+                tracing::warn!(reason = %why, "unhealthy: not feeding the systemd watchdog");
+            }
+            true
+        }
+    }
+}
+
+/// Tells the service manager that shutdown began.
+pub fn stopping() {
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping: finishing in-flight sends"),
+    ]);
+}
+
+/// Sends `states`; a failure is logged at debug level only (the socket is the service
+/// manager's business, and a missing one must not disturb the bridge).
+fn send(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn unhealthy_until_subscribed() {
+        let health = Health::new();
+        assert_eq!(health.check(), Err(Unhealthy::NotSubscribed));
+        health.subscription_alive();
+        assert_eq!(health.check(), Ok(()));
+        health.subscription_ended();
+        assert_eq!(health.check(), Err(Unhealthy::NotSubscribed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_subscription_is_unhealthy() {
+        let health = Health::new();
+        health.subscription_alive();
+        tokio::time::advance(SUBSCRIPTION_STALE).await;
+        assert_eq!(health.check(), Ok(()));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(matches!(
+            health.check(),
+            Err(Unhealthy::SubscriptionSilent(_))
+        ));
+        health.subscription_alive();
+        assert_eq!(health.check(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_intake_is_healthy_a_stuck_one_is_not() {
+        let health = Health::new();
+        health.intake_busy();
+        tokio::time::advance(INTAKE_STALE + Duration::from_secs(1)).await;
+        health.subscription_alive();
+        assert!(matches!(health.check(), Err(Unhealthy::IntakeStuck(_))));
+        health.intake_idle();
+        assert_eq!(health.check(), Ok(()));
+        tokio::time::advance(INTAKE_STALE * 2).await;
+        health.subscription_alive();
+        assert_eq!(health.check(), Ok(()), "waiting for input is not stuck");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn caught_up_wakes_the_waiter_once_set() {
+        let health = Health::new();
+        let waiter = tokio::spawn({
+            let health = health.clone();
+            async move { health.wait_caught_up().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        health.caught_up();
+        health.caught_up();
+        waiter.await.expect("waiter");
+        health.wait_caught_up().await;
+    }
+
+    #[test]
+    fn reasons_read_as_a_status_line() {
+        assert_eq!(
+            Unhealthy::IntakeStuck(Duration::from_millis(61_500)).to_string(),
+            "intake stuck for 61s"
+        );
+        assert_eq!(
+            Unhealthy::NotSubscribed.to_string(),
+            "redis subscription down, reconnecting"
+        );
+    }
+}
