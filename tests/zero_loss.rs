@@ -143,27 +143,6 @@ fn assert_in_order(receiver: &Receiver, expected: &[String]) -> usize {
     duplicates
 }
 
-#[cfg(any())]
-fn assert_in_order_old(receiver: &Receiver, expected: &[String]) -> usize {
-    let got = message_contents(receiver);
-    let wanted: std::collections::HashSet<&String> = expected.iter().collect();
-    let mut seen = std::collections::HashSet::new();
-    let mut firsts = Vec::new();
-    let mut duplicates = 0;
-    for content in &got {
-        if !wanted.contains(content) {
-            continue;
-        }
-        if seen.insert(content.clone()) {
-            firsts.push(content.clone());
-        } else {
-            duplicates += 1;
-        }
-    }
-    assert_eq!(firsts, expected, "messages arrived out of order");
-    duplicates
-}
-
 /// The seed's `send_message`, failing instead of panicking (the server may be down).
 async fn try_send(con: &mut MultiplexedConnection, content: &str) -> redis::RedisResult<()> {
     let message = seed::create_message(json!(1001), "alice", content, Some("general"));
