@@ -51,8 +51,9 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Decodes a payload published on `channel`, or counts and skips it.
-    pub fn decode(&mut self, channel: &str, payload: &[u8]) -> Option<Received> {
+    /// Decodes a payload published on `channel`, or counts and skips it. Takes the payload
+    /// by value: an event keeps its bytes as its relayed form without a copy.
+    pub fn decode(&mut self, channel: &str, payload: Vec<u8>) -> Option<Received> {
         let Some(scope) = Scope::from_channel(channel) else {
             self.skip(
                 "bad_channel",
@@ -64,19 +65,20 @@ impl Decoder {
         self.decode_in(scope, payload)
     }
 
-    /// Decodes a payload whose scope is already known (a history entry).
-    pub fn decode_in(&mut self, scope: Scope, payload: &[u8]) -> Option<Received> {
+    /// Decodes a payload whose scope is already known.
+    pub fn decode_in(&mut self, scope: Scope, payload: Vec<u8>) -> Option<Received> {
         if payload.len() > MAX_PAYLOAD_BYTES {
             let why = format!("{} bytes, limit {MAX_PAYLOAD_BYTES}", payload.len());
             self.skip("oversized", &scope.channel(), &why);
             return None;
         }
-        match ChatEvent::from_slice(payload) {
+        match ChatEvent::from_slice(&payload) {
             Ok(event) => Some(Received {
                 scope,
                 event,
-                // from_slice succeeded, so the payload is UTF-8.
-                raw: String::from_utf8_lossy(payload).into_owned(),
+                // from_slice succeeded, so the payload is UTF-8: this only checks, never copies.
+                raw: String::from_utf8(payload)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             }),
             Err(e) => {
                 self.skip(e.kind(), &scope.channel(), &e.to_string());
@@ -161,15 +163,15 @@ mod tests {
     #[test]
     fn garbage_is_counted_by_kind_and_good_events_pass() {
         let mut d = Decoder::default();
-        assert!(d.decode("chat:room:general", b"{not json").is_none());
-        assert!(d.decode("chat:room:general", b"\x00\xff").is_none());
+        assert!(d.decode("chat:room:general", b"{not json".to_vec()).is_none());
+        assert!(d.decode("chat:room:general", b"\x00\xff".to_vec()).is_none());
         assert!(
-            d.decode("chat:room:general", &vec![b' '; MAX_PAYLOAD_BYTES + 1])
+            d.decode("chat:room:general", vec![b' '; MAX_PAYLOAD_BYTES + 1])
                 .is_none()
         );
-        assert!(d.decode("chat:room:a:b", b"{}").is_none());
+        assert!(d.decode("chat:room:a:b", b"{}".to_vec()).is_none());
         let typing = br#"{"type": "typing", "user_id": 1, "timestamp": "2026-11-27T20:12:21"}"#;
-        let got = d.decode("chat:room:general", typing).unwrap();
+        let got = d.decode("chat:room:general", typing.to_vec()).unwrap();
         assert_eq!(got.scope, Scope::Room("general".into()));
         assert_eq!(got.raw.as_bytes(), typing);
         assert_eq!(d.skipped()["not_json"], 1);

@@ -142,7 +142,7 @@ impl Intake {
             Feed::Payload {
                 channel, payload, ..
             } => {
-                let Some(enqueue) = self.route(&channel, &payload) else {
+                let Some(enqueue) = self.route(&channel, payload) else {
                     return;
                 };
                 match &mut state.pending {
@@ -172,7 +172,7 @@ impl Intake {
     }
 
     /// Decodes and routes one payload; `None` when nothing wants it.
-    fn route(&mut self, channel: &str, payload: &[u8]) -> Option<Enqueue> {
+    fn route(&mut self, channel: &str, payload: Vec<u8>) -> Option<Enqueue> {
         let received = self.decoder.decode(channel, payload)?;
         if !self.routes.watches(&received.scope) {
             return None;
