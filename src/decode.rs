@@ -163,8 +163,14 @@ mod tests {
     #[test]
     fn garbage_is_counted_by_kind_and_good_events_pass() {
         let mut d = Decoder::default();
-        assert!(d.decode("chat:room:general", b"{not json".to_vec()).is_none());
-        assert!(d.decode("chat:room:general", b"\x00\xff".to_vec()).is_none());
+        assert!(
+            d.decode("chat:room:general", b"{not json".to_vec())
+                .is_none()
+        );
+        assert!(
+            d.decode("chat:room:general", b"\x00\xff".to_vec())
+                .is_none()
+        );
         assert!(
             d.decode("chat:room:general", vec![b' '; MAX_PAYLOAD_BYTES + 1])
                 .is_none()
