@@ -66,7 +66,7 @@ impl Decoder {
     }
 
     /// Decodes a payload whose scope is already known.
-    pub fn decode_in(&mut self, scope: Scope, payload: Vec<u8>) -> Option<Received> {
+    fn decode_in(&mut self, scope: Scope, payload: Vec<u8>) -> Option<Received> {
         if payload.len() > MAX_PAYLOAD_BYTES {
             let why = format!("{} bytes, limit {MAX_PAYLOAD_BYTES}", payload.len());
             self.skip("oversized", &scope.channel(), &why);

@@ -629,17 +629,12 @@ pub struct Received {
 }
 
 impl Received {
-    /// The de-duplication key: a hash of the channel and the exact payload. Not a message's
-    /// `id`: clients choose ids and can reuse them, and a reused id must not hide a message.
-    pub fn key(&self) -> String {
-        content_id(&self.scope.channel(), &self.raw)
-    }
-
-    /// The id operators and receivers see: a message's own `id`, else [`Received::key`].
+    /// The id operators see: a message's own `id`, else the event's key (a hash of the
+    /// channel and the exact payload, [`content_id`]).
     pub fn event_id(&self) -> String {
         match &self.event {
             ChatEvent::Message(m) => m.id.clone(),
-            _ => self.key(),
+            _ => content_id(&self.scope.channel(), &self.raw),
         }
     }
 }

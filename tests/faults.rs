@@ -6,13 +6,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chatbridge::pyjson;
-use common::daemon::{ConfigDir, Daemon, cli};
+use common::daemon::{ConfigDir, Daemon, cli_async};
 use common::outbox::wait_drained;
 use common::receiver::{Receiver, Recorded, Reply};
 use common::redis::RedisServer;
@@ -79,17 +78,6 @@ fn contents(requests: &[Recorded]) -> Vec<String> {
 
 async fn xlen(con: &mut MultiplexedConnection, key: &str) -> usize {
     con.xlen(key).await.expect("XLEN")
-}
-
-/// Runs a one-shot CLI command off the async workers; returns (exit code, stdout, stderr).
-async fn run_cli(config: PathBuf, args: &[&str]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli(&config, &args)
-    })
-    .await
-    .expect("cli task")
 }
 
 /// Waits for log lines without stalling the runtime (the receiver runs on it).
@@ -368,7 +356,7 @@ async fn a_refused_event_goes_to_the_dlq_without_blocking_and_replays() {
     wait_drained(&mut con, "audit").await;
     assert_eq!(xlen(&mut con, DLQ).await, 1);
 
-    let (code, out, err) = run_cli(cli_config.path(), &["outbox"]).await;
+    let (code, out, err) = cli_async(cli_config.path(), &["outbox"]).await;
     assert_eq!(code, 0, "{err}");
     let row: Vec<&str> = out
         .lines()
@@ -379,13 +367,13 @@ async fn a_refused_event_goes_to_the_dlq_without_blocking_and_replays() {
     // link, depth, pending, dead, delivered
     assert_eq!(&row[..5], ["audit", "0", "0", "1", "2"], "{out}");
 
-    let (code, out, err) = run_cli(cli_config.path(), &["dlq", "list", "audit"]).await;
+    let (code, out, err) = cli_async(cli_config.path(), &["dlq", "list", "audit"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("status=400"), "{out}");
     assert!(out.contains("invalid_payload"), "{out}");
     assert!(out.contains("\"content\": \"poison\""), "{out}");
 
-    let (code, out, err) = run_cli(cli_config.path(), &["dlq", "replay", "audit"]).await;
+    let (code, out, err) = cli_async(cli_config.path(), &["dlq", "replay", "audit"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("replayed 1"), "{out}");
     let got = receiver.wait_for(4, WAIT).await;
@@ -417,7 +405,7 @@ async fn a_410_disables_the_link_until_enabled_and_keeps_its_events() {
         reason
     })
     .await;
-    let (code, out, err) = run_cli(cli_config.path(), &["outbox"]).await;
+    let (code, out, err) = cli_async(cli_config.path(), &["outbox"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("DISABLED"), "{out}");
 
@@ -429,7 +417,7 @@ async fn a_410_disables_the_link_until_enabled_and_keeps_its_events() {
     assert_eq!(receiver.requests().len(), 1, "nothing sent while disabled");
 
     receiver.respond_with(Reply::status(200));
-    let (code, out, err) = run_cli(cli_config.path(), &["enable", "audit"]).await;
+    let (code, out, err) = cli_async(cli_config.path(), &["enable", "audit"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("audit enabled"), "{out}");
 

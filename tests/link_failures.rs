@@ -8,10 +8,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::daemon::{ConfigDir, Daemon, cli};
+use common::daemon::{ConfigDir, Daemon, cli_async};
 use common::outbox::wait_drained;
 use common::receiver::{Receiver, Recorded, Reply};
 use common::redis::RedisServer;
@@ -58,20 +57,9 @@ fn contents(requests: &[Recorded]) -> Vec<String> {
         .collect()
 }
 
-/// Runs a one-shot CLI command off the async workers; returns (exit code, stdout, stderr).
-async fn run_cli(config: PathBuf, args: &[&str]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli(&config, &args)
-    })
-    .await
-    .expect("cli task")
-}
-
 /// The `FAILING since …` line `chatbridge outbox` prints under the link, if any.
 async fn failing_line(config: &ConfigDir) -> Option<String> {
-    let (code, out, err) = run_cli(config.path(), &["outbox"]).await;
+    let (code, out, err) = cli_async(config.path(), &["outbox"]).await;
     assert_eq!(code, 0, "chatbridge outbox failed: {err}");
     out.lines()
         .map(str::trim)
@@ -343,7 +331,7 @@ async fn an_event_failing_with_500_is_given_up_after_give_up_after_and_delivery_
         !stored.contains_key("failing_since"),
         "a 500 is not a link failure"
     );
-    let (code, out, err) = run_cli(cli_config.path(), &["dlq", "list", "audit"]).await;
+    let (code, out, err) = cli_async(cli_config.path(), &["dlq", "list", "audit"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("status=500 gave up after"), "{out}");
 }

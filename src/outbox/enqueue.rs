@@ -349,19 +349,6 @@ impl Outbox {
         })
     }
 
-    /// Which of `keys` are in the scope's message de-dup set.
-    pub async fn seen(&mut self, scope: &Scope, keys: &[&str]) -> Result<Vec<bool>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
-            .arg(super::seen_key(scope))
-            .arg(keys)
-            .query_async(&mut self.con)
-            .await?;
-        Ok(scores.into_iter().map(|s| s.is_some()).collect())
-    }
-
     /// The scope's checkpoint (see [`crate::catchup`]), if it has one.
     pub async fn checkpoint(&mut self, scope: &Scope) -> Result<Option<String>> {
         Ok(self.con.get(checkpoint_key(scope)).await?)

@@ -48,6 +48,17 @@ pub fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// [`cli`] off the async workers, for tests whose runtime also runs a receiver.
+pub async fn cli_async(config: PathBuf, args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&config, &args)
+    })
+    .await
+    .expect("cli task")
+}
+
 /// A running `chatbridge run`.
 pub struct Daemon {
     child: Child,
