@@ -31,8 +31,10 @@ use crate::subscription::Feed;
 
 /// Most events enqueued in one script call.
 const BATCH: usize = 1024;
-/// How long a pass waits for its barrier before it is resolved anyway (the subscription is
-/// then likely dead, and its PING will say so).
+/// How long a pass waits for its barrier while nothing else arrives either before it is
+/// resolved anyway (the subscription is then likely dead, and its PING will say so). While
+/// the feed still delivers, the barrier is behind what it delivers and is waited for: a busy
+/// feed must not let a pass overtake events published before its barrier.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the intake logs, per link, that an outbox over its caps dropped events.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -124,6 +126,9 @@ impl Intake {
                 }
             };
             self.health.intake_busy();
+            if let Some(pending) = &mut state.pending {
+                pending.deadline = pending.deadline.max(Instant::now() + BARRIER_TIMEOUT);
+            }
             let mut item = Some(first);
             let mut taken = 0;
             while let Some(current) = item.take() {
@@ -257,17 +262,21 @@ impl Intake {
             .arg(&token)
             .query_async(&mut self.con)
             .await;
-        if let Err(e) = published {
-            // The pass is still resolved when the deadline passes; nothing is lost, order
-            // around it is only best effort.
-            tracing::warn!(error = %e, "could not publish the catch-up barrier");
-        }
+        let deadline = match published {
+            Ok(()) => Instant::now() + BARRIER_TIMEOUT,
+            Err(e) => {
+                // Resolved without it at once; nothing is lost, order around it is only best
+                // effort.
+                tracing::warn!(error = %e, "could not publish the catch-up barrier");
+                Instant::now()
+            }
+        };
         state.pending = Some(Pending {
             token,
             pass,
             hold,
             held: Vec::new(),
-            deadline: Instant::now() + BARRIER_TIMEOUT,
+            deadline,
             session: state.session,
         });
     }
