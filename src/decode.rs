@@ -72,14 +72,12 @@ impl Decoder {
             self.skip("oversized", &scope.channel(), &why);
             return None;
         }
-        match ChatEvent::from_slice(&payload) {
-            Ok(event) => Some(Received {
-                scope,
-                event,
-                // from_slice succeeded, so the payload is UTF-8: this only checks, never copies.
-                raw: String::from_utf8(payload)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            }),
+        // UTF-8 is checked once, here: the event is parsed from, and relays, the same text.
+        let decoded = String::from_utf8(payload)
+            .map_err(|_| EventError::NotUtf8)
+            .and_then(|raw| ChatEvent::from_text(&raw).map(|event| (event, raw)));
+        match decoded {
+            Ok((event, raw)) => Some(Received { scope, event, raw }),
             Err(e) => {
                 self.skip(e.kind(), &scope.channel(), &e.to_string());
                 None

@@ -361,21 +361,22 @@ pub enum ChatEvent {
 impl ChatEvent {
     /// Decodes one published payload.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, EventError> {
-        let text = std::str::from_utf8(bytes).map_err(|_| EventError::NotUtf8)?;
-        let value: Value = match serde_json::from_str(text) {
-            Ok(value) => value,
+        Self::from_text(std::str::from_utf8(bytes).map_err(|_| EventError::NotUtf8)?)
+    }
+
+    /// Decodes one published payload already known to be text.
+    pub fn from_text(text: &str) -> Result<Self, EventError> {
+        let fields: Fields = match serde_json::from_str(text) {
+            Ok(fields) => fields,
             // What a Python client can write (lone surrogates, NaN) is still a chat event.
             Err(e) => crate::pyjson::tolerant(text)
                 .and_then(|fixed| serde_json::from_str(&fixed).ok())
                 .ok_or_else(|| EventError::NotJson(e.to_string()))?,
         };
-        match value {
-            Value::Object(map) => Self::from_map(map),
-            _ => Err(EventError::NotJson("not an object".into())),
-        }
+        Self::from_fields(fields)
     }
 
-    fn from_map(mut map: Map<String, Value>) -> Result<Self, EventError> {
+    fn from_fields(mut map: Fields) -> Result<Self, EventError> {
         let kind = take_string(&mut map, "type")?;
         let event = match kind.as_str() {
             "message" => Self::Message(Message {
@@ -385,7 +386,7 @@ impl ChatEvent {
                 content: take_string(&mut map, "content")?,
                 room: take_optional_string(&mut map, "room")?,
                 timestamp: take_timestamp(&mut map)?,
-                extra: map,
+                extra: map.into_extra(),
             }),
             "system" => Self::System(SystemLine {
                 content: take_string(&mut map, "content")?,
@@ -396,17 +397,17 @@ impl ChatEvent {
                     Some(v) => Some(UserId::from_value(v, "user_id")?),
                 },
                 username: take_optional_string(&mut map, "username")?,
-                extra: map,
+                extra: map.into_extra(),
             }),
             "typing" => Self::Typing(Typing {
                 user_id: take_user_id(&mut map, "user_id")?,
                 timestamp: take_timestamp(&mut map)?,
-                extra: map,
+                extra: map.into_extra(),
             }),
             "read_receipt" => Self::ReadReceipt(ReadReceipt {
                 user_id: take_user_id(&mut map, "user_id")?,
                 last_read: take_string(&mut map, "last_read")?,
-                extra: map,
+                extra: map.into_extra(),
             }),
             _ => return Err(EventError::UnknownType(kind.chars().take(32).collect())),
         };
@@ -500,7 +501,123 @@ impl Serialize for ChatEvent {
     }
 }
 
-fn take_string(map: &mut Map<String, Value>, field: &'static str) -> Result<String, EventError> {
+/// The fields `WIRE.md` names, in the order of [`Fields::known`].
+const KNOWN: [&str; 9] = [
+    "type",
+    "user_id",
+    "username",
+    "content",
+    "timestamp",
+    "id",
+    "room",
+    "event",
+    "last_read",
+];
+
+/// A chat event's JSON object as the decoder meets it, in one pass and without building a
+/// map of every field: the fields `WIRE.md` names go to fixed slots, every other one to
+/// `extra` in order. The event's type decides which slots it uses; the rest join `extra`.
+/// A repeated key keeps its last value, as `serde_json`'s own maps do.
+#[derive(Default)]
+struct Fields {
+    known: [Option<Value>; KNOWN.len()],
+    extra: Map<String, Value>,
+}
+
+impl Fields {
+    fn slot(name: &str) -> Option<usize> {
+        KNOWN.iter().position(|known| *known == name)
+    }
+
+    /// Takes a field the event's type declares.
+    fn remove(&mut self, name: &'static str) -> Option<Value> {
+        Self::slot(name).and_then(|i| self.known[i].take())
+    }
+
+    /// Puts back a declared field the event does not interpret after all.
+    fn put_back(&mut self, name: &'static str, value: Value) {
+        self.extra.insert(name.to_owned(), value);
+    }
+
+    /// The fields the event's type did not take, in `extra`.
+    fn into_extra(self) -> Map<String, Value> {
+        let mut extra = self.extra;
+        for (name, value) in KNOWN.iter().zip(self.known) {
+            if let Some(value) = value {
+                extra.insert((*name).to_owned(), value);
+            }
+        }
+        extra
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Fields, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = access.next_key::<FieldName>()? {
+            let value: Value = access.next_value()?;
+            match key {
+                FieldName::Known(i) => fields.known[i] = Some(value),
+                FieldName::Other(name) => {
+                    fields.extra.insert(name, value);
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// An object key: one of [`KNOWN`] (read without allocating), or any other.
+enum FieldName {
+    Known(usize),
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(FieldNameVisitor)
+    }
+}
+
+struct FieldNameVisitor;
+
+impl serde::de::Visitor<'_> for FieldNameVisitor {
+    type Value = FieldName;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<FieldName, E> {
+        Ok(match Fields::slot(name) {
+            Some(i) => FieldName::Known(i),
+            None => FieldName::Other(name.to_owned()),
+        })
+    }
+
+    fn visit_string<E: serde::de::Error>(self, name: String) -> Result<FieldName, E> {
+        Ok(match Fields::slot(&name) {
+            Some(i) => FieldName::Known(i),
+            None => FieldName::Other(name),
+        })
+    }
+}
+
+fn take_string(map: &mut Fields, field: &'static str) -> Result<String, EventError> {
     match map.remove(field) {
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(EventError::WrongType(field)),
@@ -509,7 +626,7 @@ fn take_string(map: &mut Map<String, Value>, field: &'static str) -> Result<Stri
 }
 
 fn take_optional_string(
-    map: &mut Map<String, Value>,
+    map: &mut Fields,
     field: &'static str,
 ) -> Result<Option<String>, EventError> {
     match map.remove(field) {
@@ -519,23 +636,23 @@ fn take_optional_string(
     }
 }
 
-fn take_user_id(map: &mut Map<String, Value>, field: &'static str) -> Result<UserId, EventError> {
+fn take_user_id(map: &mut Fields, field: &'static str) -> Result<UserId, EventError> {
     let value = map.remove(field).ok_or(EventError::Missing(field))?;
     UserId::from_value(value, field)
 }
 
-fn take_timestamp(map: &mut Map<String, Value>) -> Result<Timestamp, EventError> {
+fn take_timestamp(map: &mut Fields) -> Result<Timestamp, EventError> {
     Timestamp::parse(&take_string(map, "timestamp")?)
 }
 
-fn take_presence(map: &mut Map<String, Value>) -> Result<Option<Presence>, EventError> {
+fn take_presence(map: &mut Fields) -> Result<Option<Presence>, EventError> {
     match map.remove("event") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s == "join" => Ok(Some(Presence::Join)),
         Some(Value::String(s)) if s == "leave" => Ok(Some(Presence::Leave)),
         Some(other) => {
             // Someone else's `event` field: keep it, it is not ours to interpret.
-            map.insert("event".into(), other);
+            map.put_back("event", other);
             Ok(None)
         }
     }
@@ -753,6 +870,55 @@ mod tests {
         let line = br#"{"type": "system", "content": "alice joined the room", "timestamp": "2026-11-27T20:12:21.000001"}"#;
         let event = ChatEvent::from_slice(line).unwrap();
         assert_eq!(event.kind(), Some(EventKind::Join));
+    }
+
+    #[test]
+    fn fields_decode_in_one_pass_like_a_json_map() {
+        // A repeated key keeps its last value; an escaped key is the key it spells.
+        let raw = r#"{"type": "message", "id": "old", "\u0069d": "new", "user_id": "u1", "username": "a", "content": "x", "timestamp": "2026-11-27T20:12:21", "z": 1, "a": 2}"#;
+        let ChatEvent::Message(m) = ChatEvent::from_text(raw).unwrap() else {
+            panic!("not a message")
+        };
+        assert_eq!(m.id, "new");
+        assert_eq!(m.user_id, UserId::Text("u1".into()));
+        assert_eq!(m.room, None);
+        let extra: Vec<&str> = m.extra.keys().map(String::as_str).collect();
+        assert_eq!(extra, ["z", "a"], "unknown fields kept, in order");
+
+        // Fields another type declares stay with the event as extra fields.
+        let typing = r#"{"type": "typing", "user_id": 7, "content": "c", "timestamp": "2026-11-27T20:12:21", "event": "join"}"#;
+        let ChatEvent::Typing(t) = ChatEvent::from_text(typing).unwrap() else {
+            panic!("not typing")
+        };
+        assert_eq!(t.extra.get("content"), Some(&Value::from("c")));
+        assert_eq!(t.extra.get("event"), Some(&Value::from("join")));
+
+        // A system line's `event` that is not ours stays; a null one is dropped.
+        let other = r#"{"type": "system", "content": "hello", "timestamp": "2026-11-27T20:12:21", "event": 5}"#;
+        let ChatEvent::System(line) = ChatEvent::from_text(other).unwrap() else {
+            panic!("not a system line")
+        };
+        assert_eq!(
+            (line.event, line.extra.get("event")),
+            (None, Some(&Value::from(5)))
+        );
+        let null = r#"{"type": "system", "content": "bob left the room", "timestamp": "2026-11-27T20:12:21", "event": null, "user_id": null}"#;
+        let ChatEvent::System(line) = ChatEvent::from_text(null).unwrap() else {
+            panic!("not a system line")
+        };
+        assert!(line.extra.is_empty());
+        assert_eq!(line.presence_kind(), Some(Presence::Leave));
+
+        // Not an object, or a declared field of the wrong type: typed errors.
+        for raw in ["[1, 2]", "\"message\"", "null", "{\"type\": 1}"] {
+            let kind = ChatEvent::from_text(raw).unwrap_err().kind();
+            assert!(kind == "not_json" || kind == "wrong_type", "{raw}: {kind}");
+        }
+        let missing = r#"{"type": "read_receipt", "user_id": 1}"#;
+        assert_eq!(
+            ChatEvent::from_text(missing).unwrap_err(),
+            EventError::Missing("last_read")
+        );
     }
 
     #[test]

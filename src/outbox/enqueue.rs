@@ -270,13 +270,22 @@ impl Outbox {
             .arg(min_id.max(0))
             .arg(events.len());
         let mut used = Used::default();
+        // Per batch, each scope's channel and seen-set index, and each link's stream index,
+        // are worked out once: a burst repeats a few scopes and links thousands of times.
+        let mut scopes: HashMap<(&Scope, bool), (String, usize)> = HashMap::new();
+        let mut streams: HashMap<(&str, bool), usize> = HashMap::new();
         for event in events {
-            let channel = event.scope.channel();
+            let (channel, seen) = scopes
+                .entry((&event.scope, is_message(event.kind)))
+                .or_insert_with(|| {
+                    let seen = used.seen(&mut keys, &caps, &event.scope, event.kind);
+                    (event.scope.channel(), seen)
+                });
             invocation
-                .arg(used.seen(&mut keys, &caps, &event.scope, event.kind))
+                .arg(*seen)
                 .arg(&event.key)
                 .arg(&event.event_id)
-                .arg(&channel)
+                .arg(channel.as_str())
                 .arg(event.kind.as_str())
                 .arg(&event.payload)
                 .arg(event.dead.as_deref().unwrap_or(""));
@@ -288,14 +297,18 @@ impl Outbox {
             };
             invocation.arg(event.links.len());
             for link in &event.links {
-                let stream = match event.dead {
-                    None => outbox_key(link),
-                    Some(_) => dlq_key(link),
-                };
-                invocation.arg(keys.get(stream));
-                if !used.links.contains(link) {
-                    used.links.push(link.clone());
-                }
+                let dead = event.dead.is_some();
+                let stream = *streams.entry((link, dead)).or_insert_with(|| {
+                    if !used.links.contains(link) {
+                        used.links.push(link.clone());
+                    }
+                    keys.get(if dead {
+                        dlq_key(link)
+                    } else {
+                        outbox_key(link)
+                    })
+                });
+                invocation.arg(stream);
             }
         }
         let message = OutboundKind::Event(EventKind::Message);
