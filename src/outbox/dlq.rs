@@ -1,13 +1,11 @@
 //! Dead letters: events a link refused for good, with why; listed, replayed or dropped by
 //! the operator.
 
-use std::collections::HashMap;
-
 use chrono::Utc;
 use redis::Value;
 
 use super::acks::remove_entries;
-use super::entry::{outbound_from_fields, range_reply};
+use super::entry::{Fields, outbound_from_fields, range_reply};
 use super::status::event_failing_field;
 use super::{Outbox, Result, dlq_key, link_key, outbox_key};
 use crate::model::Outbound;
@@ -167,7 +165,7 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    fn from_fields(dlq_id: String, mut fields: HashMap<String, String>) -> Result<Self> {
+    fn from_fields(dlq_id: String, mut fields: Fields) -> Result<Self> {
         let status = fields.get("status").and_then(|s| s.parse().ok());
         let detail = fields.remove("detail").unwrap_or_default();
         let failed_at = fields.remove("failed_at").unwrap_or_default();
