@@ -80,6 +80,11 @@ impl Supervisor {
         }
     }
 
+    /// The token that stops every part (cancelled by [`Supervisor::shut_down`]).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     /// Starts `future` as the part called `part`; it stops with the daemon.
     pub fn spawn<F>(&mut self, part: impl Into<String>, future: F) -> PartId
     where
