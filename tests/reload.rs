@@ -371,3 +371,102 @@ fn monotonic_usec(datagram: &common::notify::Datagram) -> i128 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("RELOADING=1 without MONOTONIC_USEC: {datagram:?}"))
 }
+
+/// One webhook link `alpha` on room `general`, DMs mirrored to it if `dms`; Redis at `url`.
+fn small_config(url: &str, alpha: &Receiver, dms: bool) -> String {
+    let mut toml = format!(
+        "[redis]\nurl = \"{url}\"\n\n[history]\nsweep_secs = 1\n\n\
+         [links.alpha]\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+         [[rooms]]\nname = \"general\"\nlinks = [\"alpha\"]\n",
+        alpha.url("/alpha")
+    );
+    if dms {
+        toml += "\n[dms]\nlinks = [\"alpha\"]\n";
+    }
+    toml
+}
+
+/// The contents of the chat messages a receiver got, in arrival order.
+fn contents(requests: &[Recorded]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| r.json())
+        .filter(|body| body["type"] == "chat.message")
+        .map(|body| {
+            body["data"]["event"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dms_start_from_now_when_a_reload_mirrors_them_and_stop_when_it_no_longer_does() {
+    let redis = RedisServer::start();
+    let alpha = Receiver::start().await;
+    let mut con = redis.connection().await;
+    // A conversation with a past, and DMs mirrored once long ago: that past is not replayed
+    // when DMs are mirrored again.
+    seed::send_dm(&mut con, json!(1), json!(2), "ann", "dm before").await;
+    let _: () = con
+        .set("chatbridge:dms:swept_at", "2020-01-01T00:00:00")
+        .await
+        .expect("SET an old DM watermark");
+    let daemon = Daemon::start(&small_config(&redis.url(), &alpha, false));
+    logged(&daemon, "ready", 1).await;
+    seed::send_dm(&mut con, json!(1), json!(2), "ann", "dm while not mirrored").await;
+
+    std::fs::write(
+        daemon.config_path(),
+        small_config(&redis.url(), &alpha, true),
+    )
+    .expect("write the config");
+    daemon.signal(Signal::SIGHUP);
+    logged(&daemon, "configuration reloaded", 1).await;
+    seed::send_dm(&mut con, json!(1), json!(2), "ann", "dm mirrored").await;
+    seed::send_dm(&mut con, json!(3), json!(4), "bob", "a new conversation").await;
+    // Two catch-up sweeps run over the DM histories meanwhile.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    seed::send_message(&mut con, "general", json!(1), "ann", "room message").await;
+    alpha.wait_for(3, WAIT).await;
+
+    std::fs::write(
+        daemon.config_path(),
+        small_config(&redis.url(), &alpha, false),
+    )
+    .expect("write the config");
+    daemon.signal(Signal::SIGHUP);
+    logged(&daemon, "configuration reloaded", 2).await;
+    seed::send_dm(&mut con, json!(1), json!(2), "ann", "dm no longer mirrored").await;
+    seed::send_message(&mut con, "general", json!(1), "ann", "last").await;
+    alpha.wait_for(4, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        contents(&alpha.requests()),
+        ["dm mirrored", "a new conversation", "room message", "last"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_that_needs_a_restart_is_kept_with_a_warning() {
+    let redis = RedisServer::start();
+    let alpha = Receiver::start().await;
+    let daemon = Daemon::start(&small_config(&redis.url(), &alpha, false));
+    logged(&daemon, "ready", 1).await;
+    let elsewhere = small_config("redis://127.0.0.1:9/", &alpha, false);
+    std::fs::write(daemon.config_path(), elsewhere).expect("write the config");
+    daemon.signal(Signal::SIGHUP);
+    logged(&daemon, "reload: nothing to change", 1).await;
+    assert!(
+        daemon
+            .log()
+            .contains("reload: changing redis.url needs a restart; keeping the running value"),
+        "{}",
+        daemon.log()
+    );
+    let mut con = redis.connection().await;
+    seed::send_message(&mut con, "general", json!(1), "ann", "still here").await;
+    alpha.wait_for(1, WAIT).await;
+    assert_eq!(contents(&alpha.requests()), ["still here"]);
+}
