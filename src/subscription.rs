@@ -181,37 +181,49 @@ impl Session<'_> {
         self.feed.send(Feed::Reroute(reroute)).await.is_ok()
     }
 
+    /// One session: connect, subscribe, forward until the connection ends.
     async fn run(&mut self, client: &redis::Client) -> End {
+        let Err(end) = self.forward(client).await;
+        end
+    }
+
+    /// Connects and subscribes to the rooms, to DMs if mirrored, and to the barrier channel;
+    /// hands [`Feed::Subscribed`] on. Returns the sink and stream, and whether DMs are
+    /// subscribed.
+    async fn subscribe(&mut self, client: &redis::Client) -> Result<Subscribed, End> {
         let listen = self.listen;
-        let (feed, budget, health) = (self.feed, self.budget, self.health);
         let pubsub = match timeout(crate::connect::CONNECT_TIMEOUT, client.get_async_pubsub()).await
         {
             Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(e)) => return End::Disconnected(format!("connect: {e}")),
-            Err(_) => return End::Disconnected("connect: timed out".into()),
+            Ok(Err(e)) => return Err(End::Disconnected(format!("connect: {e}"))),
+            Err(_) => return Err(End::Disconnected("connect: timed out".into())),
         };
-        let (mut sink, mut stream) = pubsub.split();
+        let (mut sink, stream) = pubsub.split();
         let mut patterns = vec![ROOMS];
-        let mut dms = listen.routes.load().mirrors_dms();
+        let dms = listen.routes.load().mirrors_dms();
         if dms {
             patterns.push(DMS);
         }
         for pattern in &patterns {
-            match timeout(PING_TIMEOUT, sink.psubscribe(*pattern)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return End::Disconnected(format!("psubscribe: {e}")),
-                Err(_) => return End::Disconnected("psubscribe: timed out".into()),
-            }
+            within("psubscribe", sink.psubscribe(*pattern)).await?;
         }
-        match timeout(PING_TIMEOUT, sink.subscribe(&listen.barrier)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return End::Disconnected(format!("subscribe: {e}")),
-            Err(_) => return End::Disconnected("subscribe: timed out".into()),
-        }
+        within("subscribe", sink.subscribe(&listen.barrier)).await?;
         tracing::info!(patterns = ?patterns, "subscribed");
-        if feed.send(Feed::Subscribed).await.is_err() {
-            return End::Closed;
+        if self.feed.send(Feed::Subscribed).await.is_err() {
+            return Err(End::Closed);
         }
+        Ok(Subscribed { sink, stream, dms })
+    }
+
+    /// Forwards what the subscription receives until the session ends (the `Err`).
+    async fn forward(&mut self, client: &redis::Client) -> Result<std::convert::Infallible, End> {
+        let Subscribed {
+            mut sink,
+            mut stream,
+            mut dms,
+        } = self.subscribe(client).await?;
+        let listen = self.listen;
+        let (feed, budget, health) = (self.feed, self.budget, self.health);
         health.subscription_alive();
         let mut ping = interval(PING_EVERY);
         ping.reset();
@@ -219,7 +231,7 @@ impl Session<'_> {
             tokio::select! {
                 message = stream.next() => {
                     let Some(message) = message else {
-                        return End::Disconnected("connection closed".into());
+                        return Err(End::Disconnected("connection closed".into()));
                     };
                     let channel = message.get_channel_name();
                     let item = if channel == listen.barrier {
@@ -236,7 +248,7 @@ impl Session<'_> {
                         // At most MAX_PAYLOAD_BYTES, far below u32::MAX; empty payloads take one.
                         let permits = u32::try_from(bytes.len().max(1)).unwrap_or(u32::MAX);
                         let Ok(share) = Arc::clone(budget).acquire_many_owned(permits).await else {
-                            return End::Closed;
+                            return Err(End::Closed);
                         };
                         Feed::Payload {
                             channel: channel.to_owned(),
@@ -245,43 +257,55 @@ impl Session<'_> {
                         }
                     };
                     if feed.send(item).await.is_err() {
-                        return End::Closed;
+                        return Err(End::Closed);
                     }
                     health.subscription_alive();
                 }
                 Some(reroute) = self.reroutes.recv() => {
-                    let mirrors_dms = reroute.routes.mirrors_dms();
-                    if mirrors_dms && !dms {
+                    if reroute.routes.mirrors_dms() && !dms {
                         // Before the intake switches: no DM published after it is missed.
-                        match timeout(PING_TIMEOUT, sink.psubscribe(DMS)).await {
-                            Ok(Ok(())) => dms = true,
-                            Ok(Err(e)) => return End::Disconnected(format!("psubscribe: {e}")),
-                            Err(_) => return End::Disconnected("psubscribe: timed out".into()),
-                        }
-                        tracing::info!(pattern = DMS, "subscribed");
+                        within("psubscribe", sink.psubscribe(DMS)).await?;
+                        tracing::info!(pattern = DMS, "now receiving direct messages");
+                        dms = true;
                     }
                     if !self.reroute(reroute).await {
-                        return End::Closed;
+                        return Err(End::Closed);
                     }
                 }
                 _ = ping.tick() => {
                     // In subscribed mode Redis answers PING with `["pong", ""]`, not `PONG`:
                     // any answer proves the connection alive.
-                    match timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => health.subscription_alive(),
-                        Ok(Err(e)) => return End::Disconnected(format!("ping: {e}")),
-                        Err(_) => return End::Disconnected("ping: no answer".into()),
-                    }
+                    within("ping", sink.ping::<redis::Value>()).await?;
+                    health.subscription_alive();
                     if dms && !listen.routes.load().mirrors_dms() {
                         // DMs are no longer mirrored (a reload): stop receiving them.
-                        match timeout(PING_TIMEOUT, sink.punsubscribe(DMS)).await {
-                            Ok(Ok(())) => dms = false,
-                            Ok(Err(e)) => return End::Disconnected(format!("punsubscribe: {e}")),
-                            Err(_) => return End::Disconnected("punsubscribe: timed out".into()),
-                        }
+                        within("punsubscribe", sink.punsubscribe(DMS)).await?;
+                        tracing::info!(pattern = DMS, "no longer receiving direct messages");
+                        dms = false;
                     }
                 }
             }
         }
+    }
+}
+
+/// A session's subscribed connection.
+struct Subscribed {
+    sink: redis::aio::PubSubSink,
+    stream: redis::aio::PubSubStream,
+    /// Whether [`DMS`] is subscribed.
+    dms: bool,
+}
+
+/// Runs one command of a session within [`PING_TIMEOUT`]; an error or no answer ends the
+/// session.
+async fn within<T>(
+    what: &str,
+    command: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, End> {
+    match timeout(PING_TIMEOUT, command).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(End::Disconnected(format!("{what}: {e}"))),
+        Err(_) => Err(End::Disconnected(format!("{what}: no answer"))),
     }
 }
