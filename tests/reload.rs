@@ -472,25 +472,27 @@ async fn a_setting_that_needs_a_restart_is_kept_with_a_warning() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_link_whose_send_outlives_the_grace_period_is_cut_off_and_its_event_resent() {
+async fn a_changed_link_whose_send_outlives_the_new_grace_period_is_cut_off_and_its_event_resent() {
     let redis = RedisServer::start();
     let (hanging, fixed) = (Receiver::start().await, Receiver::start().await);
     hanging.respond_with(Reply::status(200).delay(Duration::from_secs(30)));
-    let toml = |url: &str| {
+    let toml = |url: &str, grace: u64| {
         format!(
-            "[redis]\nurl = \"{}\"\n\n[delivery]\nshutdown_grace_secs = 1\n\n\
+            "[redis]\nurl = \"{}\"\n\n[delivery]\nshutdown_grace_secs = {grace}\n\n\
              [links.gamma]\nkind = \"webhook\"\nurl = \"{url}\"\ntimeout_secs = 60\n\n\
              [[rooms]]\nname = \"general\"\nlinks = [\"gamma\"]\n",
             redis.url()
         )
     };
-    let daemon = Daemon::start(&toml(&hanging.url("/gamma")));
+    let daemon = Daemon::start(&toml(&hanging.url("/gamma"), 60));
     logged(&daemon, "ready", 1).await;
     let mut con = redis.connection().await;
     seed::send_message(&mut con, "general", json!(1), "ann", "in flight").await;
     hanging.wait_for(1, WAIT).await;
 
-    std::fs::write(daemon.config_path(), toml(&fixed.url("/gamma"))).expect("write the config");
+    // The new grace period applies to this very reload.
+    let changed = toml(&fixed.url("/gamma"), 1);
+    std::fs::write(daemon.config_path(), changed).expect("write the config");
     daemon.signal(Signal::SIGHUP);
     logged(&daemon, "configuration reloaded", 1).await;
     // The lease of the cut-off worker is taken back at once, not after `lease_secs` (10 s).
