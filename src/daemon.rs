@@ -426,3 +426,33 @@ async fn connect_retrying(
         tokio::time::sleep(wait).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::stream;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reload_asked_for_while_waiting_for_a_stop_comes_next() {
+        let mut requests = Requests {
+            stream: stream::iter([Request::Reload, Request::Reload, Request::Stop]),
+            reload: false,
+        };
+        requests.stop().await;
+        assert_eq!(requests.next().await, Request::Reload, "kept, once");
+        assert_eq!(requests.next().await, Request::Stop, "the stream ended");
+    }
+
+    #[tokio::test]
+    async fn requests_come_in_order_and_their_end_is_a_stop() {
+        let mut requests = Requests {
+            stream: stream::iter([Request::Reload, Request::Stop, Request::Reload]),
+            reload: false,
+        };
+        assert_eq!(requests.next().await, Request::Reload);
+        assert_eq!(requests.next().await, Request::Stop);
+        assert_eq!(requests.next().await, Request::Reload);
+        assert_eq!(requests.next().await, Request::Stop);
+    }
+}
