@@ -294,6 +294,27 @@ impl CatchUp<'_> {
         Ok(pass)
     }
 
+    /// Starts `rooms`, and every DM conversation when `dms`, from now: their checkpoints are
+    /// set to what their histories hold now, so a room a reload adds neither replays its past
+    /// nor raises a gap notice. Returns what to commit.
+    pub async fn from_now(&mut self, rooms: Vec<Scope>, dms: bool) -> Result<Commit, OutboxError> {
+        let mut scopes = rooms;
+        if dms {
+            scopes.extend(self.dm_scopes().await?);
+        }
+        let mut commit = Commit::default();
+        for unsettled in self.unsettled(scopes.clone()).await? {
+            commit.checkpoints.push((unsettled.scope, unsettled.now));
+        }
+        self.watched.scopes.extend(scopes);
+        if dms {
+            self.watched.dms = true;
+            let now = Timestamp::now().to_string();
+            commit.marks.push((DMS_SWEPT_AT.to_owned(), now));
+        }
+        Ok(commit)
+    }
+
     /// The scopes that may need work: those whose history does not start with their
     /// checkpoint's fingerprint, found in one script call per [`CHUNK`] scopes.
     async fn unsettled(&mut self, scopes: Vec<Scope>) -> Result<Vec<Unsettled>, OutboxError> {

@@ -1,18 +1,34 @@
 //! `chatbridge run`: wires subscription → intake → outboxes → workers together, supervises
-//! them, and shuts them down in order: stop intake, let in-flight sends finish within the
-//! grace period, log what was cut off, return. Whatever was not sent stays in the outbox for
-//! the next start. A part that fails stops the whole daemon ([`crate::supervise`]).
+//! them, reloads the configuration when asked, and shuts them down in order: stop intake, let
+//! in-flight sends finish within the grace period, log what was cut off, return. Whatever was
+//! not sent stays in the outbox for the next start. A part that fails stops the whole daemon
+//! ([`crate::supervise`]).
+//!
+//! The running [`Bridge`] owns one handle per link (a worker part with its own stop token) and
+//! the routes, so a reload changes only what the file changed:
+//! - an invalid file is refused: every problem is logged, the running configuration stays, and
+//!   the service manager's status says so;
+//! - links added start a worker, links removed stop theirs (their outboxes stay in Redis, for
+//!   `chatbridge outbox` and `dlq`), links changed stop theirs and start a new one (in-flight
+//!   sends finish, their acknowledgements are written and the lease is given back first);
+//!   untouched links keep running, connections and all;
+//! - new routes switch at one point of the event stream ([`crate::route::Reroute`]), and rooms
+//!   they add start from now;
+//! - settings read only at start (the Redis URL, …) keep their running value, with a warning
+//!   that a restart is needed.
 
-use std::future::Future;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use futures_util::{Stream, StreamExt};
 use redis::aio::ConnectionManager;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::catchup::Limits;
-use crate::config::Config;
+use crate::config::{Changes, Config, ConfigErrors};
 use crate::connect;
 use crate::decode::Decoder;
 use crate::deliver::{Identity, Worker};
@@ -22,9 +38,9 @@ use crate::links::{self, Target};
 use crate::notify::{self, Health};
 use crate::outbox::{Caps, Outbox, Reader};
 use crate::retry::Backoff;
-use crate::route::Routes;
+use crate::route::{Reroute, Routes};
 use crate::subscription::Listen;
-use crate::supervise::{Failure, Supervisor};
+use crate::supervise::{Failure, PartId, Supervisor};
 
 /// Payloads buffered between the subscription and the intake. When full, the subscription
 /// stops reading and Redis buffers (or drops the connection, after which catch-up recovers).
@@ -37,7 +53,8 @@ pub enum DaemonError {
     /// The Redis server may evict keys and the config does not allow that.
     #[error(transparent)]
     Evicting(#[from] eviction::Refused),
-    /// Redis refused the credentials or permissions at start; retrying cannot help.
+    /// Redis refused the credentials or permissions (at start, or when a reload starts a link);
+    /// retrying cannot help.
     #[error(transparent)]
     Denied(#[from] connect::Denied),
     /// A part of the running daemon failed; the daemon stopped.
@@ -45,103 +62,333 @@ pub enum DaemonError {
     PartFailed(#[from] Failure),
 }
 
-/// Runs the bridge until `shutdown` completes, then drains and returns. Returns early with an
-/// error if the Redis server may evict keys (and `allow_eviction` is off), and with the first
-/// failure if a part of the bridge fails while running.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let client = crate::connect::client(&config.redis.url)?;
-    let stop = CancellationToken::new();
-    let shutdown = async {
-        shutdown.await;
-        notify::stopping();
+/// What the daemon is asked to do while it runs (by signals, in production).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Drain and return.
+    Stop,
+    /// Read the configuration again (with `load`) and apply what changed.
+    Reload,
+}
+
+/// Runs the bridge until a [`Request::Stop`] (or the end of `requests`), then drains and
+/// returns; on each [`Request::Reload`] it calls `load` and applies the difference. Returns
+/// early with an error if the Redis server may evict keys (and `allow_eviction` is off), and
+/// with the first failure if a part of the bridge fails while running.
+pub async fn run(
+    config: Config,
+    requests: impl Stream<Item = Request> + Unpin,
+    mut load: impl FnMut() -> Result<Config, ConfigErrors>,
+) -> Result<(), DaemonError> {
+    let client = connect::client(&config.redis.url)?;
+    let mut requests = Requests {
+        stream: requests,
+        reload: false,
     };
-    let mut shutdown = std::pin::pin!(shutdown);
-    let parts = tokio::select! {
-        started = start(&config, &client, &stop) => started?,
-        () = &mut shutdown => return Ok(()),
+    let mut bridge = tokio::select! {
+        started = Bridge::start(config, client) => started?,
+        () = requests.stop() => {
+            notify::stopping();
+            return Ok(());
+        }
     };
     tracing::info!(
-        links = config.links.len(),
-        rooms = config.rooms.len(),
+        links = bridge.config.links.len(),
+        rooms = bridge.config.rooms.len(),
         "chatbridge running"
     );
-    parts.run(shutdown, config.delivery.shutdown_grace).await?;
+    let ended = bridge.serve(&mut requests, &mut load).await;
+    let grace = bridge.grace();
+    let (failed, error) = match ended {
+        Ok(()) => {
+            notify::stopping();
+            (None, None)
+        }
+        Err(DaemonError::PartFailed(failure)) => (Some(failure), None),
+        Err(other) => (None, Some(other)),
+    };
+    bridge.parts.shut_down(failed, grace).await?;
+    if let Some(error) = error {
+        return Err(error);
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Connects (retrying until Redis answers), checks the eviction policy and spawns every part.
-async fn start(
-    config: &Config,
-    client: &redis::Client,
-    stop: &CancellationToken,
-) -> Result<Supervisor, DaemonError> {
-    let url = config.redis.redacted_url();
-    let mut con = connect_retrying(client, Duration::ZERO, &url).await?;
-    eviction::check(&mut con, config.redis.allow_eviction, &url).await?;
-    let outbox = Outbox::with_caps(con.clone(), caps(config));
-    let http = links::http_client();
-    let mut parts = Supervisor::new(stop.clone());
-    let me = Identity::of_this_process(config.delivery.lease);
-    for (name, link) in &config.links {
-        let target = Arc::new(Target::from_config(name, link, http.clone()));
-        let mut outbox = outbox.clone();
+/// The requests, with a reload asked for while another one ran kept for afterwards.
+struct Requests<S> {
+    stream: S,
+    /// A reload is due.
+    reload: bool,
+}
+
+impl<S: Stream<Item = Request> + Unpin> Requests<S> {
+    /// The next request (a due reload first); the end of the stream is a stop.
+    async fn next(&mut self) -> Request {
+        if std::mem::take(&mut self.reload) {
+            return Request::Reload;
+        }
+        self.stream.next().await.unwrap_or(Request::Stop)
+    }
+
+    /// Completes on a stop request; reloads asked for meanwhile are kept.
+    async fn stop(&mut self) {
+        loop {
+            match self.stream.next().await {
+                Some(Request::Reload) => self.reload = true,
+                Some(Request::Stop) | None => return,
+            }
+        }
+    }
+}
+
+/// The running bridge: its parts, one handle per link, and what a reload needs to change them.
+struct Bridge {
+    /// The configuration in force.
+    config: Config,
+    /// Every running part: subscription, intake, notify, one worker per link.
+    parts: Supervisor,
+    /// Each link's worker, by link name; stopped on its own when a reload removes or changes
+    /// the link.
+    links: BTreeMap<String, PartId>,
+    /// For new workers' reader connections.
+    client: redis::Client,
+    /// Shared by the workers (multiplexed).
+    outbox: Outbox,
+    /// Shared by the webhook links (connection pool).
+    http: reqwest::Client,
+    /// This process, as the delivery leases name it.
+    me: Identity,
+    /// Hands new routes to the subscription, which hands them on to the intake.
+    reroutes: mpsc::Sender<Reroute>,
+    /// What the subscription and the intake report: readiness (a reload is announced to the
+    /// service manager only once it was told READY=1).
+    health: Health,
+    /// The service manager's status line, updated on reload.
+    status: notify::Status,
+}
+
+impl Bridge {
+    /// Connects (retrying until Redis answers), checks the eviction policy and spawns every
+    /// part.
+    async fn start(config: Config, client: redis::Client) -> Result<Self, DaemonError> {
+        let url = config.redis.redacted_url();
+        let mut con = connect_retrying(&client, Duration::ZERO, &url).await?;
+        eviction::check(&mut con, config.redis.allow_eviction, &url).await?;
+        let (reroutes, reroutes_rx) = mpsc::channel(1);
+        let links = config.links.keys().cloned().collect();
+        let mut bridge = Self {
+            outbox: Outbox::with_caps(con.clone(), caps(&config)),
+            me: Identity::of_this_process(config.delivery.lease),
+            parts: Supervisor::new(CancellationToken::new()),
+            links: BTreeMap::new(),
+            client,
+            http: links::http_client(),
+            reroutes,
+            health: Health::new(),
+            status: notify::Status::new(con.clone(), links),
+            config,
+        };
+        let names: Vec<String> = bridge.config.links.keys().cloned().collect();
+        for name in &names {
+            bridge.start_link(name).await?;
+        }
+        bridge.start_data_path(con, reroutes_rx);
+        Ok(bridge)
+    }
+
+    /// Spawns the notify task, the subscription and the intake.
+    fn start_data_path(&mut self, con: ConnectionManager, reroutes: mpsc::Receiver<Reroute>) {
+        let config = &self.config;
+        let stop = self.parts.stop_token();
+        let (feed_tx, feed_rx) = mpsc::channel(FEED_CAPACITY);
+        let routes = Arc::new(Routes::new(config));
+        let filter = Arc::new(ArcSwap::new(routes.clone()));
+        let barrier = format!("chatbridge:barrier:{}", uuid::Uuid::new_v4());
+        self.parts.spawn(
+            "notify",
+            notify::run(self.health.clone(), self.status.clone(), stop.clone()),
+        );
+        let listen = Listen {
+            routes: filter.clone(),
+            barrier: barrier.clone(),
+        };
+        self.parts.spawn(
+            "subscription",
+            crate::subscription::run(
+                self.client.clone(),
+                listen,
+                reroutes,
+                feed_tx,
+                self.health.clone(),
+                stop.clone(),
+            ),
+        );
+        let intake = Intake {
+            con,
+            outbox: self.outbox.clone(),
+            routes,
+            filter,
+            decoder: Decoder::default(),
+            limits: Limits {
+                room: config.history.room_limit,
+                dm: config.history.dm_limit,
+            },
+            watched: Default::default(),
+            barrier,
+            sweep: config.history.sweep,
+            health: self.health.clone(),
+        };
+        self.parts.spawn("intake", intake.run(feed_rx, stop));
+    }
+
+    /// Starts link `name`'s worker (as configured now) once its outbox group exists and its
+    /// reader is connected.
+    async fn start_link(&mut self, name: &str) -> Result<(), connect::Denied> {
+        let Some(link) = self.config.links.get(name) else {
+            return Ok(());
+        };
+        let target = Arc::new(Target::from_config(name, link, self.http.clone()));
+        let mut outbox = self.outbox.clone();
         while let Err(e) = outbox.ensure_group(name).await {
             tracing::warn!(link = name, error = %e, "cannot create the outbox group yet");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let reader_con = connect_retrying(client, Duration::from_secs(2), &url).await?;
+        let url = self.config.redis.redacted_url();
+        let reader_con = connect_retrying(&self.client, Duration::from_secs(2), &url).await?;
         let reader = Reader::new(reader_con, name);
-        let worker = Worker::new(
-            target,
-            outbox,
-            reader,
-            stop.clone(),
-            config.delivery.retry_max_backoff,
-            config.delivery.give_up_after,
-            me.clone(),
-        );
-        parts.spawn(format!("worker {name}"), worker.run());
+        let delivery = &self.config.delivery;
+        let (max_backoff, give_up_after) = (delivery.retry_max_backoff, delivery.give_up_after);
+        let me = self.me.clone();
+        let part = self
+            .parts
+            .spawn_stoppable(format!("worker {name}"), move |stop| {
+                Worker::new(target, outbox, reader, stop, max_backoff, give_up_after, me).run()
+            });
+        self.links.insert(name.to_owned(), part);
+        Ok(())
     }
-    let (feed_tx, feed_rx) = mpsc::channel(FEED_CAPACITY);
-    let routes = Arc::new(Routes::new(config));
-    let barrier = format!("chatbridge:barrier:{}", uuid::Uuid::new_v4());
-    let health = Health::new();
-    let status = notify::Status {
-        con: con.clone(),
-        links: config.links.keys().cloned().collect(),
-    };
-    parts.spawn("notify", notify::run(health.clone(), status, stop.clone()));
-    let listen = Listen {
-        routes: routes.clone(),
-        barrier: barrier.clone(),
-    };
-    parts.spawn(
-        "subscription",
-        crate::subscription::run(
-            client.clone(),
-            listen,
-            feed_tx,
-            health.clone(),
-            stop.clone(),
-        ),
-    );
-    let intake = Intake {
-        con,
-        outbox,
-        routes,
-        decoder: Decoder::default(),
-        limits: Limits {
-            room: config.history.room_limit,
-            dm: config.history.dm_limit,
-        },
-        watched: Default::default(),
-        barrier,
-        sweep: config.history.sweep,
-        health,
-    };
-    parts.spawn("intake", intake.run(feed_rx, stop.clone()));
-    Ok(parts)
+
+    /// Serves requests until a stop request (`Ok`) or a failure.
+    async fn serve<S: Stream<Item = Request> + Unpin>(
+        &mut self,
+        requests: &mut Requests<S>,
+        load: &mut impl FnMut() -> Result<Config, ConfigErrors>,
+    ) -> Result<(), DaemonError> {
+        loop {
+            let request = tokio::select! {
+                failure = self.parts.first_failure() => return Err(failure.into()),
+                request = requests.next() => request,
+            };
+            if request == Request::Stop {
+                return Ok(());
+            }
+            tokio::select! {
+                reloaded = self.reload(load) => reloaded?,
+                () = requests.stop() => return Ok(()),
+            }
+        }
+    }
+
+    /// Reads the configuration again and applies what changed; an invalid one is refused and
+    /// the running one kept. Tells the service manager (`RELOADING=1`, then `READY=1`) once it
+    /// was told the daemon is ready.
+    async fn reload(
+        &mut self,
+        load: &mut impl FnMut() -> Result<Config, ConfigErrors>,
+    ) -> Result<(), DaemonError> {
+        let announce = self.health.is_caught_up();
+        if announce {
+            notify::reloading();
+        }
+        let note = match load() {
+            Ok(loaded) => {
+                self.apply(Changes::between(&self.config, loaded)).await?;
+                None
+            }
+            Err(errors) => {
+                for error in &errors.0 {
+                    tracing::error!(%error, "reload: invalid configuration");
+                }
+                tracing::error!(
+                    problems = errors.0.len(),
+                    "reload refused: the configuration file is invalid; keeping the running configuration"
+                );
+                Some(format!(
+                    "reload refused, invalid configuration ({} problems, see the log): running the previous one",
+                    errors.0.len()
+                ))
+            }
+        };
+        self.status.set_note(note);
+        if announce {
+            notify::reloaded(&mut self.status, &self.health).await;
+        }
+        Ok(())
+    }
+
+    /// Applies a valid configuration: routes first (so nothing new goes to a link being
+    /// removed), then stops removed and changed links' workers, then starts added and changed
+    /// ones.
+    async fn apply(&mut self, changes: Changes) -> Result<(), DaemonError> {
+        for setting in &changes.need_restart {
+            tracing::warn!(
+                setting,
+                "reload: changing {setting} needs a restart; keeping the running value"
+            );
+        }
+        if changes.is_empty() {
+            tracing::info!("reload: nothing to change");
+            return Ok(());
+        }
+        let Changes {
+            config,
+            added,
+            removed,
+            changed,
+            routes,
+            ..
+        } = changes;
+        self.config = config;
+        if routes {
+            self.switch_routes().await;
+        }
+        let stopping: Vec<PartId> = removed
+            .iter()
+            .chain(&changed)
+            .filter_map(|name| self.links.remove(name))
+            .collect();
+        self.parts.stop(&stopping, self.grace()).await?;
+        for name in added.iter().chain(&changed) {
+            self.start_link(name).await?;
+        }
+        self.status
+            .set_links(self.config.links.keys().cloned().collect());
+        tracing::info!(
+            started = ?added,
+            stopped = ?removed,
+            restarted = ?changed,
+            routes_changed = routes,
+            "configuration reloaded"
+        );
+        Ok(())
+    }
+
+    /// Hands the routes of the configuration in force down the data path and waits until the
+    /// intake routes by them. Returns early if the subscription or the intake is gone (the
+    /// supervisor then reports which failed).
+    async fn switch_routes(&mut self) {
+        let routes = Arc::new(Routes::new(&self.config));
+        let (done, switched) = oneshot::channel();
+        if self.reroutes.send(Reroute { routes, done }).await.is_ok() {
+            let _ = switched.await;
+        }
+    }
+
+    /// How long stopping parts may take.
+    fn grace(&self) -> Duration {
+        self.config.delivery.shutdown_grace
+    }
 }
 
 /// The outbox bounds from the config.
@@ -177,5 +424,35 @@ async fn connect_retrying(
         let wait = backoff.next(None);
         tracing::warn!(error = %e, retry_in = ?wait, "redis unavailable");
         tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::stream;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reload_asked_for_while_waiting_for_a_stop_comes_next() {
+        let mut requests = Requests {
+            stream: stream::iter([Request::Reload, Request::Reload, Request::Stop]),
+            reload: false,
+        };
+        requests.stop().await;
+        assert_eq!(requests.next().await, Request::Reload, "kept, once");
+        assert_eq!(requests.next().await, Request::Stop, "the stream ended");
+    }
+
+    #[tokio::test]
+    async fn requests_come_in_order_and_their_end_is_a_stop() {
+        let mut requests = Requests {
+            stream: stream::iter([Request::Reload, Request::Stop, Request::Reload]),
+            reload: false,
+        };
+        assert_eq!(requests.next().await, Request::Reload);
+        assert_eq!(requests.next().await, Request::Stop);
+        assert_eq!(requests.next().await, Request::Reload);
+        assert_eq!(requests.next().await, Request::Stop);
     }
 }

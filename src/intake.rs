@@ -11,6 +11,12 @@
 //! - Every `sweep` (`[history] sweep_secs`) a pass runs without holding anything back: what it finds that
 //!   never arrived live (stored but never published) is enqueued when the barrier arrives,
 //!   after everything published before it.
+//! - On reload the new routes arrive in order with the payloads ([`Feed::Reroute`]): the intake
+//!   enqueues what it routed so far, sets the checkpoints of the rooms (and DM conversations)
+//!   the new routes add to their histories now, so catch-up starts them from now, then routes
+//!   every later event by the new routes and narrows the subscription's filter. A reroute that
+//!   arrives while a pass waits for its barrier is applied once the pass is resolved; messages
+//!   of added scopes before it are only recorded as seen.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -26,7 +32,7 @@ use crate::model::{EventKind, OutboundKind, Scope, content_id};
 use crate::notify::Health;
 use crate::outbox::{Enqueue, Enqueued, Outbox, OutboxError};
 use crate::retry::Backoff;
-use crate::route::{Routes, origin_among};
+use crate::route::{Filter, Reroute, Routes, origin_among};
 use crate::subscription::Feed;
 
 /// Most events enqueued in one script call.
@@ -44,8 +50,10 @@ pub struct Intake {
     /// For history reads during catch-up, and barrier publishes.
     pub con: ConnectionManager,
     pub outbox: Outbox,
-    /// Shared with the subscription.
+    /// The routes in force here; replaced at one point of the event stream on reload.
     pub routes: std::sync::Arc<Routes>,
+    /// The subscription's filter, narrowed to `routes` once a reload switched to them.
+    pub filter: Filter,
     pub decoder: Decoder,
     pub limits: Limits,
     /// The scopes this process has caught up before.
@@ -90,6 +98,8 @@ struct State {
     barriers: u64,
     /// When dropped outbox entries were last logged, per link.
     drop_logged: HashMap<String, Instant>,
+    /// New routes waiting for the pending pass to be resolved.
+    reroute: Option<Reroute>,
 }
 
 impl Intake {
@@ -147,7 +157,8 @@ impl Intake {
             Feed::Payload {
                 channel, payload, ..
             } => {
-                let Some(enqueue) = self.route(&channel, payload) else {
+                let next = state.reroute.as_ref().map(|r| &*r.routes);
+                let Some(enqueue) = self.route(&channel, payload, next) else {
                     return;
                 };
                 match &mut state.pending {
@@ -173,13 +184,22 @@ impl Intake {
                     self.resolve(state, shutdown).await;
                 }
             }
+            Feed::Reroute(reroute) if state.pending.is_some() => {
+                state.reroute = Some(reroute);
+            }
+            Feed::Reroute(reroute) => self.switch(reroute, state, shutdown).await,
         }
     }
 
-    /// Decodes and routes one payload; `None` when nothing wants it.
-    fn route(&mut self, channel: &str, payload: Vec<u8>) -> Option<Enqueue> {
+    /// Decodes and routes one payload; `None` when nothing wants it. `next`: routes waiting to
+    /// be switched to; a message of a scope only they watch is recorded as seen, sent nowhere.
+    fn route(&mut self, channel: &str, payload: Vec<u8>, next: Option<&Routes>) -> Option<Enqueue> {
         let received = self.decoder.decode(channel, payload)?;
-        if !self.routes.watches(&received.scope) {
+        let starting = !self.routes.watches(&received.scope);
+        if starting
+            && !(next.is_some_and(|next| next.watches(&received.scope))
+                && received.event.kind() == Some(EventKind::Message))
+        {
             return None;
         }
         let Some(kind) = received.event.kind() else {
@@ -191,7 +211,11 @@ impl Intake {
             return None;
         };
         let kind = OutboundKind::Event(kind);
-        let links = self.routes.links_for(&received.scope, kind);
+        let links = if starting {
+            Vec::new()
+        } else {
+            self.routes.links_for(&received.scope, kind)
+        };
         let origin = origin_among(&links, received.event.origin());
         // A message nothing wants is still recorded as seen, so catch-up does not re-read it
         // as missed; a signal nothing wants is simply dropped.
@@ -323,6 +347,9 @@ impl Intake {
         if pending.hold {
             self.health.caught_up();
         }
+        if let Some(reroute) = state.reroute.take() {
+            self.switch(reroute, state, shutdown).await;
+        }
         // Held events are new (they were never enqueued); the rest came from history and had
         // not been enqueued live.
         let from_history = added.saturating_sub(held_count);
@@ -335,6 +362,51 @@ impl Intake {
                 "caught up from history"
             );
         }
+    }
+}
+
+impl Intake {
+    /// Switches to new routes here, at this point of the event stream: enqueues what was
+    /// routed by the old ones, starts the added rooms (and DMs) from now, then routes by the
+    /// new ones and narrows the subscription's filter to them. Only shutdown stops it short.
+    async fn switch(&mut self, reroute: Reroute, state: &mut State, shutdown: &CancellationToken) {
+        self.flush(state, shutdown).await;
+        let rooms = reroute.routes.rooms_added_since(&self.routes);
+        let dms = reroute.routes.mirrors_dms() && !self.routes.mirrors_dms();
+        if !rooms.is_empty() || dms {
+            let mut retry = Retry::new("starting the added rooms from now", rooms.len(), shutdown);
+            loop {
+                match self.start_from_now(&rooms, dms).await {
+                    Ok(()) => break,
+                    Err(e) if retry.after(&e).await => {}
+                    Err(_) => return,
+                }
+            }
+        }
+        let added: Vec<String> = rooms.iter().map(ToString::to_string).collect();
+        tracing::info!(
+            rooms_from_now = ?added,
+            dms_from_now = dms,
+            "routes switched: every event from here on is routed by the new configuration"
+        );
+        self.routes = reroute.routes.clone();
+        self.filter.store(reroute.routes);
+        let _ = reroute.done.send(());
+    }
+
+    /// Sets the checkpoints of `rooms`, and of every DM conversation when `dms`, to their
+    /// histories now.
+    async fn start_from_now(&mut self, rooms: &[Scope], dms: bool) -> Result<(), OutboxError> {
+        let mut reader = CatchUp {
+            con: &mut self.con,
+            routes: &self.routes,
+            decoder: &mut self.decoder,
+            limits: self.limits,
+            watched: &mut self.watched,
+        };
+        let commit = reader.from_now(rooms.to_vec(), dms).await?;
+        enqueue_pass(&mut self.outbox, &[], &commit).await?;
+        Ok(())
     }
 }
 

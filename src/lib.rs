@@ -12,9 +12,11 @@
 //!   receipts) on Redis, each one atomic.
 //! - [`secret`]: URLs and signing secrets that print redacted, never in full.
 //! - [`printable`]: untrusted text escaped for terminals and logs (console link, CLI).
-//! - [`config`]: `config.toml` + environment overrides + `${VAR}` secrets, validated all at once.
+//! - [`config`]: `config.toml` + environment overrides + `${VAR}` secrets, validated all at once;
+//!   what a reload changes.
 //! - [`connect`]: Redis connections with the timeouts each use needs.
-//! - [`route`]: the routing table built from the config: scope and event kind → links.
+//! - [`route`]: the routing table built from the config: scope and event kind → links; on
+//!   reload, new routes travel down the data path and switch at one point of the stream.
 //! - [`subscription`]: the PSUBSCRIBE session: reconnects with backoff, detects dead connections,
 //!   skips what nothing mirrors before copying it, and passes on this process's catch-up barriers.
 //! - [`decode`]: turns a raw Pub/Sub payload or history entry into an event once; counts and logs
@@ -30,10 +32,12 @@
 //! - [`links`]: the link kinds (console, webhook; Slack and Discord later) behind one [`links::Target`].
 //! - [`eviction`]: at `run` start, refuses a Redis whose `maxmemory-policy` may evict our keys.
 //! - [`notify`]: systemd's notify protocol: READY=1 once subscribed and caught up, STATUS=,
-//!   WATCHDOG=1 only while the subscription and the intake show progress, STOPPING=1.
-//! - [`supervise`]: the daemon's parts as named tasks; the first one to end or panic while
-//!   running stops the daemon, which exits non-zero.
-//! - [`daemon`]: wires it all together; `run(config, shutdown)` returns once drained.
+//!   WATCHDOG=1 only while the subscription and the intake show progress, RELOADING=1 … READY=1
+//!   around a reload, STOPPING=1.
+//! - [`supervise`]: the daemon's parts as named tasks, each stoppable on its own; the first one
+//!   to end or panic unasked stops the daemon, which exits non-zero.
+//! - [`daemon`]: wires it all together, one worker per link; `run(config, requests, load)`
+//!   reloads on request and returns once drained.
 //! - [`cli`]: the operator commands behind the `chatbridge` binary.
 #![forbid(unsafe_code)]
 

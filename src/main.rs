@@ -4,8 +4,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use chatbridge::cli::{self, Cli, Command};
+use chatbridge::daemon::Request;
 use clap::Parser;
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use futures_util::{Stream, StreamExt};
+use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook_tokio::Signals;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -44,7 +47,13 @@ async fn dispatch(cli: &Cli) -> Result<(), cli::CliError> {
     match cli.command {
         Command::Run => {
             let config = cli::load_config(cli)?;
-            chatbridge::daemon::run(config, terminated())
+            let requests = requests()
+                .map_err(|e| cli::CliError::Failed(format!("cannot handle signals: {e}")))?;
+            let reload = || {
+                let env: chatbridge::config::Env = std::env::vars().collect();
+                chatbridge::config::load(&cli.config, &env)
+            };
+            chatbridge::daemon::run(config, requests, reload)
                 .await
                 .map_err(cli::CliError::from)
         }
@@ -52,51 +61,43 @@ async fn dispatch(cli: &Cli) -> Result<(), cli::CliError> {
     }
 }
 
-/// Completes on the first signal that asks the daemon to stop (TERM, INT, QUIT: each drains
-/// the same way), after logging it. HUP, USR1 and USR2 are logged and ignored (reloading is not
-/// supported yet): no signal a service manager or an operator commonly sends ends the process
+/// The daemon's requests, from signals (logged as they arrive): TERM, INT and QUIT stop it
+/// (each drains the same way), HUP reloads the configuration. USR1 and USR2 are logged and
+/// ignored: no signal a service manager or an operator commonly sends ends the process
 /// without a line in the log.
 ///
 /// The handlers are installed before this returns, so a signal arriving while the daemon
 /// starts is already handled.
-fn terminated() -> impl std::future::Future<Output = ()> {
-    let mut term = install(SignalKind::terminate(), "SIGTERM");
-    let mut int = install(SignalKind::interrupt(), "SIGINT");
-    let mut quit = install(SignalKind::quit(), "SIGQUIT");
-    let mut hup = install(SignalKind::hangup(), "SIGHUP");
-    let mut usr1 = install(SignalKind::user_defined1(), "SIGUSR1");
-    let mut usr2 = install(SignalKind::user_defined2(), "SIGUSR2");
-    async move {
-        loop {
-            tokio::select! {
-                () = received(&mut term) => return tracing::info!("SIGTERM received; stopping"),
-                () = received(&mut int) => return tracing::info!("SIGINT received; stopping"),
-                () = received(&mut quit) => return tracing::info!("SIGQUIT received; stopping"),
-                () = received(&mut hup) => {
-                    tracing::warn!("reload is not supported yet; ignoring SIGHUP");
-                }
-                () = received(&mut usr1) => tracing::warn!("SIGUSR1 has no meaning here; ignoring it"),
-                () = received(&mut usr2) => tracing::warn!("SIGUSR2 has no meaning here; ignoring it"),
-            }
-        }
-    }
+fn requests() -> std::io::Result<impl Stream<Item = Request> + Unpin> {
+    let signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])?;
+    Ok(signals.filter_map(|signal| std::future::ready(request(signal))))
 }
 
-/// Listens for `kind`; `None` (logged) when the handler cannot be installed.
-fn install(kind: SignalKind, name: &str) -> Option<Signal> {
-    signal(kind)
-        .inspect_err(|e| tracing::error!(signal = name, error = %e, "cannot handle this signal"))
-        .ok()
-}
-
-/// Completes when the signal arrives; never when it could not be installed.
-async fn received(signal: &mut Option<Signal>) {
+/// What a signal asks for, logged.
+fn request(signal: i32) -> Option<Request> {
+    let stop = |name: &str| {
+        tracing::info!("{name} received; stopping");
+        Some(Request::Stop)
+    };
     match signal {
-        Some(signal) => {
-            if signal.recv().await.is_none() {
-                std::future::pending::<()>().await;
-            }
+        SIGTERM => stop("SIGTERM"),
+        SIGINT => stop("SIGINT"),
+        SIGQUIT => stop("SIGQUIT"),
+        SIGHUP => {
+            tracing::info!("SIGHUP received; reloading the configuration");
+            Some(Request::Reload)
         }
-        None => std::future::pending().await,
+        SIGUSR1 => {
+            tracing::warn!("SIGUSR1 has no meaning here; ignoring it");
+            None
+        }
+        SIGUSR2 => {
+            tracing::warn!("SIGUSR2 has no meaning here; ignoring it");
+            None
+        }
+        other => {
+            tracing::warn!(signal = other, "unexpected signal; ignoring it");
+            None
+        }
     }
 }

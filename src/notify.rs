@@ -5,13 +5,16 @@
 //! - `WATCHDOG=1` at half of `WATCHDOG_USEC`, but only while [`Health`] says the subscription
 //!   session is alive and making progress and the intake is not stuck in one step: a wedged
 //!   process stops feeding the watchdog and systemd restarts it;
+//! - `RELOADING=1` with `MONOTONIC_USEC` when a reload begins ([`reloading`]), then `READY=1`
+//!   with the status line when it is over ([`reloaded`]); a refused reload stays in the status
+//!   line until the next one succeeds;
 //! - `STOPPING=1` when shutdown begins ([`stopping`]).
 //!
 //! [`Health`] is the shared record the subscription and the intake update as they work; the
 //! notify task only reads it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -125,6 +128,11 @@ impl Health {
             .send_if_modified(|done| !std::mem::replace(done, true));
     }
 
+    /// Whether [`Health::caught_up`] was called.
+    pub fn is_caught_up(&self) -> bool {
+        *self.inner.caught_up.borrow()
+    }
+
     /// Completes once [`Health::caught_up`] was called (never if the intake is gone first).
     pub async fn wait_caught_up(&self) {
         let mut rx = self.inner.caught_up.subscribe();
@@ -158,35 +166,74 @@ impl Health {
     }
 }
 
-/// What the status line reports besides health.
+/// What the status line reports besides health; clones share the links and the note, which
+/// a reload updates.
+#[derive(Clone)]
 pub struct Status {
     /// For the outbox depths (`XLEN` of each link's outbox).
-    pub con: ConnectionManager,
-    /// The configured links, by name.
-    pub links: Vec<String>,
+    con: ConnectionManager,
+    /// The configured links, by name, and what the last reload left to say.
+    shown: Arc<Mutex<Shown>>,
+}
+
+/// The parts of the status line a reload changes.
+struct Shown {
+    links: Vec<String>,
+    /// Appended to the line: why the configuration in force is not the file's.
+    note: Option<String>,
 }
 
 impl Status {
-    /// `subscribed; 2 links; 14 queued`, or what is wrong instead of `subscribed`.
+    pub fn new(con: ConnectionManager, links: Vec<String>) -> Self {
+        Self {
+            con,
+            shown: Arc::new(Mutex::new(Shown { links, note: None })),
+        }
+    }
+
+    /// The configured links changed.
+    pub fn set_links(&self, links: Vec<String>) {
+        self.shown().links = links;
+    }
+
+    /// Says `note` at the end of every status line from now on (`None`: nothing).
+    pub fn set_note(&self, note: Option<String>) {
+        self.shown().note = note;
+    }
+
+    fn shown(&self) -> std::sync::MutexGuard<'_, Shown> {
+        self.shown.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `subscribed; 2 links; 14 queued`, or what is wrong instead of `subscribed`; then the
+    /// note, if any.
     async fn line(&mut self, health: &Health) -> String {
         let state = match health.check() {
             Ok(()) => "subscribed".to_owned(),
             Err(why) => why.to_string(),
         };
-        let links = match self.links.len() {
+        let (links, note) = {
+            let shown = self.shown();
+            (shown.links.clone(), shown.note.clone())
+        };
+        let count = match links.len() {
             1 => "1 link".to_owned(),
             n => format!("{n} links"),
         };
-        match self.queued().await {
-            Some(queued) => format!("{state}; {links}; {queued} queued"),
-            None => format!("{state}; {links}; queue depth unknown (redis not answering)"),
+        let line = match self.queued(&links).await {
+            Some(queued) => format!("{state}; {count}; {queued} queued"),
+            None => format!("{state}; {count}; queue depth unknown (redis not answering)"),
+        };
+        match note {
+            Some(note) => format!("{line}; {note}"),
+            None => line,
         }
     }
 
     /// Events waiting in every outbox; `None` when Redis does not answer in time.
-    async fn queued(&mut self) -> Option<u64> {
+    async fn queued(&mut self, links: &[String]) -> Option<u64> {
         let mut pipe = redis::pipe();
-        for link in &self.links {
+        for link in links {
             pipe.xlen(outbox_key(link));
         }
         let depths: Vec<u64> = timeout(DEPTH_TIMEOUT, pipe.query_async(&mut self.con))
@@ -262,6 +309,26 @@ fn watch(health: &Health, withheld: bool) -> bool {
             true
         }
     }
+}
+
+/// Tells the service manager that a reload began: `RELOADING=1` with `MONOTONIC_USEC` (the
+/// `CLOCK_MONOTONIC` time, which systemd requires with it).
+pub fn reloading() {
+    let mut states = vec![
+        NotifyState::Reloading,
+        NotifyState::Status("reloading the configuration"),
+    ];
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => states.push(now),
+        Err(e) => tracing::debug!(error = %e, "cannot read the monotonic clock"),
+    }
+    send(&states);
+}
+
+/// Tells the service manager that the reload is over: `READY=1` with the status line.
+pub async fn reloaded(status: &mut Status, health: &Health) {
+    let line = status.line(health).await;
+    send(&[NotifyState::Ready, NotifyState::Status(&line)]);
 }
 
 /// Tells the service manager that shutdown began.

@@ -2,11 +2,32 @@
 //! link → event kinds. Echo prevention (never sending an event back to the link it came from)
 //! is decided at enqueue time, where chatbridge's own writes are known: an `origin` field
 //! alone is only a claim ([`origin_among`]).
+//!
+//! On reload the routes change at one point of the event stream: a [`Reroute`] travels down
+//! the data path (the subscription widens its [`Filter`] to what the old and the new routes
+//! watch, the intake switches and narrows it again), so each event is routed by exactly one of
+//! them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::model::{EventKind, OutboundKind, Scope};
+
+/// The routes the subscription filters by (which channels are worth copying), swapped
+/// atomically on reload and read per message without a lock.
+pub type Filter = Arc<ArcSwap<Routes>>;
+
+/// New routes on their way down the data path, from the reload to the intake.
+#[derive(Debug)]
+pub struct Reroute {
+    pub routes: Arc<Routes>,
+    /// Answered once the intake routes by `routes`.
+    pub done: oneshot::Sender<()>,
+}
 
 /// One link as a route target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +120,36 @@ impl Routes {
     pub fn mirrors_dms(&self) -> bool {
         !self.dms.is_empty()
     }
+
+    /// Routes that watch every scope `self` or `other` watches: the subscription's filter while
+    /// a reload switches from one to the other (for filtering only; links are not merged).
+    pub fn union(&self, other: &Routes) -> Routes {
+        let mut rooms = self.rooms.clone();
+        for (room, routes) in &other.rooms {
+            if !routes.is_empty() {
+                rooms.insert(room.clone(), routes.clone());
+            }
+        }
+        Routes {
+            rooms,
+            dms: if self.dms.is_empty() {
+                other.dms.clone()
+            } else {
+                self.dms.clone()
+            },
+        }
+    }
+
+    /// The rooms `self` mirrors that `before` did not.
+    pub fn rooms_added_since(&self, before: &Routes) -> Vec<Scope> {
+        let mut added: Vec<Scope> = self
+            .rooms()
+            .filter(|room| !before.watches(&Scope::Room((*room).to_owned())))
+            .map(|room| Scope::Room(room.to_owned()))
+            .collect();
+        added.sort();
+        added
+    }
 }
 
 /// The link an event's `origin` field names, when it is one of the event's `links`: only then
@@ -161,6 +212,38 @@ mod tests {
         let mut rooms: Vec<&str> = r.rooms().collect();
         rooms.sort();
         assert_eq!(rooms, ["general", "ops"]);
+    }
+
+    #[test]
+    fn a_union_watches_both_and_added_rooms_are_the_new_ones() {
+        let before = routes();
+        let toml = r#"
+            [links.hook]
+            kind = "webhook"
+            url = "http://127.0.0.1:9/x"
+            [[rooms]]
+            name = "ops"
+            links = ["hook"]
+            [[rooms]]
+            name = "extra"
+            links = ["hook"]
+        "#;
+        let after = Routes::new(&crate::config::load_str(toml, &Default::default()).unwrap());
+        let both = before.union(&after);
+        for channel in [
+            "chat:room:general",
+            "chat:room:ops",
+            "chat:room:extra",
+            "chat:dm:1:2",
+        ] {
+            assert!(both.watches_channel(channel), "{channel}");
+        }
+        assert!(!after.mirrors_dms() && both.mirrors_dms());
+        assert_eq!(
+            after.rooms_added_since(&before),
+            [Scope::Room("extra".into())]
+        );
+        assert!(before.rooms_added_since(&before).is_empty());
     }
 
     #[test]

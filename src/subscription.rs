@@ -6,19 +6,24 @@
 //! Payloads nothing would mirror (a room without links, DMs when they are not mirrored) and
 //! payloads over [`MAX_PAYLOAD_BYTES`] are counted and skipped before they are copied; what
 //! is handed on is bounded by [`FEED_BYTES`] as well as by count.
+//!
+//! On reload it gets the new routes ([`Reroute`]): it widens its filter to what the running
+//! and the new routes watch, subscribes to DMs if they are newly mirrored, and only then hands
+//! the reroute to the intake, in order with the payloads. So every payload the intake might
+//! route by the new routes comes after the reroute; the intake narrows the filter again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::time::{Instant, interval, sleep, timeout};
+use tokio::time::{Instant, interval, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::MAX_PAYLOAD_BYTES;
 use crate::notify::Health;
 use crate::retry::Backoff;
-use crate::route::Routes;
+use crate::route::{Filter, Reroute};
 
 /// The room pattern every session subscribes to.
 pub const ROOMS: &str = "chat:room:*";
@@ -54,13 +59,15 @@ pub enum Feed {
     /// A catch-up barrier published by this process: everything published before it has been
     /// handed on.
     Barrier(String),
+    /// New routes (a reload): the filter already lets through what they watch.
+    Reroute(Reroute),
 }
 
 /// What a session listens to.
 #[derive(Clone)]
 pub struct Listen {
-    /// Decides which channels are worth copying (shared with the intake, not copied).
-    pub routes: Arc<Routes>,
+    /// Decides which channels are worth copying; the intake narrows it after a reload.
+    pub routes: Filter,
     /// This process's barrier channel.
     pub barrier: String,
 }
@@ -106,6 +113,7 @@ impl Skipped {
 pub async fn run(
     client: redis::Client,
     listen: Listen,
+    mut reroutes: mpsc::Receiver<Reroute>,
     feed: mpsc::Sender<Feed>,
     health: Health,
     shutdown: CancellationToken,
@@ -113,10 +121,18 @@ pub async fn run(
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let budget = Arc::new(Semaphore::new(FEED_BYTES));
     let mut skipped = Skipped::default();
+    let mut parts = Session {
+        listen: &listen,
+        feed: &feed,
+        budget: &budget,
+        skipped: &mut skipped,
+        health: &health,
+        reroutes: &mut reroutes,
+    };
     loop {
         let started = Instant::now();
         let end = tokio::select! {
-            end = session(&client, &listen, &feed, &budget, &mut skipped, &health) => end,
+            end = parts.run(&client) => end,
             () = shutdown.cancelled() => End::Shutdown,
         };
         health.subscription_ended();
@@ -128,95 +144,168 @@ pub async fn run(
                 }
                 let wait = backoff.next(None);
                 tracing::warn!(reason = %why, retry_in = ?wait, "redis subscription ended");
-                tokio::select! {
-                    () = sleep(wait) => {}
-                    () = shutdown.cancelled() => return,
+                let resume = Instant::now() + wait;
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(resume) => break,
+                        () = shutdown.cancelled() => return,
+                        Some(reroute) = parts.reroutes.recv() => {
+                            // The next session subscribes to what the widened filter watches.
+                            if !parts.reroute(reroute).await {
+                                return;
+                            }
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-async fn session(
-    client: &redis::Client,
-    listen: &Listen,
-    feed: &mpsc::Sender<Feed>,
-    budget: &Arc<Semaphore>,
-    skipped: &mut Skipped,
-    health: &Health,
-) -> End {
-    let pubsub = match timeout(crate::connect::CONNECT_TIMEOUT, client.get_async_pubsub()).await {
-        Ok(Ok(pubsub)) => pubsub,
-        Ok(Err(e)) => return End::Disconnected(format!("connect: {e}")),
-        Err(_) => return End::Disconnected("connect: timed out".into()),
-    };
-    let (mut sink, mut stream) = pubsub.split();
-    let mut patterns = vec![ROOMS];
-    if listen.routes.mirrors_dms() {
-        patterns.push(DMS);
+/// What a session works with, borrowed from [`run`] for the whole task.
+struct Session<'a> {
+    listen: &'a Listen,
+    feed: &'a mpsc::Sender<Feed>,
+    budget: &'a Arc<Semaphore>,
+    skipped: &'a mut Skipped,
+    health: &'a Health,
+    reroutes: &'a mut mpsc::Receiver<Reroute>,
+}
+
+impl Session<'_> {
+    /// Widens the filter to what the running and the new routes watch and hands the reroute
+    /// to the intake; false when the intake is gone.
+    async fn reroute(&mut self, reroute: Reroute) -> bool {
+        let widened = self.listen.routes.load().union(&reroute.routes);
+        self.listen.routes.store(Arc::new(widened));
+        self.feed.send(Feed::Reroute(reroute)).await.is_ok()
     }
-    for pattern in &patterns {
-        match timeout(PING_TIMEOUT, sink.psubscribe(*pattern)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return End::Disconnected(format!("psubscribe: {e}")),
-            Err(_) => return End::Disconnected("psubscribe: timed out".into()),
+
+    /// One session: connect, subscribe, forward until the connection ends.
+    async fn run(&mut self, client: &redis::Client) -> End {
+        let Err(end) = self.forward(client).await;
+        end
+    }
+
+    /// Connects and subscribes to the rooms, to DMs if mirrored, and to the barrier channel;
+    /// hands [`Feed::Subscribed`] on. Returns the sink and stream, and whether DMs are
+    /// subscribed.
+    async fn subscribe(&mut self, client: &redis::Client) -> Result<Subscribed, End> {
+        let listen = self.listen;
+        let pubsub = match timeout(crate::connect::CONNECT_TIMEOUT, client.get_async_pubsub()).await
+        {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => return Err(End::Disconnected(format!("connect: {e}"))),
+            Err(_) => return Err(End::Disconnected("connect: timed out".into())),
+        };
+        let (mut sink, stream) = pubsub.split();
+        let mut patterns = vec![ROOMS];
+        let dms = listen.routes.load().mirrors_dms();
+        if dms {
+            patterns.push(DMS);
         }
+        for pattern in &patterns {
+            within("psubscribe", sink.psubscribe(*pattern)).await?;
+        }
+        within("subscribe", sink.subscribe(&listen.barrier)).await?;
+        tracing::info!(patterns = ?patterns, "subscribed");
+        if self.feed.send(Feed::Subscribed).await.is_err() {
+            return Err(End::Closed);
+        }
+        Ok(Subscribed { sink, stream, dms })
     }
-    match timeout(PING_TIMEOUT, sink.subscribe(&listen.barrier)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return End::Disconnected(format!("subscribe: {e}")),
-        Err(_) => return End::Disconnected("subscribe: timed out".into()),
-    }
-    tracing::info!(patterns = ?patterns, "subscribed");
-    if feed.send(Feed::Subscribed).await.is_err() {
-        return End::Closed;
-    }
-    health.subscription_alive();
-    let mut ping = interval(PING_EVERY);
-    ping.reset();
-    loop {
-        tokio::select! {
-            message = stream.next() => {
-                let Some(message) = message else {
-                    return End::Disconnected("connection closed".into());
-                };
-                let channel = message.get_channel_name();
-                let item = if channel == listen.barrier {
-                    Feed::Barrier(String::from_utf8_lossy(message.get_payload_bytes()).into_owned())
-                } else {
-                    if !listen.routes.watches_channel(channel) {
-                        continue;
-                    }
-                    let bytes = message.get_payload_bytes();
-                    if bytes.len() > MAX_PAYLOAD_BYTES {
-                        skipped.oversized(channel, bytes.len());
-                        continue;
-                    }
-                    // At most MAX_PAYLOAD_BYTES, far below u32::MAX; empty payloads take one.
-                    let permits = u32::try_from(bytes.len().max(1)).unwrap_or(u32::MAX);
-                    let Ok(share) = Arc::clone(budget).acquire_many_owned(permits).await else {
-                        return End::Closed;
+
+    /// Forwards what the subscription receives until the session ends (the `Err`).
+    async fn forward(&mut self, client: &redis::Client) -> Result<std::convert::Infallible, End> {
+        let Subscribed {
+            mut sink,
+            mut stream,
+            mut dms,
+        } = self.subscribe(client).await?;
+        let listen = self.listen;
+        let (feed, budget, health) = (self.feed, self.budget, self.health);
+        health.subscription_alive();
+        let mut ping = interval(PING_EVERY);
+        ping.reset();
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        return Err(End::Disconnected("connection closed".into()));
                     };
-                    Feed::Payload {
-                        channel: channel.to_owned(),
-                        payload: bytes.to_vec(),
-                        budget: share,
+                    let channel = message.get_channel_name();
+                    let item = if channel == listen.barrier {
+                        Feed::Barrier(String::from_utf8_lossy(message.get_payload_bytes()).into_owned())
+                    } else {
+                        if !listen.routes.load().watches_channel(channel) {
+                            continue;
+                        }
+                        let bytes = message.get_payload_bytes();
+                        if bytes.len() > MAX_PAYLOAD_BYTES {
+                            self.skipped.oversized(channel, bytes.len());
+                            continue;
+                        }
+                        // At most MAX_PAYLOAD_BYTES, far below u32::MAX; empty payloads take one.
+                        let permits = u32::try_from(bytes.len().max(1)).unwrap_or(u32::MAX);
+                        let Ok(share) = Arc::clone(budget).acquire_many_owned(permits).await else {
+                            return Err(End::Closed);
+                        };
+                        Feed::Payload {
+                            channel: channel.to_owned(),
+                            payload: bytes.to_vec(),
+                            budget: share,
+                        }
+                    };
+                    if feed.send(item).await.is_err() {
+                        return Err(End::Closed);
                     }
-                };
-                if feed.send(item).await.is_err() {
-                    return End::Closed;
+                    health.subscription_alive();
                 }
-                health.subscription_alive();
-            }
-            _ = ping.tick() => {
-                // In subscribed mode Redis answers PING with `["pong", ""]`, not `PONG`:
-                // any answer proves the connection alive.
-                match timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await {
-                    Ok(Ok(_)) => health.subscription_alive(),
-                    Ok(Err(e)) => return End::Disconnected(format!("ping: {e}")),
-                    Err(_) => return End::Disconnected("ping: no answer".into()),
+                Some(reroute) = self.reroutes.recv() => {
+                    if reroute.routes.mirrors_dms() && !dms {
+                        // Before the intake switches: no DM published after it is missed.
+                        within("psubscribe", sink.psubscribe(DMS)).await?;
+                        tracing::info!(pattern = DMS, "now receiving direct messages");
+                        dms = true;
+                    }
+                    if !self.reroute(reroute).await {
+                        return Err(End::Closed);
+                    }
+                }
+                _ = ping.tick() => {
+                    // In subscribed mode Redis answers PING with `["pong", ""]`, not `PONG`:
+                    // any answer proves the connection alive.
+                    within("ping", sink.ping::<redis::Value>()).await?;
+                    health.subscription_alive();
+                    if dms && !listen.routes.load().mirrors_dms() {
+                        // DMs are no longer mirrored (a reload): stop receiving them.
+                        within("punsubscribe", sink.punsubscribe(DMS)).await?;
+                        tracing::info!(pattern = DMS, "no longer receiving direct messages");
+                        dms = false;
+                    }
                 }
             }
         }
+    }
+}
+
+/// A session's subscribed connection.
+struct Subscribed {
+    sink: redis::aio::PubSubSink,
+    stream: redis::aio::PubSubStream,
+    /// Whether [`DMS`] is subscribed.
+    dms: bool,
+}
+
+/// Runs one command of a session within [`PING_TIMEOUT`]; an error or no answer ends the
+/// session.
+async fn within<T>(
+    what: &str,
+    command: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, End> {
+    match timeout(PING_TIMEOUT, command).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(End::Disconnected(format!("{what}: {e}"))),
+        Err(_) => Err(End::Disconnected(format!("{what}: no answer"))),
     }
 }

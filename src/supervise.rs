@@ -1,18 +1,24 @@
-//! Supervision of the daemon's long-running parts: the subscription, the intake and one
-//! delivery worker per link, each a named task.
+//! Supervision of the daemon's long-running parts: the subscription, the intake, the notify
+//! task and one delivery worker per link, each a named task.
 //!
-//! The contract every part follows: its future resolves to `()`, and only after the daemon's
-//! stop token is cancelled. A part that returns before that has failed, and so has a part that
-//! panics. The first failure wins: it is logged naming the part, every other part is told to
-//! stop and given the grace period to finish, and the daemon exits non-zero, so the service
-//! manager (systemd's `Restart=on-failure`) starts it again instead of leaving a process that
-//! runs on without mirroring anything.
+//! The contract every part follows: its future resolves to `()`, and only after it was told to
+//! stop: the daemon's stop token is cancelled, or (for a part started with
+//! [`Supervisor::spawn_stoppable`], such as a link's worker) its own token, a child of it. A
+//! part that returns before that has failed, and so has a part that panics. The first failure
+//! wins: it is logged naming the part, every other part is told to stop and given the grace
+//! period to finish, and the daemon exits non-zero, so the service manager (systemd's
+//! `Restart=on-failure`) starts it again instead of leaving a process that runs on without
+//! mirroring anything.
+//!
+//! A reload stops single parts ([`Supervisor::stop`]): they get the same grace period, and one
+//! still running after it is cut off; that is not a failure.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::task::{Id, JoinError, JoinSet};
+use tokio::task::{AbortHandle, Id, JoinError, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Why a part failed.
@@ -40,13 +46,27 @@ impl Failure {
     }
 }
 
-/// The running parts, by name, and the token that tells them to stop.
+/// A running part, as [`Supervisor::stop`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartId(Id);
+
+/// What the supervisor knows about one running part.
+struct Part {
+    /// `intake`, `worker audit`: to say which one ended.
+    name: String,
+    /// What tells it to stop: the daemon's token, or its own child of it.
+    stop: CancellationToken,
+    /// To cut it off when it outlives the grace period of its own stop.
+    abort: AbortHandle,
+}
+
+/// The running parts, by name, and the token that tells them all to stop.
 pub struct Supervisor {
     /// The parts' tasks; dropping the supervisor aborts whatever still runs.
     tasks: JoinSet<()>,
-    /// Each task's part name (`intake`, `worker audit`), to say which one ended.
-    names: HashMap<Id, String>,
-    /// The daemon's stop token: a part that ends before it is cancelled has failed.
+    /// Each running task's part.
+    parts: HashMap<Id, Part>,
+    /// The daemon's stop token: a part that ends before its token is cancelled has failed.
     stop: CancellationToken,
 }
 
@@ -55,24 +75,101 @@ impl Supervisor {
     pub fn new(stop: CancellationToken) -> Self {
         Self {
             tasks: JoinSet::new(),
-            names: HashMap::new(),
+            parts: HashMap::new(),
             stop,
         }
     }
 
-    /// Starts `future` as the part called `part`.
-    pub fn spawn<F>(&mut self, part: impl Into<String>, future: F)
+    /// The token that stops every part (cancelled by [`Supervisor::shut_down`]).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Starts `future` as the part called `part`; it stops with the daemon.
+    pub fn spawn<F>(&mut self, part: impl Into<String>, future: F) -> PartId
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let handle = self.tasks.spawn(future);
-        self.names.insert(handle.id(), part.into());
+        let stop = self.stop.clone();
+        self.start(part.into(), stop, future)
     }
 
-    /// Runs until `shutdown` completes or a part fails, whichever comes first; then cancels
-    /// the stop token and gives the parts `grace` to finish, aborting those still running.
-    /// `Ok` after a clean shutdown; otherwise the first failure (a panic while draining
-    /// counts too).
+    /// Starts the part called `part` that can be stopped on its own ([`Supervisor::stop`]):
+    /// `make` gets its stop token, which is also cancelled when the daemon stops.
+    pub fn spawn_stoppable<F>(
+        &mut self,
+        part: impl Into<String>,
+        make: impl FnOnce(CancellationToken) -> F,
+    ) -> PartId
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.stop.child_token();
+        let future = make(stop.clone());
+        self.start(part.into(), stop, future)
+    }
+
+    fn start<F>(&mut self, name: String, stop: CancellationToken, future: F) -> PartId
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let abort = self.tasks.spawn(future);
+        let id = abort.id();
+        self.parts.insert(id, Part { name, stop, abort });
+        PartId(id)
+    }
+
+    /// Tells these parts to stop and waits until they ended, each at most `grace` (a part
+    /// still running then is cut off and logged). `Err` with the first failure of any part
+    /// meanwhile, these included (a panic while stopping); the daemon then stops.
+    pub async fn stop(&mut self, ids: &[PartId], grace: Duration) -> Result<(), Failure> {
+        let mut waiting: Vec<Id> = Vec::new();
+        for PartId(id) in ids {
+            if let Some(part) = self.parts.get(id) {
+                part.stop.cancel();
+                waiting.push(*id);
+            }
+        }
+        let mut deadline = Some(Instant::now() + grace);
+        while !waiting.is_empty() {
+            let next = self.tasks.join_next_with_id();
+            let ended = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, next).await {
+                    Ok(ended) => ended,
+                    Err(_) => {
+                        self.cut_off(&waiting);
+                        deadline = None;
+                        continue;
+                    }
+                },
+                None => next.await,
+            };
+            let Some(ended) = ended else {
+                return Ok(());
+            };
+            let id = ended_id(&ended);
+            waiting.retain(|w| *w != id);
+            if let Some(failure) = self.failure(ended) {
+                return Err(failure);
+            }
+        }
+        Ok(())
+    }
+
+    /// Aborts the parts still running after their grace period.
+    fn cut_off(&self, ids: &[Id]) {
+        for id in ids {
+            if let Some(part) = self.parts.get(id) {
+                tracing::warn!(
+                    part = part.name,
+                    "grace period over: cutting it off; its unsent events stay in the outbox"
+                );
+                part.abort.abort();
+            }
+        }
+    }
+    /// Runs until `shutdown` completes or a part fails, whichever comes first; then
+    /// [`Supervisor::shut_down`]: `Ok` after a clean shutdown, otherwise the first failure.
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()>,
@@ -82,6 +179,17 @@ impl Supervisor {
             () = shutdown => None,
             failure = self.first_failure() => Some(failure),
         };
+        self.shut_down(failed, grace).await
+    }
+
+    /// Stops every part: logs why (`failed`, or a requested shutdown), cancels the stop token
+    /// and gives the parts `grace` to finish, aborting those still running. `Ok` after a clean
+    /// shutdown; otherwise the first failure (a panic while draining counts too).
+    pub async fn shut_down(
+        mut self,
+        failed: Option<Failure>,
+        grace: Duration,
+    ) -> Result<(), Failure> {
         match &failed {
             Some(failure) => tracing::error!(
                 part = failure.part(),
@@ -97,9 +205,9 @@ impl Supervisor {
         }
     }
 
-    /// Waits for the first part to end while the stop token is not cancelled. Never
-    /// completes while every part keeps running.
-    async fn first_failure(&mut self) -> Failure {
+    /// Waits for the first part to end without having been told to stop. Never completes
+    /// while every part keeps running (or ends only when told to).
+    pub async fn first_failure(&mut self) -> Failure {
         while let Some(ended) = self.tasks.join_next_with_id().await {
             if let Some(failure) = self.failure(ended) {
                 return failure;
@@ -122,7 +230,7 @@ impl Supervisor {
         })
         .await;
         if ended.is_err() {
-            let mut cut_off: Vec<&str> = self.names.values().map(String::as_str).collect();
+            let mut cut_off: Vec<&str> = self.parts.values().map(|p| p.name.as_str()).collect();
             cut_off.sort_unstable();
             tracing::warn!(
                 ?cut_off,
@@ -133,27 +241,34 @@ impl Supervisor {
         first
     }
 
-    /// Names how a part ended and decides whether that was a failure.
+    /// Names how a part ended and decides whether that was a failure: ending (or being cut
+    /// off) after it was told to stop is not.
     fn failure(&mut self, ended: Result<(Id, ()), JoinError>) -> Option<Failure> {
-        let id = match &ended {
-            Ok((id, ())) => *id,
-            Err(e) => e.id(),
+        let id = ended_id(&ended);
+        let (part, told) = match self.parts.remove(&id) {
+            Some(part) => (part.name, part.stop.is_cancelled()),
+            None => (format!("task {id}"), self.stop.is_cancelled()),
         };
-        let part = self
-            .names
-            .remove(&id)
-            .unwrap_or_else(|| format!("task {id}"));
         match ended {
-            Ok(_) if self.stop.is_cancelled() => None,
+            Ok(_) if told => None,
             Ok(_) => Some(Failure::Returned { part }),
             Err(e) => match e.try_into_panic() {
                 Ok(payload) => Some(Failure::Panicked {
                     part,
                     message: panic_message(payload.as_ref()),
                 }),
+                Err(_) if told => None,
                 Err(_) => Some(Failure::Cancelled { part }),
             },
         }
+    }
+}
+
+/// The task id of an ended task.
+fn ended_id(ended: &Result<(Id, ()), JoinError>) -> Id {
+    match ended {
+        Ok((id, ())) => *id,
+        Err(e) => e.id(),
     }
 }
 
@@ -307,6 +422,67 @@ mod tests {
         });
         assert_eq!(
             parts.run(late_shutdown(), GRACE).await,
+            Err(Failure::Returned {
+                part: "subscription".into()
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stoppable_part_stops_alone_and_the_others_keep_running() {
+        let stop = CancellationToken::new();
+        let finished = Arc::new(AtomicUsize::new(0));
+        let mut parts = Supervisor::new(stop.clone());
+        parts.spawn("intake", until_stopped(&stop, &finished));
+        let counted = finished.clone();
+        let worker = parts.spawn_stoppable("worker audit", move |own| async move {
+            own.cancelled().await;
+            counted.fetch_add(10, Ordering::SeqCst);
+        });
+
+        assert_eq!(parts.stop(&[worker], GRACE).await, Ok(()));
+        assert_eq!(finished.load(Ordering::SeqCst), 10, "only the worker ended");
+        assert!(!stop.is_cancelled());
+        assert_eq!(parts.stop(&[worker], GRACE).await, Ok(()), "stopping twice");
+        assert_eq!(parts.run(async {}, GRACE).await, Ok(()));
+        assert_eq!(finished.load(Ordering::SeqCst), 11);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_part_that_outlives_the_grace_period_is_cut_off_not_failed() {
+        let stop = CancellationToken::new();
+        let mut parts = Supervisor::new(stop.clone());
+        let stuck = parts.spawn_stoppable("worker stuck", |_| never());
+        let started = tokio::time::Instant::now();
+
+        assert_eq!(parts.stop(&[stuck], GRACE).await, Ok(()));
+        assert_eq!(started.elapsed(), GRACE);
+        assert_eq!(parts.run(late_shutdown(), GRACE).await, Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stoppable_part_that_returns_unasked_fails_and_so_does_one_failing_meanwhile() {
+        let stop = CancellationToken::new();
+        let mut parts = Supervisor::new(stop.clone());
+        parts.spawn_stoppable("worker audit", |_| async {});
+        assert_eq!(
+            parts.run(late_shutdown(), GRACE).await,
+            Err(Failure::Returned {
+                part: "worker audit".into()
+            })
+        );
+
+        let stop = CancellationToken::new();
+        let mut parts = Supervisor::new(stop.clone());
+        let slow = parts.spawn_stoppable("worker slow", |own| async move {
+            own.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        parts.spawn("subscription", async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        });
+        assert_eq!(
+            parts.stop(&[slow], GRACE).await,
             Err(Failure::Returned {
                 part: "subscription".into()
             })

@@ -88,16 +88,17 @@ async fn deliver_one(redis: &RedisServer, receiver: &Receiver, content: &str, n:
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sighup_is_logged_and_ignored_and_delivery_goes_on() {
+async fn sighup_reloads_an_unchanged_file_without_disturbing_delivery() {
     let redis = RedisServer::start();
     let receiver = Receiver::start().await;
     let daemon = Daemon::start(&config(&redis.url(), &receiver.url("/hook")));
     daemon.wait_ready();
     deliver_one(&redis, &receiver, "before the hangup", 1).await;
     daemon.signal(Signal::SIGHUP);
-    daemon.wait_for_log("reload is not supported yet; ignoring SIGHUP", 1, WAIT);
+    daemon.wait_for_log("SIGHUP received; reloading the configuration", 1, WAIT);
+    daemon.wait_for_log("reload: nothing to change", 1, WAIT);
     daemon.signal(Signal::SIGHUP);
-    daemon.wait_for_log("reload is not supported yet; ignoring SIGHUP", 2, WAIT);
+    daemon.wait_for_log("reload: nothing to change", 2, WAIT);
     deliver_one(&redis, &receiver, "after the hangup", 2).await;
 }
 

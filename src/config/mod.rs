@@ -5,7 +5,9 @@
 //! (`reader`), so `chatbridge check` can list every problem with its key path.
 //!
 //! The environment is always passed in ([`Env`]), never read here: tests inject their own.
+//! On reload, [`Changes`] says what the newly loaded file changes in the running one.
 
+mod diff;
 mod error;
 mod links;
 mod reader;
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 use redis::IntoConnectionInfo;
 
+pub use diff::Changes;
 pub use error::{ConfigError, ConfigErrors};
 pub use links::{ConsoleLinkConfig, LinkConfig, WebhookLinkConfig};
 pub use rooms::{DmsConfig, RoomConfig};

@@ -52,6 +52,11 @@ impl Identity {
         self.ttl / 5
     }
 
+    /// Whether `held` is a lease this very process took (its token).
+    pub(super) fn holds(&self, held: &LeaseHolder) -> bool {
+        held.value.split(' ').next() == Some(self.token.as_str())
+    }
+
     /// Whether `held` belongs to a process of this very machine boot and pid namespace that
     /// no longer exists (it crashed and this is its restart): its lease can be taken now
     /// rather than after it expires. Anything uncertain (another machine, a namespace we
@@ -122,5 +127,15 @@ mod tests {
             "another machine"
         );
         assert!(!me.outlived(&held(UNKNOWN, gone)));
+    }
+
+    #[test]
+    fn a_lease_is_ours_only_with_our_token() {
+        let me = Identity::of_this_process(Duration::from_secs(10));
+        let mut lease = held(&me.place, me.pid);
+        lease.value = format!("{} 3 {}", me.token, me.stored());
+        assert!(me.holds(&lease));
+        let other = Identity::of_this_process(Duration::from_secs(10));
+        assert!(!other.holds(&lease), "another process on the same machine");
     }
 }

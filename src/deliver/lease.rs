@@ -169,6 +169,20 @@ impl Lease {
                     self.take_from_the_dead(&held).await;
                     continue;
                 }
+                Ok(Acquired::Held(held)) if self.me.holds(&held) => {
+                    // A worker of this process that was cut off (a reload stopped it and it
+                    // outlived the grace period): it runs no more, and this process runs one
+                    // worker per link at a time.
+                    tracing::info!(
+                        link = self.link,
+                        "link {}: taking back the lease a stopped worker of this process left",
+                        self.link
+                    );
+                    if let Err(e) = self.outbox.lease_release(&self.link, &held.value).await {
+                        tracing::warn!(link = self.link, error = %e, "cannot take back the delivery lease yet");
+                    }
+                    continue;
+                }
                 Ok(Acquired::Held(held)) => {
                     backoff.reset();
                     self.announce_standby(&held, &mut seen);

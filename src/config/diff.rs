@@ -1,0 +1,191 @@
+//! What a reload changes: the running configuration against the one just loaded.
+//!
+//! Rooms, `[dms]` and links change while running; so do the worker settings of `[delivery]`
+//! (`retry_max_backoff_secs`, `give_up_after_secs`: every link's worker restarts with them) and
+//! `shutdown_grace_secs`. The rest is read once at start (`[redis]`, `[history]`,
+//! `outbox_max_len`, `outbox_max_age_secs`, `lease_secs`): a reload keeps the running value
+//! and says that a restart is needed.
+
+use super::Config;
+
+/// The difference a reload applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changes {
+    /// The configuration to run from now on: the loaded one, with the restart-only settings
+    /// kept as they run.
+    pub config: Config,
+    /// Restart-only settings the file changed, as key paths; not applied.
+    pub need_restart: Vec<&'static str>,
+    /// Links to start.
+    pub added: Vec<String>,
+    /// Links to stop (their outboxes stay in Redis).
+    pub removed: Vec<String>,
+    /// Links whose worker restarts: their settings changed.
+    pub changed: Vec<String>,
+    /// Whether rooms or `[dms]` route differently.
+    pub routes: bool,
+    /// Whether `shutdown_grace_secs` changed.
+    pub grace: bool,
+}
+
+impl Changes {
+    /// What running `loaded` instead of `running` changes.
+    pub fn between(running: &Config, loaded: Config) -> Self {
+        let mut config = loaded;
+        let mut need_restart = Vec::new();
+        let mut keep = |key: &'static str, differs: bool| {
+            if differs {
+                need_restart.push(key);
+            }
+        };
+        let (old, new) = (running, &config);
+        keep("redis.url", old.redis.url != new.redis.url);
+        keep(
+            "redis.allow_eviction",
+            old.redis.allow_eviction != new.redis.allow_eviction,
+        );
+        keep(
+            "history.room_limit",
+            old.history.room_limit != new.history.room_limit,
+        );
+        keep(
+            "history.dm_limit",
+            old.history.dm_limit != new.history.dm_limit,
+        );
+        keep("history.sweep_secs", old.history.sweep != new.history.sweep);
+        keep(
+            "delivery.outbox_max_len",
+            old.delivery.outbox_max_len != new.delivery.outbox_max_len,
+        );
+        keep(
+            "delivery.outbox_max_age_secs",
+            old.delivery.outbox_max_age != new.delivery.outbox_max_age,
+        );
+        keep(
+            "delivery.lease_secs",
+            old.delivery.lease != new.delivery.lease,
+        );
+        config.redis = running.redis.clone();
+        config.history = running.history.clone();
+        config.delivery.outbox_max_len = running.delivery.outbox_max_len;
+        config.delivery.outbox_max_age = running.delivery.outbox_max_age;
+        config.delivery.lease = running.delivery.lease;
+
+        let workers_differ = running.delivery.retry_max_backoff
+            != config.delivery.retry_max_backoff
+            || running.delivery.give_up_after != config.delivery.give_up_after;
+        let added = names(&config, |name| !running.links.contains_key(name));
+        let removed = names(running, |name| !config.links.contains_key(name));
+        let changed = names(&config, |name| {
+            running
+                .links
+                .get(name)
+                .is_some_and(|link| workers_differ || *link != config.links[name])
+        });
+        Self {
+            routes: running.rooms != config.rooms || running.dms != config.dms,
+            grace: running.delivery.shutdown_grace != config.delivery.shutdown_grace,
+            config,
+            need_restart,
+            added,
+            removed,
+            changed,
+        }
+    }
+
+    /// Whether the reload changes nothing that runs.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.routes
+            && !self.grace
+    }
+}
+
+/// The link names of `config` that `pick` picks, in name order.
+fn names(config: &Config, pick: impl Fn(&str) -> bool) -> Vec<String> {
+    config
+        .links
+        .keys()
+        .filter(|name| pick(name))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+
+    const BASE: &str = r#"
+        [redis]
+        url = "redis://127.0.0.1:7000"
+        [links.keep]
+        kind = "console"
+        [links.gone]
+        kind = "console"
+        [links.hook]
+        kind = "webhook"
+        url = "http://127.0.0.1:9/a"
+        [[rooms]]
+        name = "general"
+        links = ["keep", "gone", "hook"]
+    "#;
+
+    fn load(toml: &str) -> Config {
+        load_str(toml, &Default::default()).expect("valid config")
+    }
+
+    #[test]
+    fn the_same_file_changes_nothing() {
+        let changes = Changes::between(&load(BASE), load(BASE));
+        assert!(changes.is_empty(), "{changes:?}");
+        assert!(changes.need_restart.is_empty());
+    }
+
+    #[test]
+    fn links_are_added_removed_and_changed_and_routes_follow_rooms() {
+        let edited = BASE
+            .replace(
+                "[links.gone]\n        kind = \"console\"",
+                "[links.new]\n        kind = \"console\"",
+            )
+            .replace(
+                "\"keep\", \"gone\", \"hook\"",
+                "\"keep\", \"new\", \"hook\"",
+            )
+            .replace("9/a", "9/b");
+        let changes = Changes::between(&load(BASE), load(&edited));
+        assert_eq!(changes.added, ["new"]);
+        assert_eq!(changes.removed, ["gone"]);
+        assert_eq!(changes.changed, ["hook"]);
+        assert!(changes.routes);
+        assert!(!changes.is_empty());
+    }
+
+    #[test]
+    fn a_worker_setting_restarts_every_link() {
+        let edited = format!("{BASE}\n[delivery]\nretry_max_backoff_secs = 5\n");
+        let changes = Changes::between(&load(BASE), load(&edited));
+        assert_eq!(changes.changed, ["gone", "hook", "keep"]);
+        assert!(!changes.routes);
+    }
+
+    #[test]
+    fn restart_only_settings_are_named_and_kept() {
+        let edited = BASE.replace("7000", "7001")
+            + "\n[history]\nsweep_secs = 5\n[delivery]\nlease_secs = 3\nshutdown_grace_secs = 1\n";
+        let running = load(BASE);
+        let changes = Changes::between(&running, load(&edited));
+        assert_eq!(
+            changes.need_restart,
+            ["redis.url", "history.sweep_secs", "delivery.lease_secs"]
+        );
+        assert_eq!(changes.config.redis, running.redis);
+        assert_eq!(changes.config.history, running.history);
+        assert_eq!(changes.config.delivery.lease, running.delivery.lease);
+        assert!(changes.grace, "shutdown_grace_secs applies at once");
+        assert!(changes.added.is_empty() && changes.changed.is_empty());
+    }
+}
