@@ -102,14 +102,14 @@ impl Default for Caps {
 /// checkpoints, prune and cap the seen sets, expire idle DM keys, and trim each touched
 /// outbox to its length and age caps, counting what was dropped in the link's stats.
 pub(super) const ENQUEUE: &str = r#"
-local at, failed_at = ARGV[1], ARGV[2]
-local max_len, min_id = tonumber(ARGV[3]), ARGV[4]
+local failed_at = ARGV[1]
+local max_len, min_id = tonumber(ARGV[2]), ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local added, dup, seq = 0, 0, 0
 local touched = {}
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
+local i = 5
+for _ = 1, tonumber(ARGV[4]) do
   local seen, key, id = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]
   local scope, kind, payload, dead = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local origin, bridged = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
@@ -126,11 +126,11 @@ for _ = 1, tonumber(ARGV[5]) do
         -- chatbridge wrote it on behalf of this link: never send it back (no echo)
       elseif dead == '' then
         redis.call('XADD', KEYS[stream], '*',
-          'id', id, 'key', key, 'scope', scope, 'kind', kind, 'at', at, 'payload', payload)
+          'id', id, 'key', key, 'scope', scope, 'kind', kind, 'payload', payload)
         touched[stream] = true
       else
         redis.call('XADD', KEYS[stream], '*',
-          'id', id, 'key', key, 'scope', scope, 'kind', kind, 'at', at, 'payload', payload,
+          'id', id, 'key', key, 'scope', scope, 'kind', kind, 'payload', payload,
           'status', '', 'detail', dead, 'failed_at', failed_at)
       end
     end
@@ -264,7 +264,6 @@ impl Outbox {
             String::new()
         };
         invocation
-            .arg(now.timestamp_millis())
             .arg(failed_at)
             .arg(caps.outbox_max_len)
             .arg(min_id.max(0))

@@ -122,7 +122,13 @@ pub(super) fn outbound_from_fields(entry_id: String, mut f: Fields) -> Result<Ou
     let scope = Scope::from_channel(scope).ok_or_else(|| missing("valid scope"))?;
     let kind = f.get("kind").ok_or_else(|| missing("kind"))?;
     let kind = OutboundKind::parse(kind).ok_or_else(|| missing("valid kind"))?;
-    let at: i64 = f.get("at").and_then(|a| a.parse().ok()).unwrap_or(0);
+    // The enqueue script leaves `at` out: an outbox entry's id is Redis's time of the XADD.
+    // Entries moved between streams (dead-letter, replay) carry it to keep the original.
+    let at: i64 = f
+        .get("at")
+        .or_else(|| entry_id.split('-').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
     let enqueued_at: DateTime<Utc> = Utc.timestamp_millis_opt(at).single().unwrap_or_default();
     let payload = f.remove("payload").ok_or_else(|| missing("payload"))?;
     Ok(Outbound {
@@ -234,6 +240,26 @@ mod tests {
             Err("2-0: unexpected reply from redis: outbox entry lacks `scope`".to_owned())
         );
         assert_eq!(got[1], Ok("3".to_owned()));
+    }
+
+    #[test]
+    fn the_enqueue_time_is_the_entry_ids_unless_the_entry_carries_one() {
+        let pairs: [(&[u8], &[u8]); 4] = [
+            (b"id", b"e"),
+            (b"scope", b"chat:room:general"),
+            (b"kind", b"message"),
+            (b"payload", b"{}"),
+        ];
+        let entries = range_reply(Value::Array(vec![
+            entry("1700000000123-4", fields(&pairs)),
+            good("5"),
+        ]))
+        .unwrap();
+        let at: Vec<i64> = entries
+            .into_iter()
+            .map(|e| e.into_outbound().unwrap().enqueued_at.timestamp_millis())
+            .collect();
+        assert_eq!(at, [1_700_000_000_123, 1_700_000_000_000]);
     }
 
     #[test]
