@@ -105,6 +105,11 @@ async fn start(
     }
     let (feed_tx, feed_rx) = mpsc::channel(FEED_CAPACITY);
     let routes = Arc::new(Routes::new(config));
+    let trimmer = crate::trim::Trimmer {
+        history: config.history.clone(),
+        routes: routes.clone(),
+    };
+    parts.spawn("trim", trimmer.run(client.clone(), stop.clone()));
     let barrier = format!("chatbridge:barrier:{}", uuid::Uuid::new_v4());
     let health = Health::new();
     let status = notify::Status {
