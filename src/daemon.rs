@@ -154,6 +154,7 @@ pub fn caps(config: &Config) -> Caps {
     Caps {
         outbox_max_len: config.delivery.outbox_max_len,
         outbox_max_age: config.delivery.outbox_max_age,
+        dlq_max_len: config.delivery.dlq_max_len,
         ..Caps::default()
     }
 }

@@ -300,6 +300,8 @@ trim_unconfigured = "yes"
 [history.room_limits]
 "a:b" = 5
 lobby = 0
+[delivery]
+dlq_max_len = 10
 "#;
     let errors = config::load_str(text, &Env::new()).expect_err("invalid");
     let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
@@ -309,6 +311,7 @@ lobby = 0
         "history.trim_unconfigured",
         "history.room_limits.a:b",
         "history.room_limits.lobby",
+        "delivery.dlq_max_len",
     ] {
         assert!(paths.contains(&path), "{path} not reported: {errors:?}");
     }
@@ -319,6 +322,7 @@ lobby = 0
     );
     assert!(defaults.history.trim_unconfigured);
     assert_eq!(defaults.history.max_age, None);
+    assert_eq!(defaults.delivery.dlq_max_len, 100_000);
     let off = config::load_str("[history]\ntrim_interval_secs = 0", &Env::new()).expect("valid");
     assert_eq!(off.history.trim_interval, None);
 }
@@ -437,4 +441,78 @@ async fn a_large_keyspace_is_trimmed_while_delivery_goes_on() {
         })
         .collect();
     assert_eq!(delivered, sent, "every message delivered, in order");
+}
+
+/// chatbridge's own dead-letter streams are bounded too (`[delivery] dlq_max_len`), whether a
+/// link refused the events or catch-up dead-lettered history entries.
+#[tokio::test]
+async fn dead_letter_streams_keep_at_most_dlq_max_len() {
+    use chatbridge::model::{EventKind, OutboundKind, Scope};
+    use chatbridge::outbox::{Caps, Enqueue, Outbox, ReadFrom, Reader};
+    let redis = RedisServer::start();
+    let client = redis.client();
+    let con = chatbridge::connect::manager(&client, Duration::ZERO)
+        .await
+        .unwrap();
+    let caps = Caps {
+        dlq_max_len: 3,
+        ..Caps::default()
+    };
+    let mut outbox = Outbox::with_caps(con, caps);
+    outbox.ensure_group("a").await.unwrap();
+    let event = |id: &str, dead: Option<&str>| Enqueue {
+        scope: Scope::Room("general".into()),
+        key: id.into(),
+        event_id: id.into(),
+        kind: OutboundKind::Event(EventKind::Message),
+        payload: format!(r#"{{"id": "{id}"}}"#),
+        links: vec!["a".into()],
+        dead: dead.map(str::to_owned),
+        origin: None,
+    };
+    let mut reader = Reader::new(
+        chatbridge::connect::manager(&client, Duration::from_secs(2))
+            .await
+            .unwrap(),
+        "a",
+    );
+    for i in 0..5 {
+        outbox
+            .enqueue(&[event(&format!("r{i}"), None)])
+            .await
+            .unwrap();
+        let read: Vec<_> = reader
+            .read(&ReadFrom::New, 10, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        outbox
+            .dead_letter("a", &read, Some(400), "refused")
+            .await
+            .unwrap();
+    }
+    let ids = |letters: Vec<Result<chatbridge::outbox::DeadLetter, _>>| -> Vec<String> {
+        letters
+            .into_iter()
+            .map(|l| l.unwrap().entry.event_id)
+            .collect()
+    };
+    assert_eq!(
+        ids(outbox.dlq_list("a", 10).await.unwrap()),
+        ["r2", "r3", "r4"]
+    );
+    let mut con = redis.connection().await;
+    let dropped: u64 = con.hget("chatbridge:link:a", "dlq_dropped").await.unwrap();
+    assert_eq!(dropped, 2);
+
+    let dead: Vec<Enqueue> = (0..4)
+        .map(|i| event(&format!("h{i}"), Some("not a chat message")))
+        .collect();
+    outbox.enqueue(&dead).await.unwrap();
+    assert_eq!(
+        ids(outbox.dlq_list("a", 10).await.unwrap()),
+        ["h1", "h2", "h3"]
+    );
 }

@@ -134,6 +134,9 @@ pub struct DeliveryConfig {
     /// that long); older ones are dropped, counted and logged (`outbox_max_age_secs`, 60 to
     /// 31536000). Default: 604800 (a week).
     pub outbox_max_age: Duration,
+    /// The most dead letters one link keeps (`dlq_max_len`, 100 to 100000000); beyond it the
+    /// oldest are dropped, counted and logged. Default: 100000.
+    pub dlq_max_len: usize,
     /// How long a process's claim to deliver a link lasts without renewal (`lease_secs`, 1 to
     /// 3600). At most one process delivers a link at a time: a second `chatbridge run` on the
     /// same Redis waits as a hot standby and takes over within about this long after the holder
@@ -283,6 +286,7 @@ fn parse_delivery(mut section: Table, problems: &mut Problems) -> DeliveryConfig
     let outbox_max_len = section.integer("outbox_max_len", 1000..=100_000_000, 1_000_000, problems);
     let outbox_max_age = section.integer("outbox_max_age_secs", 60..=31_536_000, 604_800, problems);
     let lease = section.integer("lease_secs", 1..=3600, 10, problems);
+    let dlq_max_len = section.integer("dlq_max_len", 100..=100_000_000, 100_000, problems);
     section.finish(problems);
     DeliveryConfig {
         shutdown_grace: Duration::from_secs(shutdown_grace),
@@ -291,6 +295,7 @@ fn parse_delivery(mut section: Table, problems: &mut Problems) -> DeliveryConfig
         outbox_max_len: usize::try_from(outbox_max_len).unwrap_or(1_000_000),
         outbox_max_age: Duration::from_secs(outbox_max_age),
         lease: Duration::from_secs(lease),
+        dlq_max_len: usize::try_from(dlq_max_len).unwrap_or(100_000),
     }
 }
 
