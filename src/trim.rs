@@ -389,3 +389,63 @@ fn record(summary: &Summary, took: Duration) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::*;
+
+    /// Keeps counters by their `kind` label.
+    #[derive(Default)]
+    struct Counters(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+    impl Recorder for Counters {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let kind = key
+                .labels()
+                .find(|l| l.key() == "kind")
+                .map_or("", |l| l.value());
+            let name = format!("{}{{kind={kind}}}", key.name());
+            let mut counters = self.0.lock().expect("lock");
+            Counter::from_arc(counters.entry(name).or_default().clone())
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn trimmed_entries_are_counted_by_kind() {
+        let counters = Counters::default();
+        let summary = Summary {
+            keys: 3,
+            room: 40,
+            dm: 2,
+            ..Summary::default()
+        };
+        metrics::with_local_recorder(&counters, || {
+            record(&summary, Duration::from_millis(5));
+            record(&summary, Duration::from_millis(5));
+        });
+        let counters = counters.0.lock().expect("lock");
+        let value = |name: &str| counters.get(name).map(|c| c.load(Ordering::Relaxed));
+        assert_eq!(
+            value("chatbridge_history_trimmed_total{kind=room}"),
+            Some(80)
+        );
+        assert_eq!(value("chatbridge_history_trimmed_total{kind=dm}"), Some(4));
+    }
+}

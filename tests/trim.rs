@@ -106,6 +106,8 @@ async fn lists_pushed_far_past_their_limit_are_back_at_it_after_one_round() {
     push(&mut con, "chat:room:big:history", "b", 5000).await;
     push(&mut con, "chat:room:small:history", "s", 10).await;
     push(&mut con, "chat:dm:7:1001:history", "d", 700).await;
+    // More than one script call's budget: handled again until done.
+    push(&mut con, "chat:room:huge:history", "h", 25_000).await;
     let config = load(
         &redis,
         "",
@@ -127,7 +129,8 @@ async fn lists_pushed_far_past_their_limit_are_back_at_it_after_one_round() {
         ["s9", "s8", "s7", "s6"]
     );
     assert_eq!(len(&mut con, "chat:dm:7:1001:history").await, 500);
-    assert_eq!(summary.room, 4000 + 2000 + 6);
+    assert_eq!(len(&mut con, "chat:room:huge:history").await, 1000);
+    assert_eq!(summary.room, 4000 + 2000 + 6 + 24_000);
     assert_eq!(summary.dm, 200);
     assert_eq!((summary.held, summary.unfinished), (0, 0));
 
@@ -256,22 +259,7 @@ async fn mirrored_rooms_are_trimmed_only_below_their_catch_up_checkpoint() {
 
     // Catch-up read it down to here: its checkpoint is the newest 3 entries now.
     let top: Vec<String> = con.lrange(key, 0, 2).await.unwrap();
-    let mut shas = Vec::new();
-    for entry in &top {
-        let sha: String = ::redis::Script::new("return redis.sha1hex(ARGV[1])")
-            .arg(entry)
-            .invoke_async(&mut con)
-            .await
-            .unwrap();
-        shas.push(sha);
-    }
-    let _: () = con
-        .set(
-            "chatbridge:checkpoint:chat:room:general",
-            format!("v2:{}", shas.join(",")),
-        )
-        .await
-        .unwrap();
+    set_checkpoint(&mut con, "general", &top).await;
     // Then 10 more arrive (old by their clocks, too), unread.
     for i in 0..10 {
         let _: () = con
@@ -288,6 +276,57 @@ async fn mirrored_rooms_are_trimmed_only_below_their_catch_up_checkpoint() {
         "everything unread and the checkpoint itself stay: {kept:?}"
     );
     assert_eq!(&kept[10..], ["read19", "read18", "read17"]);
+
+    // Once catch-up moves its checkpoint to the top, the rest goes.
+    let top: Vec<String> = con.lrange(key, 0, 2).await.unwrap();
+    set_checkpoint(&mut con, "general", &top).await;
+    round(&redis, &config).await;
+    assert_eq!(contents(&mut con, key).await, ["new9", "new8", "new7"]);
+}
+
+async fn set_checkpoint(con: &mut MultiplexedConnection, room: &str, newest: &[String]) {
+    let mut shas = Vec::new();
+    for entry in newest {
+        let sha: String = ::redis::Script::new("return redis.sha1hex(ARGV[1])")
+            .arg(entry)
+            .invoke_async(con)
+            .await
+            .unwrap();
+        shas.push(sha);
+    }
+    let _: () = con
+        .set(
+            format!("chatbridge:checkpoint:chat:room:{room}"),
+            format!("v2:{}", shas.join(",")),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_mirrored_room_is_held_back_when_its_checkpoint_is_empty_or_too_deep() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection().await;
+    let config = load(&redis, "", "room_limit = 5");
+    let key = "chat:room:general:history";
+    // Empty when catch-up last read it: everything in it is unread.
+    let _: () = con
+        .set("chatbridge:checkpoint:chat:room:general", "-")
+        .await
+        .unwrap();
+    push(&mut con, key, "a", 20).await;
+    let summary = round(&redis, &config).await;
+    assert_eq!((len(&mut con, key).await, summary.held), (20, 1));
+
+    // The checkpoint lies deeper than the search goes: held back, not guessed.
+    let top: Vec<String> = con.lrange(key, 0, 2).await.unwrap();
+    set_checkpoint(&mut con, "general", &top).await;
+    push(&mut con, key, "b", chatbridge::trim::SEARCH_CAP).await;
+    let summary = round(&redis, &config).await;
+    assert_eq!(
+        (len(&mut con, key).await, summary.held),
+        (20 + chatbridge::trim::SEARCH_CAP, 1)
+    );
 }
 
 #[test]

@@ -98,8 +98,8 @@ pub struct HistoryConfig {
     /// history (`max_age_secs`, 0 or 60 to 315360000; 0 keeps entries whatever their age).
     /// Default: 0.
     pub max_age: Option<Duration>,
-    /// Per-room limits that replace `room_limit` for those rooms, mirrored or not
-    /// (`[history.room_limits]`, room name = 1 to 10000000).
+    /// Per-room limits that replace `room_limit` when the daemon trims those rooms, mirrored
+    /// or not (`[history.room_limits]`, room name = 1 to 10000000).
     pub room_limits: BTreeMap<String, usize>,
 }
 
