@@ -152,15 +152,22 @@ for k = 1, #KEYS / 2 do
       end
       if state == 0 and cutoff and len > floor and budget > 0 then
         local look = math.min(len - floor, age_chunk, budget)
-        local items = redis.call('LRANGE', key, -look, -1)
-        budget = budget - #items
-        local drop = 0
-        for i = #items, 1, -1 do
-          local t = stamp(items[i])
-          if t then
-            if t < cutoff then drop = #items - i + 1 else break end
+        -- From the oldest entry up, in pages (small first: usually the oldest is recent).
+        local examined, drop, page, stop = 0, 0, 16, false
+        while not stop and examined < look do
+          local n = math.min(page, look - examined)
+          local items = redis.call('LRANGE', key, -(examined + n), -(examined + 1))
+          for i = #items, 1, -1 do
+            local t = stamp(items[i])
+            if t then
+              if t < cutoff then drop = examined + #items - i + 1 else stop = true break end
+            end
           end
+          examined = examined + #items
+          if #items < n then break end
+          page = 256
         end
+        budget = budget - examined
         if drop > 0 then
           cut(key, len, len - drop)
           by_age, len = drop, len - drop

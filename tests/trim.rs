@@ -227,6 +227,24 @@ async fn max_age_removes_only_old_entries_from_the_old_end() {
     assert_eq!(len(&mut con, "chat:room:quiet:history").await, 2);
     assert_eq!((summary.room, summary.by_age), (4, 4));
 
+    // Many pages and calls' worth of old entries under a few fresh ones.
+    let long = "chat:room:long:history";
+    let mut pipe = ::redis::pipe();
+    for i in 0..3000 {
+        pipe.lpush(long, message(&format!("old{i}"), &ago(hours(30), None)))
+            .ignore();
+    }
+    for i in 0..5 {
+        pipe.lpush(long, message(&format!("fresh{i}"), &ago(hours(0), None)))
+            .ignore();
+    }
+    pipe.query_async::<()>(&mut con).await.unwrap();
+    round(&redis, &config).await;
+    assert_eq!(
+        contents(&mut con, long).await,
+        ["fresh4", "fresh3", "fresh2", "fresh1", "fresh0"]
+    );
+
     // A list that is entirely too old goes away.
     let _: () = con
         .lpush(
