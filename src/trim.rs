@@ -41,8 +41,9 @@ use crate::route::Routes;
 const SCAN_COUNT: usize = 1000;
 /// History lists handled per script call.
 pub const KEYS_PER_CALL: usize = 100;
-/// Entries one script call may remove or examine (across all its lists); a list with more
-/// to do is handled again in a later call.
+/// Entries one script call may remove, examine or hash (across all its lists; the last list
+/// it starts may go over by one checkpoint search); a list with more to do is handled again
+/// in a later call.
 pub const BUDGET: usize = 10_000;
 /// How deep a mirrored list is searched for its checkpoint (entries hashed).
 pub const SEARCH_CAP: usize = 10_000;
@@ -58,6 +59,7 @@ const CALLS_PER_KEY: usize = 200;
 const TRIM: &str = r#"
 local budget, cutoff = tonumber(ARGV[1]), tonumber(ARGV[2])
 local search_cap, age_chunk = tonumber(ARGV[3]), tonumber(ARGV[4])
+local min_progress = 1000
 
 local function days_from_civil(y, m, d)
   if m <= 2 then y = y - 1 end
@@ -125,7 +127,7 @@ local function below_checkpoint(key, checkpoint_key, len)
   return nil
 end
 
-local function cut(key, len, keep)
+local function cut(key, keep)
   if keep == 0 then redis.call('DEL', key) else redis.call('LTRIM', key, 0, keep - 1) end
 end
 
@@ -138,22 +140,26 @@ for k = 1, #KEYS / 2 do
   if budget <= 0 then
     state = 1
   elseif len > limit or (cutoff and len > 0) then
-    local floor = 0
+    local floor, before = 0, budget
     if watched then floor = below_checkpoint(key, checkpoint_key, len) end
     if not floor then
       state = 2
     else
+      -- What the call had left before the search: a list that got this far makes progress
+      -- even when its search spent the budget (the check above stops the lists after it).
+      local allowance = math.max(before, min_progress)
+      local examined = 0
       local keep = math.max(limit, floor)
       if len > keep then
-        local n = math.min(len - keep, budget)
-        cut(key, len, len - n)
-        by_limit, len, budget = n, len - n, budget - n
+        local n = math.min(len - keep, allowance)
+        cut(key, len - n)
+        by_limit, len, allowance = n, len - n, allowance - n
         if len > keep then state = 1 end
       end
-      if state == 0 and cutoff and len > floor and budget > 0 then
-        local look = math.min(len - floor, age_chunk, budget)
+      if state == 0 and cutoff and len > floor and allowance > 0 then
+        local look = math.min(len - floor, age_chunk, allowance)
         -- From the oldest entry up, in pages (small first: usually the oldest is recent).
-        local examined, drop, page, stop = 0, 0, 16, false
+        local drop, page, stop = 0, 16, false
         while not stop and examined < look do
           local n = math.min(page, look - examined)
           local items = redis.call('LRANGE', key, -(examined + n), -(examined + 1))
@@ -167,13 +173,13 @@ for k = 1, #KEYS / 2 do
           if #items < n then break end
           page = 256
         end
-        budget = budget - examined
         if drop > 0 then
-          cut(key, len, len - drop)
+          cut(key, len - drop)
           by_age, len = drop, len - drop
           if drop == look and len > floor then state = 1 end
         end
       end
+      budget = budget - by_limit - examined
     end
   end
   out[#out + 1] = {by_limit, by_age, state}

@@ -321,6 +321,36 @@ async fn set_checkpoint(con: &mut MultiplexedConnection, room: &str, newest: &[S
         .unwrap();
 }
 
+/// A mirrored room far behind: its checkpoint is found deep down, and everything below it
+/// goes, over several script calls, with other lists sharing the calls' budget.
+#[tokio::test]
+async fn a_deep_checkpoint_is_found_and_what_lies_below_it_trimmed() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection().await;
+    let key = "chat:room:general:history";
+    push(&mut con, key, "read", 16_000).await;
+    let top: Vec<String> = con.lrange(key, 0, 2).await.unwrap();
+    set_checkpoint(&mut con, "general", &top).await;
+    push(&mut con, key, "unread", 9000).await;
+    for room in ["a", "b", "c"] {
+        push(&mut con, &format!("chat:room:{room}:history"), "x", 4000).await;
+    }
+    let config = load(&redis, "", "room_limit = 5");
+
+    let summary = round(&redis, &config).await;
+
+    let kept = contents(&mut con, key).await;
+    assert_eq!(kept.len(), 9003);
+    assert_eq!(
+        (kept[0].as_str(), kept[9002].as_str()),
+        ("unread8999", "read15997")
+    );
+    for room in ["a", "b", "c"] {
+        assert_eq!(len(&mut con, &format!("chat:room:{room}:history")).await, 5);
+    }
+    assert_eq!(summary.room, 15_997 + 3 * 3995);
+}
+
 #[tokio::test]
 async fn a_mirrored_room_is_held_back_when_its_checkpoint_is_empty_or_too_deep() {
     let redis = RedisServer::start();
