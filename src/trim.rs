@@ -209,7 +209,9 @@ pub struct Summary {
 /// One list to trim.
 #[derive(Debug, Clone)]
 struct Target {
+    /// The room or DM whose history it is.
     scope: Scope,
+    /// How many entries it keeps (`room_limit`, the room's override, or `dm_limit`).
     limit: usize,
     /// Whether catch-up reads it (its checkpoint protects what is above it).
     watched: bool,
@@ -219,6 +221,7 @@ struct Target {
 
 /// What the trimmer needs to know.
 pub struct Trimmer {
+    /// Limits, interval, `max_age`, and whether unmirrored scopes are trimmed.
     pub history: HistoryConfig,
     /// Which scopes catch-up reads.
     pub routes: Arc<Routes>,
