@@ -135,7 +135,7 @@ pub struct DeliveryConfig {
     /// 31536000). Default: 604800 (a week).
     pub outbox_max_age: Duration,
     /// The most dead letters one link keeps (`dlq_max_len`, 100 to 100000000); beyond it the
-    /// oldest are dropped, counted and logged. Default: 100000.
+    /// oldest are dropped. Default: 100000.
     pub dlq_max_len: usize,
     /// How long a process's claim to deliver a link lasts without renewal (`lease_secs`, 1 to
     /// 3600). At most one process delivers a link at a time: a second `chatbridge run` on the
