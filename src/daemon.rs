@@ -204,6 +204,12 @@ impl Bridge {
         let (feed_tx, feed_rx) = mpsc::channel(FEED_CAPACITY);
         let routes = Arc::new(Routes::new(config));
         let filter = Arc::new(ArcSwap::new(routes.clone()));
+        let trimmer = crate::trim::Trimmer {
+            history: config.history.clone(),
+            routes: filter.clone(),
+        };
+        self.parts
+            .spawn("trim", trimmer.run(self.client.clone(), stop.clone()));
         let barrier = format!("chatbridge:barrier:{}", uuid::Uuid::new_v4());
         self.parts.spawn(
             "notify",
@@ -396,6 +402,7 @@ pub fn caps(config: &Config) -> Caps {
     Caps {
         outbox_max_len: config.delivery.outbox_max_len,
         outbox_max_age: config.delivery.outbox_max_age,
+        dlq_max_len: config.delivery.dlq_max_len,
         ..Caps::default()
     }
 }

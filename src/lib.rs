@@ -30,6 +30,8 @@
 //!   while it holds the link's lease (one delivering process per link, the others standby).
 //! - [`retry`]: the one place that decides whether a failed send is retried, and how long to wait.
 //! - [`links`]: the link kinds (console, webhook; Slack and Discord later) behind one [`links::Target`].
+//! - [`trim`]: keeps every history list bounded (limit, age) in bounded rounds, never removing
+//!   what catch-up has not read.
 //! - [`eviction`]: at `run` start, refuses a Redis whose `maxmemory-policy` may evict our keys.
 //! - [`notify`]: systemd's notify protocol: READY=1 once subscribed and caught up, STATUS=,
 //!   WATCHDOG=1 only while the subscription and the intake show progress, RELOADING=1 … READY=1
@@ -62,3 +64,4 @@ pub mod secret;
 pub mod store;
 pub mod subscription;
 pub mod supervise;
+pub mod trim;

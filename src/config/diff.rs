@@ -54,6 +54,26 @@ impl Changes {
         );
         keep("history.sweep_secs", old.history.sweep != new.history.sweep);
         keep(
+            "history.trim_interval_secs",
+            old.history.trim_interval != new.history.trim_interval,
+        );
+        keep(
+            "history.trim_unconfigured",
+            old.history.trim_unconfigured != new.history.trim_unconfigured,
+        );
+        keep(
+            "history.max_age_secs",
+            old.history.max_age != new.history.max_age,
+        );
+        keep(
+            "history.room_limits",
+            old.history.room_limits != new.history.room_limits,
+        );
+        keep(
+            "delivery.dlq_max_len",
+            old.delivery.dlq_max_len != new.delivery.dlq_max_len,
+        );
+        keep(
             "delivery.outbox_max_len",
             old.delivery.outbox_max_len != new.delivery.outbox_max_len,
         );
@@ -69,6 +89,7 @@ impl Changes {
         config.history = running.history.clone();
         config.delivery.outbox_max_len = running.delivery.outbox_max_len;
         config.delivery.outbox_max_age = running.delivery.outbox_max_age;
+        config.delivery.dlq_max_len = running.delivery.dlq_max_len;
         config.delivery.lease = running.delivery.lease;
 
         let workers_differ = running.delivery.retry_max_backoff

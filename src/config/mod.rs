@@ -91,6 +91,29 @@ pub struct HistoryConfig {
     /// How often catch-up reads every watched history for messages stored but never
     /// published (`sweep_secs`, 1 to 3600). Default: 30 seconds.
     pub sweep: Duration,
+    /// How often the daemon trims every history list in Redis to its limit, whoever wrote it
+    /// (`trim_interval_secs`, 0 to 86400; 0 turns trimming off). Default: 60 seconds.
+    pub trim_interval: Option<Duration>,
+    /// Whether rooms that are not mirrored (and DMs, when `[dms]` is absent) are trimmed too
+    /// (`trim_unconfigured`). Default: true.
+    pub trim_unconfigured: bool,
+    /// With trimming on, entries older than this are dropped from the old end of every trimmed
+    /// history (`max_age_secs`, 0 or 60 to 315360000; 0 keeps entries whatever their age).
+    /// Default: 0.
+    pub max_age: Option<Duration>,
+    /// Per-room limits that replace `room_limit` when the daemon trims those rooms, mirrored
+    /// or not (`[history.room_limits]`, room name = 1 to 10000000).
+    pub room_limits: BTreeMap<String, usize>,
+}
+
+impl HistoryConfig {
+    /// How many entries room `room`'s history keeps.
+    pub fn room_limit_of(&self, room: &str) -> usize {
+        self.room_limits
+            .get(room)
+            .copied()
+            .unwrap_or(self.room_limit)
+    }
 }
 
 /// `[delivery]`
@@ -114,6 +137,9 @@ pub struct DeliveryConfig {
     /// that long); older ones are dropped, counted and logged (`outbox_max_age_secs`, 60 to
     /// 31536000). Default: 604800 (a week).
     pub outbox_max_age: Duration,
+    /// The most dead letters one link keeps (`dlq_max_len`, 100 to 100000000); beyond it the
+    /// oldest are dropped. Default: 100000.
+    pub dlq_max_len: usize,
     /// How long a process's claim to deliver a link lasts without renewal (`lease_secs`, 1 to
     /// 3600). At most one process delivers a link at a time: a second `chatbridge run` on the
     /// same Redis waits as a hot standby and takes over within about this long after the holder
@@ -215,12 +241,45 @@ fn parse_history(mut section: Table, problems: &mut Problems) -> HistoryConfig {
     let room_limit = section.integer("room_limit", limits.clone(), 1000, problems);
     let dm_limit = section.integer("dm_limit", limits, 500, problems);
     let sweep = section.integer("sweep_secs", 1..=3600, 30, problems);
+    let trim_interval = section.integer("trim_interval_secs", 0..=86_400, 60, problems);
+    let trim_unconfigured = section.boolean("trim_unconfigured", true, problems);
+    let max_age_path = section.path_of("max_age_secs");
+    let max_age = section.integer("max_age_secs", 0..=315_360_000, 0, problems);
+    if (1..60).contains(&max_age) {
+        problems.add(
+            &max_age_path,
+            "must be 0 (no age limit) or an integer from 60 to 315360000",
+        );
+    }
+    let room_limits = parse_room_limits(section.optional_table("room_limits", problems), problems);
     section.finish(problems);
     HistoryConfig {
         room_limit: usize::try_from(room_limit).unwrap_or(1000),
         dm_limit: usize::try_from(dm_limit).unwrap_or(500),
         sweep: Duration::from_secs(sweep),
+        trim_interval: (trim_interval > 0).then(|| Duration::from_secs(trim_interval)),
+        trim_unconfigured,
+        max_age: (max_age > 0).then(|| Duration::from_secs(max_age)),
+        room_limits,
     }
+}
+
+/// `[history.room_limits]`: room name = limit.
+fn parse_room_limits(section: Option<Table>, problems: &mut Problems) -> BTreeMap<String, usize> {
+    let Some(mut section) = section else {
+        return BTreeMap::new();
+    };
+    let mut limits = BTreeMap::new();
+    for (room, value) in section.drain() {
+        let path = section.path_of(&room);
+        if let Some(problem) = crate::model::room_name_problem(&room) {
+            problems.add(&path, problem);
+        }
+        let limit = reader::integer_at(&path, value, 1..=10_000_000, 1000, problems);
+        limits.insert(room, usize::try_from(limit).unwrap_or(1000));
+    }
+    section.finish(problems);
+    limits
 }
 
 fn parse_delivery(mut section: Table, problems: &mut Problems) -> DeliveryConfig {
@@ -230,6 +289,7 @@ fn parse_delivery(mut section: Table, problems: &mut Problems) -> DeliveryConfig
     let outbox_max_len = section.integer("outbox_max_len", 1000..=100_000_000, 1_000_000, problems);
     let outbox_max_age = section.integer("outbox_max_age_secs", 60..=31_536_000, 604_800, problems);
     let lease = section.integer("lease_secs", 1..=3600, 10, problems);
+    let dlq_max_len = section.integer("dlq_max_len", 100..=100_000_000, 100_000, problems);
     section.finish(problems);
     DeliveryConfig {
         shutdown_grace: Duration::from_secs(shutdown_grace),
@@ -238,6 +298,7 @@ fn parse_delivery(mut section: Table, problems: &mut Problems) -> DeliveryConfig
         outbox_max_len: usize::try_from(outbox_max_len).unwrap_or(1_000_000),
         outbox_max_age: Duration::from_secs(outbox_max_age),
         lease: Duration::from_secs(lease),
+        dlq_max_len: usize::try_from(dlq_max_len).unwrap_or(100_000),
     }
 }
 

@@ -166,38 +166,9 @@ impl Table {
         problems: &mut Problems,
     ) -> u64 {
         let path = self.path_of(key);
-        let Some(value) = self.take(key) else {
-            return default;
-        };
-        let outside = from_environment(&value);
-        let number = match &value.kind {
-            ValueKind::Nil => return default,
-            ValueKind::I64(n) => u64::try_from(*n).ok(),
-            ValueKind::U64(n) => Some(*n),
-            // Overrides and `${NAME}` are always strings; only the file has real integers.
-            ValueKind::String(s) if outside => s.trim().parse::<u64>().ok(),
-            ValueKind::String(_) => {
-                problems.add(
-                    &path,
-                    "expected an integer, found a string (drop the quotes)",
-                );
-                return default;
-            }
-            other => {
-                problems.add(
-                    &path,
-                    format!("expected an integer, found {}", describe(other)),
-                );
-                return default;
-            }
-        };
-        match number {
-            Some(n) if range.contains(&n) => n,
-            _ => {
-                let (min, max) = (range.start(), range.end());
-                problems.add(&path, format!("must be an integer from {min} to {max}"));
-                default
-            }
+        match self.take(key) {
+            Some(value) => integer_at(&path, value, range, default, problems),
+            None => default,
         }
     }
 
@@ -289,6 +260,47 @@ impl Table {
                 message.push_str(&format!(", set by {}", override_variable(&path)));
             }
             problems.add(&path, message);
+        }
+    }
+}
+
+/// [`Table::integer`] for a value already taken (a key the user names, as in
+/// `[history.room_limits]`).
+pub(super) fn integer_at(
+    path: &str,
+    value: Value,
+    range: RangeInclusive<u64>,
+    default: u64,
+    problems: &mut Problems,
+) -> u64 {
+    let outside = from_environment(&value);
+    let number = match &value.kind {
+        ValueKind::Nil => return default,
+        ValueKind::I64(n) => u64::try_from(*n).ok(),
+        ValueKind::U64(n) => Some(*n),
+        // Overrides and `${NAME}` are always strings; only the file has real integers.
+        ValueKind::String(s) if outside => s.trim().parse::<u64>().ok(),
+        ValueKind::String(_) => {
+            problems.add(
+                path,
+                "expected an integer, found a string (drop the quotes)",
+            );
+            return default;
+        }
+        other => {
+            problems.add(
+                path,
+                format!("expected an integer, found {}", describe(other)),
+            );
+            return default;
+        }
+    };
+    match number {
+        Some(n) if range.contains(&n) => n,
+        _ => {
+            let (min, max) = (range.start(), range.end());
+            problems.add(path, format!("must be an integer from {min} to {max}"));
+            default
         }
     }
 }

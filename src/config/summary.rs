@@ -39,14 +39,39 @@ fn event_list(events: &[EventKind]) -> String {
         .join(", ")
 }
 
+/// How the daemon trims history, in a few words.
+fn trimming(history: &super::HistoryConfig) -> String {
+    let Some(every) = history.trim_interval else {
+        return "not trimmed by chatbridge".to_owned();
+    };
+    let mut text = format!("trimmed every {}s", every.as_secs());
+    if !history.trim_unconfigured {
+        text.push_str(" (mirrored only)");
+    }
+    if let Some(age) = history.max_age {
+        text.push_str(&format!(", entries older than {}s dropped", age.as_secs()));
+    }
+    if !history.room_limits.is_empty() {
+        let rooms: Vec<String> = history
+            .room_limits
+            .iter()
+            .map(|(room, limit)| format!("{room} keeps {limit}"))
+            .collect();
+        text.push_str(&format!("; {}", rooms.join(", ")));
+    }
+    text
+}
+
 pub(super) fn routing_table(config: &Config) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(out, "redis: {}", config.redis.redacted_url());
     let _ = writeln!(
         out,
-        "history: rooms keep {}, DMs keep {}",
-        config.history.room_limit, config.history.dm_limit
+        "history: rooms keep {}, DMs keep {}; {}",
+        config.history.room_limit,
+        config.history.dm_limit,
+        trimming(&config.history)
     );
     let _ = writeln!(
         out,

@@ -2,7 +2,7 @@
 //! the operator.
 
 use chrono::Utc;
-use redis::Value;
+use redis::{AsyncCommands, Value};
 
 use super::acks::remove_entries;
 use super::entry::{Fields, outbound_from_fields, range_reply};
@@ -12,7 +12,9 @@ use crate::model::Outbound;
 
 impl Outbox {
     /// Moves events to the link's dead-letter stream with the status and an excerpt of why,
-    /// atomically with removing them from the outbox and forgetting their failure clocks.
+    /// atomically with removing them from the outbox and forgetting their failure clocks. The
+    /// stream keeps at most `dlq_max_len` entries: older dead letters beyond that are dropped,
+    /// counted (`dlq_dropped` in the link's stats) and logged.
     pub async fn dead_letter(
         &mut self,
         link: &str,
@@ -39,7 +41,23 @@ impl Outbox {
             pipe.hdel(link_key(link), event_failing_field(&entry.entry_id))
                 .ignore();
         }
-        pipe.query_async::<()>(&mut self.con).await?;
+        pipe.cmd("XTRIM")
+            .arg(dlq_key(link))
+            .arg("MAXLEN")
+            .arg(self.caps.dlq_max_len);
+        let (dropped,): (u64,) = pipe.query_async(&mut self.con).await?;
+        if dropped > 0 {
+            let () = self
+                .con
+                .hincr(link_key(link), "dlq_dropped", dropped)
+                .await?;
+            tracing::warn!(
+                link,
+                dropped,
+                max = self.caps.dlq_max_len,
+                "dead-letter stream over dlq_max_len: dropped the oldest dead letters"
+            );
+        }
         Ok(())
     }
 

@@ -80,6 +80,9 @@ pub struct Caps {
     pub outbox_max_age: Duration,
     /// How long the catch-up keys of an idle DM conversation live.
     pub dm_idle: Duration,
+    /// The most entries one dead-letter stream keeps (`[delivery] dlq_max_len`); beyond it the
+    /// oldest are dropped.
+    pub dlq_max_len: usize,
 }
 
 impl Default for Caps {
@@ -90,26 +93,28 @@ impl Default for Caps {
             outbox_max_len: 1_000_000,
             outbox_max_age: Duration::from_secs(7 * 86_400),
             dm_idle: Duration::from_secs(90 * 86_400),
+            dlq_max_len: 100_000,
         }
     }
 }
 
 /// Per event (`seen`, `key`, `id`, `scope`, `kind`, `payload`, `dead`, `origin`, `bridged`, `n`,
 /// `n` stream keys): add `key` to the scope's seen set (score: Redis time in µs); only if it was
-/// new, append the event to each stream (an outbox, or with `dead` set a dead-letter stream),
+/// new, append the event to each stream (an outbox, or with `dead` set a dead-letter stream,
+/// kept to `dlq_max_len` entries),
 /// except to the `origin` link's outbox when chatbridge recorded writing the event (`key` in
 /// the scope's `bridged` set). Then: set the
 /// checkpoints, prune and cap the seen sets, expire idle DM keys, and trim each touched
 /// outbox to its length and age caps, counting what was dropped in the link's stats.
 pub(super) const ENQUEUE: &str = r#"
 local failed_at = ARGV[1]
-local max_len, min_id = tonumber(ARGV[2]), ARGV[3]
+local max_len, min_id, dlq_max = tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local added, dup, seq = 0, 0, 0
 local touched = {}
-local i = 5
-for _ = 1, tonumber(ARGV[4]) do
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
   local seen, key, id = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]
   local scope, kind, payload, dead = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local origin, bridged = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
@@ -129,7 +134,7 @@ for _ = 1, tonumber(ARGV[4]) do
           'id', id, 'key', key, 'scope', scope, 'kind', kind, 'payload', payload)
         touched[stream] = true
       else
-        redis.call('XADD', KEYS[stream], '*',
+        redis.call('XADD', KEYS[stream], 'MAXLEN', dlq_max, '*',
           'id', id, 'key', key, 'scope', scope, 'kind', kind, 'payload', payload,
           'status', '', 'detail', dead, 'failed_at', failed_at)
       end
@@ -267,6 +272,7 @@ impl Outbox {
             .arg(failed_at)
             .arg(caps.outbox_max_len)
             .arg(min_id.max(0))
+            .arg(caps.dlq_max_len)
             .arg(events.len());
         let mut used = Used::default();
         // Per batch, each scope's channel and seen-set index, and each link's stream index,

@@ -1,0 +1,470 @@
+//! History trimming: keeps every chat history list in Redis bounded, even when clients never
+//! trim (the seed's `LTRIM` is a separate command a client may never send).
+//!
+//! Every `[history] trim_interval_secs` a round SCANs `chat:*:history` and, for each room and
+//! DM history (mirrored or not, unless `trim_unconfigured = false`), removes from the old end
+//! (the tail: lists are `LPUSH`ed, newest first) what is beyond the room's limit, and with
+//! `max_age_secs` the entries older than that. One script call handles up to
+//! [`KEYS_PER_CALL`] lists atomically, and removes or looks at no more than [`BUDGET`] entries,
+//! so Redis never stalls on it; the round pauses between calls as long as the last call took.
+//!
+//! **Catch-up comes first.** A mirrored room (or a DM, when `[dms]` is set) has a catch-up
+//! checkpoint: the SHA-1s of the newest entries the last catch-up pass read
+//! ([`crate::catchup`]). Everything above it has not been read yet; trimming it away would
+//! lose a message stored but never published, and make the next pass miss its checkpoint (a
+//! gap notice, a replay). So for those lists only entries *below* the checkpoint sequence are
+//! ever removed; a list whose checkpoint is missing (not read yet), empty, or not within the
+//! newest [`SEARCH_CAP`] entries is left alone this round ("held back") and trimmed once
+//! catch-up has read it, at most a `sweep_secs` later.
+//!
+//! **Age.** An entry's age is its JSON `timestamp` (every form [`crate::model::Timestamp`]
+//! reads: seed form with or without fraction, `Z`, or a `±HH:MM` offset). Walking from the
+//! oldest entry up, the cut goes just above the newest *readable* entry older than
+//! `max_age`, and the walk stops at the first readable entry that is not. An entry whose
+//! timestamp cannot be read (not JSON, no timestamp) is therefore dropped only when a
+//! readable, expired entry was pushed after it; otherwise it is kept.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use redis::aio::ConnectionManager;
+use redis::{RedisError, Script};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HistoryConfig;
+use crate::model::Scope;
+use crate::outbox::checkpoint_key;
+use crate::route::Routes;
+
+/// Keys asked for per SCAN call.
+const SCAN_COUNT: usize = 1000;
+/// History lists handled per script call.
+pub const KEYS_PER_CALL: usize = 100;
+/// Entries one script call may remove, examine or hash (across all its lists; the last list
+/// it starts may go over by one checkpoint search); a list with more to do is handled again
+/// in a later call.
+pub const BUDGET: usize = 10_000;
+/// How deep a mirrored list is searched for its checkpoint (entries hashed).
+pub const SEARCH_CAP: usize = 10_000;
+/// Entries examined from the old end per list and call for `max_age`.
+const AGE_CHUNK: usize = 1000;
+/// Calls one list may take in one round; the rest waits for the next round.
+const CALLS_PER_KEY: usize = 200;
+
+/// Per pair of keys (history, checkpoint) with `ARGV` (limit, watched) per pair after the
+/// first four (budget, cutoff in Unix seconds or '', search cap, age chunk): trims the
+/// history as the module docs say. Returns, per pair, `{by_limit, by_age, state}` with state
+/// 0 done, 1 more to do (budget spent), 2 held back (mirrored and the checkpoint not found).
+const TRIM: &str = r#"
+local budget, cutoff = tonumber(ARGV[1]), tonumber(ARGV[2])
+local search_cap, age_chunk = tonumber(ARGV[3]), tonumber(ARGV[4])
+local min_progress = 1000
+
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+-- Unix seconds of a timestamp in any form chatbridge reads, or nil.
+local function seconds(ts)
+  if type(ts) ~= 'string' then return nil end
+  local y, mo, d, h, mi, s, rest =
+    string.match(ts, '^(%d%d%d%d)%-(%d%d)%-(%d%d)[T ](%d%d):(%d%d):(%d%d)(.*)$')
+  if not y then return nil end
+  y, mo, d, h, mi, s = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(s)
+  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or s > 60 then return nil end
+  local fraction = 0
+  local digits = string.match(rest, '^%.(%d+)')
+  if digits then
+    fraction = tonumber('0.' .. digits)
+    rest = string.sub(rest, #digits + 2)
+  end
+  local offset = 0
+  if rest ~= '' and rest ~= 'Z' then
+    local sign, oh, om = string.match(rest, '^([+-])(%d%d):(%d%d)$')
+    if not sign then return nil end
+    offset = (tonumber(oh) * 60 + tonumber(om)) * 60
+    if sign == '-' then offset = -offset end
+  end
+  return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s + fraction - offset
+end
+
+local function stamp(entry)
+  local ok, event = pcall(cjson.decode, entry)
+  if ok and type(event) == 'table' then return seconds(event['timestamp']) end
+  return nil
+end
+
+-- The index just below the checkpoint sequence (0-based), or nil when it is not found.
+local function below_checkpoint(key, checkpoint_key, len)
+  local checkpoint = redis.call('GET', checkpoint_key)
+  if not checkpoint or string.sub(checkpoint, 1, 3) ~= 'v2:' then return nil end
+  local want = {}
+  for sha in string.gmatch(string.sub(checkpoint, 4), '[^,]+') do want[#want + 1] = sha end
+  if #want == 0 then return nil end
+  local shas, start, page = {}, 0, #want
+  local last = math.min(len, search_cap)
+  while start < last do
+    local items = redis.call('LRANGE', key, start, math.min(start + page, last) - 1)
+    if #items == 0 then break end
+    for _, e in ipairs(items) do shas[#shas + 1] = redis.sha1hex(e) end
+    budget = budget - #items
+    for at = math.max(1, start - #want + 2), #shas - #want + 1 do
+      local all = true
+      for j = 1, #want do
+        if shas[at + j - 1] ~= want[j] then all = false break end
+      end
+      if all then return at - 1 + #want end
+    end
+    start = start + #items
+    page = 256
+  end
+  return nil
+end
+
+local function cut(key, keep)
+  if keep == 0 then redis.call('DEL', key) else redis.call('LTRIM', key, 0, keep - 1) end
+end
+
+local out = {}
+for k = 1, #KEYS / 2 do
+  local key, checkpoint_key = KEYS[2 * k - 1], KEYS[2 * k]
+  local limit, watched = tonumber(ARGV[3 + 2 * k]), ARGV[4 + 2 * k] == '1'
+  local by_limit, by_age, state = 0, 0, 0
+  local len = redis.call('LLEN', key)
+  if budget <= 0 then
+    state = 1
+  elseif len > limit or (cutoff and len > 0) then
+    local floor, before = 0, budget
+    if watched then floor = below_checkpoint(key, checkpoint_key, len) end
+    if not floor then
+      state = 2
+    else
+      -- What the call had left before the search: a list that got this far makes progress
+      -- even when its search spent the budget (the check above stops the lists after it).
+      local allowance = math.max(before, min_progress)
+      local examined = 0
+      local keep = math.max(limit, floor)
+      if len > keep then
+        local n = math.min(len - keep, allowance)
+        cut(key, len - n)
+        by_limit, len, allowance = n, len - n, allowance - n
+        if len > keep then state = 1 end
+      end
+      if state == 0 and cutoff and len > floor and allowance > 0 then
+        local look = math.min(len - floor, age_chunk, allowance)
+        -- From the oldest entry up, in pages (small first: usually the oldest is recent).
+        local drop, page, stop = 0, 16, false
+        while not stop and examined < look do
+          local n = math.min(page, look - examined)
+          local items = redis.call('LRANGE', key, -(examined + n), -(examined + 1))
+          for i = #items, 1, -1 do
+            local t = stamp(items[i])
+            if t then
+              if t < cutoff then drop = examined + #items - i + 1 else stop = true break end
+            end
+          end
+          examined = examined + #items
+          if #items < n then break end
+          page = 256
+        end
+        if drop > 0 then
+          cut(key, len - drop)
+          by_age, len = drop, len - drop
+          if drop == look and len > floor then state = 1 end
+        end
+      end
+      budget = budget - by_limit - examined
+    end
+  end
+  out[#out + 1] = {by_limit, by_age, state}
+end
+return out
+"#;
+
+static TRIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TRIM));
+
+/// What a round did, for the log and the metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// History lists looked at.
+    pub keys: usize,
+    /// Room history entries removed (over the limit, then by age).
+    pub room: usize,
+    /// DM history entries removed.
+    pub dm: usize,
+    /// Of those, removed for being older than `max_age`.
+    pub by_age: usize,
+    /// Mirrored lists left alone because catch-up had not read them (checkpoint not found).
+    pub held: usize,
+    /// Lists with more to do when their share of the round ran out.
+    pub unfinished: usize,
+}
+
+/// One list to trim.
+#[derive(Debug, Clone)]
+struct Target {
+    /// The room or DM whose history it is.
+    scope: Scope,
+    /// How many entries it keeps (`room_limit`, the room's override, or `dm_limit`).
+    limit: usize,
+    /// Whether catch-up reads it (its checkpoint protects what is above it).
+    watched: bool,
+    /// Script calls spent on it this round.
+    calls: usize,
+}
+
+/// What the trimmer needs to know.
+pub struct Trimmer {
+    /// Limits, interval, `max_age`, and whether unmirrored scopes are trimmed.
+    pub history: HistoryConfig,
+    /// Which scopes catch-up reads: the routes in force (the subscription's, a superset of
+    /// the old and new ones while a reload switches), read at the start of each round.
+    pub routes: Arc<ArcSwap<Routes>>,
+}
+
+impl Trimmer {
+    /// Trims until `stop`, one round every `trim_interval` (the first at once); a round that
+    /// fails (Redis away) is logged and the next one tries again. With trimming off it only
+    /// waits for `stop`: a daemon part must not end while the daemon runs.
+    pub async fn run(self, client: redis::Client, stop: CancellationToken) {
+        let Some(every) = self.history.trim_interval else {
+            return stop.cancelled().await;
+        };
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut con: Option<ConnectionManager> = None;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let ready = match con.as_mut() {
+                Some(ready) => ready,
+                None => match crate::connect::manager(&client, Duration::ZERO).await {
+                    Ok(fresh) => con.insert(fresh),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "history trim: redis unavailable; next round later");
+                        continue;
+                    }
+                },
+            };
+            let started = Instant::now();
+            tokio::select! {
+                round = self.round(ready) => match round {
+                    Ok(summary) => record(&summary, started.elapsed()),
+                    Err(e) => tracing::warn!(error = %e, "history trim round failed; next round later"),
+                },
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// One round over every history list in Redis.
+    pub async fn round(&self, con: &mut ConnectionManager) -> Result<Summary, RedisError> {
+        let routes = self.routes.load_full();
+        let rooms: HashSet<&str> = routes.rooms().collect();
+        let mut summary = Summary::default();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("chat:*:history")
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(con)
+                .await?;
+            let targets: VecDeque<Target> = keys
+                .iter()
+                .filter_map(|key| self.target(key, &routes, &rooms))
+                .collect();
+            summary.keys += targets.len();
+            self.trim(con, targets, &mut summary).await?;
+            if next == 0 {
+                return Ok(summary);
+            }
+            cursor = next;
+        }
+    }
+
+    /// What to do with history key `key`, if anything.
+    fn target(&self, key: &str, routes: &Routes, rooms: &HashSet<&str>) -> Option<Target> {
+        let scope = key.strip_suffix(":history").and_then(Scope::from_channel)?;
+        let (watched, limit) = match &scope {
+            Scope::Room(room) => (
+                rooms.contains(room.as_str()),
+                self.history.room_limit_of(room),
+            ),
+            Scope::Dm(..) => (routes.mirrors_dms(), self.history.dm_limit),
+        };
+        (watched || self.history.trim_unconfigured).then_some(Target {
+            scope,
+            limit,
+            watched,
+            calls: 0,
+        })
+    }
+
+    /// Trims `targets` in script calls of [`KEYS_PER_CALL`] lists, pausing after each call as
+    /// long as it took.
+    async fn trim(
+        &self,
+        con: &mut ConnectionManager,
+        mut targets: VecDeque<Target>,
+        summary: &mut Summary,
+    ) -> Result<(), RedisError> {
+        let cutoff = self.cutoff();
+        while !targets.is_empty() {
+            let call: Vec<Target> = targets.drain(..targets.len().min(KEYS_PER_CALL)).collect();
+            let mut invocation = TRIM_SCRIPT.prepare_invoke();
+            invocation
+                .arg(BUDGET)
+                .arg(cutoff.as_deref().unwrap_or(""))
+                .arg(SEARCH_CAP)
+                .arg(AGE_CHUNK);
+            for target in &call {
+                invocation
+                    .key(target.scope.history_key())
+                    .key(checkpoint_key(&target.scope))
+                    .arg(target.limit)
+                    .arg(u8::from(target.watched));
+            }
+            let started = Instant::now();
+            let reply: Vec<(usize, usize, u8)> = invocation.invoke_async(con).await?;
+            let took = started.elapsed();
+            for (mut target, (by_limit, by_age, state)) in call.into_iter().zip(reply) {
+                let removed = by_limit + by_age;
+                match target.scope {
+                    Scope::Room(_) => summary.room += removed,
+                    Scope::Dm(..) => summary.dm += removed,
+                }
+                summary.by_age += by_age;
+                target.calls += 1;
+                match state {
+                    1 if target.calls < CALLS_PER_KEY => targets.push_back(target),
+                    1 => summary.unfinished += 1,
+                    2 => summary.held += 1,
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(took).await;
+        }
+        Ok(())
+    }
+
+    /// Unix seconds before which an entry is too old, with `max_age`.
+    fn cutoff(&self) -> Option<String> {
+        let max_age = chrono::TimeDelta::from_std(self.history.max_age?).ok()?;
+        let cutoff = chrono::Utc::now() - max_age;
+        Some(format!(
+            "{}.{:06}",
+            cutoff.timestamp(),
+            cutoff.timestamp_subsec_micros()
+        ))
+    }
+}
+
+/// Counts a round in the metrics and logs it: at info when it removed something.
+fn record(summary: &Summary, took: Duration) {
+    metrics::counter!("chatbridge_history_trimmed_total", "kind" => "room")
+        .increment(summary.room as u64);
+    metrics::counter!("chatbridge_history_trimmed_total", "kind" => "dm")
+        .increment(summary.dm as u64);
+    let Summary {
+        keys,
+        room,
+        dm,
+        by_age,
+        held,
+        unfinished,
+    } = *summary;
+    let took_ms = took.as_millis() as u64;
+    if room + dm > 0 {
+        tracing::info!(
+            keys,
+            room,
+            dm,
+            by_age,
+            held,
+            unfinished,
+            took_ms,
+            "history trim round done: trimmed {} entries",
+            room + dm
+        );
+    } else {
+        tracing::debug!(
+            keys,
+            held,
+            unfinished,
+            took_ms,
+            "history trim round done: nothing to trim"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::*;
+
+    /// Keeps counters by their `kind` label.
+    #[derive(Default)]
+    struct Counters(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+    impl Recorder for Counters {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let kind = key
+                .labels()
+                .find(|l| l.key() == "kind")
+                .map_or("", |l| l.value());
+            let name = format!("{}{{kind={kind}}}", key.name());
+            let mut counters = self.0.lock().expect("lock");
+            Counter::from_arc(counters.entry(name).or_default().clone())
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn trimmed_entries_are_counted_by_kind() {
+        let counters = Counters::default();
+        let summary = Summary {
+            keys: 3,
+            room: 40,
+            dm: 2,
+            ..Summary::default()
+        };
+        metrics::with_local_recorder(&counters, || {
+            record(&summary, Duration::from_millis(5));
+            record(&summary, Duration::from_millis(5));
+        });
+        let counters = counters.0.lock().expect("lock");
+        let value = |name: &str| counters.get(name).map(|c| c.load(Ordering::Relaxed));
+        assert_eq!(
+            value("chatbridge_history_trimmed_total{kind=room}"),
+            Some(80)
+        );
+        assert_eq!(value("chatbridge_history_trimmed_total{kind=dm}"), Some(4));
+    }
+}
