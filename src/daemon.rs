@@ -17,9 +17,10 @@ use crate::connect;
 use crate::decode::Decoder;
 use crate::deliver::{Identity, Worker};
 use crate::eviction;
+use crate::http::Operations;
 use crate::intake::Intake;
 use crate::links::{self, Target};
-use crate::notify::{self, Health};
+use crate::notify;
 use crate::outbox::{Caps, Outbox, Reader};
 use crate::retry::Backoff;
 use crate::route::Routes;
@@ -40,6 +41,9 @@ pub enum DaemonError {
     /// Redis refused the credentials or permissions at start; retrying cannot help.
     #[error(transparent)]
     Denied(#[from] connect::Denied),
+    /// The HTTP server could not start (`[http]`).
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     /// A part of the running daemon failed; the daemon stopped.
     #[error("{0}; stopped")]
     PartFailed(#[from] Failure),
@@ -56,9 +60,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         notify::stopping();
     };
     let mut shutdown = std::pin::pin!(shutdown);
+    // Bound first: /readyz answers while Redis is still unreachable.
+    let mut ops = Operations::start(&config, &stop).await?;
     let parts = tokio::select! {
-        started = start(&config, &client, &stop) => started?,
-        () = &mut shutdown => return Ok(()),
+        started = start(&config, &client, &stop, &mut ops) => started.inspect_err(|_| stop.cancel())?,
+        () = &mut shutdown => {
+            stop.cancel();
+            return Ok(());
+        }
     };
     tracing::info!(
         links = config.links.len(),
@@ -75,6 +84,7 @@ async fn start(
     config: &Config,
     client: &redis::Client,
     stop: &CancellationToken,
+    ops: &mut Operations,
 ) -> Result<Supervisor, DaemonError> {
     let url = config.redis.redacted_url();
     let mut con = connect_retrying(client, Duration::ZERO, &url).await?;
@@ -101,12 +111,15 @@ async fn start(
             config.delivery.give_up_after,
             me.clone(),
         );
-        parts.spawn(format!("worker {name}"), worker.run());
+        let worker = ops.workers().track(name, stop.clone(), worker.run());
+        parts.spawn(format!("worker {name}"), worker);
     }
     let (feed_tx, feed_rx) = mpsc::channel(FEED_CAPACITY);
     let routes = Arc::new(Routes::new(config));
     let barrier = format!("chatbridge:barrier:{}", uuid::Uuid::new_v4());
-    let health = Health::new();
+    let health = ops.health();
+    let links: Vec<String> = config.links.keys().cloned().collect();
+    ops.supervise(&mut parts, con.clone(), links, stop);
     let status = notify::Status {
         con: con.clone(),
         links: config.links.keys().cloned().collect(),

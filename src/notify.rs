@@ -133,6 +133,11 @@ impl Health {
         }
     }
 
+    /// Whether a catch-up pass after a subscribe was resolved yet.
+    pub fn is_caught_up(&self) -> bool {
+        *self.inner.caught_up.borrow()
+    }
+
     /// Whether the watchdog may be fed now, and if not, why.
     pub fn check(&self) -> Result<(), Unhealthy> {
         let now = self.now();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::links::SendOutcome;
+use crate::metrics::LinkMetrics;
 use crate::model::Outbound;
 use crate::outbox::{FailureState, Outbox};
 use crate::retry::Verdict;
@@ -28,6 +29,8 @@ pub(super) struct Health {
     outbox: Outbox,
     /// Never held across an await.
     state: Mutex<State>,
+    /// The link's delivery metrics (registered once, with the link's name as label).
+    pub(super) metrics: LinkMetrics,
 }
 
 /// The part of [`Health`] that changes.
@@ -50,6 +53,7 @@ struct State {
 impl Health {
     pub(super) fn new(link: Arc<str>, outbox: Outbox) -> Self {
         Self {
+            metrics: LinkMetrics::new(&link),
             link,
             outbox,
             state: Mutex::default(),
@@ -74,6 +78,7 @@ impl Health {
     /// Notes a failed attempt that will be retried after `wait`: logs it (at most once a
     /// minute) and, for a link failure, marks the link failing with this error.
     pub(super) async fn failed(&self, outcome: &SendOutcome, wait: Duration) {
+        self.metrics.retried();
         let link_failure = matches!(outcome.verdict, Verdict::LinkFailure { .. });
         let since = {
             let mut state = self.state();
@@ -128,6 +133,7 @@ impl Health {
 
     /// Notes a delivered batch: the link works, the batch's clocks stop.
     pub(super) async fn delivered(&self, batch: &[Outbound]) {
+        self.metrics.delivered(batch);
         let settled = {
             let mut state = self.state();
             if std::mem::take(&mut state.announced) {

@@ -2,6 +2,7 @@
 //! the link is failing, and since when each failing event has failed (the give-up rule).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::Utc;
 use redis::{AsyncCommands, Value};
@@ -136,6 +137,27 @@ impl Outbox {
         })
     }
 
+    /// How many events wait in a link's outbox and how long the oldest has waited, by the Redis
+    /// server's clock (the clock that stamped the entry ids): one round trip.
+    pub async fn queue(&mut self, link: &str) -> Result<Queue> {
+        let key = outbox_key(link);
+        let (depth, oldest, time): (usize, Value, (u64, u64)) = redis::pipe()
+            .xlen(&key)
+            .cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("TIME")
+            .query_async(&mut self.con)
+            .await?;
+        let now_ms = time.0 * 1000 + time.1 / 1000;
+        let oldest_age = first_entry_ms(&oldest)
+            .map(|stamped| Duration::from_millis(now_ms.saturating_sub(stamped)));
+        Ok(Queue { depth, oldest_age })
+    }
+
     /// Depth, pending, dead letters and progress of one link.
     pub async fn status(&mut self, link: &str) -> Result<LinkStatus> {
         let key = outbox_key(link);
@@ -203,6 +225,31 @@ pub struct LinkStatus {
     pub failing_since: Option<String>,
     /// The last error while it fails, without the URL or any secret.
     pub last_error: Option<String>,
+}
+
+/// A link's queue at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queue {
+    /// Events in the outbox (waiting or in flight).
+    pub depth: usize,
+    /// How long the oldest has waited; `None` when the outbox is empty.
+    pub oldest_age: Option<Duration>,
+}
+
+/// The millisecond part of the first entry id of an XRANGE reply (`1700000000000-0`).
+fn first_entry_ms(reply: &Value) -> Option<u64> {
+    let Value::Array(entries) = reply else {
+        return None;
+    };
+    let Value::Array(entry) = entries.first()? else {
+        return None;
+    };
+    let id = match entry.first()? {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?,
+        Value::SimpleString(text) => text.as_str(),
+        _ => return None,
+    };
+    id.split('-').next()?.parse().ok()
 }
 
 /// The failure state a worker resumes from after a restart.
