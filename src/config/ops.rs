@@ -127,3 +127,63 @@ pub(super) fn parse_log(mut section: Table, problems: &mut Problems) -> LogConfi
     section.finish(problems);
     LogConfig { format, level }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Env, load_str};
+
+    const BASE: &str = "[links.console]\nkind = \"console\"\n";
+
+    fn load(extra: &str) -> Result<crate::config::Config, crate::config::ConfigErrors> {
+        load_str(&format!("{BASE}{extra}"), &Env::new())
+    }
+
+    #[test]
+    fn without_http_no_server_and_text_logs_at_info() {
+        let config = load("").expect("valid");
+        assert_eq!(config.http, None);
+        assert_eq!(config.log, LogConfig::default());
+    }
+
+    #[test]
+    fn an_empty_http_section_takes_every_default() {
+        let http = load("[http]\n").expect("valid").http.expect("[http] set");
+        assert_eq!(http.listen, "127.0.0.1:8700".parse().unwrap());
+        assert_eq!(http.max_body_bytes, 65_536);
+        assert_eq!(http.request_timeout, Duration::from_secs(10));
+        assert_eq!(http.max_concurrent_requests, 64);
+    }
+
+    #[test]
+    fn settings_are_read_and_json_logs_chosen() {
+        let config = load(
+            "[http]\nlisten = \"[::1]:9000\"\nmax_body_bytes = 2048\n\
+             [log]\nformat = \"json\"\nlevel = \"warn,chatbridge::deliver=debug\"\n",
+        )
+        .expect("valid");
+        assert_eq!(config.http.unwrap().listen, "[::1]:9000".parse().unwrap());
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.log.level, "warn,chatbridge::deliver=debug");
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_key() {
+        let errors = load(
+            "[http]\nlisten = \"localhost\"\nmax_body_bytes = 10\nport = 1\n\
+             [log]\nformat = \"xml\"\nlevel = \"info,[\"\n",
+        )
+        .expect_err("invalid");
+        assert_eq!(
+            errors.paths(),
+            [
+                "http.listen",
+                "http.max_body_bytes",
+                "http.port",
+                "log.format",
+                "log.level"
+            ],
+            "{errors}"
+        );
+    }
+}

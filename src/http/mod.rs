@@ -4,9 +4,9 @@
 //!
 //! Routes: [`health`] (`GET /healthz`, `GET /readyz`, `GET /metrics`). Other parts add their
 //! own routes with [`router`]'s `extra` (the inbound webhooks will): every route shares
-//! [`AppState`] and the same limits — a body over `max_body_bytes` gets 413, a request
-//! slower than `request_timeout_secs` gets 408, and at most `max_concurrent_requests` are
-//! handled at once (the rest wait).
+//! [`AppState`] and the same limits — a body over `max_body_bytes` gets 413, at most
+//! `max_concurrent_requests` are handled at once (the rest wait their turn), and a request
+//! not answered within `request_timeout_secs`, waiting included, gets 408.
 
 mod health;
 mod workers;
@@ -61,12 +61,13 @@ pub fn router(state: AppState, extra: Router<AppState>, limits: &HttpConfig) -> 
         .merge(extra)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(GlobalConcurrencyLimitLayer::new(
+            limits.max_concurrent_requests,
+        ))
+        // Outermost: the time a request waits for its turn counts too.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
-        ))
-        .layer(GlobalConcurrencyLimitLayer::new(
-            limits.max_concurrent_requests,
         ))
         .with_state(state)
 }
@@ -164,4 +165,131 @@ fn recorder() -> Result<PrometheusHandle, HttpError> {
     }
     let handle = crate::metrics::install().map_err(|e| HttpError::Metrics(e.to_string()))?;
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::{get, post};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn limits() -> HttpConfig {
+        HttpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_body_bytes: 1024,
+            request_timeout: Duration::from_secs(2),
+            max_concurrent_requests: 1,
+        }
+    }
+
+    fn state() -> AppState {
+        AppState {
+            health: Health::new(),
+            workers: Workers::default(),
+            metrics: None,
+        }
+    }
+
+    /// A route another part adds: answers after `delay`, echoing the body length.
+    fn slow(delay: Duration) -> Router<AppState> {
+        Router::new()
+            .route(
+                "/slow",
+                get(move || async move {
+                    tokio::time::sleep(delay).await;
+                    "done"
+                }),
+            )
+            .route(
+                "/echo",
+                post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+            )
+    }
+
+    async fn call(app: &Router, request: Request<Body>) -> StatusCode {
+        app.clone()
+            .oneshot(request)
+            .await
+            .expect("infallible")
+            .status()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extra_routes_share_the_timeout_and_the_body_cap() {
+        let app = router(state(), slow(Duration::from_secs(5)), &limits());
+        let slow = Request::get("/slow").body(Body::empty()).unwrap();
+        assert_eq!(call(&app, slow).await, StatusCode::REQUEST_TIMEOUT);
+        let small = Request::post("/echo")
+            .body(Body::from(vec![b'x'; 1024]))
+            .unwrap();
+        assert_eq!(call(&app, small).await, StatusCode::OK);
+        let large = Request::post("/echo")
+            .body(Body::from(vec![b'x'; 1025]))
+            .unwrap();
+        assert_eq!(call(&app, large).await, StatusCode::PAYLOAD_TOO_LARGE);
+        let healthz = Request::get("/healthz").body(Body::empty()).unwrap();
+        assert_eq!(call(&app, healthz).await, StatusCode::OK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_over_the_concurrency_limit_wait_their_turn() {
+        let app = router(state(), slow(Duration::from_millis(800)), &limits());
+        let started = tokio::time::Instant::now();
+        let first = tokio::spawn(call_owned(app.clone()));
+        let second = tokio::spawn(call_owned(app.clone()));
+        assert_eq!(first.await.unwrap(), StatusCode::OK);
+        assert_eq!(second.await.unwrap(), StatusCode::OK);
+        let (third, fourth, fifth) = tokio::join!(
+            call_owned(app.clone()),
+            call_owned(app.clone()),
+            call_owned(app.clone())
+        );
+        assert_eq!(
+            (third, fourth, fifth),
+            (StatusCode::OK, StatusCode::OK, StatusCode::REQUEST_TIMEOUT),
+            "waiting for a turn counts toward the timeout"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(1600 + 2000),
+            "one at a time: {:?}",
+            started.elapsed()
+        );
+    }
+
+    async fn call_owned(app: Router) -> StatusCode {
+        call(&app, Request::get("/slow").body(Body::empty()).unwrap()).await
+    }
+
+    #[tokio::test]
+    async fn readyz_says_why_it_is_not_ready() {
+        let state = state();
+        state.workers.expect([&"audit".to_owned()]);
+        let app = router(state.clone(), Router::new(), &limits());
+        let response = app
+            .clone()
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        state.health.subscription_alive();
+        state.health.caught_up();
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(state.workers.track(
+            "audit",
+            stop.clone(),
+            std::future::pending(),
+        ));
+        tokio::task::yield_now().await;
+        let ready = Request::get("/readyz").body(Body::empty()).unwrap();
+        assert_eq!(call(&app, ready).await, StatusCode::OK);
+        worker.abort();
+        let _ = worker.await;
+        let ended = Request::get("/readyz").body(Body::empty()).unwrap();
+        assert_eq!(call(&app, ended).await, StatusCode::SERVICE_UNAVAILABLE);
+    }
 }
