@@ -1,6 +1,6 @@
 //! The daemon's log lines, through `tracing`: human-readable text (coloured on a terminal) or
 //! one JSON object per line (`[log] format = "json"`), on standard error. Which events are
-//! logged comes from `RUST_LOG` when it is set, else from `[log] level`.
+//! logged comes from `RUST_LOG` when it is set (and not empty), else from `[log] level`.
 
 use std::io::IsTerminal;
 
@@ -13,9 +13,13 @@ use crate::config::{LogConfig, LogFormat};
 pub fn init(config: Option<&LogConfig>) {
     let default = LogConfig::default();
     let config = config.unwrap_or(&default);
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let from_env = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .filter(|value| !value.trim().is_empty());
+    let filter = from_env
+        .and_then(|value| EnvFilter::try_new(value).ok())
+        .or_else(|| EnvFilter::try_new(&config.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -252,6 +252,30 @@ async fn readyz_is_503_while_redis_is_down_and_200_once_it_is_up() {
     assert_eq!(ready["subscription"], "ok");
     let (status, _) = get(port, "/nothing-here").await;
     assert_eq!(status, 404);
+    assert_eq!(
+        value(
+            &scrape(port).await,
+            "chatbridge_redis_reconnects_total",
+            &[]
+        ),
+        Some(0.0)
+    );
+
+    // Redis restarts under the running daemon: the lost session is counted, and ready again.
+    redis.restart();
+    eventually("the reconnect counted", WAIT, async || {
+        let reconnects = value(
+            &scrape(port).await,
+            "chatbridge_redis_reconnects_total",
+            &[],
+        );
+        reconnects.is_some_and(|n| n >= 1.0).then_some(())
+    })
+    .await;
+    eventually("/readyz ready again", WAIT, async || {
+        (get(port, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,6 +412,70 @@ async fn json_logs_are_one_json_object_per_line() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_level_comes_from_the_config_unless_rust_log_is_set() {
+    let redis = RedisServer::start();
+    let rest = format!(
+        "[log]\nlevel = \"warn\"\n\n[links.console]\nkind = \"console\"\n\n{}",
+        room("general", &["console"])
+    );
+    let (quiet_port, chatty_port) = (free_port(), free_port());
+    let quiet = Daemon::start_with_env(&config(&redis, quiet_port, &rest), &[("RUST_LOG", "")]);
+    let chatty = Daemon::start_with_env(
+        &config(&redis, chatty_port, &rest),
+        &[("RUST_LOG", "debug")],
+    );
+    for port in [quiet_port, chatty_port] {
+        eventually("both daemons ready", WAIT, async || {
+            let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await;
+    }
+    let mut con = redis.connection().await;
+    let _: () = con
+        .publish("chat:room:general", "{oops")
+        .await
+        .expect("PUBLISH");
+    tokio::task::block_in_place(|| {
+        chatty.wait_for_log("skipping event", 1, WAIT);
+        quiet.wait_for_log("skipping event", 1, WAIT);
+    });
+    assert!(chatty.log().contains("DEBUG"), "{}", chatty.log());
+    let quiet_log = quiet.log();
+    assert!(!quiet_log.contains(" INFO "), "{quiet_log}");
+    assert!(!quiet_log.contains("subscribed"), "{quiet_log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_sent_once_the_http_server_answers_and_a_taken_port_stops_run() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let toml = config(&redis, port, "[links.console]\nkind = \"console\"\n");
+    let mut socket = common::notify::NotifySocket::bind();
+    let path = socket.path().to_string_lossy().into_owned();
+    let daemon = Daemon::start_with_env(&toml, &[("NOTIFY_SOCKET", path.as_str())]);
+    tokio::task::block_in_place(|| {
+        socket.wait_for(0, "READY=1", WAIT, |d| d.has("READY=1"));
+    });
+    // No retry: at READY=1 the server is bound and the daemon is ready.
+    let (status, body) = get(port, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+
+    let second = common::daemon::ConfigDir::new(&toml);
+    let (code, _, err) = cli_async(second.path(), &["run"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} ([http] listen)"
+        )),
+        "{err}"
+    );
+    drop(daemon);
+}
+
 /// The secret strings of the redaction test.
 const PATH_TOKEN: &str = "T0KEN-in-the-path-3141";
 const QUERY_SECRET: &str = "query-s3cret-2718";
@@ -431,6 +519,22 @@ async fn secrets_appear_nowhere_in_logs_metrics_or_the_cli() {
     })
     .await;
     let metrics = get(port, "/metrics").await.1;
+    let scraped = Scrape::parse(metrics.lines().map(|line| Ok(line.to_owned()))).expect("parse");
+    assert_eq!(
+        value(
+            &scraped,
+            "chatbridge_dead_lettered_total",
+            &[("link", "audit")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    let event_failures = value(
+        &scraped,
+        "chatbridge_delivery_failures_total",
+        &[("link", "audit"), ("reason", "event")],
+    );
+    assert!(event_failures.is_some_and(|n| n >= 1.0), "{metrics}");
     let readyz = get(port, "/readyz").await.1;
     let mut cli = String::new();
     for args in [
