@@ -85,6 +85,15 @@ impl Operations {
     /// Installs the metrics recorder and binds and starts the server when `[http]` is set; the
     /// server stops (finishing the requests it is answering) when `stop` is cancelled.
     pub async fn start(config: &Config, stop: &CancellationToken) -> Result<Self, HttpError> {
+        Self::start_with_routes(config, stop, Router::new()).await
+    }
+
+    /// [`Operations::start`] with more routes on the same server, state and limits.
+    pub async fn start_with_routes(
+        config: &Config,
+        stop: &CancellationToken,
+        extra: Router<AppState>,
+    ) -> Result<Self, HttpError> {
         let workers = Workers::default();
         workers.expect(config.links.keys());
         let mut state = AppState {
@@ -107,7 +116,7 @@ impl Operations {
             })?;
         let addr = listener.local_addr().unwrap_or(http.listen);
         tracing::info!(%addr, "http server listening: /healthz /readyz /metrics");
-        let app = router(state.clone(), Router::new(), http);
+        let app = router(state.clone(), extra, http);
         let stop = stop.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
