@@ -236,18 +236,18 @@ impl LinkMetrics {
 
 /// Counters of live events by kind, kept by the decoder.
 pub struct Received {
-    /// By [`EventKind::ALL`] order, then system lines that are neither join nor leave.
-    by_kind: [Counter; 6],
+    /// In [`EventKind::ALL`] order.
+    by_kind: [Counter; EventKind::ALL.len()],
+    /// System lines that are neither join nor leave.
+    system: Counter,
 }
 
 impl Default for Received {
     fn default() -> Self {
-        let mut kinds = EventKind::ALL.map(|kind| kind.as_str()).into_iter();
         Self {
-            by_kind: std::array::from_fn(|_| {
-                let kind = kinds.next().unwrap_or("system");
-                metrics::counter!(EVENTS_RECEIVED, "kind" => kind)
-            }),
+            by_kind: EventKind::ALL
+                .map(|kind| metrics::counter!(EVENTS_RECEIVED, "kind" => kind.as_str())),
+            system: metrics::counter!(EVENTS_RECEIVED, "kind" => "system"),
         }
     }
 }
@@ -255,14 +255,10 @@ impl Default for Received {
 impl Received {
     /// One live event of `kind` (`None`: a system line that is neither join nor leave).
     pub fn count(&self, kind: Option<EventKind>) {
-        let index = match kind {
-            Some(kind) => EventKind::ALL
-                .iter()
-                .position(|k| *k == kind)
-                .unwrap_or(EventKind::ALL.len()),
-            None => EventKind::ALL.len(),
-        };
-        self.by_kind[index].increment(1);
+        let counter = kind
+            .and_then(|kind| EventKind::ALL.iter().position(|k| *k == kind))
+            .map_or(&self.system, |index| &self.by_kind[index]);
+        counter.increment(1);
     }
 }
 

@@ -1,5 +1,6 @@
-//! `GET /healthz` (the process answers), `GET /readyz` (Redis subscribed and caught up, and
-//! every configured link's worker running: 200, else 503 with the reasons, both as JSON) and
+//! `GET /healthz` (the process answers), `GET /readyz` (Redis subscribed and caught up, every
+//! configured link's worker running, not shutting down: 200, else 503 with the reasons, both
+//! as JSON) and
 //! `GET /metrics` (Prometheus text format).
 
 use axum::Router;
@@ -35,6 +36,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// Whether the daemon is ready, and the JSON that says why (not).
 fn readiness(state: &AppState) -> (bool, Value) {
     let mut reasons = Vec::new();
+    if state.stopping.is_cancelled() {
+        reasons.push("shutting down".to_owned());
+    }
     let subscription = match state.health.check() {
         Ok(()) if state.health.is_caught_up() => "ok".to_owned(),
         Ok(()) => {

@@ -53,6 +53,8 @@ pub struct AppState {
     pub workers: Workers,
     /// Renders `/metrics`; `None` when no recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// Cancelled when the daemon stops: no longer ready.
+    pub stopping: CancellationToken,
 }
 
 /// The router: the operations routes plus `extra`, under the shared limits.
@@ -100,6 +102,7 @@ impl Operations {
             health: Health::new(),
             workers,
             metrics: None,
+            stopping: stop.clone(),
         };
         let Some(http) = &config.http else {
             return Ok(Self {
@@ -201,6 +204,7 @@ mod tests {
             health: Health::new(),
             workers: Workers::default(),
             metrics: None,
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -300,5 +304,16 @@ mod tests {
         let _ = worker.await;
         let ended = Request::get("/readyz").body(Body::empty()).unwrap();
         assert_eq!(call(&app, ended).await, StatusCode::SERVICE_UNAVAILABLE);
+
+        let stopping = AppState {
+            workers: Workers::default(),
+            ..state
+        };
+        let app = router(stopping.clone(), Router::new(), &limits());
+        let ready = Request::get("/readyz").body(Body::empty()).unwrap();
+        assert_eq!(call(&app, ready).await, StatusCode::OK);
+        stopping.stopping.cancel();
+        let ready = Request::get("/readyz").body(Body::empty()).unwrap();
+        assert_eq!(call(&app, ready).await, StatusCode::SERVICE_UNAVAILABLE);
     }
 }
