@@ -71,9 +71,8 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), LATENCY_BUCKETS)?
         .install_recorder()?;
     describe();
-    for kind in EventKind::ALL {
-        metrics::counter!(EVENTS_RECEIVED, "kind" => kind.as_str()).absolute(0);
-    }
+    // Registered now, so they show (at 0) before anything happens; the rest are registered
+    // by the parts that record them, when they start.
     for counter in [REDIS_RECONNECTS, CATCHUP_GAPS, CATCHUP_RECOVERED] {
         metrics::counter!(counter).absolute(0);
     }
@@ -181,7 +180,7 @@ impl Reason {
 }
 
 impl LinkMetrics {
-    /// Registers the link's series (all at 0 until something happens).
+    /// Registers the link's series (shown at 0 until something happens).
     pub fn new(link: &str) -> Self {
         let failures = Reason::ALL.map(|reason| {
             metrics::counter!(
@@ -190,20 +189,13 @@ impl LinkMetrics {
                 "reason" => reason.as_str()
             )
         });
-        let metrics = Self {
+        Self {
             delivered: metrics::counter!(DELIVERED, "link" => link.to_owned()),
             retries: metrics::counter!(DELIVERY_RETRIES, "link" => link.to_owned()),
             failures,
             dead_lettered: metrics::counter!(DEAD_LETTERED, "link" => link.to_owned()),
             latency: metrics::histogram!(DELIVERY_LATENCY, "link" => link.to_owned()),
-        };
-        for counter in [&metrics.delivered, &metrics.retries, &metrics.dead_lettered]
-            .into_iter()
-            .chain(&metrics.failures)
-        {
-            counter.increment(0);
         }
-        metrics
     }
 
     /// A batch the target accepted: counted, and each event's time since it was enqueued.
@@ -325,6 +317,86 @@ pub async fn sample(
                 Ok(Err(e)) => tracing::debug!(link, error = %e, "cannot sample the outbox"),
                 Err(_) => tracing::debug!(link, "cannot sample the outbox: redis timed out"),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::model::{OutboundKind, Scope};
+
+    fn event(waited_ms: i64) -> Outbound {
+        Outbound {
+            entry_id: "1-0".into(),
+            event_id: "e".into(),
+            key: "k".into(),
+            scope: Scope::Room("general".into()),
+            kind: OutboundKind::Event(EventKind::Message),
+            payload: "{}".into(),
+            enqueued_at: Utc::now() - chrono::Duration::milliseconds(waited_ms),
+        }
+    }
+
+    /// Records through `record` into a private recorder and returns its exposition text.
+    fn rendered(record: impl FnOnce()) -> String {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), LATENCY_BUCKETS)
+            .expect("buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, record);
+        handle.render()
+    }
+
+    #[test]
+    fn a_link_counts_deliveries_latency_failures_and_dead_letters() {
+        let text = rendered(|| {
+            let link = LinkMetrics::new("audit");
+            link.delivered(&[event(20), event(3_000)]);
+            link.attempt_failed(Verdict::Delivered);
+            link.attempt_failed(Verdict::RateLimited { after: None });
+            link.retried();
+            link.attempt_failed(Verdict::Reject);
+            link.dead_lettered(1);
+        });
+        for line in [
+            r#"chatbridge_delivered_total{link="audit"} 2"#,
+            r#"chatbridge_delivery_retries_total{link="audit"} 1"#,
+            r#"chatbridge_delivery_failures_total{link="audit",reason="rate_limited"} 1"#,
+            r#"chatbridge_delivery_failures_total{link="audit",reason="refused"} 1"#,
+            r#"chatbridge_delivery_failures_total{link="audit",reason="gone"} 0"#,
+            r#"chatbridge_dead_lettered_total{link="audit"} 1"#,
+            r#"chatbridge_delivery_latency_seconds_bucket{link="audit",le="0.025"} 1"#,
+            r#"chatbridge_delivery_latency_seconds_bucket{link="audit",le="5"} 2"#,
+            r#"chatbridge_delivery_latency_seconds_count{link="audit"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn received_events_are_counted_by_kind_and_skips_by_skip_kind() {
+        let text = rendered(|| {
+            let received = Received::default();
+            received.count(Some(EventKind::Message));
+            received.count(Some(EventKind::Message));
+            received.count(Some(EventKind::ReadReceipt));
+            received.count(None);
+            let mut malformed = Malformed::default();
+            malformed.count("not_json");
+            malformed.count("not_json");
+        });
+        for line in [
+            r#"chatbridge_events_received_total{kind="message"} 2"#,
+            r#"chatbridge_events_received_total{kind="read_receipt"} 1"#,
+            r#"chatbridge_events_received_total{kind="system"} 1"#,
+            r#"chatbridge_events_received_total{kind="join"} 0"#,
+            r#"chatbridge_malformed_payloads_total{kind="not_json"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         }
     }
 }
