@@ -441,14 +441,21 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
             "  {}",
             lease_line(outbox.lease_holder(link).await.map_err(failed)?)
         );
-        if let Some(reason) = s.disabled {
-            println!("  DISABLED: {} (chatbridge enable {link})", escape(&reason));
+        if let Some(reason) = &s.disabled {
+            println!("  DISABLED: {} (chatbridge enable {link})", escape(reason));
         }
-        if let Some(since) = s.failing_since {
+        if let Some(since) = &s.failing_since {
             let error = s.last_error.as_deref().unwrap_or("-");
             println!(
                 "  FAILING since {since}: {} (retrying in order)",
                 escape_controls(error, 400)
+            );
+        }
+        if let Some((until, reason)) = crate::status::paused(&s) {
+            println!(
+                "  PAUSED until {}: rate limited by the target ({})",
+                escape(until),
+                escape_controls(reason, 400)
             );
         }
         if s.dropped > 0 {

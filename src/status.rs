@@ -1,6 +1,6 @@
 //! `chatbridge status`: the daemon's state for a terminal, read from Redis (so it works from
 //! any machine and whether or not a daemon runs): per link its state (ok, FAILING since when
-//! and why, DISABLED and why), its queue (depth and the oldest event's age), dead letters,
+//! and why, PAUSED by the target's rate limit until when, DISABLED and why), its queue (depth and the oldest event's age), dead letters,
 //! deliveries, which process delivers it; then the last catch-up pass and the malformed
 //! payloads skipped, by kind.
 
@@ -76,7 +76,14 @@ fn render_link(out: &mut String, link: &LinkReport) {
             escape(since),
             escape_controls(s.last_error.as_deref().unwrap_or("-"), 400)
         ),
-        (None, None) => "ok".to_owned(),
+        (None, None) => match paused(s) {
+            Some((until, reason)) => format!(
+                "PAUSED until {}: rate limited by the target ({})",
+                escape(until),
+                escape_controls(reason, 400)
+            ),
+            None => "ok".to_owned(),
+        },
     };
     let _ = writeln!(out, "{}: {state}", s.link);
     let queue = match link.queue.oldest_age {
@@ -109,6 +116,15 @@ fn render_link(out: &mut String, link: &LinkReport) {
         None => "no process delivers it (no chatbridge run holds its lease)".to_owned(),
     };
     let _ = writeln!(out, "  delivery: {delivery}");
+}
+
+/// Until when and why the target rate-limits the link, while that is still ahead (a mark
+/// whose time has passed is stale: the next answer clears it).
+pub fn paused(s: &LinkStatus) -> Option<(&str, &str)> {
+    let until = s.paused_until.as_deref()?;
+    let ahead =
+        chrono::DateTime::parse_from_rfc3339(until).is_ok_and(|until| until > chrono::Utc::now());
+    ahead.then(|| (until, s.paused_reason.as_deref().unwrap_or("-")))
 }
 
 /// `45 s`, `12 min 5 s`, `3 h 20 min`, `2 d 4 h`.

@@ -303,13 +303,16 @@ async fn status_shows_state_queue_lease_catchup_and_malformed_counts() {
     failing.respond_with(Reply::status(401));
     let gone = Receiver::start().await;
     gone.respond_with(Reply::status(410));
+    let limited = Receiver::start().await;
+    limited.respond_with(Reply::status(429).header("retry-after", "30"));
     let port = free_port();
     let rest = format!(
-        "[history]\nsweep_secs = 1\n\n{}{}{}{}",
+        "[history]\nsweep_secs = 1\n\n{}{}{}{}{}",
         webhook("fine", &ok.url("/hook"), ""),
         webhook("failing", &failing.url("/hook"), ""),
         webhook("gone", &gone.url("/hook"), ""),
-        room("general", &["fine", "failing", "gone"])
+        webhook("limited", &limited.url("/hook"), ""),
+        room("general", &["fine", "failing", "gone", "limited"])
     );
     let daemon = Daemon::start(&config(&redis, port, &rest));
     wait_ready(&daemon).await;
@@ -331,7 +334,8 @@ async fn status_shows_state_queue_lease_catchup_and_malformed_counts() {
         assert_eq!(code, 0, "{err}");
         let done = out.contains("malformed payloads: 2")
             && out.contains("failing: FAILING since")
-            && out.contains("gone: DISABLED");
+            && out.contains("gone: DISABLED")
+            && out.contains("limited: PAUSED until");
         done.then_some(out)
     })
     .await;
@@ -362,6 +366,14 @@ async fn status_shows_state_queue_lease_catchup_and_malformed_counts() {
     let gone_section = section("gone");
     assert!(gone_section.contains("(chatbridge enable gone)"), "{out}");
     assert!(gone_section.contains("queue: 2 queued"), "{out}");
+    let limited_section = section("limited");
+    assert!(
+        limited_section.contains("rate limited by the target (HTTP 429"),
+        "{out}"
+    );
+    assert!(limited_section.contains("queue: 2 queued"), "{out}");
+    let (_, outbox, _) = cli_async(daemon.config_path(), &["outbox"]).await;
+    assert!(outbox.contains("  PAUSED until "), "{outbox}");
     assert!(out.contains("last catch-up: 20"), "{out}");
     assert!(out.contains("not_json 1"), "{out}");
     assert!(out.contains("missing_field 1"), "{out}");

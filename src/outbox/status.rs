@@ -12,6 +12,9 @@ use super::{GROUP, Outbox, Result, dlq_key, link_key, outbox_key};
 /// Link hash fields: since when the link fails as a whole, and its last error.
 const FAILING_SINCE: &str = "failing_since";
 const LAST_ERROR: &str = "last_error";
+/// Link hash fields: until when the target asked us to wait (429), and what it answered.
+const PAUSED_UNTIL: &str = "paused_until";
+const PAUSED_REASON: &str = "paused_reason";
 /// Prefix of the link hash fields `event_failing_since:{entry id}` → Unix milliseconds.
 const EVENT_FAILING_SINCE: &str = "event_failing_since:";
 
@@ -68,6 +71,28 @@ impl Outbox {
         let _: () = self
             .con
             .hdel(link_key(link), &[FAILING_SINCE, LAST_ERROR])
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the link paused: its target rate-limits it (429) and the next try waits until
+    /// `until` (RFC 3339).
+    pub async fn link_paused(&mut self, link: &str, until: &str, reason: &str) -> Result<()> {
+        let _: () = self
+            .con
+            .hset_multiple(
+                link_key(link),
+                &[(PAUSED_UNTIL, until), (PAUSED_REASON, reason)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Clears the paused mark: the target answered without rate-limiting.
+    pub async fn link_resumed(&mut self, link: &str) -> Result<()> {
+        let _: () = self
+            .con
+            .hdel(link_key(link), &[PAUSED_UNTIL, PAUSED_REASON])
             .await?;
         Ok(())
     }
@@ -197,6 +222,8 @@ impl Outbox {
             disabled: stats.get("disabled").cloned(),
             failing_since: stats.get(FAILING_SINCE).cloned(),
             last_error: stats.get(LAST_ERROR).cloned(),
+            paused_until: stats.get(PAUSED_UNTIL).cloned(),
+            paused_reason: stats.get(PAUSED_REASON).cloned(),
         })
     }
 }
@@ -225,6 +252,10 @@ pub struct LinkStatus {
     pub failing_since: Option<String>,
     /// The last error while it fails, without the URL or any secret.
     pub last_error: Option<String>,
+    /// Until when the target asked for a pause (429, RFC 3339), while it rate-limits.
+    pub paused_until: Option<String>,
+    /// What it answered then (`HTTP 429 …`).
+    pub paused_reason: Option<String>,
 }
 
 /// A link's queue at one moment.
