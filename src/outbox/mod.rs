@@ -14,7 +14,8 @@
 //!   link (the only ones whose `origin` is trusted), the most recent 10,000;
 //! - `chatbridge:link:{link}`: HASH of delivery stats, the `disabled` reason, if any, the
 //!   count of events `dropped` over the outbox caps, and the failure state: `failing_since`
-//!   and `last_error` while the link fails as a whole, `event_failing_since:{entry id}`
+//!   and `last_error` while the link fails as a whole, `paused_until` and `paused_reason`
+//!   while its target rate-limits it, `event_failing_since:{entry id}`
 //!   (Unix ms) while an entry keeps failing.
 //! - `chatbridge:stats`: HASH of intake facts for `chatbridge status`: the last resolved
 //!   catch-up pass (`last_catchup_*`) and skipped payloads by kind (`malformed:{kind}`);
