@@ -495,7 +495,19 @@ const DOWN_TOKEN: &str = "d0wn-T0KEN-1618";
 const SIGNING_KEY: &str = "c2lnbmluZy1zZWNyZXQtMjQtYnl0ZXMhIQ==";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secrets_appear_nowhere_in_logs_metrics_or_the_cli() {
+async fn secrets_appear_nowhere_in_text_logs_metrics_or_the_cli() {
+    secrets_appear_nowhere("text").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_appear_nowhere_in_json_logs_metrics_or_the_cli() {
+    secrets_appear_nowhere("json").await;
+}
+
+/// Runs a daemon whose links fail (one signed, its receiver echoing the URL's secrets back,
+/// one that cannot connect), logging in `format`, then searches all it printed, `/metrics`,
+/// `/readyz` and the CLI's output for each secret.
+async fn secrets_appear_nowhere(format: &str) {
     let redis = RedisServer::start();
     let receiver = Receiver::start().await;
     // The receiver fails every request and echoes the secrets back in its error body.
@@ -506,7 +518,7 @@ async fn secrets_appear_nowhere_in_logs_metrics_or_the_cli() {
     let hook = receiver.url(&format!("/hook/{PATH_TOKEN}?key={QUERY_SECRET}"));
     let secret = format!("whsec_{SIGNING_KEY}");
     let rest = format!(
-        "{}{}{}",
+        "[log]\nformat = \"{format}\"\n\n{}{}{}",
         webhook("audit", &hook, &format!("secret = \"{secret}\"")),
         webhook("down", &closed_url(&format!("/{DOWN_TOKEN}")), ""),
         room("general", &["audit", "down"])
