@@ -493,6 +493,7 @@ const PATH_TOKEN: &str = "T0KEN-in-the-path-3141";
 const QUERY_SECRET: &str = "query-s3cret-2718";
 const DOWN_TOKEN: &str = "d0wn-T0KEN-1618";
 const SIGNING_KEY: &str = "c2lnbmluZy1zZWNyZXQtMjQtYnl0ZXMhIQ==";
+const REDIS_PASSWORD: &str = "r3dis-Pa55word-1414";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_appear_nowhere_in_text_logs_metrics_or_the_cli() {
@@ -505,10 +506,19 @@ async fn secrets_appear_nowhere_in_json_logs_metrics_or_the_cli() {
 }
 
 /// Runs a daemon whose links fail (one signed, its receiver echoing the URL's secrets back,
-/// one that cannot connect), logging in `format`, then searches all it printed, `/metrics`,
+/// one that cannot connect; Redis behind a password), logging in `format`, then searches all
+/// it printed, `/metrics`,
 /// `/readyz` and the CLI's output for each secret.
 async fn secrets_appear_nowhere(format: &str) {
     let redis = RedisServer::start();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(REDIS_PASSWORD)
+        .query_async(&mut redis.connection().await)
+        .await
+        .expect("set requirepass");
+    let redis_url = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}/", redis.port());
     let receiver = Receiver::start().await;
     // The receiver fails every request and echoes the secrets back in its error body.
     receiver.respond_with(Reply::status(500).body(&format!(
@@ -523,10 +533,15 @@ async fn secrets_appear_nowhere(format: &str) {
         webhook("down", &closed_url(&format!("/{DOWN_TOKEN}")), ""),
         room("general", &["audit", "down"])
     );
-    let toml = config_with(&redis, port, "give_up_after_secs = 1", &rest);
+    let toml = config_with(&redis, port, "give_up_after_secs = 1", &rest)
+        .replace(&redis.url(), &redis_url);
     let mut daemon = Daemon::start(&toml);
     wait_ready(&daemon).await;
-    let mut con = redis.connection().await;
+    let mut con = redis::Client::open(redis_url.as_str())
+        .expect("URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect with the password");
     seed::send_message(&mut con, "general", json!(1), "alice", "hi").await;
     // Failing, retried, then given up and dead-lettered with the receiver's body.
     eventually("the event dead-lettered", WAIT, async || {
@@ -586,7 +601,13 @@ async fn secrets_appear_nowhere(format: &str) {
         ("/readyz", &readyz),
         ("the CLI", &cli),
     ] {
-        for secret in [PATH_TOKEN, QUERY_SECRET, DOWN_TOKEN, SIGNING_KEY] {
+        for secret in [
+            PATH_TOKEN,
+            QUERY_SECRET,
+            DOWN_TOKEN,
+            SIGNING_KEY,
+            REDIS_PASSWORD,
+        ] {
             assert!(!text.contains(secret), "{secret} in {what}:\n{text}");
         }
     }
