@@ -507,8 +507,7 @@ async fn secrets_appear_nowhere_in_json_logs_metrics_or_the_cli() {
 
 /// Runs a daemon whose links fail (one signed, its receiver echoing the URL's secrets back,
 /// one that cannot connect; Redis behind a password), logging in `format`, then searches all
-/// it printed, `/metrics`,
-/// `/readyz` and the CLI's output for each secret.
+/// it printed, `/metrics`, `/readyz` and the CLI's output for each secret.
 async fn secrets_appear_nowhere(format: &str) {
     let redis = RedisServer::start();
     let _: () = redis::cmd("CONFIG")
