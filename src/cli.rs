@@ -120,6 +120,10 @@ pub enum Command {
     /// the link (host and pid) or that none does; whether a link is failing (since when, last
     /// error) or disabled.
     Outbox,
+    /// Each link's state (ok, failing since when, disabled and why), queue depth and oldest
+    /// event's age, dead letters, which process delivers it; the last catch-up pass and the
+    /// malformed payloads skipped, by kind.
+    Status,
     /// Inspect, replay or drop a link's dead letters.
     Dlq {
         #[command(subcommand)]
@@ -180,7 +184,7 @@ impl From<crate::daemon::DaemonError> for CliError {
         match e {
             DaemonError::Evicting(_) => Self::Refused(e.to_string()),
             DaemonError::PartFailed(_) => Self::PartFailed(e.to_string()),
-            DaemonError::RedisUrl(_) => Self::Failed(e.to_string()),
+            DaemonError::RedisUrl(_) | DaemonError::Http(_) => Self::Failed(e.to_string()),
             DaemonError::Denied(_) => Self::Denied(e.to_string()),
         }
     }
@@ -269,6 +273,7 @@ pub async fn execute(cli: &Cli) -> Result<(), CliError> {
             other => other,
         }),
         Command::Outbox => show_outbox(&config, outbox).await,
+        Command::Status => show_status(&config, outbox).await,
         Command::Dlq { action } => dlq(&config, outbox, action).await,
         Command::Enable { link } => enable(&config, outbox, link).await,
         chat => chat_command(&store, chat).await,
@@ -436,14 +441,21 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
             "  {}",
             lease_line(outbox.lease_holder(link).await.map_err(failed)?)
         );
-        if let Some(reason) = s.disabled {
-            println!("  DISABLED: {} (chatbridge enable {link})", escape(&reason));
+        if let Some(reason) = &s.disabled {
+            println!("  DISABLED: {} (chatbridge enable {link})", escape(reason));
         }
-        if let Some(since) = s.failing_since {
+        if let Some(since) = &s.failing_since {
             let error = s.last_error.as_deref().unwrap_or("-");
             println!(
                 "  FAILING since {since}: {} (retrying in order)",
                 escape_controls(error, 400)
+            );
+        }
+        if let Some((until, reason)) = crate::status::paused(&s) {
+            println!(
+                "  PAUSED until {}: rate limited by the target ({})",
+                escape(until),
+                escape_controls(reason, 400)
             );
         }
         if s.dropped > 0 {
@@ -453,6 +465,14 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
             );
         }
     }
+    Ok(())
+}
+
+async fn show_status(config: &Config, mut outbox: Outbox) -> Result<(), CliError> {
+    let report = crate::status::report(config, &mut outbox)
+        .await
+        .map_err(failed)?;
+    print!("{report}");
     Ok(())
 }
 

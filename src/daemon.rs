@@ -33,6 +33,7 @@ use crate::connect;
 use crate::decode::Decoder;
 use crate::deliver::{Identity, Worker};
 use crate::eviction;
+use crate::http::Operations;
 use crate::intake::Intake;
 use crate::links::{self, Target};
 use crate::notify::{self, Health};
@@ -57,6 +58,9 @@ pub enum DaemonError {
     /// retrying cannot help.
     #[error(transparent)]
     Denied(#[from] connect::Denied),
+    /// The HTTP server could not start (`[http]`).
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     /// A part of the running daemon failed; the daemon stopped.
     #[error("{0}; stopped")]
     PartFailed(#[from] Failure),
@@ -85,9 +89,13 @@ pub async fn run(
         stream: requests,
         reload: false,
     };
+    let stop = CancellationToken::new();
+    // Bound first: /readyz answers while Redis is still unreachable.
+    let ops = Operations::start(&config, &stop).await?;
     let mut bridge = tokio::select! {
-        started = Bridge::start(config, client) => started?,
+        started = Bridge::start(config, client, ops, stop.clone()) => started.inspect_err(|_| stop.cancel())?,
         () = requests.stop() => {
+            stop.cancel();
             notify::stopping();
             return Ok(());
         }
@@ -166,12 +174,19 @@ struct Bridge {
     health: Health,
     /// The service manager's status line, updated on reload.
     status: notify::Status,
+    /// Readiness and metrics (`[http]`): which workers run.
+    ops: Operations,
 }
 
 impl Bridge {
     /// Connects (retrying until Redis answers), checks the eviction policy and spawns every
     /// part.
-    async fn start(config: Config, client: redis::Client) -> Result<Self, DaemonError> {
+    async fn start(
+        config: Config,
+        client: redis::Client,
+        ops: Operations,
+        stop: CancellationToken,
+    ) -> Result<Self, DaemonError> {
         let url = config.redis.redacted_url();
         let mut con = connect_retrying(&client, Duration::ZERO, &url).await?;
         eviction::check(&mut con, config.redis.allow_eviction, &url).await?;
@@ -180,14 +195,15 @@ impl Bridge {
         let mut bridge = Self {
             outbox: Outbox::with_caps(con.clone(), caps(&config)),
             me: Identity::of_this_process(config.delivery.lease),
-            parts: Supervisor::new(CancellationToken::new()),
+            parts: Supervisor::new(stop),
             links: BTreeMap::new(),
             client,
             http: links::http_client(),
             reroutes,
-            health: Health::new(),
+            health: ops.health(),
             status: notify::Status::new(con.clone(), links),
             config,
+            ops,
         };
         let names: Vec<String> = bridge.config.links.keys().cloned().collect();
         for name in &names {
@@ -210,6 +226,8 @@ impl Bridge {
         };
         self.parts
             .spawn("trim", trimmer.run(self.client.clone(), stop.clone()));
+        self.ops
+            .supervise(&mut self.parts, con.clone(), self.status.clone(), &stop);
         let barrier = format!("chatbridge:barrier:{}", uuid::Uuid::new_v4());
         self.parts.spawn(
             "notify",
@@ -263,13 +281,25 @@ impl Bridge {
         let url = self.config.redis.redacted_url();
         let reader_con = connect_retrying(&self.client, Duration::from_secs(2), &url).await?;
         let reader = Reader::new(reader_con, name);
+        let name_owned = name.to_owned();
         let delivery = &self.config.delivery;
         let (max_backoff, give_up_after) = (delivery.retry_max_backoff, delivery.give_up_after);
         let me = self.me.clone();
+        let workers = self.ops.workers().clone();
+        self.ops.workers().expect([&name.to_owned()]);
         let part = self
             .parts
             .spawn_stoppable(format!("worker {name}"), move |stop| {
-                Worker::new(target, outbox, reader, stop, max_backoff, give_up_after, me).run()
+                let worker = Worker::new(
+                    target,
+                    outbox,
+                    reader,
+                    stop.clone(),
+                    max_backoff,
+                    give_up_after,
+                    me,
+                );
+                workers.track(&name_owned, stop, worker.run())
             });
         self.links.insert(name.to_owned(), part);
         Ok(())

@@ -46,6 +46,12 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 pub struct Decoder {
     /// Skips per kind since start.
     skipped: HashMap<&'static str, u64>,
+    /// Skips per kind not yet added to the totals kept in Redis ([`Decoder::take_unsaved`]).
+    unsaved: HashMap<&'static str, u64>,
+    /// The metrics of live events decoded, by kind.
+    received: crate::metrics::Received,
+    /// The metrics of skips, by kind.
+    malformed: crate::metrics::Malformed,
     /// When each kind was last logged, and the count then.
     logged: HashMap<&'static str, (Instant, u64)>,
 }
@@ -77,7 +83,10 @@ impl Decoder {
             .map_err(|_| EventError::NotUtf8)
             .and_then(|raw| ChatEvent::from_text(&raw).map(|event| (event, raw)));
         match decoded {
-            Ok((event, raw)) => Some(Received { scope, event, raw }),
+            Ok((event, raw)) => {
+                self.received.count(event.kind());
+                Some(Received { scope, event, raw })
+            }
             Err(e) => {
                 self.skip(e.kind(), &scope.channel(), &e.to_string());
                 None
@@ -134,6 +143,8 @@ impl Decoder {
     /// Counts a skip of some other kind (for example a system line that is neither join nor
     /// leave, which has no route).
     pub fn skip(&mut self, kind: &'static str, channel: &str, why: &str) {
+        self.malformed.count(kind);
+        *self.unsaved.entry(kind).or_insert(0) += 1;
         let count = self.skipped.entry(kind).or_insert(0);
         *count += 1;
         let count = *count;
@@ -151,6 +162,11 @@ impl Decoder {
     /// Skips so far, by kind.
     pub fn skipped(&self) -> &HashMap<&'static str, u64> {
         &self.skipped
+    }
+
+    /// Skips since the last call, by kind: what is still to be added to the totals in Redis.
+    pub fn take_unsaved(&mut self) -> HashMap<&'static str, u64> {
+        std::mem::take(&mut self.unsaved)
     }
 }
 

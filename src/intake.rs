@@ -30,7 +30,7 @@ use crate::catchup::{CatchUp, Limits, Pass, Watched, enqueue_pass};
 use crate::decode::Decoder;
 use crate::model::{EventKind, OutboundKind, Scope, content_id};
 use crate::notify::Health;
-use crate::outbox::{Enqueue, Enqueued, Outbox, OutboxError};
+use crate::outbox::{Enqueue, Enqueued, Outbox, OutboxError, PassRecord};
 use crate::retry::Backoff;
 use crate::route::{Filter, Reroute, Routes, origin_among};
 use crate::subscription::Feed;
@@ -353,6 +353,13 @@ impl Intake {
         // Held events are new (they were never enqueued); the rest came from history and had
         // not been enqueued live.
         let from_history = added.saturating_sub(held_count);
+        let record = PassRecord {
+            subscribe: pending.hold,
+            scopes: summary.scopes,
+            recovered: from_history,
+            gaps: summary.gaps,
+        };
+        self.record(record).await;
         if from_history > 0 || summary.gaps > 0 {
             tracing::info!(
                 scopes = summary.scopes,
@@ -407,6 +414,16 @@ impl Intake {
         let commit = reader.from_now(rooms.to_vec(), dms).await?;
         enqueue_pass(&mut self.outbox, &[], &commit).await?;
         Ok(())
+    }
+
+    /// Counts a resolved pass in the metrics and records it, with the skips since the last
+    /// record, in Redis for `chatbridge status` (once per pass; a failure only loses a count).
+    async fn record(&mut self, pass: PassRecord) {
+        crate::metrics::catchup_resolved(pass.subscribe, pass.recovered, pass.gaps);
+        let malformed = self.decoder.take_unsaved();
+        if let Err(e) = self.outbox.record_pass(pass, &malformed).await {
+            tracing::debug!(error = %e, "could not record the catch-up pass in redis");
+        }
     }
 }
 

@@ -32,14 +32,20 @@
 //! - [`links`]: the link kinds (console, webhook; Slack and Discord later) behind one [`links::Target`].
 //! - [`trim`]: keeps every history list bounded (limit, age) in bounded rounds, never removing
 //!   what catch-up has not read.
+//! - [`logging`]: log lines as text or JSON, level from `RUST_LOG` or `[log] level`.
+//! - [`metrics`]: every exported metric's name, cheap per-link and per-kind handles, the
+//!   Prometheus recorder and the sampler of outbox depth and age.
 //! - [`eviction`]: at `run` start, refuses a Redis whose `maxmemory-policy` may evict our keys.
 //! - [`notify`]: systemd's notify protocol: READY=1 once subscribed and caught up, STATUS=,
 //!   WATCHDOG=1 only while the subscription and the intake show progress, RELOADING=1 … READY=1
 //!   around a reload, STOPPING=1.
+//! - [`http`]: the HTTP server (`[http]`): `/healthz`, `/readyz`, `/metrics`, and a router
+//!   other routes join; bound before Redis is connected.
 //! - [`supervise`]: the daemon's parts as named tasks, each stoppable on its own; the first one
 //!   to end or panic unasked stops the daemon, which exits non-zero.
 //! - [`daemon`]: wires it all together, one worker per link; `run(config, requests, load)`
 //!   reloads on request and returns once drained.
+//! - [`status`]: what `chatbridge status` prints, read from Redis.
 //! - [`cli`]: the operator commands behind the `chatbridge` binary.
 #![forbid(unsafe_code)]
 
@@ -51,8 +57,11 @@ pub mod daemon;
 pub mod decode;
 pub mod deliver;
 pub mod eviction;
+pub mod http;
 pub mod intake;
 pub mod links;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod outbox;
@@ -61,6 +70,7 @@ pub mod pyjson;
 pub mod retry;
 pub mod route;
 pub mod secret;
+pub mod status;
 pub mod store;
 pub mod subscription;
 pub mod supervise;

@@ -1,6 +1,5 @@
 //! The `chatbridge` binary: parse the command line, set up logging, hand over to the library.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use chatbridge::cli::{self, Cli, Command};
@@ -12,13 +11,11 @@ use signal_hook_tokio::Signals;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // `run` logs as `[log]` says; a configuration that does not load is reported below.
+    let log = matches!(cli.command, Command::Run)
+        .then(|| cli::load_config(&cli).ok().map(|config| config.log))
+        .flatten();
+    chatbridge::logging::init(log.as_ref());
     let outcome = match cli.command {
         Command::Check => cli::check(&cli),
         _ => match tokio::runtime::Builder::new_current_thread()

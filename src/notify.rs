@@ -1,6 +1,7 @@
 //! The service manager's view of the daemon, over systemd's notify protocol (`sd_notify`; a
 //! no-op when `NOTIFY_SOCKET` is not set):
-//! - `READY=1` once Redis is subscribed and the first catch-up pass after it is resolved;
+//! - `READY=1` once Redis is subscribed and the first catch-up pass after it is resolved (the
+//!   HTTP server, when `[http]` is set, is bound before Redis is even connected);
 //! - `STATUS=` a one-line summary (`subscribed; 2 links; 14 queued`), every [`STATUS_EVERY`];
 //! - `WATCHDOG=1` at half of `WATCHDOG_USEC`, but only while [`Health`] says the subscription
 //!   session is alive and making progress and the intake is not stuck in one step: a wedged
@@ -189,6 +190,11 @@ impl Status {
             con,
             shown: Arc::new(Mutex::new(Shown { links, note: None })),
         }
+    }
+
+    /// The configured links, by name.
+    pub fn links(&self) -> Vec<String> {
+        self.shown().links.clone()
     }
 
     /// The configured links changed.

@@ -91,6 +91,7 @@ struct Skipped {
 impl Skipped {
     fn oversized(&mut self, channel: &str, len: usize) {
         self.oversized += 1;
+        metrics::counter!(crate::metrics::MALFORMED, "kind" => "oversized").increment(1);
         if self
             .last_logged
             .is_none_or(|at| at.elapsed() >= SKIP_LOG_EVERY)
@@ -139,6 +140,7 @@ pub async fn run(
         match end {
             End::Shutdown | End::Closed => return,
             End::Disconnected(why) => {
+                crate::metrics::redis_reconnect();
                 if started.elapsed() >= HEALTHY_AFTER {
                     backoff.reset();
                 }

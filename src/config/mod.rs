@@ -10,6 +10,7 @@
 mod diff;
 mod error;
 mod links;
+mod ops;
 mod reader;
 mod rooms;
 mod source;
@@ -25,6 +26,7 @@ use redis::IntoConnectionInfo;
 pub use diff::Changes;
 pub use error::{ConfigError, ConfigErrors};
 pub use links::{ConsoleLinkConfig, LinkConfig, WebhookLinkConfig};
+pub use ops::{HttpConfig, LogConfig, LogFormat};
 pub use rooms::{DmsConfig, RoomConfig};
 
 use error::Problems;
@@ -49,6 +51,11 @@ pub struct Config {
     pub rooms: Vec<RoomConfig>,
     /// Which links receive direct messages (`[dms]`). Absent: DMs are not mirrored.
     pub dms: Option<DmsConfig>,
+    /// The operations HTTP server: `/healthz`, `/readyz`, `/metrics` (`[http]`). Absent: no
+    /// port is opened.
+    pub http: Option<HttpConfig>,
+    /// Log format and level (`[log]`).
+    pub log: LogConfig,
 }
 
 /// `[redis]`
@@ -189,6 +196,8 @@ pub fn load_str(toml: &str, env: &Env) -> Result<Config, ConfigErrors> {
     let (links, declared) = links::parse_links(root.table("links", &mut problems), &mut problems);
     let rooms = rooms::parse_rooms(&mut root, &declared, &mut problems);
     let dms = rooms::parse_dms(&mut root, &declared, &mut problems);
+    let http = ops::parse_http(root.optional_table("http", &mut problems), &mut problems);
+    let log = ops::parse_log(root.table("log", &mut problems), &mut problems);
     root.finish(&mut problems);
     problems.into_result(Config {
         redis,
@@ -197,6 +206,8 @@ pub fn load_str(toml: &str, env: &Env) -> Result<Config, ConfigErrors> {
         links,
         rooms,
         dms,
+        http,
+        log,
     })
 }
 

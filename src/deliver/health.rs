@@ -1,5 +1,6 @@
 //! What a link's concurrent sends share about its failures: whether the link fails as a whole
-//! (kept in Redis for `chatbridge outbox`), when a failure was last logged (at most once a
+//! or is paused by its target's rate limit (both kept in Redis for `chatbridge outbox` and
+//! `status`), when a failure was last logged (at most once a
 //! minute per link, plus one line when it recovers), and since when each failing outbox entry
 //! has failed (the clocks of the give-up rule, kept in Redis so restarts cannot reset them).
 //!
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::links::SendOutcome;
+use crate::metrics::LinkMetrics;
 use crate::model::Outbound;
 use crate::outbox::{FailureState, Outbox};
 use crate::retry::Verdict;
@@ -28,10 +30,11 @@ pub(super) struct Health {
     outbox: Outbox,
     /// Never held across an await.
     state: Mutex<State>,
+    /// The link's delivery metrics (registered once, with the link's name as label).
+    pub(super) metrics: LinkMetrics,
 }
 
 /// The part of [`Health`] that changes.
-#[derive(Default)]
 struct State {
     /// Since when the link fails as a whole (RFC 3339), while it does; mirrored in Redis.
     failing_since: Option<String>,
@@ -45,14 +48,26 @@ struct State {
     streak: u64,
     /// Outbox entry id → since when it keeps failing (Unix ms); mirrored in Redis.
     event_failing_since: HashMap<String, i64>,
+    /// Whether the link may be marked paused (rate-limited) in Redis: true at start, so the
+    /// first answer clears a mark a previous process left.
+    paused: bool,
 }
 
 impl Health {
     pub(super) fn new(link: Arc<str>, outbox: Outbox) -> Self {
         Self {
+            metrics: LinkMetrics::new(&link),
             link,
             outbox,
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                failing_since: None,
+                last_logged: None,
+                unlogged: 0,
+                announced: false,
+                streak: 0,
+                event_failing_since: HashMap::new(),
+                paused: true,
+            }),
         }
     }
 
@@ -74,6 +89,7 @@ impl Health {
     /// Notes a failed attempt that will be retried after `wait`: logs it (at most once a
     /// minute) and, for a link failure, marks the link failing with this error.
     pub(super) async fn failed(&self, outcome: &SendOutcome, wait: Duration) {
+        self.metrics.retried();
         let link_failure = matches!(outcome.verdict, Verdict::LinkFailure { .. });
         let since = {
             let mut state = self.state();
@@ -97,8 +113,41 @@ impl Health {
                 if let Err(e) = marked {
                     tracing::warn!(link = &*self.link, error = %e, "could not mark the link failing");
                 }
+                self.not_paused().await;
+            }
+            None if matches!(outcome.verdict, Verdict::RateLimited { .. }) => {
+                self.not_failing().await;
+                self.paused(&outcome.detail, wait).await;
             }
             None => self.link_works().await,
+        }
+    }
+
+    /// Marks the link paused by its target's rate limit until `wait` from now.
+    async fn paused(&self, detail: &str, wait: Duration) {
+        let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let until = until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.state().paused = true;
+        if let Err(e) = self
+            .outbox
+            .clone()
+            .link_paused(&self.link, &until, detail)
+            .await
+        {
+            tracing::warn!(link = &*self.link, error = %e, "could not mark the link paused");
+        }
+    }
+
+    /// Clears the paused mark, if set (or possibly left by a previous process).
+    async fn not_paused(&self) {
+        if !self.state().paused {
+            return;
+        }
+        match self.outbox.clone().link_resumed(&self.link).await {
+            Ok(()) => self.state().paused = false,
+            Err(e) => {
+                tracing::warn!(link = &*self.link, error = %e, "could not clear the paused mark");
+            }
         }
     }
 
@@ -128,6 +177,7 @@ impl Health {
 
     /// Notes a delivered batch: the link works, the batch's clocks stop.
     pub(super) async fn delivered(&self, batch: &[Outbound]) {
+        self.metrics.delivered(batch);
         let settled = {
             let mut state = self.state();
             if std::mem::take(&mut state.announced) {
@@ -152,9 +202,15 @@ impl Health {
         }
     }
 
-    /// Clears the failing mark, if set: an answer that is not a link failure shows the link
-    /// reaches its receiver again.
+    /// Clears the failing and paused marks, if set: an answer that is neither a link failure
+    /// nor a rate limit shows the link reaches its receiver again, and it takes our requests.
     pub(super) async fn link_works(&self) {
+        self.not_failing().await;
+        self.not_paused().await;
+    }
+
+    /// Clears the failing mark, if set.
+    async fn not_failing(&self) {
         if self.state().failing_since.is_none() {
             return;
         }

@@ -513,6 +513,7 @@ impl Worker {
             match done {
                 Ok(()) => {
                     self.sender.health.forget(batch);
+                    self.sender.health.metrics.dead_lettered(batch.len());
                     return Flow::Continue;
                 }
                 Err(e) => {

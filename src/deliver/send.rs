@@ -44,6 +44,7 @@ impl Sender {
             let Some(outcome) = self.clock.fenced(self.target.send(batch)).await else {
                 return Settled::LeaseLost;
             };
+            self.health.metrics.attempt_failed(outcome.verdict);
             let Some(after) = outcome.verdict.retry_after() else {
                 return self.answered(batch, outcome).await;
             };

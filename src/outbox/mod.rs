@@ -14,8 +14,11 @@
 //!   link (the only ones whose `origin` is trusted), the most recent 10,000;
 //! - `chatbridge:link:{link}`: HASH of delivery stats, the `disabled` reason, if any, the
 //!   count of events `dropped` over the outbox caps, and the failure state: `failing_since`
-//!   and `last_error` while the link fails as a whole, `event_failing_since:{entry id}`
+//!   and `last_error` while the link fails as a whole, `paused_until` and `paused_reason`
+//!   while its target rate-limits it, `event_failing_since:{entry id}`
 //!   (Unix ms) while an entry keeps failing.
+//! - `chatbridge:stats`: HASH of intake facts for `chatbridge status`: the last resolved
+//!   catch-up pass (`last_catchup_*`) and skipped payloads by kind (`malformed:{kind}`);
 //! - `chatbridge:lease:{link}`: STRING with a `PX` expiry, which process delivers the link
 //!   (`{token} {epoch} {place} {pid} {host}`); `chatbridge:lease:{link}:epoch`: how many times
 //!   it was taken (see [`lease`]).
@@ -23,7 +26,7 @@
 //! Files: [`enqueue`] (the idempotent enqueue script), [`reader`] (a worker's blocking reads),
 //! [`entry`] (stream entries back into events, a damaged one in place),
 //! [`acks`] (consumer groups, acknowledgements), [`dlq`] (dead letters and their admin),
-//! [`status`] (per-link stats, the disabled flag, the failure state), [`lease`] (which process
+//! [`status`] (per-link stats, the disabled flag, the failure state), [`stats`] (intake facts), [`lease`] (which process
 //! delivers a link).
 
 mod acks;
@@ -32,6 +35,7 @@ mod enqueue;
 mod entry;
 mod lease;
 mod reader;
+mod stats;
 mod status;
 
 use redis::Script;
@@ -43,7 +47,8 @@ pub use dlq::{Damaged, DeadLetter};
 pub use enqueue::{Caps, Commit, Enqueue, Enqueued};
 pub use lease::{Acquired, LeaseHolder, lease_key};
 pub use reader::{ReadFrom, Reader};
-pub use status::{FailureState, LinkStatus};
+pub use stats::{IntakeStats, LastCatchup, PassRecord, STATS_KEY};
+pub use status::{FailureState, LinkStatus, Queue};
 
 /// The consumer group (and consumer) every worker reads through. Only the holder of a link's
 /// lease reads it: the consumer name is fixed so a restarted process, or a standby taking

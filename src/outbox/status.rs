@@ -2,6 +2,7 @@
 //! the link is failing, and since when each failing event has failed (the give-up rule).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::Utc;
 use redis::{AsyncCommands, Value};
@@ -11,6 +12,9 @@ use super::{GROUP, Outbox, Result, dlq_key, link_key, outbox_key};
 /// Link hash fields: since when the link fails as a whole, and its last error.
 const FAILING_SINCE: &str = "failing_since";
 const LAST_ERROR: &str = "last_error";
+/// Link hash fields: until when the target asked us to wait (429), and what it answered.
+const PAUSED_UNTIL: &str = "paused_until";
+const PAUSED_REASON: &str = "paused_reason";
 /// Prefix of the link hash fields `event_failing_since:{entry id}` → Unix milliseconds.
 const EVENT_FAILING_SINCE: &str = "event_failing_since:";
 
@@ -67,6 +71,28 @@ impl Outbox {
         let _: () = self
             .con
             .hdel(link_key(link), &[FAILING_SINCE, LAST_ERROR])
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the link paused: its target rate-limits it (429) and the next try waits until
+    /// `until` (RFC 3339).
+    pub async fn link_paused(&mut self, link: &str, until: &str, reason: &str) -> Result<()> {
+        let _: () = self
+            .con
+            .hset_multiple(
+                link_key(link),
+                &[(PAUSED_UNTIL, until), (PAUSED_REASON, reason)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Clears the paused mark: the target answered without rate-limiting.
+    pub async fn link_resumed(&mut self, link: &str) -> Result<()> {
+        let _: () = self
+            .con
+            .hdel(link_key(link), &[PAUSED_UNTIL, PAUSED_REASON])
             .await?;
         Ok(())
     }
@@ -136,6 +162,27 @@ impl Outbox {
         })
     }
 
+    /// How many events wait in a link's outbox and how long the oldest has waited, by the Redis
+    /// server's clock (the clock that stamped the entry ids): one round trip.
+    pub async fn queue(&mut self, link: &str) -> Result<Queue> {
+        let key = outbox_key(link);
+        let (depth, oldest, time): (usize, Value, (u64, u64)) = redis::pipe()
+            .xlen(&key)
+            .cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("TIME")
+            .query_async(&mut self.con)
+            .await?;
+        let now_ms = time.0 * 1000 + time.1 / 1000;
+        let oldest_age = first_entry_ms(&oldest)
+            .map(|stamped| Duration::from_millis(now_ms.saturating_sub(stamped)));
+        Ok(Queue { depth, oldest_age })
+    }
+
     /// Depth, pending, dead letters and progress of one link.
     pub async fn status(&mut self, link: &str) -> Result<LinkStatus> {
         let key = outbox_key(link);
@@ -175,6 +222,8 @@ impl Outbox {
             disabled: stats.get("disabled").cloned(),
             failing_since: stats.get(FAILING_SINCE).cloned(),
             last_error: stats.get(LAST_ERROR).cloned(),
+            paused_until: stats.get(PAUSED_UNTIL).cloned(),
+            paused_reason: stats.get(PAUSED_REASON).cloned(),
         })
     }
 }
@@ -203,6 +252,35 @@ pub struct LinkStatus {
     pub failing_since: Option<String>,
     /// The last error while it fails, without the URL or any secret.
     pub last_error: Option<String>,
+    /// Until when the target asked for a pause (429, RFC 3339), while it rate-limits.
+    pub paused_until: Option<String>,
+    /// What it answered then (`HTTP 429 …`).
+    pub paused_reason: Option<String>,
+}
+
+/// A link's queue at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queue {
+    /// Events in the outbox (waiting or in flight).
+    pub depth: usize,
+    /// How long the oldest has waited; `None` when the outbox is empty.
+    pub oldest_age: Option<Duration>,
+}
+
+/// The millisecond part of the first entry id of an XRANGE reply (`1700000000000-0`).
+fn first_entry_ms(reply: &Value) -> Option<u64> {
+    let Value::Array(entries) = reply else {
+        return None;
+    };
+    let Value::Array(entry) = entries.first()? else {
+        return None;
+    };
+    let id = match entry.first()? {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?,
+        Value::SimpleString(text) => text.as_str(),
+        _ => return None,
+    };
+    id.split('-').next()?.parse().ok()
 }
 
 /// The failure state a worker resumes from after a restart.
