@@ -84,7 +84,7 @@ async fn start(
     let mut parts = Supervisor::new(stop.clone());
     let me = Identity::of_this_process(config.delivery.lease);
     for (name, link) in &config.links {
-        let target = Arc::new(Target::from_config(name, link, http.clone()));
+        let target = Arc::new(Target::from_config(name, link, http.clone(), con.clone()));
         let mut outbox = outbox.clone();
         while let Err(e) = outbox.ensure_group(name).await {
             tracing::warn!(link = name, error = %e, "cannot create the outbox group yet");

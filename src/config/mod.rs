@@ -21,7 +21,10 @@ use std::time::Duration;
 use redis::IntoConnectionInfo;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use links::{ConsoleLinkConfig, LinkConfig, WebhookLinkConfig};
+pub use links::{
+    DeliveryPolicy, DiscordLinkConfig, LinkCommon, LinkConfig, LinkKind, SlackLinkConfig,
+    SlackMode, WebhookLinkConfig,
+};
 pub use rooms::{DmsConfig, RoomConfig};
 
 use error::Problems;
