@@ -47,7 +47,7 @@ pub struct DeliveryPolicy {
     pub timeout: Duration,
     /// How many queued events one send may carry (`batch_max`). Webhooks: events per POST
     /// (default 1). Slack and Discord: how many queued messages may be merged into posts when a
-    /// backlog builds (default 100).
+    /// backlog builds (default 1000).
     pub batch_max: usize,
     /// How many sends may be outstanding at once (`max_in_flight`). 1 keeps events in order.
     pub max_in_flight: usize,
@@ -104,7 +104,7 @@ impl Rules {
         allowed_events: &CHAT_EVENTS,
         why_not: "typing indicators are never sent to Slack or Discord",
         names: true,
-        batch_max: (Some(1..=1000), 100),
+        batch_max: (Some(1..=1000), 1000),
         max_in_flight: (None, 1),
         timeout: true,
     };
