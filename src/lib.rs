@@ -27,7 +27,8 @@
 //! - [`deliver`]: one worker per link: read outbox, render, send, retry, acknowledge; only
 //!   while it holds the link's lease (one delivering process per link, the others standby).
 //! - [`retry`]: the one place that decides whether a failed send is retried, and how long to wait.
-//! - [`links`]: the link kinds (console, webhook; Slack and Discord later) behind one [`links::Target`].
+//! - [`links`]: the link kinds (console, webhook, Slack, Discord) behind one [`links::Target`],
+//!   and the chat-post rendering Slack and Discord share (merging, splitting, names).
 //! - [`eviction`]: at `run` start, refuses a Redis whose `maxmemory-policy` may evict our keys.
 //! - [`notify`]: systemd's notify protocol: READY=1 once subscribed and caught up, STATUS=,
 //!   WATCHDOG=1 only while the subscription and the intake show progress, STOPPING=1.
