@@ -196,12 +196,13 @@ async fn untrusted_text_is_escaped_and_names_and_icons_go_per_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_incoming_webhook_gets_the_name_in_the_text_joins_leaves_and_receipts() {
+async fn an_incoming_webhook_gets_the_name_in_the_text_joins_leaves_and_coalesced_receipts() {
     let redis = RedisServer::start();
     let slack = FakeSlack::start(BOT_TOKEN).await;
     let toml = format!(
         "[redis]\nurl = \"{}\"\n\n[links.hook]\nkind = \"slack\"\nwebhook_url = \"{}\"\n\
-         events = [\"message\", \"join\", \"leave\", \"read_receipt\"]\n\n\
+         events = [\"message\", \"join\", \"leave\", \"read_receipt\"]\n\
+         receipt_interval_secs = 1\n\n\
          [[rooms]]\nname = \"general\"\nlinks = [\"hook\"]\n",
         redis.url(),
         slack.webhook_url(HOOK_SECRET)
@@ -225,9 +226,16 @@ async fn an_incoming_webhook_gets_the_name_in_the_text_joins_leaves_and_receipts
         (slack.posts().len() >= 3).then_some(())
     })
     .await;
+    for reader in [1003, 1004, 1003] {
+        seed::mark_read(&mut con, "general", json!(reader), "m1").await;
+    }
+    eventually("the coalesced receipts", WAIT, async || {
+        (slack.posts().len() >= 4).then_some(())
+    })
+    .await;
     seed::leave(&mut con, "general", json!(1001), "alice").await;
     eventually("the leave", WAIT, async || {
-        (lines(&slack.posts()).len() >= 4).then_some(())
+        (lines(&slack.posts()).len() >= 5).then_some(())
     })
     .await;
     let posts = slack.posts();
@@ -242,9 +250,15 @@ async fn an_incoming_webhook_gets_the_name_in_the_text_joins_leaves_and_receipts
             "_alice joined the room_",
             "*alice*: a &lt;b&gt;",
             "_seen by 1002_",
+            "_seen by 1003, 1004_",
             "_alice left the room_"
         ],
         "typing is never sent"
+    );
+    let gap = posts[3].arrived - posts[2].arrived;
+    assert!(
+        gap >= Duration::from_secs(1),
+        "one line per room per interval: {gap:?}"
     );
     assert!(!daemon.log().contains(HOOK_SECRET));
 }

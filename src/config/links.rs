@@ -37,6 +37,9 @@ pub struct LinkCommon {
     pub name_format: Template,
     /// Timeouts, batching and concurrency.
     pub delivery: DeliveryPolicy,
+    /// When `read_receipt` is in `events`: at most one "seen by …" line per room this often
+    /// (`receipt_interval_secs`, 1 to 3600; Slack and Discord). Default: 30 seconds.
+    pub receipt_interval: Duration,
 }
 
 /// How a link's worker hands events to it.
@@ -60,7 +63,7 @@ struct Rules {
     /// Events this kind can show; others are refused with `why_not`.
     allowed_events: &'static [EventKind],
     why_not: &'static str,
-    /// Whether `name_format` is read.
+    /// Whether `name_format` and `receipt_interval_secs` are read (chat platforms).
     names: bool,
     /// `batch_max`: allowed range and default; `None` when the key is not read (fixed value).
     batch_max: (Option<RangeInclusive<u64>>, u64),
@@ -122,6 +125,11 @@ impl Rules {
         } else {
             default_name_format()
         };
+        let receipt_interval = if self.names {
+            link.integer("receipt_interval_secs", 1..=3600, 30, problems)
+        } else {
+            30
+        };
         let timeout = if self.timeout {
             link.integer("timeout_secs", 1..=300, 15, problems)
         } else {
@@ -137,6 +145,7 @@ impl Rules {
                 batch_max: usize::try_from(batch_max).ok()?,
                 max_in_flight: usize::try_from(max_in_flight).ok()?,
             },
+            receipt_interval: Duration::from_secs(receipt_interval),
         })
     }
 }

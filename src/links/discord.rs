@@ -15,14 +15,15 @@
 //!   message) dead-letters the event. 5xx and network errors are retried.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, OnceLock};
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use serde::{Deserialize, Serialize};
 use unicode_segmentation::UnicodeSegmentation;
 
-use super::posting::{NotBefore, Progress, post_all, seconds, waiting};
+use super::posting::{MakesPosts, NotBefore, Progress, Receipts, post_all, seconds, waiting};
 use super::render::{self, Naming, Post, Style};
 use super::split::utf16_units;
 use super::{SendOutcome, error_outcome, excerpt, read_prefix};
@@ -58,18 +59,26 @@ const STYLE: Style = Style {
 pub struct Discord {
     /// The link's configured name.
     name: String,
-    /// The execute-webhook URL (v10); a secret, only ever printed redacted.
-    url: SecretUrl,
-    /// One request's deadline.
-    timeout: Duration,
     /// How many queued events one send may merge.
     batch_max: usize,
     /// `name_format` and `avatar_url`.
     naming: Naming,
-    /// The shared pooled client.
-    client: reqwest::Client,
     /// Posts already made by attempts not yet acknowledged.
     progress: Progress,
+    /// Makes the posts; shared with the receipt coalescer's task.
+    poster: Arc<Poster>,
+    /// Read receipts waiting to become "seen by …" lines.
+    receipts: Arc<Receipts>,
+}
+
+/// What making one post takes: where, and what the rate limits said.
+struct Poster {
+    /// The execute-webhook URL (v10); a secret, only ever printed redacted.
+    url: SecretUrl,
+    /// One request's deadline.
+    timeout: Duration,
+    /// The shared pooled client.
+    client: reqwest::Client,
     /// Set by a 429: no request before it.
     not_before: NotBefore,
     /// The webhook route's rate-limit bucket as the last answer described it.
@@ -120,19 +129,23 @@ impl Discord {
         config: &DiscordLinkConfig,
         client: reqwest::Client,
     ) -> Self {
-        Self {
-            name: name.to_owned(),
+        let poster = Poster {
             url: config.url.clone(),
             timeout: common.delivery.timeout,
+            client,
+            not_before: NotBefore::default(),
+            bucket: Mutex::default(),
+        };
+        Self {
+            name: name.to_owned(),
             batch_max: common.delivery.batch_max.max(1),
             naming: Naming {
                 name: common.name_format.clone(),
                 picture: config.avatar_url.clone(),
             },
-            client,
             progress: Progress::default(),
-            not_before: NotBefore::default(),
-            bucket: Mutex::default(),
+            poster: Arc::new(poster),
+            receipts: Receipts::new(common.receipt_interval, STYLE),
         }
     }
 
@@ -144,16 +157,30 @@ impl Discord {
         self.batch_max
     }
 
-    /// Posts the batch (merged and split as [`render`] lays it out), in order.
+    /// Posts the batch (merged and split as [`render`] lays it out), in order; hands its read
+    /// receipts to the coalescer.
     pub async fn send(&self, batch: &[Outbound]) -> SendOutcome {
         let pending = self.progress.pending(batch);
         let posts = render::posts(&pending, &STYLE, &self.naming);
-        post_all(batch, &posts, &self.progress, |post| async move {
-            self.post(&post).await
+        let outcome = post_all(batch, &posts, &self.progress, |post| async move {
+            self.poster.post(&post).await
         })
-        .await
+        .await;
+        if outcome.verdict == Verdict::Delivered {
+            self.receipts
+                .add(render::readers(&pending, &STYLE), &self.poster);
+        }
+        outcome
     }
+}
 
+impl MakesPosts for Poster {
+    fn make(&self, post: &Post) -> impl Future<Output = SendOutcome> + Send {
+        self.post(post)
+    }
+}
+
+impl Poster {
     async fn post(&self, post: &Post) -> SendOutcome {
         if let Some(wait) = self.not_before.remaining() {
             return waiting(wait, "Discord asked to slow down (429)");

@@ -7,14 +7,19 @@
 //! starts at 3, and entries delivered whole in an earlier attempt of a batch the worker later
 //! retries one event at a time are not posted again. Only one send of a link runs at a time
 //! (these links keep order), so a mutex per link is enough.
+//!
+//! [`Receipts`] coalesces read receipts: at most one "seen by …" line per room per interval,
+//! posted by a small task of the link's own, so a receipt never holds up messages.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use super::SendOutcome;
-use super::render::Post;
+use super::render::{Post, Style, seen_post};
 use crate::model::Outbound;
 use crate::retry::Verdict;
 
@@ -116,6 +121,134 @@ where
         verdict: Verdict::Delivered,
         status: last,
         detail: format!("{made} post(s) for {} event(s)", batch.len()),
+    }
+}
+
+/// Makes one post on a platform; what [`Receipts`] posts its lines through.
+pub(super) trait MakesPosts: Send + Sync + 'static {
+    fn make(&self, post: &Post) -> impl Future<Output = SendOutcome> + Send;
+}
+
+/// Read receipts waiting to become "seen by …" lines, per place.
+pub(super) struct Receipts {
+    /// The least time between two lines of one place.
+    interval: Duration,
+    /// How lines are laid out.
+    style: Style,
+    state: Mutex<BTreeMap<String, Readers>>,
+    /// Wakes the flusher when readers arrive.
+    wake: Arc<Notify>,
+    /// Whether the flusher task runs (started on the first receipt).
+    started: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct Readers {
+    /// Who read since the last line, each once, in order.
+    pending: Vec<String>,
+    /// When the last line of this place went out.
+    last_line: Option<Instant>,
+}
+
+impl Receipts {
+    pub(super) fn new(interval: Duration, style: Style) -> Arc<Self> {
+        Arc::new(Self {
+            interval,
+            style,
+            state: Mutex::default(),
+            wake: Arc::new(Notify::new()),
+            started: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Readers>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes who read where; the flusher (started on first use, posting through `poster`)
+    /// posts the lines when they are due. Must be called within the runtime.
+    pub(super) fn add<P: MakesPosts>(
+        self: &Arc<Self>,
+        readers: Vec<(String, String)>,
+        poster: &Arc<P>,
+    ) {
+        if readers.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.state();
+            for (place, who) in readers {
+                let place = state.entry(place).or_default();
+                if !place.pending.contains(&who) {
+                    place.pending.push(who);
+                }
+            }
+        }
+        if !self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tokio::spawn(flush(Arc::downgrade(self), poster.clone()));
+        }
+        self.wake.notify_one();
+    }
+
+    /// The lines due now (their readers taken), and how long until the next one is due.
+    fn due(&self) -> (Vec<(String, Vec<String>)>, Option<Duration>) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let mut next: Option<Duration> = None;
+        for (place, readers) in self.state().iter_mut() {
+            if readers.pending.is_empty() {
+                continue;
+            }
+            let ready_at = readers.last_line.map_or(now, |at| at + self.interval);
+            if ready_at <= now {
+                readers.last_line = Some(now);
+                due.push((place.clone(), std::mem::take(&mut readers.pending)));
+            } else {
+                let wait = ready_at - now;
+                next = Some(next.map_or(wait, |n| n.min(wait)));
+            }
+        }
+        (due, next)
+    }
+
+    /// Puts back readers whose line could not go out because of a rate limit.
+    fn put_back(&self, place: String, mut readers: Vec<String>) {
+        let mut state = self.state();
+        let entry = state.entry(place).or_default();
+        readers.retain(|r| !entry.pending.contains(r));
+        entry.pending.splice(0..0, readers);
+    }
+}
+
+/// Posts due "seen by" lines until the link is gone. A line refused for any reason but a rate
+/// limit is dropped (logged): receipts are signals, and a link that fails or is disabled must
+/// not be called again on their account.
+async fn flush<P: MakesPosts>(receipts: Weak<Receipts>, poster: Arc<P>) {
+    loop {
+        let Some(this) = receipts.upgrade() else {
+            return;
+        };
+        let (due, next) = this.due();
+        for (place, readers) in due {
+            let post = seen_post(&place, &readers, &this.style);
+            let outcome = poster.make(&post).await;
+            match outcome.verdict {
+                Verdict::Delivered => {}
+                Verdict::RateLimited { .. } => this.put_back(place, readers),
+                _ => tracing::warn!(
+                    place,
+                    detail = outcome.detail,
+                    "a \"seen by\" line could not be posted; dropped"
+                ),
+            }
+        }
+        let wait = next.unwrap_or(this.interval);
+        let wake = this.wake.clone();
+        drop(this);
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
     }
 }
 

@@ -7,8 +7,8 @@
 //!   name, each line starting with its sender's name in bold: names are kept, order is kept.
 //! - A post never exceeds the platform's limit; a message too long for one post is split
 //!   ([`super::split`]) into parts sent in order, never clipped.
-//! - Typing indicators are never shown; read receipts of one room in one batch collapse into
-//!   one "seen by …" line.
+//! - Typing indicators are never shown; read receipts are left to the link's coalescer
+//!   ([`readers`], [`seen_post`]: one "seen by …" line per room per interval).
 //! - Events that entered through another link say so (`alice (via slack)`); in a DM the text
 //!   names the other party.
 
@@ -80,16 +80,13 @@ enum What {
     },
     /// A line shown on its own, in italics (join, leave, notice), escaped.
     Line(String),
-    /// A read receipt: who (escaped), collapsed per place.
-    Seen(String),
-    /// Nothing to show (typing, or an event the link does not show).
+    /// Nothing to show here: typing; read receipts (the link's coalescer shows those).
     Nothing,
 }
 
 /// Renders a batch into posts, in order.
 pub fn posts(batch: &[Outbound], style: &Style, naming: &Naming) -> Vec<Post> {
     let items: Vec<Item> = batch.iter().map(|o| item(o, style, naming)).collect();
-    let items = collapse_receipts(items);
     let mut out = Vec::new();
     let mut group: Vec<&Item> = Vec::new();
     for item in &items {
@@ -120,6 +117,38 @@ pub fn posts(batch: &[Outbound], style: &Style, naming: &Naming) -> Vec<Post> {
         out.push(layout(&group, style));
     }
     out
+}
+
+/// Who read what in `batch`: (place, reader) per read receipt, in order, for the link's
+/// [`super::posting::Receipts`] to coalesce. [`posts`] leaves receipts out.
+pub fn readers(batch: &[Outbound], style: &Style) -> Vec<(String, String)> {
+    batch
+        .iter()
+        .filter(|o| o.kind == OutboundKind::Event(EventKind::ReadReceipt))
+        .filter_map(|o| match ChatEvent::from_slice(o.payload.as_bytes()) {
+            Ok(ChatEvent::ReadReceipt(r)) => {
+                Some((place(&o.scope), (style.escape)(&r.user_id.to_string())))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The "seen by …" line of one place, posted under the place's name.
+pub fn seen_post(place: &str, readers: &[String], style: &Style) -> Post {
+    let text = format!("_seen by {}_", readers.join(", "));
+    let text = match split(&text, style.limit, style.measure).first() {
+        Some(first) if first.len() < text.len() => format!("{}…_", first.trim_end_matches('_')),
+        _ => text,
+    };
+    Post {
+        username: (!style.names_in_text).then(|| place.to_owned()),
+        picture: None,
+        text,
+        entries: Vec::new(),
+        keys: Vec::new(),
+        part: None,
+    }
 }
 
 /// A post too long for the platform, as parts in order under the same name.
@@ -161,7 +190,6 @@ fn layout(group: &[&Item], style: &Style) -> Post {
             What::Said { text, .. } if one_sender => text.clone(),
             What::Said { name, text, .. } => format!("{b}{name}{b}: {text}", b = style.bold),
             What::Line(line) => format!("_{line}_"),
-            What::Seen(who) => format!("_seen by {who}_"),
             What::Nothing => String::new(),
         })
         .collect();
@@ -178,33 +206,6 @@ fn layout(group: &[&Item], style: &Style) -> Post {
         keys,
         part: None,
     }
-}
-
-/// Read receipts of one place in one batch become one line where the last of them was, naming
-/// each reader once.
-fn collapse_receipts(mut items: Vec<Item>) -> Vec<Item> {
-    let mut last_of: std::collections::HashMap<String, usize> = Default::default();
-    for (index, item) in items.iter().enumerate() {
-        if matches!(item.what, What::Seen(_)) {
-            last_of.insert(item.place.clone(), index);
-        }
-    }
-    let mut readers: std::collections::HashMap<String, Vec<String>> = Default::default();
-    for (index, item) in items.iter_mut().enumerate() {
-        let What::Seen(who) = &item.what else {
-            continue;
-        };
-        let names = readers.entry(item.place.clone()).or_default();
-        if !names.contains(who) {
-            names.push(who.clone());
-        }
-        item.what = if last_of.get(&item.place) == Some(&index) {
-            What::Seen(names.join(", "))
-        } else {
-            What::Nothing
-        };
-    }
-    items
 }
 
 /// The place label: the room, or `dm` for direct messages.
@@ -275,8 +276,7 @@ fn event_what(
             }
             What::Line(escape(&text))
         }
-        ChatEvent::ReadReceipt(r) => What::Seen(escape(&r.user_id.to_string())),
-        ChatEvent::Typing(_) => What::Nothing,
+        ChatEvent::ReadReceipt(_) | ChatEvent::Typing(_) => What::Nothing,
     }
 }
 
@@ -419,7 +419,19 @@ mod tests {
         let batch = [join, typing, seen(3, 7), seen(4, 8), seen(5, 7)];
         let posts = posts(&batch, &STYLE, &naming());
         assert_eq!(posts.len(), 1);
-        assert_eq!(posts[0].text, "_alice joined the room_\n_seen by 7, 8_");
+        assert_eq!(posts[0].text, "_alice joined the room_");
+        let who = readers(&batch, &STYLE);
+        assert_eq!(
+            who,
+            [
+                ("general".into(), "7".into()),
+                ("general".into(), "8".into()),
+                ("general".into(), "7".into())
+            ]
+        );
+        let line = seen_post("general", &["7".into(), "8".into()], &STYLE);
+        assert_eq!(line.text, "_seen by 7, 8_");
+        assert_eq!(line.username.as_deref(), Some("general"));
 
         let dm = r#"{"id": "d", "user_id": 1001, "username": "alice", "content": "psst", "room": null, "timestamp": "2026-11-27T20:12:21", "type": "message", "origin": "slack"}"#;
         let dm = outbound(

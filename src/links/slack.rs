@@ -10,7 +10,9 @@
 //! - A 429 sets a "not before" from `Retry-After`: no request before it has passed.
 //! - HTTP 200 with `"ok": false` is a failure, classified by its `error` ([`classify_error`]).
 
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -18,7 +20,7 @@ use redis::aio::ConnectionManager;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 
-use super::posting::{NotBefore, Progress, post_all, seconds, waiting};
+use super::posting::{MakesPosts, NotBefore, Progress, Receipts, post_all, seconds, waiting};
 use super::render::{self, Naming, Post, Style};
 use super::split::utf16_units;
 use super::{SendOutcome, error_outcome, excerpt, read_prefix};
@@ -93,22 +95,30 @@ pub fn classify_error(error: &str) -> Verdict {
 pub struct Slack {
     /// The link's configured name.
     name: String,
-    /// Where and how to post.
-    mode: Mode,
-    /// `unfurl_links` / `unfurl_media`.
-    unfurl: bool,
-    /// One request's deadline.
-    timeout: Duration,
     /// How many queued events one send may merge.
     batch_max: usize,
     /// `name_format` and `icon_url`.
     naming: Naming,
     /// How text is laid out (webhooks put the name in the text).
     style: Style,
-    /// The shared pooled client.
-    client: reqwest::Client,
     /// Posts already made by attempts not yet acknowledged.
     progress: Progress,
+    /// Makes the posts; shared with the receipt coalescer's task.
+    poster: Arc<Poster>,
+    /// Read receipts waiting to become "seen by …" lines.
+    receipts: Arc<Receipts>,
+}
+
+/// What making one post takes: where, how, and the link's pacing.
+struct Poster {
+    /// Where and how to post.
+    mode: Mode,
+    /// `unfurl_links` / `unfurl_media`.
+    unfurl: bool,
+    /// One request's deadline.
+    timeout: Duration,
+    /// The shared pooled client.
+    client: reqwest::Client,
     /// Set by a 429: no request before it.
     not_before: NotBefore,
     /// One post per second, a small burst.
@@ -186,22 +196,26 @@ impl Slack {
             names_in_text: matches!(mode, Mode::Webhook { .. }),
         };
         let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
-        Self {
-            name: name.to_owned(),
+        let poster = Poster {
             mode,
             unfurl: config.unfurl,
             timeout: common.delivery.timeout,
+            client,
+            not_before: NotBefore::default(),
+            pace: RateLimiter::direct(Quota::per_second(NonZeroU32::MIN).allow_burst(burst)),
+            ts,
+        };
+        Self {
+            name: name.to_owned(),
             batch_max: common.delivery.batch_max.max(1),
             naming: Naming {
                 name: common.name_format.clone(),
                 picture,
             },
             style,
-            client,
             progress: Progress::default(),
-            not_before: NotBefore::default(),
-            pace: RateLimiter::direct(Quota::per_second(NonZeroU32::MIN).allow_burst(burst)),
-            ts,
+            poster: Arc::new(poster),
+            receipts: Receipts::new(common.receipt_interval, style),
         }
     }
 
@@ -213,16 +227,30 @@ impl Slack {
         self.batch_max
     }
 
-    /// Posts the batch (merged and split as [`render`] lays it out), in order, paced.
+    /// Posts the batch (merged and split as [`render`] lays it out), in order, paced; hands
+    /// its read receipts to the coalescer.
     pub async fn send(&self, batch: &[Outbound]) -> SendOutcome {
         let pending = self.progress.pending(batch);
         let posts = render::posts(&pending, &self.style, &self.naming);
-        post_all(batch, &posts, &self.progress, |post| async move {
-            self.post(&post).await
+        let outcome = post_all(batch, &posts, &self.progress, |post| async move {
+            self.poster.post(&post).await
         })
-        .await
+        .await;
+        if outcome.verdict == Verdict::Delivered {
+            self.receipts
+                .add(render::readers(&pending, &self.style), &self.poster);
+        }
+        outcome
     }
+}
 
+impl MakesPosts for Poster {
+    fn make(&self, post: &Post) -> impl Future<Output = SendOutcome> + Send {
+        self.post(post)
+    }
+}
+
+impl Poster {
     fn url(&self) -> &SecretUrl {
         match &self.mode {
             Mode::Api { endpoint, .. } => endpoint,
