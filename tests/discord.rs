@@ -264,3 +264,68 @@ async fn a_deleted_webhook_disables_the_link_until_enabled_others_flow_nothing_i
     assert_eq!(lines(&discord.accepted()), ["first", "second", "third"]);
     assert!(!daemon.log().contains(TOKEN));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_429_holds_every_discord_link_and_401_pauses_the_link() {
+    let redis = RedisServer::start();
+    let discord = FakeDiscord::start(50, Duration::from_secs(1)).await;
+    let toml = format!(
+        "[redis]\nurl = \"{}\"\n\n[delivery]\nretry_max_backoff_secs = 1\n\n\
+         [links.one]\nkind = \"discord\"\nwebhook_url = \"{}\"\n\n\
+         [links.two]\nkind = \"discord\"\nwebhook_url = \"{}\"\n\n\
+         [[rooms]]\nname = \"general\"\nlinks = [\"one\"]\n\n\
+         [[rooms]]\nname = \"random\"\nlinks = [\"two\"]\n",
+        redis.url(),
+        discord.webhook_url("token-one"),
+        discord.webhook_url("token-two"),
+    );
+    let daemon = Daemon::start(&toml);
+    let cli_config = ConfigDir::new(&toml);
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    discord.force_global_429(1.5);
+    seed::send_message(&mut con, "general", json!(1001), "alice", "to one").await;
+    eventually("the global 429", WAIT, async || {
+        (!discord.requests().is_empty()).then_some(())
+    })
+    .await;
+    seed::send_message(&mut con, "random", json!(1001), "alice", "to two").await;
+    eventually("both messages", WAIT, async || {
+        (discord.accepted().len() >= 2).then_some(())
+    })
+    .await;
+    let requests = discord.requests();
+    assert_eq!(requests[0].status, 429);
+    for later in &requests[1..] {
+        let gap = later.arrived - requests[0].arrived;
+        assert!(
+            gap >= Duration::from_millis(1500),
+            "{} after {gap:?}",
+            later.token
+        );
+    }
+    assert_eq!(discord.early(), 0);
+
+    // 401: the link pauses (retried, shown failing), messages kept, resumes once it works.
+    discord.fail_with(Some((401, 0, "401: Unauthorized")));
+    seed::send_message(&mut con, "general", json!(1001), "alice", "paused").await;
+    let line = eventually("the link to show failing", WAIT, async || {
+        let (_, out, _) = cli_async(cli_config.path(), &["outbox"]).await;
+        out.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("FAILING since"))
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(line.contains("HTTP 401: 401: Unauthorized"), "{line}");
+    discord.fail_with(None);
+    eventually("the paused message", WAIT, async || {
+        discord
+            .accepted()
+            .iter()
+            .any(|p| p.content() == "paused")
+            .then_some(())
+    })
+    .await;
+    assert!(!daemon.log().contains("token-one"));
+}

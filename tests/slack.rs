@@ -260,6 +260,17 @@ async fn an_incoming_webhook_gets_the_name_in_the_text_joins_leaves_and_coalesce
         gap >= Duration::from_secs(1),
         "one line per room per interval: {gap:?}"
     );
+
+    // A removed webhook (404 no_service) disables the link.
+    slack.fail_with(Some(FakeReply::status(404, "no_service")));
+    seed::send_message(&mut con, "general", json!(1001), "alice", "kept").await;
+    let cli_config = ConfigDir::new(&toml);
+    let disabled = eventually("the link to show disabled", WAIT, async || {
+        outbox_line(&cli_config, "DISABLED").await
+    })
+    .await;
+    assert!(disabled.contains("HTTP 404: no_service"), "{disabled}");
+    assert!(!disabled.contains(HOOK_SECRET), "{disabled}");
     assert!(!daemon.log().contains(HOOK_SECRET));
 }
 

@@ -7,7 +7,8 @@
 //! - `X-RateLimit-Remaining` / `-Reset-After` are tracked: when the bucket is empty the next
 //!   request waits for its reset (inline up to [`INLINE_WAIT_MAX`], else the worker retries
 //!   later), so no request goes into an exhausted bucket. A 429 sets a "not before" from the
-//!   body's float `retry_after` (or `Retry-After`).
+//!   body's float `retry_after` (or `Retry-After`); a global one (`"global": true`) holds every
+//!   Discord link of the process.
 //! - 401, 403 and 429 answers are counted process-wide: at [`InvalidRequests::LIMIT`] in ten
 //!   minutes (Discord bans an IP at 10,000), every Discord link pauses until the count drops.
 //! - 404 (10015 unknown webhook) and 50027 (invalid token) disable the link: the webhook is
@@ -182,7 +183,8 @@ impl MakesPosts for Poster {
 
 impl Poster {
     async fn post(&self, post: &Post) -> SendOutcome {
-        if let Some(wait) = self.not_before.remaining() {
+        let global = global_not_before().remaining();
+        if let Some(wait) = self.not_before.remaining().max(global) {
             return waiting(wait, "Discord asked to slow down (429)");
         }
         if let Some(wait) = invalid_requests().paused() {
@@ -265,6 +267,9 @@ impl Poster {
                     .or(retry_after_header)
                     .unwrap_or(Duration::from_secs(1));
                 self.not_before.wait(after);
+                if body.global == Some(true) {
+                    global_not_before().wait(after);
+                }
                 Verdict::RateLimited { after: Some(after) }
             }
             (404, _) | (_, Some(10015 | 50027)) => Verdict::Disable,
@@ -378,6 +383,12 @@ impl InvalidRequests {
         at.front()
             .map(|oldest| Self::WINDOW.saturating_sub(oldest.elapsed()))
     }
+}
+
+/// Set by a 429 whose body says `"global": true`: no Discord link of this process calls before.
+fn global_not_before() -> &'static NotBefore {
+    static GLOBAL: OnceLock<NotBefore> = OnceLock::new();
+    GLOBAL.get_or_init(NotBefore::default)
 }
 
 fn invalid_requests() -> &'static InvalidRequests {

@@ -251,6 +251,14 @@ impl MakesPosts for Poster {
 }
 
 impl Poster {
+    /// Removes the bot token from text a server sent back (never shown, even if echoed).
+    fn scrub(&self, text: String) -> String {
+        match &self.mode {
+            Mode::Api { token, .. } => text.replace(token.expose(), "…"),
+            Mode::Webhook { .. } => text,
+        }
+    }
+
     fn url(&self) -> &SecretUrl {
         match &self.mode {
             Mode::Api { endpoint, .. } => endpoint,
@@ -302,7 +310,7 @@ impl Poster {
             .and_then(|v| v.to_str().ok())
             .and_then(seconds);
         let raw = read_prefix(&mut response).await;
-        let text = excerpt(&raw, self.url());
+        let text = self.scrub(excerpt(&raw, self.url()));
         let outcome = |verdict, detail: String| SendOutcome {
             verdict,
             status: Some(status),

@@ -55,7 +55,7 @@ struct Fake {
     window_ends: Option<Instant>,
     requests: Vec<DiscordPost>,
     rate_limited: usize,
-    forced_429: Option<f64>,
+    forced_429: Option<(f64, bool)>,
     not_before: Option<Instant>,
     early: usize,
     standing: Option<(u16, u64, String)>,
@@ -128,7 +128,12 @@ impl FakeDiscord {
 
     /// The next request gets a 429 with this `retry_after` (not counted as provoked).
     pub fn force_429(&self, retry_after: f64) {
-        self.state().forced_429 = Some(retry_after);
+        self.state().forced_429 = Some((retry_after, false));
+    }
+
+    /// The next request gets a global 429 (`"global": true`) with this `retry_after`.
+    pub fn force_global_429(&self, retry_after: f64) {
+        self.state().forced_429 = Some((retry_after, true));
     }
 
     /// Answers every request with (status, code, message) until changed.
@@ -169,7 +174,8 @@ async fn execute(
     });
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let forced = fake.forced_429.take();
-    let (status, answer, retry_after) = if let Some(retry_after) = forced {
+    let global = forced.is_some_and(|(_, global)| global);
+    let (status, answer, retry_after) = if let Some((retry_after, _)) = forced {
         (StatusCode::TOO_MANY_REQUESTS, None, Some(retry_after))
     } else if fake.remaining == 0 {
         fake.rate_limited += 1;
@@ -207,7 +213,7 @@ async fn execute(
     let mut response = match (retry_after, answer) {
         (Some(wait), _) => (
             status,
-            axum::Json(json!({"message": "You are being rate limited.", "retry_after": wait, "global": false})),
+            axum::Json(json!({"message": "You are being rate limited.", "retry_after": wait, "global": global})),
         )
             .into_response(),
         (None, Some(Value::Null)) | (None, None) => status.into_response(),
@@ -226,7 +232,13 @@ async fn execute(
     set("x-ratelimit-bucket", "fakebucket0001".into());
     if let Some(wait) = retry_after {
         set("retry-after", format!("{}", wait.ceil() as u64));
-        set("x-ratelimit-scope", "user".into());
+        set(
+            "x-ratelimit-scope",
+            if global { "global" } else { "user" }.into(),
+        );
+        if global {
+            set("x-ratelimit-global", "true".into());
+        }
     }
     response
 }
