@@ -398,3 +398,94 @@ async fn ok_false_errors_pause_disable_or_dead_letter_while_other_links_flow() {
     let log = daemon.log();
     assert!(!log.contains("sekrit"), "{log}");
 }
+
+#[test]
+fn slack_and_discord_config_problems_are_all_reported_without_secrets() {
+    use chatbridge::config::{self, Env, LinkKind, SlackMode};
+    let toml = r#"
+        [links.both]
+        kind = "slack"
+        bot_token = "xoxb-sekrit"
+        channel = "C1"
+        webhook_url = "https://hooks.slack.com/services/T/B/sekrit"
+        [links.half]
+        kind = "slack"
+        bot_token = "xoxb-sekrit"
+        [links.typing]
+        kind = "slack"
+        webhook_url = "https://hooks.slack.com/services/T/B/sekrit"
+        events = ["message", "typing"]
+        name_format = "{nick}"
+        icon_url = "https://a.example/{user_id}.png"
+        [links.hooky]
+        kind = "discord"
+        webhook_url = "https://example.com/hooks/sekrit"
+        max_in_flight = 4
+        [[rooms]]
+        name = "general"
+        links = ["both", "half", "typing", "hooky"]
+    "#;
+    let errors = config::load_str(toml, &Env::new()).expect_err("invalid");
+    let mut paths: Vec<&str> = errors.paths();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "links.both.webhook_url",
+            "links.half.bot_token",
+            "links.hooky.max_in_flight",
+            "links.hooky.webhook_url",
+            "links.typing.events[1]",
+            "links.typing.icon_url",
+            "links.typing.name_format",
+        ],
+        "{errors}"
+    );
+    let text = errors.to_string();
+    assert!(!text.contains("sekrit"), "{text}");
+    assert!(text.contains("never sent to Slack or Discord"), "{text}");
+    assert!(text.contains("`{nick}`"), "{text}");
+
+    let good = r#"
+        [links.api]
+        kind = "slack"
+        bot_token = "${TOKEN}"
+        channel = "C1"
+        [links.old]
+        kind = "discord"
+        webhook_url = "https://discord.com/api/v9/webhooks/123/tok-en"
+        [links.plain]
+        kind = "discord"
+        webhook_url = "https://discord.com/api/webhooks/123/tok-en?thread_id=9"
+        batch_max = 10
+        [[rooms]]
+        name = "general"
+        links = ["api", "old", "plain"]
+    "#;
+    let env: Env = [("TOKEN".to_owned(), "xoxb-1-2".to_owned())].into();
+    let config = config::load_str(good, &env).unwrap_or_else(|e| panic!("{e}"));
+    let LinkKind::Slack(api) = &config.links["api"].kind else {
+        panic!("api is not slack");
+    };
+    let SlackMode::Api { api_url, token, .. } = &api.mode else {
+        panic!("not Web API mode");
+    };
+    assert_eq!(api_url.expose().as_str(), "https://slack.com/api");
+    assert_eq!(token.expose(), "xoxb-1-2");
+    assert_eq!(config.links["api"].common.delivery.batch_max, 1000);
+    for (name, path) in [
+        ("old", "/api/v10/webhooks/123/tok-en"),
+        ("plain", "/api/v10/webhooks/123/tok-en"),
+    ] {
+        let LinkKind::Discord(discord) = &config.links[name].kind else {
+            panic!("{name} is not discord");
+        };
+        assert_eq!(discord.url.expose().path(), path);
+    }
+    assert_eq!(config.links["plain"].common.delivery.batch_max, 10);
+    let table = config.routing_table();
+    assert!(
+        !table.contains("tok-en") && !table.contains("xoxb"),
+        "{table}"
+    );
+}
