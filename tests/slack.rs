@@ -489,3 +489,43 @@ fn slack_and_discord_config_problems_are_all_reported_without_secrets() {
         "{table}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_links_to_one_channel_share_its_rate_limit() {
+    let redis = RedisServer::start();
+    let slack = FakeSlack::start(BOT_TOKEN).await;
+    let link = |name: &str| {
+        format!(
+            "[links.{name}]\nkind = \"slack\"\nbot_token = \"{BOT_TOKEN}\"\nchannel = \"C0123\"\n\
+             api_url = \"{}\"\nname_format = \"{{username}} ({name})\"\n\n",
+            slack.api_url()
+        )
+    };
+    let toml = format!(
+        "[redis]\nurl = \"{}\"\n\n{}{}[[rooms]]\nname = \"general\"\nlinks = [\"a\", \"b\"]\n",
+        redis.url(),
+        link("a"),
+        link("b")
+    );
+    let daemon = Daemon::start(&toml);
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    for i in 0..6 {
+        seed::send_message(&mut con, "general", json!(1001), "alice", &format!("m{i}")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually("both links' copies", WAIT, async || {
+        (lines(&slack.posts()).len() >= 12).then_some(())
+    })
+    .await;
+    assert_eq!(slack.rate_limited(), 0, "one bucket for the channel");
+    for name in ["a", "b"] {
+        let texts: Vec<String> = slack
+            .posts()
+            .iter()
+            .filter(|p| p.username() == Some(&format!("alice ({name})")))
+            .flat_map(|p| p.text().lines().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4", "m5"], "link {name}");
+    }
+}

@@ -373,6 +373,45 @@ mod tests {
     }
 
     #[test]
+    fn receipts_are_due_once_per_interval_per_place() {
+        use crate::links::split::utf16_units;
+        let style = Style {
+            limit: 100,
+            measure: utf16_units,
+            escape: <str as ToOwned>::to_owned,
+            bold: "*",
+            names_in_text: false,
+        };
+        let receipts = Receipts::new(Duration::from_secs(60), style);
+        let add = |place: &str, who: &str| {
+            let mut state = receipts.state();
+            let readers = state.entry(place.into()).or_default();
+            if !readers.pending.contains(&who.to_owned()) {
+                readers.pending.push(who.into());
+            }
+        };
+        add("general", "1");
+        add("general", "2");
+        add("general", "1");
+        add("random", "3");
+        let (due, next) = receipts.due();
+        assert_eq!(
+            due,
+            [
+                ("general".into(), vec!["1".into(), "2".into()]),
+                ("random".into(), vec!["3".into()])
+            ]
+        );
+        assert_eq!(next, None);
+        add("general", "4");
+        let (due, next) = receipts.due();
+        assert!(due.is_empty(), "not again within the interval");
+        assert!(next.unwrap() > Duration::from_secs(59));
+        receipts.put_back("general".into(), vec!["5".into(), "4".into()]);
+        assert_eq!(receipts.state()["general"].pending, ["5", "4"]);
+    }
+
+    #[test]
     fn not_before_only_moves_later() {
         let nb = NotBefore::default();
         assert_eq!(nb.remaining(), None);

@@ -4,15 +4,17 @@
 //! - Text is escaped (`&`, `<`, `>`), so `<!channel>`, `<!here>`, `<@U…>`, `<#C…>` and fake
 //!   `<url|label>` links show as typed; `link_names` and `parse` are never sent; unfurling is
 //!   off unless the link sets `unfurl = true`.
-//! - At most one post per second with a burst of [`BURST`] (a token bucket): when a backlog
+//! - At most one post per second per channel with a burst of [`BURST`] (a token bucket shared
+//!   by the links of the process that post to the channel): when a backlog
 //!   builds, the worker hands over up to `batch_max` queued events and [`super::render`] merges
 //!   them into few posts of at most [`TEXT_LIMIT`], so a burst drains in seconds.
 //! - A 429 sets a "not before" from `Retry-After`: no request before it has passed.
 //! - HTTP 200 with `"ok": false` is a failure, classified by its `error` ([`classify_error`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -121,8 +123,9 @@ struct Poster {
     client: reqwest::Client,
     /// Set by a 429: no request before it.
     not_before: NotBefore,
-    /// One post per second, a small burst.
-    pace: DefaultDirectRateLimiter,
+    /// One post per second, a small burst: shared by every link of this process posting to
+    /// the same channel (Slack's limit is per channel).
+    pace: Arc<DefaultDirectRateLimiter>,
     /// Where each post's `ts` is recorded (Web API mode).
     ts: Option<TsMap>,
 }
@@ -195,14 +198,19 @@ impl Slack {
             bold: "*",
             names_in_text: matches!(mode, Mode::Webhook { .. }),
         };
-        let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
+        let channel_key = match &mode {
+            Mode::Api {
+                channel, endpoint, ..
+            } => format!("{channel} {}", endpoint.expose()),
+            Mode::Webhook { url } => url.expose().to_string(),
+        };
         let poster = Poster {
             mode,
             unfurl: config.unfurl,
             timeout: common.delivery.timeout,
             client,
             not_before: NotBefore::default(),
-            pace: RateLimiter::direct(Quota::per_second(NonZeroU32::MIN).allow_burst(burst)),
+            pace: channel_pace(&channel_key),
             ts,
         };
         Self {
@@ -360,6 +368,25 @@ impl Poster {
         }
         outcome(Verdict::Delivered, format!("HTTP {status}: ok"))
     }
+}
+
+/// The token bucket of one channel (a Web API channel at an API base, or an incoming webhook,
+/// which is bound to one channel), shared by the links of this process that post there.
+fn channel_pace(channel: &str) -> Arc<DefaultDirectRateLimiter> {
+    static PACES: OnceLock<Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>> = OnceLock::new();
+    let mut paces = PACES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    paces
+        .entry(channel.to_owned())
+        .or_insert_with(|| {
+            let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
+            Arc::new(RateLimiter::direct(
+                Quota::per_second(NonZeroU32::MIN).allow_burst(burst),
+            ))
+        })
+        .clone()
 }
 
 /// Event key → the `ts` of the post that carries it (the first part of a split message), so
