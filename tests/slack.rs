@@ -171,7 +171,8 @@ async fn untrusted_text_is_escaped_and_names_and_icons_go_per_message() {
         "https://avatars.example/1001.png"
     );
     assert_eq!(posts[0].body["channel"], "C0123");
-    assert_eq!(posts[1].username(), Some("&lt;!everyone&gt; (general)"));
+    // `username` is plain text in Slack (no mrkdwn, no mentions): sent as is.
+    assert_eq!(posts[1].username(), Some("<!everyone> (general)"));
     assert_eq!(
         posts[1].body["icon_url"],
         "https://avatars.example/1002.png"

@@ -72,7 +72,8 @@ struct Item {
 
 #[derive(Debug, Clone)]
 enum What {
-    /// A message: the sender's name and picture, the text (escaped).
+    /// A message: the sender's name as is (a post's `username` is plain text; it is escaped
+    /// where it goes into the text), picture, and the text (escaped).
     Said {
         name: String,
         picture: Option<String>,
@@ -188,13 +189,15 @@ fn layout(group: &[&Item], style: &Style) -> Post {
         .iter()
         .map(|i| match &i.what {
             What::Said { text, .. } if one_sender => text.clone(),
-            What::Said { name, text, .. } => format!("{b}{name}{b}: {text}", b = style.bold),
+            What::Said { name, text, .. } => {
+                format!("{b}{}{b}: {text}", (style.escape)(name), b = style.bold)
+            }
             What::Line(line) => format!("_{line}_"),
             What::Nothing => String::new(),
         })
         .collect();
     let (username, picture) = match first_sender {
-        Some((name, picture)) if one_sender => (Some(name.clone()), picture.clone()),
+        Some((name, picture)) if one_sender => (Some(plain(name)), picture.clone()),
         _ if style.names_in_text => (None, None),
         _ => (group.first().map(|i| i.place.clone()), None),
     };
@@ -264,7 +267,7 @@ fn event_what(
                 text = format!("(DM to {}) {text}", escape(other));
             }
             What::Said {
-                name: escape(&name),
+                name,
                 picture: naming.picture.as_ref().map(|p| p.render(&fields)),
                 text,
             }
@@ -278,6 +281,11 @@ fn event_what(
         }
         ChatEvent::ReadReceipt(_) | ChatEvent::Typing(_) => What::Nothing,
     }
+}
+
+/// A name for a post's `username` field: plain text, control characters dropped.
+fn plain(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).collect()
 }
 
 /// A notice's `content`, or its whole payload when it has none.
@@ -370,6 +378,27 @@ mod tests {
         assert_eq!(posts[0].entries, ["1-0", "2-0", "3-0"]);
         assert_eq!(posts[1].username.as_deref(), Some("bob"));
         assert_eq!(posts[1].text, "four");
+    }
+
+    #[test]
+    fn names_are_escaped_in_text_and_plain_in_the_username() {
+        let slack = Style {
+            escape: crate::links::slack::escape,
+            bold: "*",
+            ..STYLE
+        };
+        let alone = posts(
+            &[said(1, "general", "<!here>\u{7}", "x")],
+            &slack,
+            &naming(),
+        );
+        assert_eq!(alone[0].username.as_deref(), Some("<!here>"));
+        let merged = [
+            said(1, "general", "<!here>", "a"),
+            said(2, "general", "bob", "b&"),
+        ];
+        let merged = posts(&merged, &slack, &naming());
+        assert_eq!(merged[0].text, "*&lt;!here&gt;*: a\n*bob*: b&amp;");
     }
 
     #[test]
