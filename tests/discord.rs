@@ -329,3 +329,33 @@ async fn a_global_429_holds_every_discord_link_and_401_pauses_the_link() {
     .await;
     assert!(!daemon.log().contains("token-one"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_form_body_dead_letters_that_event_and_delivery_goes_on() {
+    let redis = RedisServer::start();
+    let discord = FakeDiscord::start(50, Duration::from_secs(1)).await;
+    let daemon = Daemon::start(&config(&redis, &discord, None));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    discord.fail_with(Some((400, 50035, "Invalid Form Body")));
+    seed::send_message(&mut con, "general", json!(1001), "alice", "refused").await;
+    let detail = eventually("the dead letter", WAIT, async || {
+        let reply: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut con, "chatbridge:dlq:discord")
+                .await
+                .ok()?;
+        let entry = reply.ids.first()?;
+        entry.get::<String>("detail")
+    })
+    .await;
+    assert!(
+        detail.contains("Invalid Form Body (code 50035)"),
+        "{detail}"
+    );
+    discord.fail_with(None);
+    seed::send_message(&mut con, "general", json!(1001), "alice", "next").await;
+    eventually("the next message", WAIT, async || {
+        (lines(&discord.accepted()) == ["next"]).then_some(())
+    })
+    .await;
+}

@@ -197,7 +197,10 @@ fn layout(group: &[&Item], style: &Style) -> Post {
         })
         .collect();
     let (username, picture) = match first_sender {
-        Some((name, picture)) if one_sender => (Some(plain(name)), picture.clone()),
+        Some((name, picture)) if one_sender => (
+            Some(plain(name)).filter(|n| !n.trim().is_empty()),
+            picture.clone(),
+        ),
         _ if style.names_in_text => (None, None),
         _ => (group.first().map(|i| i.place.clone()), None),
     };
