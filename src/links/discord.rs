@@ -167,6 +167,9 @@ impl Discord {
             self.poster.post(&post).await
         })
         .await;
+        if outcome.verdict == Verdict::Disable {
+            self.receipts.clear();
+        }
         if outcome.verdict == Verdict::Delivered {
             self.receipts
                 .add(render::readers(&pending, &STYLE), &self.poster);

@@ -190,6 +190,11 @@ impl Receipts {
         self.wake.notify_one();
     }
 
+    /// Forgets every pending reader: the link was disabled, and nothing may call it again.
+    pub(super) fn clear(&self) {
+        self.state().clear();
+    }
+
     /// The lines due now (their readers taken), and how long until the next one is due.
     fn due(&self) -> (Vec<(String, Vec<String>)>, Option<Duration>) {
         let now = Instant::now();

@@ -244,6 +244,9 @@ impl Slack {
             self.poster.post(&post).await
         })
         .await;
+        if outcome.verdict == Verdict::Disable {
+            self.receipts.clear();
+        }
         if outcome.verdict == Verdict::Delivered {
             self.receipts
                 .add(render::readers(&pending, &self.style), &self.poster);
