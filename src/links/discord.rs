@@ -265,7 +265,10 @@ impl Poster {
         let verdict = match (status, body.code) {
             (200..=299, _) => Verdict::Delivered,
             (429, _) => {
-                let after = body.retry_after.and_then(|s| seconds(&s.to_string()));
+                let after = body
+                    .retry_after
+                    .filter(|secs| secs.is_finite() && *secs >= 0.0)
+                    .map(|secs| Duration::from_secs_f64(secs.min(3600.0)));
                 let after = after
                     .or(retry_after_header)
                     .unwrap_or(Duration::from_secs(1));
