@@ -8,6 +8,9 @@
 
 #[path = "pipeline/daemon.rs"]
 mod daemon;
+#[path = "../tests/common/fake_slack.rs"]
+#[allow(dead_code)] // shared with the tests; the bench needs the Web API and its counters
+mod fake_slack;
 #[path = "pipeline/load.rs"]
 mod load;
 #[path = "../tests/common/redis.rs"]
@@ -20,6 +23,8 @@ mod report;
 mod seed;
 #[path = "pipeline/sink.rs"]
 mod sink;
+#[path = "pipeline/slack.rs"]
+mod slack;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -41,7 +46,7 @@ const WAIT_CAP: Duration = Duration::from_secs(600);
 const ROOMS: usize = 10;
 
 /// The scenarios, in the order they run.
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "throughput",
     "throughput-single",
     "throughput-ordered",
@@ -49,7 +54,10 @@ const SCENARIOS: [&str; 7] = [
     "rooms",
     "drain",
     "idle",
+    "slack",
 ];
+/// Messages of the slack scenario's burst (the same in `--quick`: it is small).
+const SLACK_BURST: usize = 1_000;
 
 /// How big the scenarios are: the full run, or `--quick`.
 struct Sizes {
@@ -217,6 +225,12 @@ impl Bench {
             }
             "drain" => self.drain(scenario),
             "idle" => self.idle(scenario),
+            "slack" => slack::run(
+                scenario,
+                SLACK_BURST,
+                &self.sink_runtime,
+                &self.load_runtime,
+            ),
             other => unreachable!("unknown scenario {other}"),
         }
     }

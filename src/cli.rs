@@ -129,7 +129,8 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
-    /// Re-enable a link that was disabled because its target said it is gone (HTTP 410).
+    /// Re-enable a link that was disabled because its target said it is gone (HTTP 410, a
+    /// deleted Discord webhook, a revoked Slack token or archived channel).
     Enable { link: String },
 }
 

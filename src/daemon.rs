@@ -272,7 +272,12 @@ impl Bridge {
         let Some(link) = self.config.links.get(name) else {
             return Ok(());
         };
-        let target = Arc::new(Target::from_config(name, link, self.http.clone()));
+        let target = Arc::new(Target::from_config(
+            name,
+            link,
+            self.http.clone(),
+            self.outbox.con.clone(),
+        ));
         let mut outbox = self.outbox.clone();
         while let Err(e) = outbox.ensure_group(name).await {
             tracing::warn!(link = name, error = %e, "cannot create the outbox group yet");

@@ -29,7 +29,8 @@
 //! - [`deliver`]: one worker per link: read outbox, render, send, retry, acknowledge; only
 //!   while it holds the link's lease (one delivering process per link, the others standby).
 //! - [`retry`]: the one place that decides whether a failed send is retried, and how long to wait.
-//! - [`links`]: the link kinds (console, webhook; Slack and Discord later) behind one [`links::Target`].
+//! - [`links`]: the link kinds (console, webhook, Slack, Discord) behind one [`links::Target`],
+//!   and the chat-post rendering Slack and Discord share (merging, splitting, names).
 //! - [`trim`]: keeps every history list bounded (limit, age) in bounded rounds, never removing
 //!   what catch-up has not read.
 //! - [`logging`]: log lines as text or JSON, level from `RUST_LOG` or `[log] level`.

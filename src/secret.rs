@@ -88,6 +88,35 @@ impl fmt::Debug for WebhookSecret {
     }
 }
 
+/// A bearer token (Slack `xoxb-…`): sent in the `Authorization` header, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BotToken(String);
+
+impl BotToken {
+    /// Accepts a non-empty token without whitespace or control characters (it goes into a
+    /// header as is).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            return Err("token is empty".into());
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("token contains whitespace or control characters".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The token, for the HTTP client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BotToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted token]")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +137,8 @@ mod tests {
         assert_eq!(format!("{secret:?}"), "whsec_[redacted]");
         assert!(WebhookSecret::parse("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").is_err());
         assert!(WebhookSecret::parse("whsec_c2hvcnQ=").is_err());
+        let token = BotToken::parse("xoxb-1-sekrit").unwrap();
+        assert_eq!(format!("{token:?}"), "[redacted token]");
+        assert!(BotToken::parse("xoxb 1").is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chatbridge::config::{self, Config, ConfigErrors, Env, LinkConfig};
+use chatbridge::config::{self, Config, ConfigErrors, Env, LinkKind};
 use chatbridge::model::EventKind;
 
 const HOOK_URL: &str = "https://hooks.example.com/services/T1/B2/SEKRIT-PATH-TOKEN";
@@ -171,14 +171,21 @@ fn variables_are_substituted_whole_and_embedded() {
         config.redis.url,
         format!("redis://:{REDIS_PASSWORD}@127.0.0.1:6390/1")
     );
-    let LinkConfig::Webhook(audit) = &config.links["audit"] else {
+    let audit_common = &config.links["audit"].common;
+    let LinkKind::Webhook(audit) = &config.links["audit"].kind else {
         panic!("audit is not a webhook");
     };
     assert_eq!(audit.url.expose().as_str(), HOOK_URL);
     assert_eq!(audit.secret.as_ref().map(|s| s.key().len()), Some(24));
-    assert_eq!(audit.events, EventKind::ALL);
-    assert_eq!(audit.timeout, Duration::from_secs(15));
-    assert_eq!((audit.batch_max, audit.max_in_flight), (1, 1));
+    assert_eq!(audit_common.events, EventKind::ALL);
+    assert_eq!(audit_common.delivery.timeout, Duration::from_secs(15));
+    assert_eq!(
+        (
+            audit_common.delivery.batch_max,
+            audit_common.delivery.max_in_flight
+        ),
+        (1, 1)
+    );
     assert_eq!(config.links_for_room("general"), ["console", "audit"]);
     assert_eq!(config.links_for_dms(), ["audit"]);
 
@@ -192,14 +199,15 @@ fn variables_are_substituted_whole_and_embedded() {
     "#;
     let env = env(&[("TOKEN", "abc"), ("VERSION", "2"), ("TIMEOUT", "30")]);
     let config = config::load_str(embedded, &env).unwrap_or_else(|e| panic!("{e}"));
-    let LinkConfig::Webhook(hook) = &config.links["hook"] else {
+    let hook_common = &config.links["hook"].common;
+    let LinkKind::Webhook(hook) = &config.links["hook"].kind else {
         panic!("hook is not a webhook");
     };
     assert_eq!(
         hook.url.expose().as_str(),
         "https://hooks.example.com/abc?v=2"
     );
-    assert_eq!(hook.timeout, Duration::from_secs(30));
+    assert_eq!(hook_common.delivery.timeout, Duration::from_secs(30));
 }
 
 #[test]
@@ -433,12 +441,22 @@ fn webhook_settings_are_read() {
         links = ["fast"]
     "#;
     let config = config::load_str(toml, &Env::new()).unwrap_or_else(|e| panic!("{e}"));
-    let LinkConfig::Webhook(fast) = &config.links["fast"] else {
+    let fast_common = &config.links["fast"].common;
+    let LinkKind::Webhook(fast) = &config.links["fast"].kind else {
         panic!("fast is not a webhook");
     };
-    assert_eq!(fast.events, [EventKind::Message, EventKind::ReadReceipt]);
-    assert_eq!(fast.timeout, Duration::from_secs(5));
-    assert_eq!((fast.batch_max, fast.max_in_flight), (100, 8));
+    assert_eq!(
+        fast_common.events,
+        [EventKind::Message, EventKind::ReadReceipt]
+    );
+    assert_eq!(fast_common.delivery.timeout, Duration::from_secs(5));
+    assert_eq!(
+        (
+            fast_common.delivery.batch_max,
+            fast_common.delivery.max_in_flight
+        ),
+        (100, 8)
+    );
     assert_eq!(fast.secret, None);
     assert!(config.routing_table().contains("unsigned"));
 }

@@ -25,7 +25,10 @@ use redis::IntoConnectionInfo;
 
 pub use diff::Changes;
 pub use error::{ConfigError, ConfigErrors};
-pub use links::{ConsoleLinkConfig, LinkConfig, WebhookLinkConfig};
+pub use links::{
+    DeliveryPolicy, DiscordLinkConfig, LinkCommon, LinkConfig, LinkKind, SlackLinkConfig,
+    SlackMode, WebhookLinkConfig,
+};
 pub use ops::{HttpConfig, LogConfig, LogFormat};
 pub use rooms::{DmsConfig, RoomConfig};
 

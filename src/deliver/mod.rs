@@ -373,7 +373,16 @@ impl Worker {
 
     /// Delivers what the fetch task reads until it stops, shutdown, or the link is disabled.
     async fn deliver_ready(&mut self, ready: &mut mpsc::Receiver<Vec<Outbound>>) -> Flow {
-        while let Some(entries) = ready.recv().await {
+        let batch_max = self.sender.target.batch_max();
+        while let Some(mut entries) = ready.recv().await {
+            // Reads already waiting join this one, up to a batch: a backlog that built up
+            // while the target was slow (rate limits) goes out in full batches.
+            while entries.len() < batch_max {
+                match ready.try_recv() {
+                    Ok(more) => entries.extend(more),
+                    Err(_) => break,
+                }
+            }
             let flow = self.deliver_all(entries).await;
             if !matches!(flow, Flow::Continue) {
                 return flow;

@@ -1,11 +1,19 @@
 //! The outbound link kinds behind one [`Target`]: each takes a batch of outbox entries, sends it,
 //! and reports a [`SendOutcome`] whose [`Verdict`] comes from [`crate::retry`].
 //!
-//! One variant and one file per kind: [`console`] (stdout, for operators and demos) and
-//! [`webhook`] (generic Standard Webhooks). [`signing`] holds the request signatures.
+//! One variant and one file per kind: [`console`] (stdout, for operators and demos),
+//! [`webhook`] (generic Standard Webhooks), [`slack`] and [`discord`]. [`signing`] holds the
+//! request signatures; [`render`] (with [`split`] and [`template`]) lays events out as chat
+//! posts for Slack and Discord, and [`posting`] holds what those two share around their calls.
 
 pub mod console;
+pub mod discord;
+mod posting;
+pub mod render;
 pub mod signing;
+pub mod slack;
+pub mod split;
+pub mod template;
 pub mod webhook;
 
 use std::time::Duration;
@@ -13,9 +21,11 @@ use std::time::Duration;
 use reqwest::header::RETRY_AFTER;
 
 pub use console::Console;
+pub use discord::Discord;
+pub use slack::Slack;
 pub use webhook::Webhook;
 
-use crate::config::LinkConfig;
+use crate::config::{LinkConfig, LinkKind};
 use crate::model::Outbound;
 use crate::printable::escape_controls;
 use crate::retry::{self, Verdict};
@@ -30,22 +40,36 @@ const EXCERPT_CHARS: usize = 200;
 pub enum Target {
     Console(Console),
     Webhook(Webhook),
+    Slack(Slack),
+    Discord(Discord),
 }
 
 impl Target {
-    /// Builds the link a `[links.<name>]` section describes, sharing the pooled HTTP client.
-    pub fn from_config(name: &str, config: &LinkConfig, client: reqwest::Client) -> Self {
-        match config {
-            LinkConfig::Console(_) => Self::Console(Console::new(name)),
-            LinkConfig::Webhook(hook) => Self::Webhook(Webhook::new(
+    /// Builds the link a `[links.<name>]` section describes, sharing the pooled HTTP client
+    /// (and Redis, where Slack records the `ts` of its posts).
+    pub fn from_config(
+        name: &str,
+        config: &LinkConfig,
+        client: reqwest::Client,
+        redis: redis::aio::ConnectionManager,
+    ) -> Self {
+        let common = &config.common;
+        let delivery = &common.delivery;
+        match &config.kind {
+            LinkKind::Console => Self::Console(Console::new(name)),
+            LinkKind::Webhook(hook) => Self::Webhook(Webhook::new(
                 name,
                 hook.url.clone(),
                 hook.secret.clone(),
-                hook.timeout,
-                hook.batch_max,
-                hook.max_in_flight,
+                delivery.timeout,
+                delivery.batch_max,
+                delivery.max_in_flight,
                 client,
             )),
+            LinkKind::Slack(slack) => Self::Slack(Slack::new(name, common, slack, client, redis)),
+            LinkKind::Discord(discord) => {
+                Self::Discord(Discord::new(name, common, discord, client))
+            }
         }
     }
 
@@ -54,6 +78,8 @@ impl Target {
         match self {
             Self::Console(link) => link.name(),
             Self::Webhook(link) => link.name(),
+            Self::Slack(link) => link.name(),
+            Self::Discord(link) => link.name(),
         }
     }
 
@@ -62,13 +88,16 @@ impl Target {
         match self {
             Self::Console(_) => console::BATCH_MAX,
             Self::Webhook(link) => link.batch_max(),
+            Self::Slack(link) => link.batch_max(),
+            Self::Discord(link) => link.batch_max(),
         }
     }
 
-    /// How many sends may be outstanding at once (1 keeps delivery in order).
+    /// How many sends may be outstanding at once (1 keeps delivery in order; chat platforms
+    /// are always ordered).
     pub fn max_in_flight(&self) -> usize {
         match self {
-            Self::Console(_) => 1,
+            Self::Console(_) | Self::Slack(_) | Self::Discord(_) => 1,
             Self::Webhook(link) => link.max_in_flight(),
         }
     }
@@ -78,6 +107,8 @@ impl Target {
         match self {
             Self::Console(link) => link.send(batch).await,
             Self::Webhook(link) => link.send(batch).await,
+            Self::Slack(link) => link.send(batch).await,
+            Self::Discord(link) => link.send(batch).await,
         }
     }
 }
@@ -123,8 +154,7 @@ pub(crate) async fn response_outcome(
         .and_then(|value| value.to_str().ok());
     let verdict = retry::classify_status(status, retry_after);
     let body = read_prefix(&mut response).await;
-    let text = String::from_utf8_lossy(&body);
-    let excerpt = escape_controls(scrub_url(text.trim(), url).trim(), EXCERPT_CHARS);
+    let excerpt = excerpt(&body, url);
     let detail = if excerpt.is_empty() {
         format!("HTTP {status}")
     } else {
@@ -167,9 +197,16 @@ pub(crate) fn error_outcome(err: reqwest::Error, url: &SecretUrl) -> SendOutcome
     }
 }
 
+/// The start of a response body (or a detail built from one) fit for logs: anything from the
+/// URL scrubbed out, control characters escaped, at most [`EXCERPT_CHARS`].
+pub(crate) fn excerpt(body: &[u8], url: &SecretUrl) -> String {
+    let text = String::from_utf8_lossy(body);
+    escape_controls(scrub_url(text.trim(), url).trim(), EXCERPT_CHARS)
+}
+
 /// Reads the body up to [`BODY_READ_LIMIT`] (so a small reply frees the connection for reuse);
 /// a body that breaks off midway yields what arrived.
-async fn read_prefix(response: &mut reqwest::Response) -> Vec<u8> {
+pub(crate) async fn read_prefix(response: &mut reqwest::Response) -> Vec<u8> {
     let mut body = Vec::new();
     while body.len() < BODY_READ_LIMIT {
         match response.chunk().await {

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod fake_discord;
+pub mod fake_slack;
 pub mod notify;
 pub mod outbox;
 pub mod receiver;

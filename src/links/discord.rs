@@ -1,0 +1,442 @@
+//! Discord through a channel webhook (`POST /api/v10/webhooks/{id}/{token}`): each chat user
+//! under their own (sanitised) name and picture, mentions never parsed, rate limits followed
+//! from the response headers.
+//!
+//! - Every body carries `"allowed_mentions": {"parse": []}`: `@everyone`, `@here`, `<@123>`
+//!   and role mentions in chat text show as text and notify nobody.
+//! - `X-RateLimit-Remaining` / `-Reset-After` are tracked: when the bucket is empty the next
+//!   request waits for its reset (inline up to [`INLINE_WAIT_MAX`], else the worker retries
+//!   later), so no request goes into an exhausted bucket. A 429 sets a "not before" from the
+//!   body's float `retry_after` (or `Retry-After`); a global one (`"global": true`) holds every
+//!   Discord link of the process.
+//! - 401, 403 and 429 answers are counted process-wide: at [`InvalidRequests::LIMIT`] in ten
+//!   minutes (Discord bans an IP at 10,000), every Discord link pauses until the count drops.
+//! - 404 (10015 unknown webhook) and 50027 (invalid token) disable the link: the webhook is
+//!   never called again until `chatbridge enable`. 400 (50035 invalid form body, 50006 empty
+//!   message) dead-letters the event. 5xx and network errors are retried.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use serde::{Deserialize, Serialize};
+use unicode_segmentation::UnicodeSegmentation;
+
+use super::posting::{MakesPosts, NotBefore, Progress, Receipts, post_all, seconds, waiting};
+use super::render::{self, Naming, Post, Style};
+use super::split::utf16_units;
+use super::{SendOutcome, error_outcome, excerpt, read_prefix};
+use crate::config::{DiscordLinkConfig, LinkCommon};
+use crate::model::Outbound;
+use crate::retry::{self, Verdict};
+use crate::secret::SecretUrl;
+
+/// Discord's content limit, counted in UTF-16 units (never less than Discord's own count).
+pub const CONTENT_LIMIT: usize = 2000;
+/// `User-Agent: DiscordBot ($url, $versionNumber)`, as Discord asks of API clients.
+const DISCORD_USER_AGENT: &str = concat!(
+    "DiscordBot (https://github.com/chatbridge/chatbridge, ",
+    env!("CARGO_PKG_VERSION"),
+    ")"
+);
+/// The longest wait for an empty bucket done inside a send; longer waits go back to the worker.
+const INLINE_WAIT_MAX: Duration = Duration::from_secs(5);
+/// The name used when a sender's name has nothing left after sanitising.
+const FALLBACK_NAME: &str = "chat user";
+/// Discord's longest webhook username.
+const NAME_MAX: usize = 80;
+
+const STYLE: Style = Style {
+    limit: CONTENT_LIMIT,
+    measure: utf16_units,
+    escape: <str as ToOwned>::to_owned,
+    bold: "**",
+    names_in_text: false,
+};
+
+/// A Discord webhook link.
+pub struct Discord {
+    /// The link's configured name.
+    name: String,
+    /// How many queued events one send may merge.
+    batch_max: usize,
+    /// `name_format` and `avatar_url`.
+    naming: Naming,
+    /// Posts already made by attempts not yet acknowledged.
+    progress: Progress,
+    /// Makes the posts; shared with the receipt coalescer's task.
+    poster: Arc<Poster>,
+    /// Read receipts waiting to become "seen by …" lines.
+    receipts: Arc<Receipts>,
+}
+
+/// What making one post takes: where, and what the rate limits said.
+struct Poster {
+    /// The execute-webhook URL (v10); a secret, only ever printed redacted.
+    url: SecretUrl,
+    /// One request's deadline.
+    timeout: Duration,
+    /// The shared pooled client.
+    client: reqwest::Client,
+    /// Set by a 429: no request before it.
+    not_before: NotBefore,
+    /// The webhook route's rate-limit bucket as the last answer described it.
+    bucket: Mutex<Bucket>,
+}
+
+/// What the `X-RateLimit-*` headers said last.
+#[derive(Debug, Default, Clone, Copy)]
+struct Bucket {
+    /// Requests left in the current window.
+    remaining: Option<u64>,
+    /// When the window resets.
+    reset_at: Option<Instant>,
+}
+
+/// The body Discord answers errors and 429s with.
+#[derive(Debug, Default, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    code: Option<u64>,
+    #[serde(default)]
+    retry_after: Option<f64>,
+    #[serde(default)]
+    global: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    content: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    avatar_url: Option<&'a str>,
+    allowed_mentions: AllowedMentions,
+}
+
+#[derive(Serialize)]
+struct AllowedMentions {
+    parse: [&'static str; 0],
+}
+
+impl Discord {
+    pub fn new(
+        name: &str,
+        common: &LinkCommon,
+        config: &DiscordLinkConfig,
+        client: reqwest::Client,
+    ) -> Self {
+        let poster = Poster {
+            url: config.url.clone(),
+            timeout: common.delivery.timeout,
+            client,
+            not_before: NotBefore::default(),
+            bucket: Mutex::default(),
+        };
+        Self {
+            name: name.to_owned(),
+            batch_max: common.delivery.batch_max.max(1),
+            naming: Naming {
+                name: common.name_format.clone(),
+                picture: config.avatar_url.clone(),
+            },
+            progress: Progress::default(),
+            poster: Arc::new(poster),
+            receipts: Receipts::new(common.receipt_interval, STYLE),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn batch_max(&self) -> usize {
+        self.batch_max
+    }
+
+    /// Posts the batch (merged and split as [`render`] lays it out), in order; hands its read
+    /// receipts to the coalescer.
+    pub async fn send(&self, batch: &[Outbound]) -> SendOutcome {
+        let pending = self.progress.pending(batch);
+        let posts = render::posts(&pending, &STYLE, &self.naming);
+        let outcome = post_all(batch, &posts, &self.progress, |post| async move {
+            self.poster.post(&post).await
+        })
+        .await;
+        if outcome.verdict == Verdict::Disable {
+            self.receipts.clear();
+        }
+        if outcome.verdict == Verdict::Delivered {
+            self.receipts
+                .add(render::readers(&pending, &STYLE), &self.poster);
+        }
+        outcome
+    }
+}
+
+impl MakesPosts for Poster {
+    fn make(&self, post: &Post) -> impl Future<Output = SendOutcome> + Send {
+        self.post(post)
+    }
+}
+
+impl Poster {
+    async fn post(&self, post: &Post) -> SendOutcome {
+        let global = global_not_before().remaining();
+        if let Some(wait) = self.not_before.remaining().max(global) {
+            return waiting(wait, "Discord asked to slow down (429)");
+        }
+        if let Some(wait) = invalid_requests().paused() {
+            return SendOutcome {
+                verdict: Verdict::LinkFailure { after: Some(wait) },
+                status: None,
+                detail: format!(
+                    "paused: {} answers 401/403/429 from Discord in 10 minutes (ban protection)",
+                    InvalidRequests::LIMIT
+                ),
+            };
+        }
+        if let Some(wait) = self.bucket_wait() {
+            if wait > INLINE_WAIT_MAX {
+                return waiting(wait, "Discord rate-limit bucket empty");
+            }
+            tokio::time::sleep(wait).await;
+        }
+        let body = Body {
+            content: &post.text,
+            username: post.username.as_deref().map(sanitize_username),
+            avatar_url: post.picture.as_deref(),
+            allowed_mentions: AllowedMentions { parse: [] },
+        };
+        let request = self
+            .client
+            .post(self.url.expose().clone())
+            .timeout(self.timeout)
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, DISCORD_USER_AGENT)
+            .json(&body);
+        match request.send().await {
+            Ok(response) => self.answered(response).await,
+            Err(err) => error_outcome(err, &self.url),
+        }
+    }
+
+    /// How long until the bucket has room, when it is empty.
+    fn bucket_wait(&self) -> Option<Duration> {
+        let bucket = *self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        match bucket {
+            Bucket {
+                remaining: Some(0),
+                reset_at: Some(at),
+            } => at.checked_duration_since(Instant::now()),
+            _ => None,
+        }
+    }
+
+    fn note_bucket(&self, headers: &reqwest::header::HeaderMap) {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let remaining = header("x-ratelimit-remaining").and_then(|v| v.trim().parse().ok());
+        let reset_after = header("x-ratelimit-reset-after").and_then(seconds);
+        if remaining.is_none() && reset_after.is_none() {
+            return;
+        }
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        bucket.remaining = remaining;
+        bucket.reset_at = reset_after.map(|after| Instant::now() + after);
+    }
+
+    async fn answered(&self, mut response: reqwest::Response) -> SendOutcome {
+        let status = response.status().as_u16();
+        self.note_bucket(response.headers());
+        let retry_after_header = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(seconds);
+        let raw = read_prefix(&mut response).await;
+        let body: ErrorBody = serde_json::from_slice(&raw).unwrap_or_default();
+        if matches!(status, 401 | 403 | 429) {
+            invalid_requests().count();
+        }
+        let verdict = match (status, body.code) {
+            (200..=299, _) => Verdict::Delivered,
+            (429, _) => {
+                let after = body
+                    .retry_after
+                    .filter(|secs| secs.is_finite() && *secs >= 0.0)
+                    .map(|secs| Duration::from_secs_f64(secs.min(3600.0)));
+                let after = after
+                    .or(retry_after_header)
+                    .unwrap_or(Duration::from_secs(1));
+                self.not_before.wait(after);
+                if body.global == Some(true) {
+                    global_not_before().wait(after);
+                }
+                Verdict::RateLimited { after: Some(after) }
+            }
+            (404, _) | (_, Some(10015 | 50027)) => Verdict::Disable,
+            (401 | 403, _) => Verdict::LinkFailure { after: None },
+            (400, _) => Verdict::Reject,
+            _ => retry::classify_status(status, None),
+        };
+        let mut detail = format!("HTTP {status}");
+        if let Some(message) = &body.message {
+            detail.push_str(&format!(": {message}"));
+        }
+        if let Some(code) = body.code {
+            detail.push_str(&format!(" (code {code})"));
+        }
+        if body.global == Some(true) {
+            detail.push_str(" (global)");
+        }
+        if body.message.is_none() && verdict != Verdict::Delivered {
+            let text = excerpt(&raw, &self.url);
+            if !text.is_empty() {
+                detail.push_str(&format!(": {text}"));
+            }
+        }
+        SendOutcome {
+            verdict,
+            status: Some(status),
+            detail: excerpt(detail.as_bytes(), &self.url),
+        }
+    }
+}
+
+/// A username Discord accepts: no `@`, `#`, `:`, ```` ``` ````, no "discord" or "clyde" in any
+/// case, not "everyone" or "here", no control characters, 1 to 80 characters (cut at a
+/// grapheme boundary). What is left empty becomes [`FALLBACK_NAME`].
+pub fn sanitize_username(name: &str) -> String {
+    let mut clean: String = name
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '@' | '#' | ':' | '`'))
+        .collect();
+    loop {
+        let lower = clean.to_lowercase();
+        let found = ["discord", "clyde"]
+            .iter()
+            .find_map(|word| lower.find(word).map(|at| (at, word.len())));
+        match found {
+            // Lower-casing kept byte offsets only if it kept every char's length.
+            Some((at, len)) if lower.len() == clean.len() && clean.is_char_boundary(at) => {
+                clean.replace_range(at..at + len, "");
+            }
+            Some(_) => {
+                clean = lower.replace("discord", "").replace("clyde", "");
+            }
+            None => break,
+        }
+    }
+    let mut clean = clean.trim().to_owned();
+    if utf16_units(&clean) > NAME_MAX {
+        let mut cut = String::new();
+        for grapheme in clean.graphemes(true) {
+            if utf16_units(&cut) + utf16_units(grapheme) > NAME_MAX {
+                break;
+            }
+            cut.push_str(grapheme);
+        }
+        clean = cut.trim().to_owned();
+    }
+    let reserved = ["everyone", "here"].contains(&clean.to_lowercase().as_str());
+    if clean.is_empty() || reserved {
+        FALLBACK_NAME.to_owned()
+    } else {
+        clean
+    }
+}
+
+/// 401, 403 and 429 answers from Discord in the last ten minutes, across all Discord links of
+/// this process (Discord's ban counts per IP).
+pub struct InvalidRequests {
+    at: Mutex<VecDeque<Instant>>,
+    limit: usize,
+}
+
+impl InvalidRequests {
+    /// The count at which Discord links pause: a tenth of Discord's ban threshold.
+    pub const LIMIT: usize = 1000;
+    const WINDOW: Duration = Duration::from_secs(600);
+
+    pub fn new(limit: usize) -> Self {
+        Self {
+            at: Mutex::default(),
+            limit,
+        }
+    }
+
+    pub fn count(&self) {
+        let mut at = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        at.push_back(Instant::now());
+        while at.len() > self.limit {
+            at.pop_front();
+        }
+    }
+
+    /// How long until the count is below the limit again, while it is not.
+    pub fn paused(&self) -> Option<Duration> {
+        let mut at = self.at.lock().unwrap_or_else(|p| p.into_inner());
+        while at.front().is_some_and(|t| t.elapsed() >= Self::WINDOW) {
+            at.pop_front();
+        }
+        if at.len() < self.limit {
+            return None;
+        }
+        at.front()
+            .map(|oldest| Self::WINDOW.saturating_sub(oldest.elapsed()))
+    }
+}
+
+/// Set by a 429 whose body says `"global": true`: no Discord link of this process calls before.
+fn global_not_before() -> &'static NotBefore {
+    static GLOBAL: OnceLock<NotBefore> = OnceLock::new();
+    GLOBAL.get_or_init(NotBefore::default)
+}
+
+fn invalid_requests() -> &'static InvalidRequests {
+    static COUNT: OnceLock<InvalidRequests> = OnceLock::new();
+    COUNT.get_or_init(|| InvalidRequests::new(InvalidRequests::LIMIT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_discord_rules() {
+        assert_eq!(sanitize_username("alice"), "alice");
+        assert_eq!(sanitize_username("@everyone"), FALLBACK_NAME);
+        assert_eq!(sanitize_username("HERE"), FALLBACK_NAME);
+        assert_eq!(sanitize_username("bob#1234: ```x```"), "bob1234 x");
+        assert_eq!(sanitize_username("DiscordFan"), "Fan");
+        assert_eq!(sanitize_username("disdiscordcord"), FALLBACK_NAME);
+        assert_eq!(sanitize_username("ClYdE bot"), "bot");
+        assert_eq!(sanitize_username("a\u{1b}[31m"), "a[31m");
+        assert_eq!(sanitize_username("   "), FALLBACK_NAME);
+        let long = "👨‍👩‍👧‍👦".repeat(20);
+        let cut = sanitize_username(&long);
+        assert!(utf16_units(&cut) <= NAME_MAX);
+        assert_eq!(cut, "👨‍👩‍👧‍👦".repeat(7), "cut between whole clusters");
+    }
+
+    #[test]
+    fn invalid_answers_pause_at_the_limit_and_resume() {
+        let guard = InvalidRequests::new(3);
+        guard.count();
+        guard.count();
+        assert_eq!(guard.paused(), None);
+        guard.count();
+        let wait = guard.paused().expect("paused at the limit");
+        assert!(wait > Duration::from_secs(590));
+    }
+
+    #[test]
+    fn the_user_agent_is_discords_form() {
+        assert!(DISCORD_USER_AGENT.starts_with("DiscordBot (https://"));
+        assert!(DISCORD_USER_AGENT.ends_with(&format!(", {})", env!("CARGO_PKG_VERSION"))));
+    }
+}

@@ -1,0 +1,429 @@
+//! What the chat-platform links (Slack, Discord) share around their HTTP calls: making a batch's
+//! posts in order without repeating the ones a retry already got through, and the "not before"
+//! a 429 sets.
+//!
+//! A batch may become several posts (a merged backlog, a split long message). When post 3 of 5
+//! fails, the worker retries the whole batch; [`Progress`] remembers posts 1 and 2 so the retry
+//! starts at 3, and entries delivered whole in an earlier attempt of a batch the worker later
+//! retries one event at a time are not posted again. Only one send of a link runs at a time
+//! (these links keep order), so a mutex per link is enough.
+//!
+//! [`Receipts`] coalesces read receipts: at most one "seen by …" line per room per interval,
+//! posted by a small task of the link's own, so a receipt never holds up messages.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::SendOutcome;
+use super::render::{Post, Style, seen_post};
+use crate::model::Outbound;
+use crate::retry::Verdict;
+
+/// How many entries [`Progress`] remembers at most; beyond, it forgets (a few repeats, never
+/// a loss).
+const PROGRESS_CAP: usize = 10_000;
+
+/// The posts and entries that reached the platform in attempts not yet acknowledged.
+#[derive(Default)]
+pub(super) struct Progress {
+    state: Mutex<ProgressState>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    /// Entries whose every post was made.
+    entries: HashSet<String>,
+    /// Posts made: (their entries, part index).
+    posts: HashSet<(Vec<String>, usize)>,
+}
+
+impl Progress {
+    fn state(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entries of `batch` not yet delivered whole by an earlier attempt.
+    pub(super) fn pending(&self, batch: &[Outbound]) -> Vec<Outbound> {
+        let state = self.state();
+        batch
+            .iter()
+            .filter(|o| !state.entries.contains(&o.entry_id))
+            .cloned()
+            .collect::<Vec<_>>()
+    }
+
+    fn made(&self, post: &Post) -> bool {
+        self.state().posts.contains(&key(post))
+    }
+
+    fn record(&self, post: &Post) {
+        let mut state = self.state();
+        if state.entries.len() + state.posts.len() > PROGRESS_CAP {
+            *state = ProgressState::default();
+        }
+        state.posts.insert(key(post));
+        let last_part = post.part.is_none_or(|(index, count)| index + 1 == count);
+        if last_part {
+            state.entries.extend(post.entries.iter().cloned());
+        }
+    }
+
+    /// The batch was delivered: its entries will be acknowledged, forget them.
+    fn settled(&self, batch: &[Outbound]) {
+        let ids: HashSet<&str> = batch.iter().map(|o| o.entry_id.as_str()).collect();
+        let mut state = self.state();
+        state.entries.retain(|e| !ids.contains(e.as_str()));
+        state
+            .posts
+            .retain(|(entries, _)| !entries.iter().any(|e| ids.contains(e.as_str())));
+    }
+}
+
+fn key(post: &Post) -> (Vec<String>, usize) {
+    (
+        post.entries.clone(),
+        post.part.map_or(0, |(index, _)| index),
+    )
+}
+
+/// Makes `posts` in order with `make`, skipping those already made; stops at the first that
+/// is not delivered and reports it. All made: delivered, and `batch` is forgotten.
+pub(super) async fn post_all<F, Fut>(
+    batch: &[Outbound],
+    posts: &[Post],
+    progress: &Progress,
+    mut make: F,
+) -> SendOutcome
+where
+    F: FnMut(Post) -> Fut,
+    Fut: Future<Output = SendOutcome>,
+{
+    let mut made = 0;
+    let mut last = None;
+    for post in posts {
+        if progress.made(post) {
+            continue;
+        }
+        let outcome = make(post.clone()).await;
+        if outcome.verdict != Verdict::Delivered {
+            return outcome;
+        }
+        progress.record(post);
+        made += 1;
+        last = outcome.status;
+    }
+    progress.settled(batch);
+    SendOutcome {
+        verdict: Verdict::Delivered,
+        status: last,
+        detail: format!("{made} post(s) for {} event(s)", batch.len()),
+    }
+}
+
+/// Makes one post on a platform; what [`Receipts`] posts its lines through.
+pub(super) trait MakesPosts: Send + Sync + 'static {
+    fn make(&self, post: &Post) -> impl Future<Output = SendOutcome> + Send;
+}
+
+/// Read receipts waiting to become "seen by …" lines, per place.
+pub(super) struct Receipts {
+    /// The least time between two lines of one place.
+    interval: Duration,
+    /// How lines are laid out.
+    style: Style,
+    state: Mutex<BTreeMap<String, Readers>>,
+    /// Wakes the flusher when readers arrive.
+    wake: Arc<Notify>,
+    /// Whether the flusher task runs (started on the first receipt).
+    started: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct Readers {
+    /// Who read since the last line, each once, in order.
+    pending: Vec<String>,
+    /// When the last line of this place went out.
+    last_line: Option<Instant>,
+}
+
+impl Receipts {
+    pub(super) fn new(interval: Duration, style: Style) -> Arc<Self> {
+        Arc::new(Self {
+            interval,
+            style,
+            state: Mutex::default(),
+            wake: Arc::new(Notify::new()),
+            started: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Readers>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes who read where; the flusher (started on first use, posting through `poster`)
+    /// posts the lines when they are due. Must be called within the runtime.
+    pub(super) fn add<P: MakesPosts>(
+        self: &Arc<Self>,
+        readers: Vec<(String, String)>,
+        poster: &Arc<P>,
+    ) {
+        if readers.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.state();
+            for (place, who) in readers {
+                let place = state.entry(place).or_default();
+                if !place.pending.contains(&who) {
+                    place.pending.push(who);
+                }
+            }
+        }
+        if !self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tokio::spawn(flush(Arc::downgrade(self), poster.clone()));
+        }
+        self.wake.notify_one();
+    }
+
+    /// Forgets every pending reader: the link was disabled, and nothing may call it again.
+    pub(super) fn clear(&self) {
+        self.state().clear();
+    }
+
+    /// The lines due now (their readers taken), and how long until the next one is due.
+    fn due(&self) -> (Vec<(String, Vec<String>)>, Option<Duration>) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let mut next: Option<Duration> = None;
+        for (place, readers) in self.state().iter_mut() {
+            if readers.pending.is_empty() {
+                continue;
+            }
+            let ready_at = readers.last_line.map_or(now, |at| at + self.interval);
+            if ready_at <= now {
+                readers.last_line = Some(now);
+                due.push((place.clone(), std::mem::take(&mut readers.pending)));
+            } else {
+                let wait = ready_at - now;
+                next = Some(next.map_or(wait, |n| n.min(wait)));
+            }
+        }
+        (due, next)
+    }
+
+    /// Puts back readers whose line could not go out because of a rate limit.
+    fn put_back(&self, place: String, mut readers: Vec<String>) {
+        let mut state = self.state();
+        let entry = state.entry(place).or_default();
+        readers.retain(|r| !entry.pending.contains(r));
+        entry.pending.splice(0..0, readers);
+    }
+}
+
+/// Posts due "seen by" lines until the link is gone. A line refused for any reason but a rate
+/// limit is dropped (logged): receipts are signals, and a link that fails or is disabled must
+/// not be called again on their account.
+async fn flush<P: MakesPosts>(receipts: Weak<Receipts>, poster: Arc<P>) {
+    loop {
+        let Some(this) = receipts.upgrade() else {
+            return;
+        };
+        let (due, next) = this.due();
+        for (place, readers) in due {
+            let post = seen_post(&place, &readers, &this.style);
+            let outcome = poster.make(&post).await;
+            match outcome.verdict {
+                Verdict::Delivered => {}
+                Verdict::RateLimited { .. } => this.put_back(place, readers),
+                _ => tracing::warn!(
+                    place,
+                    detail = outcome.detail,
+                    "a \"seen by\" line could not be posted; dropped"
+                ),
+            }
+        }
+        let wait = next.unwrap_or(this.interval);
+        let wake = this.wake.clone();
+        drop(this);
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The earliest the platform may be called again, set by a 429 (or a pause).
+#[derive(Default)]
+pub(super) struct NotBefore(Mutex<Option<Instant>>);
+
+impl NotBefore {
+    /// Pushes the earliest next call to `wait` from now (never earlier than already set).
+    pub(super) fn wait(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut at = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if at.is_none_or(|at| at < until) {
+            *at = Some(until);
+        }
+    }
+
+    /// How long until a call is allowed, if it is not yet.
+    pub(super) fn remaining(&self) -> Option<Duration> {
+        let at = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        at.and_then(|at| at.checked_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
+    }
+}
+
+/// The outcome of a call not made because the platform asked us to wait: retried after.
+pub(super) fn waiting(after: Duration, why: &str) -> SendOutcome {
+    SendOutcome {
+        verdict: Verdict::RateLimited { after: Some(after) },
+        status: None,
+        detail: format!(
+            "{why}: waiting {:.1} s before the next request",
+            after.as_secs_f64()
+        ),
+    }
+}
+
+/// Reads a float seconds value (`1.5`, `0.347`), capped at an hour; garbage gives `None`.
+pub(super) fn seconds(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventKind, OutboundKind, Scope};
+
+    fn entry(n: usize) -> Outbound {
+        Outbound {
+            entry_id: format!("{n}-0"),
+            event_id: format!("e{n}"),
+            key: format!("k{n}"),
+            scope: Scope::Room("general".into()),
+            kind: OutboundKind::Event(EventKind::Message),
+            payload: "{}".into(),
+            enqueued_at: chrono::Utc::now(),
+        }
+    }
+
+    fn post(entries: &[usize], part: Option<(usize, usize)>) -> Post {
+        Post {
+            username: None,
+            picture: None,
+            text: "x".into(),
+            entries: entries.iter().map(|n| format!("{n}-0")).collect(),
+            keys: Vec::new(),
+            part,
+        }
+    }
+
+    fn outcome(verdict: Verdict) -> SendOutcome {
+        SendOutcome {
+            verdict,
+            status: None,
+            detail: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_resumes_after_the_posts_already_made() {
+        let batch = [entry(1), entry(2), entry(3)];
+        let posts = [
+            post(&[1, 2], None),
+            post(&[3], Some((0, 2))),
+            post(&[3], Some((1, 2))),
+        ];
+        let progress = Progress::default();
+        let made = Mutex::new(Vec::new());
+        let fail_second = |p: Post| {
+            let first = p.entries == ["1-0", "2-0"];
+            made.lock().unwrap().push(p.clone());
+            async move {
+                if first {
+                    outcome(Verdict::Delivered)
+                } else {
+                    outcome(Verdict::RateLimited { after: None })
+                }
+            }
+        };
+        let result = post_all(&batch, &posts, &progress, fail_second).await;
+        assert_eq!(result.verdict, Verdict::RateLimited { after: None });
+        assert_eq!(
+            progress.pending(&batch).len(),
+            1,
+            "entries 1 and 2 are done"
+        );
+
+        made.lock().unwrap().clear();
+        let ok = |p: Post| {
+            made.lock().unwrap().push(p);
+            async { outcome(Verdict::Delivered) }
+        };
+        let result = post_all(&batch, &posts, &progress, ok).await;
+        assert_eq!(result.verdict, Verdict::Delivered);
+        assert_eq!(*made.lock().unwrap(), posts[1..].to_vec());
+        assert_eq!(
+            progress.pending(&batch).len(),
+            3,
+            "forgotten once delivered"
+        );
+    }
+
+    #[test]
+    fn receipts_are_due_once_per_interval_per_place() {
+        use crate::links::split::utf16_units;
+        let style = Style {
+            limit: 100,
+            measure: utf16_units,
+            escape: <str as ToOwned>::to_owned,
+            bold: "*",
+            names_in_text: false,
+        };
+        let receipts = Receipts::new(Duration::from_secs(60), style);
+        let add = |place: &str, who: &str| {
+            let mut state = receipts.state();
+            let readers = state.entry(place.into()).or_default();
+            if !readers.pending.contains(&who.to_owned()) {
+                readers.pending.push(who.into());
+            }
+        };
+        add("general", "1");
+        add("general", "2");
+        add("general", "1");
+        add("random", "3");
+        let (due, next) = receipts.due();
+        assert_eq!(
+            due,
+            [
+                ("general".into(), vec!["1".into(), "2".into()]),
+                ("random".into(), vec!["3".into()])
+            ]
+        );
+        assert_eq!(next, None);
+        add("general", "4");
+        let (due, next) = receipts.due();
+        assert!(due.is_empty(), "not again within the interval");
+        assert!(next.unwrap() > Duration::from_secs(59));
+        receipts.put_back("general".into(), vec!["5".into(), "4".into()]);
+        assert_eq!(receipts.state()["general"].pending, ["5", "4"]);
+    }
+
+    #[test]
+    fn not_before_only_moves_later() {
+        let nb = NotBefore::default();
+        assert_eq!(nb.remaining(), None);
+        nb.wait(Duration::from_secs(2));
+        nb.wait(Duration::from_millis(10));
+        assert!(nb.remaining().unwrap() > Duration::from_secs(1));
+        assert_eq!(seconds("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(seconds("-1"), None);
+    }
+}

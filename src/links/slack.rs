@@ -1,0 +1,500 @@
+//! Slack: `chat.postMessage` with a bot token (each chat user under their own name and picture,
+//! every post's `ts` recorded), or an incoming webhook (the name goes into the text).
+//!
+//! - Text is escaped (`&`, `<`, `>`), so `<!channel>`, `<!here>`, `<@U…>`, `<#C…>` and fake
+//!   `<url|label>` links show as typed; `link_names` and `parse` are never sent; unfurling is
+//!   off unless the link sets `unfurl = true`.
+//! - At most one post per second per channel with a burst of [`BURST`] (a token bucket shared
+//!   by the links of the process that post to the channel): when a backlog
+//!   builds, the worker hands over up to `batch_max` queued events and [`super::render`] merges
+//!   them into few posts of at most [`TEXT_LIMIT`], so a burst drains in seconds.
+//! - A 429 sets a "not before" from `Retry-After`: no request before it has passed.
+//! - HTTP 200 with `"ok": false` is a failure, classified by its `error` ([`classify_error`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use redis::aio::ConnectionManager;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use serde::{Deserialize, Serialize};
+
+use super::posting::{MakesPosts, NotBefore, Progress, Receipts, post_all, seconds, waiting};
+use super::render::{self, Naming, Post, Style};
+use super::split::utf16_units;
+use super::{SendOutcome, error_outcome, excerpt, read_prefix};
+use crate::config::{LinkCommon, SlackLinkConfig, SlackMode};
+use crate::model::Outbound;
+use crate::retry::{self, Verdict};
+use crate::secret::{BotToken, SecretUrl};
+
+/// The most a post's text may measure (Slack truncates at 40,000 and recommends 4,000).
+pub const TEXT_LIMIT: usize = 4000;
+/// Posts allowed at once after a quiet spell; then one per second.
+pub const BURST: u32 = 3;
+/// How many posts' `ts` are kept per link.
+const TS_KEEP: usize = 10_000;
+/// Used when a 429 carries no usable `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// `&`, `<`, `>` as Slack's entities: the only escaping Slack text needs, and all of it.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What a Slack `ok: false` error means for the event and the link.
+pub fn classify_error(error: &str) -> Verdict {
+    match error {
+        // The event itself: dead-letter it, keep going.
+        "msg_too_long"
+        | "no_text"
+        | "invalid_blocks"
+        | "invalid_blocks_format"
+        | "too_many_attachments"
+        | "invalid_attachments"
+        | "invalid_payload"
+        | "invalid_arguments"
+        | "invalid_arg_name"
+        | "invalid_array_arg"
+        | "invalid_json"
+        | "json_not_object"
+        | "user_not_found" => Verdict::Reject,
+        "ratelimited" | "rate_limited" | "message_limit_exceeded" => Verdict::RateLimited {
+            after: Some(DEFAULT_RETRY_AFTER),
+        },
+        "internal_error"
+        | "fatal_error"
+        | "service_unavailable"
+        | "request_timeout"
+        | "rollup_error" => Verdict::EventFailure { after: None },
+        // Gone for good: disabled until an operator re-enables the link.
+        "token_revoked"
+        | "account_inactive"
+        | "is_archived"
+        | "channel_is_archived"
+        | "no_service"
+        | "action_prohibited"
+        | "team_access_not_granted" => Verdict::Disable,
+        // Fixable outside chatbridge (invite the bot, grant a scope, fix the token): the link
+        // pauses and retries with backoff, shown FAILING, messages kept. Unknown errors too.
+        _ => Verdict::LinkFailure { after: None },
+    }
+}
+
+/// A Slack link.
+pub struct Slack {
+    /// The link's configured name.
+    name: String,
+    /// How many queued events one send may merge.
+    batch_max: usize,
+    /// `name_format` and `icon_url`.
+    naming: Naming,
+    /// How text is laid out (webhooks put the name in the text).
+    style: Style,
+    /// Posts already made by attempts not yet acknowledged.
+    progress: Progress,
+    /// Makes the posts; shared with the receipt coalescer's task.
+    poster: Arc<Poster>,
+    /// Read receipts waiting to become "seen by …" lines.
+    receipts: Arc<Receipts>,
+}
+
+/// What making one post takes: where, how, and the link's pacing.
+struct Poster {
+    /// Where and how to post.
+    mode: Mode,
+    /// `unfurl_links` / `unfurl_media`.
+    unfurl: bool,
+    /// One request's deadline.
+    timeout: Duration,
+    /// The shared pooled client.
+    client: reqwest::Client,
+    /// Set by a 429: no request before it.
+    not_before: NotBefore,
+    /// One post per second, a small burst: shared by every link of this process posting to
+    /// the same channel (Slack's limit is per channel).
+    pace: Arc<DefaultDirectRateLimiter>,
+    /// Where each post's `ts` is recorded (Web API mode).
+    ts: Option<TsMap>,
+}
+
+enum Mode {
+    Api {
+        token: BotToken,
+        channel: String,
+        /// `{api_url}/chat.postMessage`.
+        endpoint: SecretUrl,
+    },
+    Webhook {
+        url: SecretUrl,
+    },
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icon_url: Option<&'a str>,
+    unfurl_links: bool,
+    unfurl_media: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct ApiAnswer {
+    #[serde(default)]
+    ok: bool,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    ts: Option<String>,
+}
+
+impl Slack {
+    pub fn new(
+        name: &str,
+        common: &LinkCommon,
+        config: &SlackLinkConfig,
+        client: reqwest::Client,
+        redis: ConnectionManager,
+    ) -> Self {
+        let (mode, picture, ts) = match &config.mode {
+            SlackMode::Api {
+                token,
+                channel,
+                api_url,
+                icon_url,
+            } => {
+                let endpoint = format!("{}/chat.postMessage", api_url.expose());
+                let endpoint = SecretUrl::parse(&endpoint).unwrap_or_else(|_| api_url.clone());
+                let mode = Mode::Api {
+                    token: token.clone(),
+                    channel: channel.clone(),
+                    endpoint,
+                };
+                (mode, icon_url.clone(), Some(TsMap::new(name, redis)))
+            }
+            SlackMode::Webhook { url } => (Mode::Webhook { url: url.clone() }, None, None),
+        };
+        let style = Style {
+            limit: TEXT_LIMIT,
+            measure: utf16_units,
+            escape,
+            bold: "*",
+            names_in_text: matches!(mode, Mode::Webhook { .. }),
+        };
+        let channel_key = match &mode {
+            Mode::Api {
+                channel, endpoint, ..
+            } => format!("{channel} {}", endpoint.expose()),
+            Mode::Webhook { url } => url.expose().to_string(),
+        };
+        let poster = Poster {
+            mode,
+            unfurl: config.unfurl,
+            timeout: common.delivery.timeout,
+            client,
+            not_before: NotBefore::default(),
+            pace: channel_pace(&channel_key),
+            ts,
+        };
+        Self {
+            name: name.to_owned(),
+            batch_max: common.delivery.batch_max.max(1),
+            naming: Naming {
+                name: common.name_format.clone(),
+                picture,
+            },
+            style,
+            progress: Progress::default(),
+            poster: Arc::new(poster),
+            receipts: Receipts::new(common.receipt_interval, style),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn batch_max(&self) -> usize {
+        self.batch_max
+    }
+
+    /// Posts the batch (merged and split as [`render`] lays it out), in order, paced; hands
+    /// its read receipts to the coalescer.
+    pub async fn send(&self, batch: &[Outbound]) -> SendOutcome {
+        let pending = self.progress.pending(batch);
+        let posts = render::posts(&pending, &self.style, &self.naming);
+        let outcome = post_all(batch, &posts, &self.progress, |post| async move {
+            self.poster.post(&post).await
+        })
+        .await;
+        if outcome.verdict == Verdict::Disable {
+            self.receipts.clear();
+        }
+        if outcome.verdict == Verdict::Delivered {
+            self.receipts
+                .add(render::readers(&pending, &self.style), &self.poster);
+        }
+        outcome
+    }
+}
+
+impl MakesPosts for Poster {
+    fn make(&self, post: &Post) -> impl Future<Output = SendOutcome> + Send {
+        self.post(post)
+    }
+}
+
+impl Poster {
+    /// Removes the bot token from text a server sent back (never shown, even if echoed).
+    fn scrub(&self, text: String) -> String {
+        match &self.mode {
+            Mode::Api { token, .. } => text.replace(token.expose(), "…"),
+            Mode::Webhook { .. } => text,
+        }
+    }
+
+    fn url(&self) -> &SecretUrl {
+        match &self.mode {
+            Mode::Api { endpoint, .. } => endpoint,
+            Mode::Webhook { url } => url,
+        }
+    }
+
+    async fn post(&self, post: &Post) -> SendOutcome {
+        if let Some(wait) = self.not_before.remaining() {
+            return waiting(wait, "Slack asked to slow down (429)");
+        }
+        self.pace.until_ready().await;
+        let (channel, username, icon_url) = match &self.mode {
+            Mode::Api { channel, .. } => (
+                Some(channel.as_str()),
+                post.username.as_deref(),
+                post.picture.as_deref(),
+            ),
+            Mode::Webhook { .. } => (None, None, None),
+        };
+        let body = Body {
+            channel,
+            text: &post.text,
+            username,
+            icon_url,
+            unfurl_links: self.unfurl,
+            unfurl_media: self.unfurl,
+        };
+        let mut request = self
+            .client
+            .post(self.url().expose().clone())
+            .timeout(self.timeout)
+            .header(CONTENT_TYPE, "application/json; charset=utf-8")
+            .json(&body);
+        if let Mode::Api { token, .. } = &self.mode {
+            request = request.header(AUTHORIZATION, format!("Bearer {}", token.expose()));
+        }
+        match request.send().await {
+            Ok(response) => self.answered(response, post).await,
+            Err(err) => error_outcome(err, self.url()),
+        }
+    }
+
+    async fn answered(&self, mut response: reqwest::Response, post: &Post) -> SendOutcome {
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(seconds);
+        let raw = read_prefix(&mut response).await;
+        let text = self.scrub(excerpt(&raw, self.url()));
+        let outcome = |verdict, detail: String| SendOutcome {
+            verdict,
+            status: Some(status),
+            detail,
+        };
+        if status == 429 {
+            let after = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+            self.not_before.wait(after);
+            let verdict = Verdict::RateLimited { after: Some(after) };
+            return outcome(verdict, format!("HTTP 429: {text}"));
+        }
+        let detail = if text.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status}: {text}")
+        };
+        if !(200..=299).contains(&status) {
+            let verdict = match (&self.mode, status) {
+                (Mode::Webhook { .. }, 400) => Verdict::Reject,
+                (Mode::Webhook { .. }, 403 | 404 | 410) => Verdict::Disable,
+                _ => retry::classify_status(status, None),
+            };
+            return outcome(verdict, detail);
+        }
+        if let Mode::Webhook { .. } = self.mode {
+            return outcome(Verdict::Delivered, detail);
+        }
+        let answer: ApiAnswer = serde_json::from_slice(&raw).unwrap_or_default();
+        if !answer.ok {
+            let error = answer
+                .error
+                .unwrap_or_else(|| "no ok:true in the answer".into());
+            let verdict = classify_error(&error);
+            if let Verdict::RateLimited { after: Some(after) } = verdict {
+                self.not_before.wait(retry_after.unwrap_or(after));
+            }
+            let detail = excerpt(
+                format!("HTTP {status}, ok: false: {error}").as_bytes(),
+                self.url(),
+            );
+            return outcome(verdict, detail);
+        }
+        if let (Some(map), Some(ts)) = (&self.ts, &answer.ts)
+            && post.part.is_none_or(|(index, _)| index == 0)
+        {
+            map.record(&post.keys, ts).await;
+        }
+        outcome(Verdict::Delivered, format!("HTTP {status}: ok"))
+    }
+}
+
+/// The token bucket of one channel (a Web API channel at an API base, or an incoming webhook,
+/// which is bound to one channel), shared by the links of this process that post there.
+fn channel_pace(channel: &str) -> Arc<DefaultDirectRateLimiter> {
+    static PACES: OnceLock<Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>> = OnceLock::new();
+    let mut paces = PACES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    paces
+        .entry(channel.to_owned())
+        .or_insert_with(|| {
+            let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
+            Arc::new(RateLimiter::direct(
+                Quota::per_second(NonZeroU32::MIN).allow_burst(burst),
+            ))
+        })
+        .clone()
+}
+
+/// Event key → the `ts` of the post that carries it (the first part of a split message), so
+/// later work can thread, edit and delete. Bounded: the newest [`TS_KEEP`] per link.
+struct TsMap {
+    /// `chatbridge:slack_ts:{link}`: HASH event key → ts.
+    map: String,
+    /// `chatbridge:slack_ts:{link}:order`: ZSET event key by time recorded, for trimming.
+    order: String,
+    con: ConnectionManager,
+}
+
+/// Records keys → ts and trims the map to ARGV[1] entries, oldest first.
+const RECORD_TS: &str = r"
+local keep = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local ts = ARGV[3]
+for i = 4, #ARGV do
+  redis.call('HSET', KEYS[1], ARGV[i], ts)
+  redis.call('ZADD', KEYS[2], now, ARGV[i])
+end
+local over = redis.call('ZCARD', KEYS[2]) - keep
+if over > 0 then
+  local old = redis.call('ZRANGE', KEYS[2], 0, over - 1)
+  redis.call('HDEL', KEYS[1], unpack(old))
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+end
+return 0
+";
+
+impl TsMap {
+    fn new(link: &str, con: ConnectionManager) -> Self {
+        Self {
+            map: format!("chatbridge:slack_ts:{link}"),
+            order: format!("chatbridge:slack_ts:{link}:order"),
+            con,
+        }
+    }
+
+    /// Records where `keys` were posted; a failure is logged, never fails the delivery.
+    async fn record(&self, keys: &[String], ts: &str) {
+        if keys.is_empty() {
+            return;
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let script = redis::Script::new(RECORD_TS);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&self.map)
+            .key(&self.order)
+            .arg(TS_KEEP)
+            .arg(now)
+            .arg(ts);
+        for key in keys {
+            invocation.arg(key);
+        }
+        let mut con = self.con.clone();
+        let done: redis::RedisResult<i64> = invocation.invoke_async(&mut con).await;
+        if let Err(e) = done {
+            tracing::warn!(map = self.map, error = %e, "could not record Slack message ts");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_exactly_the_three_characters() {
+        assert_eq!(
+            escape("<!channel> <!here> <@U123> <#C1> <https://evil|bank> a&b \"q\" 'x' *b*"),
+            "&lt;!channel&gt; &lt;!here&gt; &lt;@U123&gt; &lt;#C1&gt; \
+             &lt;https://evil|bank&gt; a&amp;b \"q\" 'x' *b*"
+        );
+    }
+
+    #[test]
+    fn ok_false_errors_are_classified() {
+        assert_eq!(classify_error("msg_too_long"), Verdict::Reject);
+        assert_eq!(classify_error("no_text"), Verdict::Reject);
+        assert_eq!(classify_error("token_revoked"), Verdict::Disable);
+        assert_eq!(classify_error("channel_is_archived"), Verdict::Disable);
+        assert_eq!(classify_error("is_archived"), Verdict::Disable);
+        assert_eq!(classify_error("no_service"), Verdict::Disable);
+        for pause in [
+            "channel_not_found",
+            "not_in_channel",
+            "invalid_auth",
+            "missing_scope",
+            "???",
+        ] {
+            assert_eq!(
+                classify_error(pause),
+                Verdict::LinkFailure { after: None },
+                "{pause}"
+            );
+        }
+        assert!(matches!(
+            classify_error("ratelimited"),
+            Verdict::RateLimited { .. }
+        ));
+        assert!(matches!(
+            classify_error("internal_error"),
+            Verdict::EventFailure { .. }
+        ));
+    }
+}

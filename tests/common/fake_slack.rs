@@ -1,0 +1,300 @@
+//! A fake Slack on loopback that enforces the contract in EXTERNAL_APIS.md: the Web API's
+//! `chat.postMessage` (bearer token, JSON `ok`/`ok: false` answers with a `ts`) and an incoming
+//! webhook (`ok` as plain text, errors as a status plus a bare string). Both share one rate
+//! limit like Slack's per channel: a token bucket of [`BURST`] posts refilled at one per
+//! second; a post beyond it gets 429 with `Retry-After: 1` and is counted.
+//!
+//! ```ignore
+//! let slack = FakeSlack::start("xoxb-test").await;
+//! slack.fail_next(FakeReply::api_error("channel_not_found"));     // one post refused
+//! slack.fail_with(Some(FakeReply::status(404, "no_service")));    // until changed
+//! slack.force_429(2);                                              // next post: Retry-After: 2
+//! ```
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// Posts Slack lets through at once after a quiet spell (ours sends at most 3).
+pub const BURST: f64 = 5.0;
+/// What Slack truncates at; the bridge must stay under 4,000 anyway.
+const TEXT_MAX: usize = 40_000;
+
+/// One post Slack accepted.
+#[derive(Debug, Clone)]
+pub struct SlackPost {
+    /// The JSON body.
+    pub body: Value,
+    /// When it arrived.
+    pub arrived: Instant,
+    /// `api` or `webhook`.
+    pub via: &'static str,
+    /// The `ts` answered (Web API).
+    pub ts: Option<String>,
+}
+
+impl SlackPost {
+    pub fn text(&self) -> &str {
+        self.body["text"].as_str().unwrap_or_default()
+    }
+
+    pub fn username(&self) -> Option<&str> {
+        self.body["username"].as_str()
+    }
+}
+
+/// An answer the test programs.
+#[derive(Debug, Clone)]
+pub enum FakeReply {
+    /// HTTP 200 `{"ok": false, "error": …}` (Web API).
+    ApiError(String),
+    /// A status with a bare string body (incoming webhook errors, 5xx).
+    Status(u16, String),
+}
+
+impl FakeReply {
+    pub fn api_error(error: &str) -> Self {
+        Self::ApiError(error.into())
+    }
+
+    pub fn status(status: u16, body: &str) -> Self {
+        Self::Status(status, body.into())
+    }
+}
+
+#[derive(Default)]
+struct Fake {
+    token: String,
+    accepted: Vec<SlackPost>,
+    /// Every request, accepted or not, with when it arrived.
+    requests: Vec<Instant>,
+    rate_limited: usize,
+    tokens: f64,
+    refilled: Option<Instant>,
+    next: VecDeque<FakeReply>,
+    standing: Option<FakeReply>,
+    forced_429: Option<u64>,
+    /// After a 429, no request may come before this.
+    not_before: Option<Instant>,
+    /// Requests that came before a Retry-After had passed.
+    early: usize,
+    ts: u64,
+}
+
+/// The fake Slack server.
+#[derive(Clone)]
+pub struct FakeSlack {
+    addr: SocketAddr,
+    state: Arc<Mutex<Fake>>,
+}
+
+impl FakeSlack {
+    /// Starts the fake on 127.0.0.1; the Web API accepts `token` only.
+    pub async fn start(token: &str) -> Self {
+        let state = Arc::new(Mutex::new(Fake {
+            token: token.into(),
+            tokens: BURST,
+            ts: 1_700_000_000_000_100,
+            ..Fake::default()
+        }));
+        let app = Router::new()
+            .route("/api/chat.postMessage", post(api))
+            .route("/services/{team}/{bot}/{secret}", post(webhook))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake slack");
+        let addr = listener.local_addr().expect("fake slack address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, state }
+    }
+
+    fn state(&self) -> MutexGuard<'_, Fake> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The `api_url` for a link: `http://127.0.0.1:PORT/api`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    /// An incoming-webhook URL with `secret` as its token.
+    pub fn webhook_url(&self, secret: &str) -> String {
+        format!("http://{}/services/T0001/B0001/{secret}", self.addr)
+    }
+
+    pub fn posts(&self) -> Vec<SlackPost> {
+        self.state().accepted.clone()
+    }
+
+    /// Every request's arrival time, accepted or not.
+    pub fn requests(&self) -> Vec<Instant> {
+        self.state().requests.clone()
+    }
+
+    /// How many 429s the fake answered because the rate limit was exceeded.
+    pub fn rate_limited(&self) -> usize {
+        self.state().rate_limited
+    }
+
+    /// How many requests came before a Retry-After had passed.
+    pub fn early(&self) -> usize {
+        self.state().early
+    }
+
+    pub fn fail_next(&self, reply: FakeReply) {
+        self.state().next.push_back(reply);
+    }
+
+    pub fn fail_with(&self, reply: Option<FakeReply>) {
+        self.state().standing = reply;
+    }
+
+    /// The next request gets 429 with `Retry-After: secs` (not counted as provoked).
+    pub fn force_429(&self, secs: u64) {
+        self.state().forced_429 = Some(secs);
+    }
+}
+
+/// What the fake decides before looking at the body: a rate limit, or a programmed reply.
+enum Gate {
+    Limited(u64),
+    Reply(FakeReply),
+    Open,
+}
+
+fn gate(state: &Arc<Mutex<Fake>>) -> Gate {
+    let mut fake = state.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    fake.requests.push(now);
+    if fake.not_before.is_some_and(|t| now < t) {
+        fake.early += 1;
+    }
+    if let Some(secs) = fake.forced_429.take() {
+        fake.not_before = Some(now + Duration::from_secs(secs));
+        return Gate::Limited(secs);
+    }
+    let elapsed = fake
+        .refilled
+        .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+    fake.tokens = (fake.tokens + elapsed).min(BURST);
+    fake.refilled = Some(now);
+    if fake.tokens < 1.0 {
+        fake.rate_limited += 1;
+        fake.not_before = Some(now + Duration::from_secs(1));
+        return Gate::Limited(1);
+    }
+    fake.tokens -= 1.0;
+    if let Some(reply) = fake.next.pop_front() {
+        return Gate::Reply(reply);
+    }
+    match fake.standing.clone() {
+        Some(reply) => Gate::Reply(reply),
+        None => Gate::Open,
+    }
+}
+
+fn too_many(secs: u64) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [("Retry-After", secs.to_string())],
+        "rate_limited",
+    )
+        .into_response()
+}
+
+fn reply(reply: FakeReply) -> Response {
+    match reply {
+        FakeReply::ApiError(error) => {
+            axum::Json(json!({"ok": false, "error": error})).into_response()
+        }
+        FakeReply::Status(status, body) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        )
+            .into_response(),
+    }
+}
+
+/// Checks a body as Slack would; `Err(error)` names Slack's error.
+fn check(body: &Value) -> Result<(), &'static str> {
+    if !body.is_object() {
+        return Err("invalid_payload");
+    }
+    let text = body["text"].as_str().unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err("no_text");
+    }
+    if text.chars().count() > TEXT_MAX {
+        return Err("msg_too_long");
+    }
+    Ok(())
+}
+
+async fn api(State(state): State<Arc<Mutex<Fake>>>, headers: HeaderMap, body: Bytes) -> Response {
+    match gate(&state) {
+        Gate::Limited(secs) => return too_many(secs),
+        Gate::Reply(programmed) => return reply(programmed),
+        Gate::Open => {}
+    }
+    let mut fake = state.lock().unwrap_or_else(|p| p.into_inner());
+    let bearer = format!("Bearer {}", fake.token);
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if auth != Some(bearer.as_str()) {
+        return reply(FakeReply::api_error(if auth.is_none() {
+            "not_authed"
+        } else {
+            "invalid_auth"
+        }));
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return reply(FakeReply::api_error("invalid_json"));
+    };
+    if body["channel"].as_str().is_none_or(str::is_empty) {
+        return reply(FakeReply::api_error("channel_not_found"));
+    }
+    if let Err(error) = check(&body) {
+        return reply(FakeReply::api_error(error));
+    }
+    fake.ts += 100;
+    let ts = format!("{}.{:06}", fake.ts / 1_000_000, fake.ts % 1_000_000);
+    fake.accepted.push(SlackPost {
+        body: body.clone(),
+        arrived: Instant::now(),
+        via: "api",
+        ts: Some(ts.clone()),
+    });
+    axum::Json(json!({"ok": true, "channel": body["channel"], "ts": ts, "message": {"text": body["text"]}}))
+        .into_response()
+}
+
+async fn webhook(State(state): State<Arc<Mutex<Fake>>>, body: Bytes) -> Response {
+    match gate(&state) {
+        Gate::Limited(secs) => return too_many(secs),
+        Gate::Reply(programmed) => return reply(programmed),
+        Gate::Open => {}
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return reply(FakeReply::status(400, "invalid_payload"));
+    };
+    if let Err(error) = check(&body) {
+        return reply(FakeReply::status(400, error));
+    }
+    let mut fake = state.lock().unwrap_or_else(|p| p.into_inner());
+    fake.accepted.push(SlackPost {
+        body,
+        arrived: Instant::now(),
+        via: "webhook",
+        ts: None,
+    });
+    "ok".into_response()
+}
