@@ -16,6 +16,46 @@ use crate::outbox::{LeaseHolder, Outbox};
 use crate::printable::{escape, escape_controls, json_line};
 use crate::store::{HistoryLimits, Store};
 
+/// `println!` for the operator commands, except that a closed stdout (`chatbridge tail | head`)
+/// ends the command quietly with success instead of a panic, as Unix tools do.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::emit(format_args!($($arg)*), true)
+    };
+}
+
+/// [`out!`] without the line end.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {
+        $crate::cli::emit(format_args!($($arg)*), false)
+    };
+}
+
+/// Writes to stdout; exits with success when the reader went away (broken pipe), and with
+/// failure on any other write error, instead of panicking.
+pub(crate) fn emit(text: std::fmt::Arguments, line: bool) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(text)
+        .and_then(|()| {
+            if line {
+                stdout.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("chatbridge: cannot write to stdout: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
 /// sysexits.h EX_CONFIG: the configuration is invalid.
 pub const EX_CONFIG: u8 = 78;
 /// sysexits.h EX_UNAVAILABLE: Redis could not be reached.
@@ -232,11 +272,11 @@ pub fn load_config(cli: &Cli) -> Result<Config, CliError> {
 /// `chatbridge check`: prints the routing table or every problem.
 pub fn check(cli: &Cli) -> Result<(), CliError> {
     let config = load_config(cli)?;
-    print!("{}", config.routing_table());
+    out_raw!("{}", config.routing_table());
     for warning in config.warnings() {
-        println!("warning: {warning}");
+        out!("warning: {warning}");
     }
-    println!("{}: OK", cli.config.display());
+    out!("{}: OK", cli.config.display());
     Ok(())
 }
 
@@ -288,7 +328,7 @@ async fn chat_command(store: &Store, command: &Command) -> Result<(), CliError> 
             let sent = store
                 .send(room, &id, &user.username, text, Map::new())
                 .await;
-            println!("{}", escape(&sent.map_err(failed)?.id));
+            out!("{}", escape(&sent.map_err(failed)?.id));
         }
         Command::Dm {
             from,
@@ -298,17 +338,17 @@ async fn chat_command(store: &Store, command: &Command) -> Result<(), CliError> 
         } => {
             let (from, to) = (UserId::from_cli(from), UserId::from_cli(to));
             let sent = store.send_dm(&from, &to, username, text, Map::new()).await;
-            println!("{}", escape(&sent.map_err(failed)?.id));
+            out!("{}", escape(&sent.map_err(failed)?.id));
         }
         Command::Join { room, user } => {
             let id = UserId::from_cli(&user.user_id);
             let line = store.join(room, &id, &user.username).await;
-            println!("{}", escape(&line.map_err(failed)?.content));
+            out!("{}", escape(&line.map_err(failed)?.content));
         }
         Command::Leave { room, user } => {
             let id = UserId::from_cli(&user.user_id);
             let line = store.leave(room, &id, &user.username).await;
-            println!("{}", escape(&line.map_err(failed)?.content));
+            out!("{}", escape(&line.map_err(failed)?.content));
         }
         Command::Typing { room, user_id } => {
             store
@@ -335,7 +375,7 @@ async fn chat_command(store: &Store, command: &Command) -> Result<(), CliError> 
         } => history(store, room.as_deref(), dm.as_deref(), *count, *json).await?,
         Command::Members { room } => {
             for member in store.members(room).await.map_err(failed)? {
-                println!("{}", escape(&member));
+                out!("{}", escape(&member));
             }
         }
         _ => {}
@@ -357,17 +397,17 @@ async fn history(
     };
     for entry in store.history(&scope, count).await.map_err(failed)? {
         if json {
-            println!("{}", json_line(&entry.raw));
+            out!("{}", json_line(&entry.raw));
             continue;
         }
         match entry.event {
-            Ok(ChatEvent::Message(m)) => println!(
+            Ok(ChatEvent::Message(m)) => out!(
                 "{}  {}: {}",
                 m.timestamp,
                 escape_controls(&m.username, 200),
                 escape_controls(&m.content, 4000)
             ),
-            Ok(_) | Err(_) => println!("(not a message) {}", escape_controls(&entry.raw, 4000)),
+            Ok(_) | Err(_) => out!("(not a message) {}", escape_controls(&entry.raw, 4000)),
         }
     }
     Ok(())
@@ -416,7 +456,7 @@ async fn tail(client: &redis::Client, rooms: &[String]) -> Result<(), CliError> 
                     continue;
                 };
                 let payload = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
-                println!("{}", console::line(&as_outbound(&scope, payload)));
+                out!("{}", console::line(&as_outbound(&scope, payload)));
             }
             _ = &mut interrupted => return Ok(()),
         }
@@ -424,9 +464,13 @@ async fn tail(client: &redis::Client, rooms: &[String]) -> Result<(), CliError> 
 }
 
 async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError> {
-    println!(
+    out!(
         "{:<16} {:>8} {:>8} {:>6} {:>10}  last delivered",
-        "link", "depth", "pending", "dead", "delivered"
+        "link",
+        "depth",
+        "pending",
+        "dead",
+        "delivered"
     );
     for link in config.links.keys() {
         let s = outbox.status(link).await.map_err(failed)?;
@@ -434,33 +478,37 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
             (Some(id), Some(at)) => format!("{} at {}", escape(id), escape(&at.to_string())),
             _ => "-".to_owned(),
         };
-        println!(
+        out!(
             "{:<16} {:>8} {:>8} {:>6} {:>10}  {last}",
-            s.link, s.depth, s.pending, s.dead, s.delivered
+            s.link,
+            s.depth,
+            s.pending,
+            s.dead,
+            s.delivered
         );
-        println!(
+        out!(
             "  {}",
             lease_line(outbox.lease_holder(link).await.map_err(failed)?)
         );
         if let Some(reason) = &s.disabled {
-            println!("  DISABLED: {} (chatbridge enable {link})", escape(reason));
+            out!("  DISABLED: {} (chatbridge enable {link})", escape(reason));
         }
         if let Some(since) = &s.failing_since {
             let error = s.last_error.as_deref().unwrap_or("-");
-            println!(
+            out!(
                 "  FAILING since {since}: {} (retrying in order)",
                 escape_controls(error, 400)
             );
         }
         if let Some((until, reason)) = crate::status::paused(&s) {
-            println!(
+            out!(
                 "  PAUSED until {}: rate limited by the target ({})",
                 escape(until),
                 escape_controls(reason, 400)
             );
         }
         if s.dropped > 0 {
-            println!(
+            out!(
                 "  DROPPED: {} events unsent, over outbox_max_len / outbox_max_age_secs",
                 s.dropped
             );
@@ -473,7 +521,7 @@ async fn show_status(config: &Config, mut outbox: Outbox) -> Result<(), CliError
     let report = crate::status::report(config, &mut outbox)
         .await
         .map_err(failed)?;
-    print!("{report}");
+    out_raw!("{report}");
     Ok(())
 }
 
@@ -516,17 +564,17 @@ async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction) -> Result<
             let link = known_link(config, link)?;
             let letters = outbox.dlq_list(link, *count).await.map_err(failed)?;
             if letters.is_empty() {
-                println!("no dead letters for {link}");
+                out!("no dead letters for {link}");
             }
             for dead in letters {
                 let dead = match dead {
                     Ok(dead) => dead,
                     Err(damaged) => {
-                        println!("damaged {}", escape(&damaged.to_string()));
+                        out!("damaged {}", escape(&damaged.to_string()));
                         continue;
                     }
                 };
-                println!(
+                out!(
                     "{}  {}  {} {}  status={} {}\n  {}",
                     escape(&dead.failed_at.to_string()),
                     escape(&dead.entry.event_id),
@@ -541,9 +589,9 @@ async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction) -> Result<
         DlqAction::Replay { link } => {
             let link = known_link(config, link)?;
             let (moved, damaged) = outbox.dlq_replay(link).await.map_err(failed)?;
-            println!("replayed {moved} dead letter(s) into the outbox of {link}");
+            out!("replayed {moved} dead letter(s) into the outbox of {link}");
             for bad in damaged {
-                println!(
+                out!(
                     "left damaged {} (remove with `chatbridge dlq drop {link}`)",
                     escape(&bad.to_string())
                 );
@@ -552,7 +600,7 @@ async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction) -> Result<
         DlqAction::Drop { link } => {
             let link = known_link(config, link)?;
             let dropped = outbox.dlq_drop(link).await.map_err(failed)?;
-            println!("dropped {dropped} dead letter(s) of {link}");
+            out!("dropped {dropped} dead letter(s) of {link}");
         }
     }
     Ok(())
@@ -561,9 +609,9 @@ async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction) -> Result<
 async fn enable(config: &Config, mut outbox: Outbox, link: &str) -> Result<(), CliError> {
     let link = known_link(config, link)?;
     if outbox.enable(link).await.map_err(failed)? {
-        println!("{link} enabled: a running daemon resumes delivery within seconds");
+        out!("{link} enabled: a running daemon resumes delivery within seconds");
     } else {
-        println!("{link} was not disabled");
+        out!("{link} was not disabled");
     }
     Ok(())
 }
