@@ -85,6 +85,9 @@ impl Changes {
             "delivery.lease_secs",
             old.delivery.lease != new.delivery.lease,
         );
+        // The server is bound once, at start: whether it runs and its limits.
+        keep("http", old.http_server() != new.http_server());
+        config.http = running.http.clone();
         config.redis = running.redis.clone();
         config.history = running.history.clone();
         config.delivery.outbox_max_len = running.delivery.outbox_max_len;

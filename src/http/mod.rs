@@ -55,6 +55,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Cancelled when the daemon stops: no longer ready.
     pub stopping: CancellationToken,
+    /// What the inbound routes accept: the configuration in force, set once Redis is
+    /// connected and replaced on reload.
+    pub inbound: crate::inbound::Shared,
 }
 
 /// The router: the operations routes plus `extra`, under the shared limits.
@@ -103,8 +106,9 @@ impl Operations {
             workers,
             metrics: None,
             stopping: stop.clone(),
+            inbound: crate::inbound::Shared::default(),
         };
-        let Some(http) = &config.http else {
+        let Some(http) = &config.http_server() else {
             return Ok(Self {
                 state,
                 server: None,
@@ -118,7 +122,12 @@ impl Operations {
                 source,
             })?;
         let addr = listener.local_addr().unwrap_or(http.listen);
-        tracing::info!(%addr, "http server listening: /healthz /readyz /metrics");
+        let inbound = if config.has_inbound() {
+            " /hooks/{link} /slack/events"
+        } else {
+            ""
+        };
+        tracing::info!(%addr, "http server listening: /healthz /readyz /metrics{inbound}");
         let app = router(state.clone(), extra, http);
         let stop = stop.clone();
         let server = tokio::spawn(async move {
@@ -135,6 +144,11 @@ impl Operations {
     /// The health record the subscription and the intake update.
     pub fn health(&self) -> Health {
         self.state.health.clone()
+    }
+
+    /// What the inbound routes accept; the daemon sets it once connected and on reload.
+    pub fn inbound(&self) -> &crate::inbound::Shared {
+        &self.state.inbound
     }
 
     /// Where delivery workers are tracked ([`Workers::track`]).
@@ -205,6 +219,7 @@ mod tests {
             workers: Workers::default(),
             metrics: None,
             stopping: CancellationToken::new(),
+            inbound: crate::inbound::Shared::default(),
         }
     }
 
