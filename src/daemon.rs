@@ -381,7 +381,8 @@ impl Bridge {
             );
         }
         // The inbound routes take the new settings at once (signing secrets, rooms, mapping).
-        let inbound = crate::inbound::Inbound::from_config(&changes.config, self.outbox.con.clone());
+        let inbound =
+            crate::inbound::Inbound::from_config(&changes.config, self.outbox.con.clone());
         self.ops.inbound().store(Some(Arc::new(inbound)));
         if changes.is_empty() {
             tracing::info!("reload: nothing to change");

@@ -33,13 +33,18 @@ pub struct SlackInbound {
     pub room: String,
 }
 
-pub(super) fn parse_slack(section: Option<Table>, problems: &mut Problems) -> Option<SlackAppConfig> {
+pub(super) fn parse_slack(
+    section: Option<Table>,
+    problems: &mut Problems,
+) -> Option<SlackAppConfig> {
     let mut section = section?;
-    let secret = section.required_string("signing_secret", problems).and_then(|raw| {
-        SigningSecret::parse(&raw.value)
-            .map_err(|e| problems.add(&raw.path, e))
-            .ok()
-    });
+    let secret = section
+        .required_string("signing_secret", problems)
+        .and_then(|raw| {
+            SigningSecret::parse(&raw.value)
+                .map_err(|e| problems.add(&raw.path, e))
+                .ok()
+        });
     let app_id = section.string("app_id", problems).map(|t| t.value);
     let bot_id = section.string("bot_id", problems).map(|t| t.value);
     section.finish(problems);

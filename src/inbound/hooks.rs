@@ -61,14 +61,13 @@ async fn handle(
     let id = verify(hook, headers, body)?;
     let request = parse(body)?;
     let (scope, history_limit) = scope_of(inbound, hook, &request)?;
-    if let Some(content) = &request.content {
-        if content.chars().count() > hook.max_content_chars {
-            return Err(Outcome::field(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "content",
-                format!("longer than {} characters", hook.max_content_chars),
-            ));
-        }
+    let too_long = |content: &String| content.chars().count() > hook.max_content_chars;
+    if request.content.as_ref().is_some_and(too_long) {
+        return Err(Outcome::field(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "content",
+            format!("longer than {} characters", hook.max_content_chars),
+        ));
     }
     let event = build(&request, &scope, link, &id);
     let write = Write {
@@ -323,10 +322,14 @@ fn scope_of(
         return Err(bad("user_id", "the sender must be one of the `dm` pair"));
     }
     let scope = Scope::dm(a, b);
-    if let Scope::Dm(x, y) = &scope {
-        if [x, y].iter().any(|id| crate::model::room_name_problem(id).is_some()) {
-            return Err(bad("dm", "user ids in a DM cannot contain `:` or whitespace"));
-        }
+    let ambiguous = [a, b]
+        .iter()
+        .any(|id| crate::model::room_name_problem(&id.to_string()).is_some());
+    if ambiguous {
+        return Err(bad(
+            "dm",
+            "user ids in a DM cannot contain `:` or whitespace",
+        ));
     }
     Ok((scope, inbound.history.dm_limit))
 }

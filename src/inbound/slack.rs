@@ -44,9 +44,8 @@ async fn handle(inbound: &Inbound, headers: &HeaderMap, body: &[u8]) -> Result<O
         ));
     };
     verify(app, headers, body)?;
-    let envelope: Value = serde_json::from_slice(body).map_err(|_| {
-        Outcome::error(StatusCode::BAD_REQUEST, "bad_request", "body is not JSON")
-    })?;
+    let envelope: Value = serde_json::from_slice(body)
+        .map_err(|_| Outcome::error(StatusCode::BAD_REQUEST, "bad_request", "body is not JSON"))?;
     match envelope["type"].as_str() {
         Some("url_verification") => {
             let challenge = envelope["challenge"].as_str().unwrap_or_default();
@@ -63,10 +62,7 @@ async fn handle(inbound: &Inbound, headers: &HeaderMap, body: &[u8]) -> Result<O
 
 fn verify(app: &SlackApp, headers: &HeaderMap, body: &[u8]) -> Result<(), Outcome> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let checked = match (
-        text("x-slack-request-timestamp"),
-        text("x-slack-signature"),
-    ) {
+    let checked = match (text("x-slack-request-timestamp"), text("x-slack-signature")) {
         (Some(timestamp), Some(signature)) => signing::verify_slack(
             app.config.signing_secret.key(),
             timestamp,
