@@ -191,7 +191,7 @@ impl Bridge {
         let mut con = connect_retrying(&client, Duration::ZERO, &url).await?;
         eviction::check(&mut con, config.redis.allow_eviction, &url).await?;
         let (reroutes, reroutes_rx) = mpsc::channel(1);
-        let inbound = crate::inbound::Inbound::from_config(&config, con.clone());
+        let inbound = crate::inbound::Inbound::from_config(&config, con.clone(), None);
         ops.inbound().store(Some(Arc::new(inbound)));
         let links = config.links.keys().cloned().collect();
         let mut bridge = Self {
@@ -381,8 +381,12 @@ impl Bridge {
             );
         }
         // The inbound routes take the new settings at once (signing secrets, rooms, mapping).
-        let inbound =
-            crate::inbound::Inbound::from_config(&changes.config, self.outbox.con.clone());
+        let previous = self.ops.inbound().load_full();
+        let inbound = crate::inbound::Inbound::from_config(
+            &changes.config,
+            self.outbox.con.clone(),
+            previous.as_deref(),
+        );
         self.ops.inbound().store(Some(Arc::new(inbound)));
         if changes.is_empty() {
             tracing::info!("reload: nothing to change");

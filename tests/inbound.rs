@@ -651,6 +651,7 @@ async fn slack_events_are_verified_written_once_and_relayed_to_discord_and_webho
         inbound_hook("tool", &tool.url("/tool"), SECRET),
         room("general", &["slack", "discord", "audit", "tool"]),
     );
+    slack.set_user("U42", "Zed");
     let bridge = Bridge::start(&redis, &rest).await;
     let mut con = redis.connection().await;
 
@@ -716,6 +717,8 @@ async fn slack_events_are_verified_written_once_and_relayed_to_discord_and_webho
     );
     let event: Value = serde_json::from_str(&stored[0]).unwrap();
     assert_eq!(event["user_id"], "U42");
+    assert_eq!(event["username"], "Zed", "the display name from users.info");
+    assert_eq!(slack.user_lookups(), 1, "names are cached");
     assert_eq!(event["content"], "hi <all>");
     assert_eq!(event["origin"], "slack");
     assert_eq!(event["external_id"], "1700000001.000100");
@@ -759,7 +762,7 @@ async fn slack_events_are_verified_written_once_and_relayed_to_discord_and_webho
     let tool_got = received_contents(&tool);
     assert_eq!(
         tool_got,
-        ["hi <all>", "U42 joined the room"],
+        ["hi <all>", "Zed joined the room"],
         "the tool gets Slack's message and join only"
     );
 }

@@ -4,6 +4,7 @@
 //! - [`hooks`]: `POST /hooks/{link}`, Standard Webhooks-signed events from a webhook link
 //!   with `inbound = true`.
 //! - [`slack`]: `POST /slack/events`, the Slack Events API (`[slack]`).
+//! - [`names`]: Slack user names (`users.info`, short deadline, cached).
 //! - [`write`]: the one atomic write (de-dup, seed operation, trusted `origin`).
 //!
 //! What the routes accept comes from the configuration in force: [`Shared`] holds it and the
@@ -11,6 +12,7 @@
 //! is empty and the routes answer 503.
 
 mod hooks;
+mod names;
 mod slack;
 mod write;
 
@@ -50,6 +52,8 @@ pub struct Inbound {
     slack: Option<SlackApp>,
     /// History limits per room (`[history]`), and for DMs.
     history: crate::config::HistoryConfig,
+    /// Slack user names, kept across reloads.
+    names: Arc<names::Names>,
 }
 
 /// One webhook link that accepts inbound events.
@@ -66,11 +70,14 @@ struct HookLink {
 struct SlackApp {
     config: SlackAppConfig,
     channels: BTreeMap<String, SlackInbound>,
+    /// Per Slack link (Web API mode): its token and API base, for `users.info`.
+    directories: BTreeMap<String, names::Directory>,
 }
 
 impl Inbound {
-    /// The inbound settings of `config`, writing through `con`.
-    pub fn from_config(config: &Config, con: ConnectionManager) -> Self {
+    /// The inbound settings of `config`, writing through `con`; `previous` (the settings
+    /// replaced by a reload) hands on its cache of Slack names.
+    pub fn from_config(config: &Config, con: ConnectionManager, previous: Option<&Self>) -> Self {
         let hooks = config
             .links
             .iter()
@@ -97,14 +104,37 @@ impl Inbound {
         let slack = config.slack.clone().map(|app| SlackApp {
             config: app,
             channels: config.slack_channels(),
+            directories: directories(config),
         });
         Self {
             writer: Writer::new(con),
             hooks,
             slack,
             history: config.history.clone(),
+            names: previous.map_or_else(|| Arc::new(names::Names::new()), |p| p.names.clone()),
         }
     }
+}
+
+/// The token and API base of every Slack link in Web API mode, by link name.
+fn directories(config: &Config) -> BTreeMap<String, names::Directory> {
+    config
+        .links
+        .iter()
+        .filter_map(|(name, link)| match &link.kind {
+            LinkKind::Slack(slack) => match &slack.mode {
+                crate::config::SlackMode::Api { token, api_url, .. } => Some((
+                    name.clone(),
+                    names::Directory {
+                        token: token.clone(),
+                        api_url: api_url.clone(),
+                    },
+                )),
+                crate::config::SlackMode::Webhook { .. } => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// The inbound routes, sharing the server's state and limits.

@@ -3,8 +3,9 @@
 //! `event_callback` is written at most once per `event_id`, and acknowledged at once (the
 //! write is one Redis round trip).
 //!
-//! Plain messages become seed messages (`user_id` = the Slack user id, `external_id` = the
-//! message `ts`); `member_joined_channel` / `member_left_channel` become joins and leaves.
+//! Plain messages become seed messages (`user_id` = the Slack user id, `username` = their
+//! display name from `users.info` when it answers within 500 ms, else the id; `external_id` =
+//! the message `ts`); `member_joined_channel` / `member_left_channel` become joins and leaves.
 //! Our own posts coming back (our `bot_id`, our app's id) are dropped; edits, deletes, other
 //! subtypes and other events are acknowledged and counted, not written.
 
@@ -110,6 +111,8 @@ async fn callback(inbound: &Inbound, app: &SlackApp, envelope: &Value) -> Result
         return Ok(ignored("no user"));
     };
     let user_id = UserId::Text(user.to_owned());
+    let directory = app.directories.get(&target.link);
+    let username = inbound.names.name(user, directory).await;
     let mut extra = Map::new();
     extra.insert("origin".into(), Value::String(target.link.clone()));
     let chat = match (event["type"].as_str(), event.get("subtype")) {
@@ -121,7 +124,7 @@ async fn callback(inbound: &Inbound, app: &SlackApp, envelope: &Value) -> Result
             ChatEvent::Message(Message {
                 id: uuid::Uuid::new_v4().to_string(),
                 user_id,
-                username: user.to_owned(),
+                username,
                 content: unescape(text),
                 room: Some(target.room.clone()),
                 timestamp: Timestamp::now(),
@@ -135,7 +138,7 @@ async fn callback(inbound: &Inbound, app: &SlackApp, envelope: &Value) -> Result
                 Presence::Leave
             };
             extra.insert("external_id".into(), Value::String(event_id.to_owned()));
-            let mut line = SystemLine::presence(presence, user_id, user);
+            let mut line = SystemLine::presence(presence, user_id, &username);
             line.extra = extra;
             ChatEvent::System(line)
         }
