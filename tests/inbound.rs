@@ -863,3 +863,40 @@ async fn a_reload_changes_what_the_inbound_routes_accept() {
     let mut con = redis.connection().await;
     assert_eq!(history(&mut con, "chat:room:random:history").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_routes_answer_503_and_the_sender_s_retry_is_written_later() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let tool = Receiver::start().await;
+    let port = free_port();
+    let rest = format!(
+        "{}{}",
+        inbound_hook("tool", &tool.url("/tool"), SECRET),
+        room("general", &["tool"])
+    );
+    // The server's port through the environment (`CHATBRIDGE__HTTP__LISTEN`), a free one.
+    let toml = format!("[redis]\nurl = \"{}\"\n\n{rest}", redis.url());
+    let listen = format!("127.0.0.1:{port}");
+    let daemon = Daemon::start_with_env(&toml, &[("CHATBRIDGE__HTTP__LISTEN", &listen)]);
+    tokio::task::block_in_place(|| daemon.wait_for_log("http server listening", 1, WAIT));
+    let bridge = Bridge {
+        daemon,
+        port,
+        http: reqwest::Client::new(),
+    };
+    let body = message("general", json!(1), "a", "while redis was down");
+    let (status, reply) = bridge.hook("tool", SECRET, "msg_down", &body).await;
+    assert_eq!(status, 503, "{reply}");
+    redis.start_again();
+    eventually("the retry accepted", WAIT, async || {
+        let (status, _) = bridge.hook("tool", SECRET, "msg_down", &body).await;
+        (status == 202).then_some(())
+    })
+    .await;
+    let mut con = redis.connection().await;
+    assert_eq!(
+        history(&mut con, "chat:room:general:history").await.len(),
+        1
+    );
+}

@@ -95,3 +95,56 @@ pub(super) fn slack_channels(
     }
     map
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Env, HttpConfig, load_str};
+
+    const SLACK_LINK: &str =
+        "[links.s]\nkind = \"slack\"\nbot_token = \"xoxb-1\"\nchannel = \"C1\"\n";
+
+    fn problems(toml: &str) -> Vec<String> {
+        match load_str(toml, &Env::new()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(|e| e.path.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_slack_channel_maps_to_one_room_and_starts_the_server_with_defaults() {
+        let toml = format!(
+            "[slack]\nsigning_secret = \"abc\"\nbot_id = \"B1\"\n\n{SLACK_LINK}\n\
+             [[rooms]]\nname = \"general\"\nlinks = [\"s\"]\n"
+        );
+        let config = load_str(&toml, &Env::new()).expect("valid");
+        let channels = config.slack_channels();
+        assert_eq!(channels["C1"].room, "general");
+        assert_eq!(channels["C1"].link, "s");
+        assert_eq!(config.http, None);
+        assert_eq!(config.http_server(), Some(HttpConfig::default()));
+        assert_eq!(
+            config.http_server().unwrap().listen.to_string(),
+            "127.0.0.1:8700"
+        );
+        assert!(!format!("{config:?}").contains("abc"), "the secret printed");
+        let mirrored_twice = format!("{toml}[[rooms]]\nname = \"random\"\nlinks = [\"s\"]\n");
+        assert_eq!(problems(&mirrored_twice), ["rooms[1].links"]);
+        assert_eq!(problems("[slack]\n"), ["slack.signing_secret"]);
+    }
+
+    #[test]
+    fn inbound_webhooks_must_be_signed_and_nothing_inbound_means_no_server() {
+        let hook = "[links.h]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n";
+        assert_eq!(
+            problems(&format!("{hook}inbound = true\n")),
+            ["links.h.inbound"]
+        );
+        let plain = load_str(hook, &Env::new()).expect("valid");
+        assert_eq!(plain.http_server(), None);
+        let signed =
+            format!("{hook}inbound = true\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n");
+        let config = load_str(&signed, &Env::new()).expect("valid");
+        assert!(config.has_inbound());
+        assert!(config.http_server().is_some());
+    }
+}
