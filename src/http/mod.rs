@@ -1,9 +1,9 @@
 //! The HTTP server (`[http] listen`, default `127.0.0.1:8700`), started only when `[http]` is
-//! configured. It is bound before chatbridge connects to Redis, so `/readyz` answers (503)
+//! configured or something inbound is (then with `[http]`'s defaults). It is bound before chatbridge connects to Redis, so `/readyz` answers (503)
 //! while Redis is still unreachable, and before systemd hears `READY=1`.
 //!
 //! Routes: [`health`] (`GET /healthz`, `GET /readyz`, `GET /metrics`). Other parts add their
-//! own routes with [`router`]'s `extra` (the inbound webhooks will): every route shares
+//! own routes with [`router`]'s `extra` (the daemon adds [`crate::inbound::routes`]): every route shares
 //! [`AppState`] and the same limits — a body over `max_body_bytes` gets 413, at most
 //! `max_concurrent_requests` are handled at once (the rest wait their turn), and a request
 //! not answered within `request_timeout_secs`, waiting included, gets 408.
@@ -87,8 +87,9 @@ pub struct Operations {
 }
 
 impl Operations {
-    /// Installs the metrics recorder and binds and starts the server when `[http]` is set; the
-    /// server stops (finishing the requests it is answering) when `stop` is cancelled.
+    /// Installs the metrics recorder and binds and starts the server when `[http]` is set (or
+    /// anything inbound is configured); the server stops (finishing the requests it is
+    /// answering) when `stop` is cancelled.
     pub async fn start(config: &Config, stop: &CancellationToken) -> Result<Self, HttpError> {
         Self::start_with_routes(config, stop, Router::new()).await
     }
