@@ -127,6 +127,11 @@ mod tests {
             "127.0.0.1:8700"
         );
         assert!(!format!("{config:?}").contains("abc"), "the secret printed");
+        let table = config.routing_table();
+        assert!(
+            table.ends_with("inbound:\n  POST /slack/events  channel C1 → general (origin s)\n"),
+            "{table}"
+        );
         let mirrored_twice = format!("{toml}[[rooms]]\nname = \"random\"\nlinks = [\"s\"]\n");
         assert_eq!(problems(&mirrored_twice), ["rooms[1].links"]);
         assert_eq!(problems("[slack]\n"), ["slack.signing_secret"]);
@@ -146,5 +151,12 @@ mod tests {
         let config = load_str(&signed, &Env::new()).expect("valid");
         assert!(config.has_inbound());
         assert!(config.http_server().is_some());
+        assert!(
+            config
+                .routing_table()
+                .contains("inbound:\n  POST /hooks/h  → (no room)\n"),
+            "{}",
+            config.routing_table()
+        );
     }
 }
