@@ -628,7 +628,35 @@ async fn rejected_requests_get_their_status_and_leave_redis_byte_for_byte_unchan
     let published =
         tokio::time::timeout(Duration::from_millis(300), live.on_message().next()).await;
     assert!(published.is_err(), "something was published: {published:?}");
+    let metrics = bridge
+        .http
+        .get(bridge.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (route, result, count) in [
+        ("hooks", "accepted", 1),
+        ("hooks", "duplicate", 1),
+        ("hooks", "unauthorized", 3),
+        ("hooks", "too_large", 1),
+        ("hooks", "bad_request", 3),
+        ("hooks", "not_found", 3),
+        ("hooks", "unsupported_type", 1),
+        ("slack", "unauthorized", 1),
+    ] {
+        let line = format!(
+            "chatbridge_inbound_requests_total{{route=\"{route}\",result=\"{result}\"}} {count}\n"
+        );
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
     let log = bridge.daemon.log();
+    assert!(
+        log.contains("inbound request refused"),
+        "refusals are logged"
+    );
     for secret in [SECRET, &SECRET[6..], SLACK_SECRET] {
         assert!(!log.contains(secret), "a secret in the log");
     }

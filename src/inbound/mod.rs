@@ -195,8 +195,17 @@ impl Outcome {
         )
     }
 
-    /// Counts the request and answers.
+    /// Counts the request (and logs a refusal at debug level) and answers.
     fn respond(self, route: &'static str) -> Response {
+        if !self.status.is_success() {
+            tracing::debug!(
+                route,
+                result = self.result,
+                status = self.status.as_u16(),
+                why = %self.body["error"].as_str().unwrap_or_default(),
+                "inbound request refused"
+            );
+        }
         metrics::counter!(crate::metrics::INBOUND_REQUESTS, "route" => route, "result" => self.result)
             .increment(1);
         (self.status, Json(self.body)).into_response()
