@@ -928,3 +928,63 @@ async fn without_redis_the_routes_answer_503_and_the_sender_s_retry_is_written_l
         1
     );
 }
+
+#[tokio::test]
+async fn the_write_keeps_the_bridged_set_bounded_and_remembers_ids_for_a_while() {
+    use chatbridge::inbound::{Write, Writer, Written};
+    use chatbridge::model::{ChatEvent, Message, Scope, Timestamp, UserId};
+    let redis = RedisServer::start();
+    let manager = redis::aio::ConnectionManager::new(redis.client())
+        .await
+        .unwrap();
+    let writer = Writer::with_bridged_cap(manager, 3);
+    let mut payloads = Vec::new();
+    for n in 0..5 {
+        let mut extra = serde_json::Map::new();
+        extra.insert("origin".into(), json!("tool"));
+        let message = Message {
+            id: format!("m{n}"),
+            user_id: UserId::Number(1.into()),
+            username: "a".into(),
+            content: format!("n{n}"),
+            room: Some("general".into()),
+            timestamp: Timestamp::now(),
+            extra,
+        };
+        let event = ChatEvent::Message(message);
+        payloads.push(chatbridge::pyjson::to_string(&event));
+        let write = Write {
+            scope: Scope::Room("general".into()),
+            event,
+            dedup_key: format!("chatbridge:inbound:hook:tool:msg_{n}"),
+            dedup_secs: 60,
+            history_limit: 2,
+        };
+        assert_eq!(
+            writer.write(&write).await.unwrap(),
+            Written::New(format!("m{n}"))
+        );
+        assert_eq!(
+            writer.write(&write).await.unwrap(),
+            Written::Duplicate(format!("m{n}"))
+        );
+    }
+    let mut con = redis.connection().await;
+    let bridged: Vec<String> = con
+        .zrange("chatbridge:bridged:chat:room:general", 0, -1)
+        .await
+        .unwrap();
+    let newest: Vec<String> = payloads[2..]
+        .iter()
+        .map(|p| chatbridge::model::content_id("chat:room:general", p))
+        .collect();
+    assert_eq!(bridged, newest, "the newest 3, by time");
+    let kept = history(&mut con, "chat:room:general:history").await;
+    assert_eq!(
+        kept,
+        [payloads[4].clone(), payloads[3].clone()],
+        "LTRIM 0 1"
+    );
+    let ttl: i64 = con.ttl("chatbridge:inbound:hook:tool:msg_0").await.unwrap();
+    assert!((1..=60).contains(&ttl), "de-dup marks expire: {ttl}");
+}
