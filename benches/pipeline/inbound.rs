@@ -158,8 +158,11 @@ fn wait_quiet(seen: &Seen, expected: u64) -> Vec<(u64, u64)> {
 /// Requests sent, accepted (202) and refused (anything else, or failed).
 #[derive(Default)]
 struct Tally {
+    /// Requests made.
     sent: u64,
+    /// Answered 202.
     accepted: u64,
+    /// Answered otherwise, or failed.
     refused: u64,
 }
 

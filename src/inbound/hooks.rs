@@ -134,12 +134,19 @@ fn verify(hook: &HookLink, headers: &HeaderMap, body: &[u8]) -> Result<String, O
 /// What the body asks for, every field checked.
 #[derive(Debug)]
 struct Request {
+    /// `type`.
     kind: Kind,
+    /// `room`, or else `dm` (exactly one of them).
     room: Option<String>,
+    /// `dm`: the two users of a direct message.
     dm: Option<(UserId, UserId)>,
+    /// `user_id`: the sender, JSON type kept.
     user_id: UserId,
+    /// `username` (messages, joins, leaves).
     username: Option<String>,
+    /// `content` (messages).
     content: Option<String>,
+    /// `last_read` (read receipts).
     last_read: Option<String>,
 }
 

@@ -58,17 +58,21 @@ pub struct Inbound {
 
 /// One webhook link that accepts inbound events.
 struct HookLink {
+    /// Verifies `webhook-signature` (the link's `secret`).
     secret: WebhookSecret,
     /// Rooms the link is configured for.
     rooms: BTreeSet<String>,
     /// Whether `[dms]` routes DMs to the link.
     dms: bool,
+    /// Longer `content` gets 413 (`max_content_chars`).
     max_content_chars: usize,
 }
 
 /// The Slack app and where each channel's events go.
 struct SlackApp {
+    /// `[slack]`: the signing secret and our own app and bot ids.
     config: SlackAppConfig,
+    /// Slack channel id → the room (and link) its events go to.
     channels: BTreeMap<String, SlackInbound>,
     /// Per Slack link (Web API mode): its token and API base, for `users.info`.
     directories: BTreeMap<String, names::Directory>,
@@ -146,8 +150,11 @@ pub fn routes() -> Router<AppState> {
 
 /// A request's outcome: its status, body and the bounded `result` label it is counted under.
 struct Outcome {
+    /// The HTTP status answered.
     status: StatusCode,
+    /// The JSON body answered.
     body: serde_json::Value,
+    /// The metric's `result` label: one of a fixed set.
     result: &'static str,
 }
 

@@ -18,13 +18,17 @@ const CAPACITY: usize = 10_000;
 /// Where and how one Slack link looks users up.
 #[derive(Clone)]
 pub(super) struct Directory {
+    /// The Slack link's bot token (`xoxb-…`, needs `users:read`).
     pub token: BotToken,
+    /// The Slack link's Web API base (`api_url`).
     pub api_url: SecretUrl,
 }
 
 /// The name cache, shared by every request.
 pub(super) struct Names {
+    /// Pooled connections to Slack.
     http: reqwest::Client,
+    /// User id → name.
     cache: Mutex<HashMap<String, String>>,
 }
 

@@ -50,12 +50,14 @@ return {1, ARGV[7]}
 /// One event to write on behalf of a link.
 #[derive(Debug, Clone)]
 pub struct Write {
+    /// The room or DM written to.
     pub scope: Scope,
     /// The event, `origin` (and `external_id`) already in its extra fields.
     pub event: ChatEvent,
     /// The sender's id for this event (`webhook-id`, Slack `event_id`): a second write with the
     /// same key within `dedup_secs` writes nothing.
     pub dedup_key: String,
+    /// How long the de-dup key is remembered.
     pub dedup_secs: u64,
     /// History kept for messages (`LTRIM 0 limit-1`).
     pub history_limit: usize,
@@ -73,7 +75,9 @@ pub enum Written {
 /// Runs [`WRITE`] on a shared, reconnecting connection.
 #[derive(Clone)]
 pub struct Writer {
+    /// Shared with the outbox (multiplexed, reconnecting).
     con: ConnectionManager,
+    /// [`WRITE`], sent by hash (loaded again after a Redis restart).
     script: std::sync::Arc<Script>,
     /// How many bridged keys one scope keeps.
     bridged_cap: usize,
