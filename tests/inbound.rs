@@ -793,6 +793,18 @@ async fn slack_events_are_verified_written_once_and_relayed_to_discord_and_webho
         ["hi <all>", "Zed joined the room"],
         "the tool gets Slack's message and join only"
     );
+    let left = envelope(
+        "Ev_leave",
+        json!({"type": "member_left_channel", "channel": "C1", "user": "U42"}),
+    );
+    assert_eq!(bridge.slack(SLACK_SECRET, &left, None).await.0, 200);
+    let members: Vec<String> = con.smembers("chat:room:general:members").await.unwrap();
+    assert!(members.is_empty(), "{members:?}");
+    let got = tool.wait_for(3, WAIT).await;
+    assert_eq!(
+        got[2].json()["data"]["event"]["content"],
+        "Zed left the room"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
