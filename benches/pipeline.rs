@@ -11,6 +11,8 @@ mod daemon;
 #[path = "../tests/common/fake_slack.rs"]
 #[allow(dead_code)] // shared with the tests; the bench needs the Web API and its counters
 mod fake_slack;
+#[path = "pipeline/inbound.rs"]
+mod inbound;
 #[path = "pipeline/load.rs"]
 mod load;
 #[path = "../tests/common/redis.rs"]
@@ -46,7 +48,7 @@ const WAIT_CAP: Duration = Duration::from_secs(600);
 const ROOMS: usize = 10;
 
 /// The scenarios, in the order they run.
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "throughput",
     "throughput-single",
     "throughput-ordered",
@@ -55,6 +57,7 @@ const SCENARIOS: [&str; 8] = [
     "drain",
     "idle",
     "slack",
+    "inbound",
 ];
 /// Messages of the slack scenario's burst (the same in `--quick`: it is small).
 const SLACK_BURST: usize = 1_000;
@@ -75,6 +78,8 @@ struct Sizes {
     rooms_for: Duration,
     /// How long the idle scenario watches.
     idle_for: Duration,
+    /// How long each phase of the inbound scenario (saturated, paced) sends.
+    inbound_for: Duration,
 }
 
 impl Sizes {
@@ -88,6 +93,7 @@ impl Sizes {
                 rooms_active: 100,
                 rooms_for: Duration::from_secs(5),
                 idle_for: Duration::from_secs(3),
+                inbound_for: Duration::from_secs(3),
             }
         } else {
             Self {
@@ -98,6 +104,7 @@ impl Sizes {
                 rooms_active: 1_000,
                 rooms_for: Duration::from_secs(20),
                 idle_for: Duration::from_secs(10),
+                inbound_for: Duration::from_secs(10),
             }
         }
     }
@@ -228,6 +235,12 @@ impl Bench {
             "slack" => slack::run(
                 scenario,
                 SLACK_BURST,
+                &self.sink_runtime,
+                &self.load_runtime,
+            ),
+            "inbound" => inbound::run(
+                scenario,
+                self.sizes.inbound_for,
                 &self.sink_runtime,
                 &self.load_runtime,
             ),

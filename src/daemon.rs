@@ -91,7 +91,7 @@ pub async fn run(
     };
     let stop = CancellationToken::new();
     // Bound first: /readyz answers while Redis is still unreachable.
-    let ops = Operations::start(&config, &stop).await?;
+    let ops = Operations::start_with_routes(&config, &stop, crate::inbound::routes()).await?;
     let mut bridge = tokio::select! {
         started = Bridge::start(config, client, ops, stop.clone()) => started.inspect_err(|_| stop.cancel())?,
         () = requests.stop() => {
@@ -191,6 +191,8 @@ impl Bridge {
         let mut con = connect_retrying(&client, Duration::ZERO, &url).await?;
         eviction::check(&mut con, config.redis.allow_eviction, &url).await?;
         let (reroutes, reroutes_rx) = mpsc::channel(1);
+        let inbound = crate::inbound::Inbound::from_config(&config, con.clone(), None);
+        ops.inbound().store(Some(Arc::new(inbound)));
         let links = config.links.keys().cloned().collect();
         let mut bridge = Self {
             outbox: Outbox::with_caps(con.clone(), caps(&config)),
@@ -378,6 +380,14 @@ impl Bridge {
                 "reload: changing {setting} needs a restart; keeping the running value"
             );
         }
+        // The inbound routes take the new settings at once (signing secrets, rooms, mapping).
+        let previous = self.ops.inbound().load_full();
+        let inbound = crate::inbound::Inbound::from_config(
+            &changes.config,
+            self.outbox.con.clone(),
+            previous.as_deref(),
+        );
+        self.ops.inbound().store(Some(Arc::new(inbound)));
         if changes.is_empty() {
             tracing::info!("reload: nothing to change");
             return Ok(());

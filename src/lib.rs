@@ -42,6 +42,9 @@
 //!   around a reload, STOPPING=1.
 //! - [`http`]: the HTTP server (`[http]`): `/healthz`, `/readyz`, `/metrics`, and a router
 //!   other routes join; bound before Redis is connected.
+//! - [`inbound`]: `POST /hooks/{link}` (signed generic webhooks) and `POST /slack/events`
+//!   (Slack Events API): verify, de-duplicate, then one atomic write into the chat marked with
+//!   a trusted `origin`, from where the normal path relays it to every other link.
 //! - [`supervise`]: the daemon's parts as named tasks, each stoppable on its own; the first one
 //!   to end or panic unasked stops the daemon, which exits non-zero.
 //! - [`daemon`]: wires it all together, one worker per link; `run(config, requests, load)`
@@ -59,6 +62,7 @@ pub mod decode;
 pub mod deliver;
 pub mod eviction;
 pub mod http;
+pub mod inbound;
 pub mod intake;
 pub mod links;
 pub mod logging;

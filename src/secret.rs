@@ -117,6 +117,35 @@ impl fmt::Debug for BotToken {
     }
 }
 
+/// A Slack app's signing secret (`[slack] signing_secret`): the HMAC key of the `v0`
+/// signatures on Events API requests, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningSecret(Vec<u8>);
+
+impl SigningSecret {
+    /// Accepts a non-empty secret without whitespace (Slack's are 32 hex digits).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            return Err("signing secret is empty".into());
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("signing secret contains whitespace or control characters".into());
+        }
+        Ok(Self(raw.as_bytes().to_vec()))
+    }
+
+    /// The HMAC key bytes.
+    pub fn key(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted signing secret]")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +169,8 @@ mod tests {
         let token = BotToken::parse("xoxb-1-sekrit").unwrap();
         assert_eq!(format!("{token:?}"), "[redacted token]");
         assert!(BotToken::parse("xoxb 1").is_err());
+        let signing = SigningSecret::parse("8f742231b10e8888abcd99yyyzzz85a5").unwrap();
+        assert_eq!(format!("{signing:?}"), "[redacted signing secret]");
+        assert!(SigningSecret::parse("").is_err());
     }
 }

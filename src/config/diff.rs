@@ -3,8 +3,9 @@
 //! Rooms, `[dms]` and links change while running; so do the worker settings of `[delivery]`
 //! (`retry_max_backoff_secs`, `give_up_after_secs`: every link's worker restarts with them) and
 //! `shutdown_grace_secs`. The rest is read once at start (`[redis]`, `[history]`,
-//! `outbox_max_len`, `outbox_max_age_secs`, `lease_secs`): a reload keeps the running value
-//! and says that a restart is needed.
+//! `outbox_max_len`, `outbox_max_age_secs`, `lease_secs`, and `[http]`: whether the server runs
+//! and its settings): a reload keeps the running value and says that a restart is needed.
+//! Inbound settings (`[slack]`, webhook links' `inbound`) apply at once.
 
 use super::Config;
 
@@ -85,6 +86,9 @@ impl Changes {
             "delivery.lease_secs",
             old.delivery.lease != new.delivery.lease,
         );
+        // The server is bound once, at start: whether it runs and its limits.
+        keep("http", old.http_server() != new.http_server());
+        config.http = running.http.clone();
         config.redis = running.redis.clone();
         config.history = running.history.clone();
         config.delivery.outbox_max_len = running.delivery.outbox_max_len;
@@ -208,5 +212,27 @@ mod tests {
         assert_eq!(changes.config.delivery.lease, running.delivery.lease);
         assert!(changes.grace, "shutdown_grace_secs applies at once");
         assert!(changes.added.is_empty() && changes.changed.is_empty());
+    }
+
+    #[test]
+    fn the_http_server_is_restart_only_and_inbound_settings_apply() {
+        let hook = "[links.h]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n\
+                    secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n";
+        let running = load(hook);
+        let changes = Changes::between(&running, load(&format!("{hook}inbound = true\n")));
+        assert_eq!(
+            changes.need_restart,
+            ["http"],
+            "the server would have to start"
+        );
+        assert_eq!(changes.config.http, None);
+        assert!(
+            changes.config.has_inbound(),
+            "the link's inbound setting is applied"
+        );
+        let serving = load(&format!("{hook}inbound = true\n[http]\n"));
+        let changes = Changes::between(&serving, load(&format!("{hook}[http]\n")));
+        assert!(changes.need_restart.is_empty());
+        assert!(!changes.config.has_inbound());
     }
 }

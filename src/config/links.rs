@@ -207,7 +207,8 @@ impl LinkConfig {
                 } else {
                     "unsigned"
                 };
-                format!("{}  {signed}", w.url.redacted())
+                let inbound = if w.inbound { ", inbound" } else { "" };
+                format!("{}  {signed}{inbound}", w.url.redacted())
             }
             LinkKind::Slack(s) => match &s.mode {
                 SlackMode::Api {
@@ -268,8 +269,16 @@ pub struct WebhookLinkConfig {
     /// `url = "${MY_HOOK_URL}"`.
     pub url: SecretUrl,
     /// The Standard Webhooks signing secret (`whsec_` + base64 of 24 to 64 bytes). When set,
-    /// every request carries `webhook-signature`. Default: unsigned.
+    /// every request carries `webhook-signature`. Default: unsigned. With `inbound`, the same
+    /// secret verifies what the link's sender posts to `/hooks/{link}`.
     pub secret: Option<WebhookSecret>,
+    /// Whether the link also accepts signed events at `POST /hooks/{link}` (`inbound`), written
+    /// into its rooms (and DMs, when `[dms]` routes them to it) with `origin` = the link.
+    /// Needs `secret`. Default: false.
+    pub inbound: bool,
+    /// The longest inbound `content` accepted, in characters; longer gets 413
+    /// (`max_content_chars`, 1 to 1000000). Default: 4000.
+    pub max_content_chars: usize,
 }
 
 impl WebhookLinkConfig {
@@ -278,9 +287,20 @@ impl WebhookLinkConfig {
         let secret = link
             .string("secret", problems)
             .map(|raw| WebhookSecret::parse(&raw.value).map_err(|e| problems.add(&raw.path, e)));
+        let inbound_path = link.path_of("inbound");
+        let inbound = link.boolean("inbound", false, problems);
+        if inbound && secret.is_none() {
+            problems.add(
+                &inbound_path,
+                "inbound webhooks must be signed: set `secret` (`whsec_…`)",
+            );
+        }
+        let max_content = link.integer("max_content_chars", 1..=1_000_000, 4000, problems);
         Some(Self {
             url: url?,
             secret: secret.transpose().ok()?,
+            inbound,
+            max_content_chars: usize::try_from(max_content).unwrap_or(4000),
         })
     }
 }

@@ -13,6 +13,7 @@ mod links;
 mod ops;
 mod reader;
 mod rooms;
+mod slack;
 mod source;
 mod summary;
 
@@ -31,6 +32,7 @@ pub use links::{
 };
 pub use ops::{HttpConfig, LogConfig, LogFormat};
 pub use rooms::{DmsConfig, RoomConfig};
+pub use slack::{SlackAppConfig, SlackInbound};
 
 use error::Problems;
 use reader::Table;
@@ -59,6 +61,9 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     /// Log format and level (`[log]`).
     pub log: LogConfig,
+    /// The Slack app whose Events API requests `POST /slack/events` accepts (`[slack]`).
+    /// Absent: that route answers 404.
+    pub slack: Option<SlackAppConfig>,
 }
 
 /// `[redis]`
@@ -201,6 +206,10 @@ pub fn load_str(toml: &str, env: &Env) -> Result<Config, ConfigErrors> {
     let dms = rooms::parse_dms(&mut root, &declared, &mut problems);
     let http = ops::parse_http(root.optional_table("http", &mut problems), &mut problems);
     let log = ops::parse_log(root.table("log", &mut problems), &mut problems);
+    let slack = slack::parse_slack(root.optional_table("slack", &mut problems), &mut problems);
+    if slack.is_some() {
+        slack::slack_channels(&links, &rooms, Some(&mut problems));
+    }
     root.finish(&mut problems);
     problems.into_result(Config {
         redis,
@@ -211,6 +220,7 @@ pub fn load_str(toml: &str, env: &Env) -> Result<Config, ConfigErrors> {
         dms,
         http,
         log,
+        slack,
     })
 }
 
@@ -334,6 +344,30 @@ impl Config {
             .iter()
             .find(|r| r.name == room)
             .map_or(&[], |r| r.links.as_slice())
+    }
+
+    /// Slack channel id → the room (and Slack link) its inbound events are written into.
+    pub fn slack_channels(&self) -> BTreeMap<String, SlackInbound> {
+        slack::slack_channels(&self.links, &self.rooms, None)
+    }
+
+    /// Whether anything inbound is configured (`[slack]`, or a webhook link with `inbound`).
+    pub fn has_inbound(&self) -> bool {
+        self.slack.is_some()
+            || self
+                .links
+                .values()
+                .any(|link| matches!(&link.kind, LinkKind::Webhook(w) if w.inbound))
+    }
+
+    /// The HTTP server's settings: `[http]`, or its defaults when only inbound routes need it;
+    /// `None` when nothing needs a server.
+    pub fn http_server(&self) -> Option<HttpConfig> {
+        match &self.http {
+            Some(http) => Some(http.clone()),
+            None if self.has_inbound() => Some(HttpConfig::default()),
+            None => None,
+        }
     }
 
     /// The names of the links that direct messages are mirrored to; empty when `[dms]` is absent.

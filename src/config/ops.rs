@@ -24,6 +24,18 @@ pub struct HttpConfig {
     pub max_concurrent_requests: usize,
 }
 
+impl Default for HttpConfig {
+    /// What an empty `[http]` section means.
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body_bytes: 65_536,
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 64,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {

@@ -82,7 +82,55 @@ pub(super) fn routing_table(config: &Config) -> String {
     );
     write_links(&mut out, config);
     write_rooms(&mut out, config);
+    write_inbound(&mut out, config);
     out
+}
+
+/// What comes in: the hook routes and where each Slack channel's events go.
+fn write_inbound(out: &mut String, config: &Config) {
+    if !config.has_inbound() {
+        return;
+    }
+    out.push_str("inbound:\n");
+    for (name, link) in &config.links {
+        if matches!(&link.kind, super::LinkKind::Webhook(w) if w.inbound) {
+            let rooms: Vec<&str> = config
+                .rooms
+                .iter()
+                .filter(|r| r.links.contains(name))
+                .map(|r| r.name.as_str())
+                .collect();
+            let dms = if config.links_for_dms().contains(name) {
+                " + DMs"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  POST /hooks/{name}  → {}{dms}",
+                if rooms.is_empty() {
+                    "(no room)".to_owned()
+                } else {
+                    rooms.join(", ")
+                }
+            );
+        }
+    }
+    if config.slack.is_some() {
+        let channels = config.slack_channels();
+        if channels.is_empty() {
+            out.push_str(
+                "  POST /slack/events  → (no Slack link in Web API mode mirrors a room)\n",
+            );
+        }
+        for (channel, target) in channels {
+            let _ = writeln!(
+                out,
+                "  POST /slack/events  channel {channel} → {} (origin {})",
+                target.room, target.link
+            );
+        }
+    }
 }
 
 fn write_links(out: &mut String, config: &Config) {

@@ -1,9 +1,9 @@
 //! The HTTP server (`[http] listen`, default `127.0.0.1:8700`), started only when `[http]` is
-//! configured. It is bound before chatbridge connects to Redis, so `/readyz` answers (503)
+//! configured or something inbound is (then with `[http]`'s defaults). It is bound before chatbridge connects to Redis, so `/readyz` answers (503)
 //! while Redis is still unreachable, and before systemd hears `READY=1`.
 //!
 //! Routes: [`health`] (`GET /healthz`, `GET /readyz`, `GET /metrics`). Other parts add their
-//! own routes with [`router`]'s `extra` (the inbound webhooks will): every route shares
+//! own routes with [`router`]'s `extra` (the daemon adds [`crate::inbound::routes`]): every route shares
 //! [`AppState`] and the same limits — a body over `max_body_bytes` gets 413, at most
 //! `max_concurrent_requests` are handled at once (the rest wait their turn), and a request
 //! not answered within `request_timeout_secs`, waiting included, gets 408.
@@ -55,6 +55,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Cancelled when the daemon stops: no longer ready.
     pub stopping: CancellationToken,
+    /// What the inbound routes accept: the configuration in force, set once Redis is
+    /// connected and replaced on reload.
+    pub inbound: crate::inbound::Shared,
 }
 
 /// The router: the operations routes plus `extra`, under the shared limits.
@@ -84,8 +87,9 @@ pub struct Operations {
 }
 
 impl Operations {
-    /// Installs the metrics recorder and binds and starts the server when `[http]` is set; the
-    /// server stops (finishing the requests it is answering) when `stop` is cancelled.
+    /// Installs the metrics recorder and binds and starts the server when `[http]` is set (or
+    /// anything inbound is configured); the server stops (finishing the requests it is
+    /// answering) when `stop` is cancelled.
     pub async fn start(config: &Config, stop: &CancellationToken) -> Result<Self, HttpError> {
         Self::start_with_routes(config, stop, Router::new()).await
     }
@@ -103,8 +107,9 @@ impl Operations {
             workers,
             metrics: None,
             stopping: stop.clone(),
+            inbound: crate::inbound::Shared::default(),
         };
-        let Some(http) = &config.http else {
+        let Some(http) = &config.http_server() else {
             return Ok(Self {
                 state,
                 server: None,
@@ -118,7 +123,12 @@ impl Operations {
                 source,
             })?;
         let addr = listener.local_addr().unwrap_or(http.listen);
-        tracing::info!(%addr, "http server listening: /healthz /readyz /metrics");
+        let inbound = if config.has_inbound() {
+            " /hooks/{link} /slack/events"
+        } else {
+            ""
+        };
+        tracing::info!(%addr, "http server listening: /healthz /readyz /metrics{inbound}");
         let app = router(state.clone(), extra, http);
         let stop = stop.clone();
         let server = tokio::spawn(async move {
@@ -135,6 +145,11 @@ impl Operations {
     /// The health record the subscription and the intake update.
     pub fn health(&self) -> Health {
         self.state.health.clone()
+    }
+
+    /// What the inbound routes accept; the daemon sets it once connected and on reload.
+    pub fn inbound(&self) -> &crate::inbound::Shared {
+        &self.state.inbound
     }
 
     /// Where delivery workers are tracked ([`Workers::track`]).
@@ -205,6 +220,7 @@ mod tests {
             workers: Workers::default(),
             metrics: None,
             stopping: CancellationToken::new(),
+            inbound: crate::inbound::Shared::default(),
         }
     }
 

@@ -88,6 +88,10 @@ struct Fake {
     /// Requests that came before a Retry-After had passed.
     early: usize,
     ts: u64,
+    /// `users.info`: user id → display name.
+    users: std::collections::HashMap<String, String>,
+    /// `users.info` calls answered.
+    user_lookups: usize,
 }
 
 /// The fake Slack server.
@@ -109,6 +113,7 @@ impl FakeSlack {
         let app = Router::new()
             .route("/api/chat.postMessage", post(api))
             .route("/services/{team}/{bot}/{secret}", post(webhook))
+            .route("/api/users.info", axum::routing::get(users_info))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -157,6 +162,16 @@ impl FakeSlack {
 
     pub fn fail_with(&self, reply: Option<FakeReply>) {
         self.state().standing = reply;
+    }
+
+    /// `users.info` answers this display name for `user`.
+    pub fn set_user(&self, user: &str, display_name: &str) {
+        self.state().users.insert(user.into(), display_name.into());
+    }
+
+    /// How many `users.info` calls were answered.
+    pub fn user_lookups(&self) -> usize {
+        self.state().user_lookups
     }
 
     /// The next request gets 429 with `Retry-After: secs` (not counted as provoked).
@@ -297,4 +312,25 @@ async fn webhook(State(state): State<Arc<Mutex<Fake>>>, body: Bytes) -> Response
         ts: None,
     });
     "ok".into_response()
+}
+
+/// `users.info?user=U…` (bearer token): the user's profile, or `user_not_found`.
+async fn users_info(
+    State(state): State<Arc<Mutex<Fake>>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let mut fake = state.lock().unwrap_or_else(|p| p.into_inner());
+    let bearer = format!("Bearer {}", fake.token);
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str()) {
+        return reply(FakeReply::api_error("invalid_auth"));
+    }
+    fake.user_lookups += 1;
+    let user = query.get("user").cloned().unwrap_or_default();
+    match fake.users.get(&user) {
+        Some(name) => axum::Json(json!({"ok": true, "user": {"id": user, "name": "handle",
+            "profile": {"display_name": name, "real_name": "Real Name"}}}))
+        .into_response(),
+        None => reply(FakeReply::api_error("user_not_found")),
+    }
 }

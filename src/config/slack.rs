@@ -1,0 +1,162 @@
+//! `[slack]`: the Slack app that sends Events API requests to `POST /slack/events`. Each Slack
+//! link's `channel` (Web API mode) doubles as the inbound mapping: events from that channel
+//! are written into the rooms that link mirrors, with `origin` = the link.
+
+use std::collections::BTreeMap;
+
+use super::error::Problems;
+use super::reader::Table;
+use super::{LinkKind, RoomConfig, SlackMode};
+use crate::secret::SigningSecret;
+
+/// `[slack]`: present only when the section is; without it `/slack/events` answers 404.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackAppConfig {
+    /// The app's signing secret (*Basic Information* → *App Credentials*), which checks the
+    /// `v0` signature of every request (`signing_secret`). Required; put it in an environment
+    /// variable (`signing_secret = "${SLACK_SIGNING_SECRET}"`).
+    pub signing_secret: SigningSecret,
+    /// Our own app's id (`A…`, `app_id`): events posted by this app are dropped (no echo).
+    /// The envelope's `api_app_id` is always treated as ours too. Default: none.
+    pub app_id: Option<String>,
+    /// Our own bot's id (`B…`, `bot_id`): messages it posted are dropped (no echo). Default:
+    /// none.
+    pub bot_id: Option<String>,
+}
+
+/// Where one Slack channel's events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackInbound {
+    /// The Slack link whose `channel` it is: the events' `origin`.
+    pub link: String,
+    /// The room they are written into.
+    pub room: String,
+}
+
+pub(super) fn parse_slack(
+    section: Option<Table>,
+    problems: &mut Problems,
+) -> Option<SlackAppConfig> {
+    let mut section = section?;
+    let secret = section
+        .required_string("signing_secret", problems)
+        .and_then(|raw| {
+            SigningSecret::parse(&raw.value)
+                .map_err(|e| problems.add(&raw.path, e))
+                .ok()
+        });
+    let app_id = section.string("app_id", problems).map(|t| t.value);
+    let bot_id = section.string("bot_id", problems).map(|t| t.value);
+    section.finish(problems);
+    Some(SlackAppConfig {
+        signing_secret: secret?,
+        app_id,
+        bot_id,
+    })
+}
+
+/// Slack channel id → the one room (and link) its inbound events go to. A channel mirrored
+/// to two rooms is ambiguous: reported as a problem when `report` is given.
+pub(super) fn slack_channels(
+    links: &BTreeMap<String, super::LinkConfig>,
+    rooms: &[RoomConfig],
+    mut report: Option<&mut Problems>,
+) -> BTreeMap<String, SlackInbound> {
+    let mut map: BTreeMap<String, SlackInbound> = BTreeMap::new();
+    for (index, room) in rooms.iter().enumerate() {
+        for link in &room.links {
+            let Some(LinkKind::Slack(slack)) = links.get(link).map(|l| &l.kind) else {
+                continue;
+            };
+            let SlackMode::Api { channel, .. } = &slack.mode else {
+                continue;
+            };
+            if let Some(first) = map.get(channel) {
+                if let Some(problems) = report.as_deref_mut() {
+                    problems.add(
+                        &format!("rooms[{index}].links"),
+                        format!(
+                            "Slack channel {channel} (link `{link}`) is already mirrored to room \
+                             `{}` by link `{}`: inbound Slack events need one room per channel",
+                            first.room, first.link
+                        ),
+                    );
+                }
+                continue;
+            }
+            map.insert(
+                channel.clone(),
+                SlackInbound {
+                    link: link.clone(),
+                    room: room.name.clone(),
+                },
+            );
+        }
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Env, HttpConfig, load_str};
+
+    const SLACK_LINK: &str =
+        "[links.s]\nkind = \"slack\"\nbot_token = \"xoxb-1\"\nchannel = \"C1\"\n";
+
+    fn problems(toml: &str) -> Vec<String> {
+        match load_str(toml, &Env::new()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(|e| e.path.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_slack_channel_maps_to_one_room_and_starts_the_server_with_defaults() {
+        let toml = format!(
+            "[slack]\nsigning_secret = \"abc\"\nbot_id = \"B1\"\n\n{SLACK_LINK}\n\
+             [[rooms]]\nname = \"general\"\nlinks = [\"s\"]\n"
+        );
+        let config = load_str(&toml, &Env::new()).expect("valid");
+        let channels = config.slack_channels();
+        assert_eq!(channels["C1"].room, "general");
+        assert_eq!(channels["C1"].link, "s");
+        assert_eq!(config.http, None);
+        assert_eq!(config.http_server(), Some(HttpConfig::default()));
+        assert_eq!(
+            config.http_server().unwrap().listen.to_string(),
+            "127.0.0.1:8700"
+        );
+        assert!(!format!("{config:?}").contains("abc"), "the secret printed");
+        let table = config.routing_table();
+        assert!(
+            table.ends_with("inbound:\n  POST /slack/events  channel C1 → general (origin s)\n"),
+            "{table}"
+        );
+        let mirrored_twice = format!("{toml}[[rooms]]\nname = \"random\"\nlinks = [\"s\"]\n");
+        assert_eq!(problems(&mirrored_twice), ["rooms[1].links"]);
+        assert_eq!(problems("[slack]\n"), ["slack.signing_secret"]);
+    }
+
+    #[test]
+    fn inbound_webhooks_must_be_signed_and_nothing_inbound_means_no_server() {
+        let hook = "[links.h]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n";
+        assert_eq!(
+            problems(&format!("{hook}inbound = true\n")),
+            ["links.h.inbound"]
+        );
+        let plain = load_str(hook, &Env::new()).expect("valid");
+        assert_eq!(plain.http_server(), None);
+        let signed =
+            format!("{hook}inbound = true\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n");
+        let config = load_str(&signed, &Env::new()).expect("valid");
+        assert!(config.has_inbound());
+        assert!(config.http_server().is_some());
+        assert!(
+            config
+                .routing_table()
+                .contains("inbound:\n  POST /hooks/h  → (no room)\n"),
+            "{}",
+            config.routing_table()
+        );
+    }
+}
