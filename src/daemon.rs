@@ -292,6 +292,7 @@ impl Bridge {
         let delivery = &self.config.delivery;
         let (max_backoff, give_up_after) = (delivery.retry_max_backoff, delivery.give_up_after);
         let me = self.me.clone();
+        let health = self.health.clone();
         let workers = self.ops.workers().clone();
         self.ops.workers().expect([&name.to_owned()]);
         let part = self
@@ -305,6 +306,7 @@ impl Bridge {
                     max_backoff,
                     give_up_after,
                     me,
+                    &health,
                 );
                 workers.track(&name_owned, stop, worker.run())
             });

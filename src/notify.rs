@@ -11,11 +11,20 @@
 //!   line until the next one succeeds;
 //! - `STOPPING=1` when shutdown begins ([`stopping`]).
 //!
-//! [`Health`] is the shared record the subscription and the intake update as they work; the
-//! notify task only reads it.
+//! [`Health`] is the shared record the subscription, the intake and the delivery workers update
+//! as they work; the notify task and `/readyz` only read it.
+//!
+//! Delivery workers are watched part by part ([`Part`]: a link's sending, outbox reads,
+//! acknowledgement writes, lease calls). A part is *busy* only inside a bounded step (a send
+//! attempt, one Redis call) and beats whenever that step makes progress (each post of a
+//! chat link); it is stuck when it has been busy without a beat for longer than its bound,
+//! which is derived from the timeouts that bound the step. Waiting is never busy: retry
+//! backoff (however long, `Retry-After` included), standby for another process's lease,
+//! polling a disabled link, waiting for new outbox entries. So a healthy worker never stops
+//! the pings; one whose await never completes does.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -56,6 +65,87 @@ struct Inner {
     intake_busy_since: AtomicU64,
     /// Becomes true once a catch-up pass after a subscribe is resolved: the daemon is ready.
     caught_up: watch::Sender<bool>,
+    /// The watched parts of the delivery workers; a part is gone (and no longer checked) once
+    /// its worker dropped it.
+    parts: Mutex<Vec<Weak<Part>>>,
+}
+
+/// One watched part of a link's delivery worker: busy inside bounded steps, stuck when busy
+/// without progress for longer than `bound`. Shared by the concurrent sends of a link.
+#[derive(Debug)]
+pub struct Part {
+    link: String,
+    /// What the part does, as the reason says it (`sending`, `outbox read`, …).
+    what: &'static str,
+    /// The longest a healthy step goes without progress.
+    bound: Duration,
+    /// The zero point of `beat` (the health record's).
+    origin: Instant,
+    /// Steps in progress (several with `max_in_flight > 1`).
+    busy: AtomicU64,
+    /// The last start of a step or sign of progress, in ms since `origin` plus one.
+    beat: AtomicU64,
+}
+
+impl Part {
+    /// Starts a bounded step; it ends when the guard drops (also when the step is cancelled).
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.beat();
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// The step in progress made progress (a post went out): its bound starts again.
+    pub fn beat(&self) {
+        self.beat.store(millis(self.origin), Ordering::Relaxed);
+    }
+
+    /// Stuck for how long, if it is (busy without progress beyond its bound).
+    fn stuck(&self, now: u64) -> Option<Duration> {
+        if self.busy.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let quiet = Duration::from_millis(now.saturating_sub(self.beat.load(Ordering::Relaxed)));
+        (quiet > self.bound).then_some(quiet)
+    }
+
+    /// Runs `step` as one busy step of this part.
+    pub async fn during<F: std::future::Future>(self: &Arc<Self>, step: F) -> F::Output {
+        let _busy = self.busy();
+        step.await
+    }
+}
+
+/// A busy step of a [`Part`]; dropping it ends the step.
+#[must_use = "the step ends when this guard drops"]
+pub struct Busy(Arc<Part>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+tokio::task_local! {
+    /// The part whose step the current future runs (a send attempt), so the links can say
+    /// when a post went out without knowing about health.
+    static STEP: Arc<Part>;
+}
+
+/// Runs `step` with `part` as the part [`progress`] beats.
+pub async fn with_part<F: std::future::Future>(part: Arc<Part>, step: F) -> F::Output {
+    STEP.scope(part, step).await
+}
+
+/// The step in progress made progress (a post of a batch went out); nothing outside a step.
+pub fn progress() {
+    let _ = STEP.try_with(|part| part.beat());
+}
+
+/// Milliseconds since `origin`, plus one (0 means "never").
+fn millis(origin: Instant) -> u64 {
+    let ms = origin.elapsed().as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// Why the watchdog is not fed (also shown in `STATUS=`).
@@ -67,6 +157,12 @@ pub enum Unhealthy {
     SubscriptionSilent(Duration),
     /// The intake has been in one step for this long.
     IntakeStuck(Duration),
+    /// A part of a link's delivery worker has been busy without progress for this long.
+    WorkerStuck {
+        link: String,
+        what: &'static str,
+        for_: Duration,
+    },
 }
 
 impl std::fmt::Display for Unhealthy {
@@ -77,6 +173,11 @@ impl std::fmt::Display for Unhealthy {
                 write!(f, "redis subscription silent for {}s", for_.as_secs())
             }
             Self::IntakeStuck(for_) => write!(f, "intake stuck for {}s", for_.as_secs()),
+            Self::WorkerStuck { link, what, for_ } => write!(
+                f,
+                "link {link}: delivery worker stuck ({what}) for {}s",
+                for_.as_secs()
+            ),
         }
     }
 }
@@ -96,6 +197,7 @@ impl Health {
                 subscription: AtomicU64::new(0),
                 intake_busy_since: AtomicU64::new(0),
                 caught_up: watch::Sender::new(false),
+                parts: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -142,8 +244,58 @@ impl Health {
         }
     }
 
-    /// Whether the watchdog may be fed now, and if not, why.
+    /// Watches a part of link `link`'s delivery worker (`what` names it in the reason) that
+    /// is stuck when busy without progress for longer than `bound`. It is watched as long as
+    /// the worker holds it: a stopped or reloaded worker drops it and is forgotten.
+    pub fn watch_part(&self, link: &str, what: &'static str, bound: Duration) -> Arc<Part> {
+        let part = Arc::new(Part {
+            link: link.to_owned(),
+            what,
+            bound,
+            origin: self.inner.origin,
+            busy: AtomicU64::new(0),
+            beat: AtomicU64::new(0),
+        });
+        let mut parts = self.parts();
+        parts.retain(|part| part.strong_count() > 0);
+        parts.push(Arc::downgrade(&part));
+        part
+    }
+
+    fn parts(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Part>>> {
+        self.inner
+            .parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The delivery worker parts that are stuck now (empty when all are healthy).
+    pub fn stuck_workers(&self) -> Vec<Unhealthy> {
+        let now = self.now();
+        self.parts()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter_map(|part| {
+                part.stuck(now).map(|for_| Unhealthy::WorkerStuck {
+                    link: part.link.clone(),
+                    what: part.what,
+                    for_,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the watchdog may be fed now, and if not, why (the first reason found).
     pub fn check(&self) -> Result<(), Unhealthy> {
+        self.check_data_path()?;
+        match self.stuck_workers().into_iter().next() {
+            Some(stuck) => Err(stuck),
+            None => Ok(()),
+        }
+    }
+
+    /// The subscription's and the intake's part of [`Health::check`].
+    pub fn check_data_path(&self) -> Result<(), Unhealthy> {
         let now = self.now();
         let since = |stamp: u64| Duration::from_millis(now.saturating_sub(stamp));
         match self.inner.subscription.load(Ordering::Relaxed) {
@@ -162,8 +314,7 @@ impl Health {
 
     /// Milliseconds since `origin`, plus one (0 means "never").
     fn now(&self) -> u64 {
-        let ms = self.inner.origin.elapsed().as_millis();
-        u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+        millis(self.inner.origin)
     }
 }
 
@@ -394,6 +545,115 @@ mod tests {
         tokio::time::advance(INTAKE_STALE * 2).await;
         health.subscription_alive();
         assert_eq!(health.check(), Ok(()), "waiting for input is not stuck");
+    }
+
+    /// A subscribed health record with one watched part bounded at 10 s.
+    fn subscribed_with_part() -> (Health, Arc<Part>) {
+        let health = Health::new();
+        health.subscription_alive();
+        let part = health.watch_part("audit", "sending", Duration::from_secs(10));
+        (health, part)
+    }
+
+    /// Advances the paused clock, keeping the subscription alive (its own rule is tested above).
+    async fn advance(health: &Health, by: Duration) {
+        let step = Duration::from_secs(5);
+        let mut left = by;
+        while !left.is_zero() {
+            let now = left.min(step);
+            tokio::time::advance(now).await;
+            left -= now;
+            health.subscription_alive();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_part_busy_past_its_bound_is_stuck() {
+        let (health, part) = subscribed_with_part();
+        let busy = part.busy();
+        advance(&health, Duration::from_secs(10)).await;
+        assert_eq!(health.check(), Ok(()), "within its bound");
+        advance(&health, Duration::from_secs(1)).await;
+        let stuck = health.check().expect_err("busy for 11 s without progress");
+        assert_eq!(
+            stuck.to_string(),
+            "link audit: delivery worker stuck (sending) for 11s"
+        );
+        assert_eq!(health.stuck_workers(), vec![stuck]);
+        assert_eq!(
+            health.check_data_path(),
+            Ok(()),
+            "not the data path's fault"
+        );
+        drop(busy);
+        assert_eq!(health.check(), Ok(()), "the step ended");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_between_steps_is_never_stuck_however_long() {
+        let (health, part) = subscribed_with_part();
+        part.during(async { advance(&health, Duration::from_secs(3)).await })
+            .await;
+        // A retry backoff (or a Retry-After, a standby, an idle outbox) of an hour.
+        advance(&health, Duration::from_secs(3600)).await;
+        assert_eq!(health.check(), Ok(()));
+        // The next attempt starts its bound afresh.
+        let _busy = part.busy();
+        advance(&health, Duration::from_secs(10)).await;
+        assert_eq!(health.check(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_inside_a_step_restarts_its_bound() {
+        let (health, part) = subscribed_with_part();
+        let step = with_part(part.clone(), {
+            let health = health.clone();
+            async move {
+                for _ in 0..5 {
+                    advance(&health, Duration::from_secs(8)).await;
+                    progress();
+                    assert_eq!(health.check(), Ok(()), "a post went out every 8 s");
+                }
+                advance(&health, Duration::from_secs(11)).await;
+                assert!(matches!(health.check(), Err(Unhealthy::WorkerStuck { .. })));
+            }
+        });
+        part.during(step).await;
+        // Outside any step, progress() touches nothing (and does not panic).
+        progress();
+        assert_eq!(health.check(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_steps_keep_the_part_busy_until_the_last_ends() {
+        let (health, part) = subscribed_with_part();
+        let first = part.busy();
+        let second = part.busy();
+        drop(first);
+        advance(&health, Duration::from_secs(11)).await;
+        assert!(health.check().is_err(), "one send is still in flight");
+        drop(second);
+        assert_eq!(health.check(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_part_is_forgotten() {
+        let (health, part) = subscribed_with_part();
+        let busy = part.busy();
+        advance(&health, Duration::from_secs(30)).await;
+        assert!(health.check().is_err());
+        // The worker stops (a reload removed or restarted its link) in the middle of a step:
+        // its parts go with it.
+        drop(busy);
+        drop(part);
+        let _replacement = health.watch_part("audit", "sending", Duration::from_secs(10));
+        advance(&health, Duration::from_secs(30)).await;
+        assert_eq!(health.check(), Ok(()));
+        assert_eq!(
+            health.parts().len(),
+            1,
+            "registering pruned the dropped part"
+        );
     }
 
     #[tokio::test(start_paused = true)]

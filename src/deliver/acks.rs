@@ -1,10 +1,13 @@
 //! The ack task: writes acknowledgements behind the sender.
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, pause_after_redis_error};
 use crate::model::Outbound;
+use crate::notify::Part;
 use crate::outbox::Outbox;
 use crate::retry::Backoff;
 
@@ -24,6 +27,7 @@ pub(super) async fn acknowledge(
     mut outbox: Outbox,
     mut acks: mpsc::Receiver<Ack>,
     shutdown: CancellationToken,
+    watched: Arc<Part>,
 ) {
     let mut delivered = Vec::new();
     let mut flushed = Vec::new();
@@ -38,7 +42,7 @@ pub(super) async fn acknowledge(
         }
         let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
         while !delivered.is_empty() {
-            match outbox.ack(&link, &delivered).await {
+            match watched.during(outbox.ack(&link, &delivered)).await {
                 Ok(()) => delivered.clear(),
                 Err(e) => {
                     if pause_after_redis_error(&link, &mut outbox, &e, &mut backoff, &shutdown)

@@ -1,11 +1,14 @@
 //! The fetch task: reads the outbox ahead of the sender.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::lease::ReadFence;
 use super::{READ_COUNT, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, pause_after_redis_error};
 use crate::model::Outbound;
+use crate::notify::Part;
 use crate::outbox::{Outbox, ReadFrom, Reader};
 use crate::retry::Backoff;
 
@@ -23,6 +26,7 @@ pub(super) async fn fetch(
     ready: mpsc::Sender<Vec<Outbound>>,
     shutdown: CancellationToken,
     fence: ReadFence,
+    watched: Arc<Part>,
 ) -> Reader {
     let mut from = ReadFrom::pending();
     // The last entry id handed to the sender (or dropped as unreadable).
@@ -38,7 +42,7 @@ pub(super) async fn fetch(
             return reader;
         }
         let read = tokio::select! {
-            read = reader.read(&from, READ_COUNT, fence.block_ms) => read,
+            read = watched.during(reader.read(&from, READ_COUNT, fence.block_ms)) => read,
             () = shutdown.cancelled() => return reader,
             () = ready.closed() => return reader,
         };

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::identity::Identity;
 use super::{BLOCK_MS, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, sleep_or_shutdown};
+use crate::notify::Part;
 use crate::outbox::{Acquired, LeaseHolder, Outbox};
 use crate::retry::Backoff;
 
@@ -114,6 +115,8 @@ pub(super) struct Lease {
     outbox: Outbox,
     /// Until when it is ours.
     pub(super) clock: Arc<LeaseClock>,
+    /// The watchdog's view of its Redis calls (each one a busy step).
+    redis: Arc<Part>,
 }
 
 /// A lease this process holds, until it is lost or given back.
@@ -125,12 +128,13 @@ pub(super) struct Tenure {
 }
 
 impl Lease {
-    pub(super) fn new(link: &str, me: Identity, outbox: Outbox) -> Self {
+    pub(super) fn new(link: &str, me: Identity, outbox: Outbox, redis: Arc<Part>) -> Self {
         Self {
             link: link.to_owned(),
             me,
             outbox,
             clock: Arc::default(),
+            redis,
         }
     }
 
@@ -150,8 +154,13 @@ impl Lease {
         loop {
             let asked = Instant::now();
             let tried = self
-                .outbox
-                .lease_acquire(&self.link, &self.me.token, &self.me.stored(), self.me.ttl)
+                .redis
+                .during(self.outbox.lease_acquire(
+                    &self.link,
+                    &self.me.token,
+                    &self.me.stored(),
+                    self.me.ttl,
+                ))
                 .await;
             let wait = match tried {
                 Ok(Acquired::Ours { value, epoch }) => {
@@ -178,7 +187,11 @@ impl Lease {
                         "link {}: taking back the lease a stopped worker of this process left",
                         self.link
                     );
-                    if let Err(e) = self.outbox.lease_release(&self.link, &held.value).await {
+                    if let Err(e) = self
+                        .redis
+                        .during(self.outbox.lease_release(&self.link, &held.value))
+                        .await
+                    {
                         tracing::warn!(link = self.link, error = %e, "cannot take back the delivery lease yet");
                     }
                     continue;
@@ -211,7 +224,11 @@ impl Lease {
             self.link,
             held.holder
         );
-        if let Err(e) = self.outbox.lease_release(&self.link, &held.value).await {
+        if let Err(e) = self
+            .redis
+            .during(self.outbox.lease_release(&self.link, &held.value))
+            .await
+        {
             tracing::warn!(link = self.link, error = %e, "cannot take over the delivery lease yet");
         }
     }
@@ -234,6 +251,7 @@ impl Lease {
 
     /// Renews the lease every third of its time until `done` is cancelled or the lease is
     /// lost; on loss it cancels `lost` (the tenure's stop signal) at once.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn keep(
         mut outbox: Outbox,
         link: String,
@@ -242,6 +260,7 @@ impl Lease {
         clock: Arc<LeaseClock>,
         lost: CancellationToken,
         done: CancellationToken,
+        redis: Arc<Part>,
     ) {
         let mut next = Instant::now() + me.ttl / 3;
         loop {
@@ -259,7 +278,10 @@ impl Lease {
                 );
             }
             let sent = Instant::now();
-            match outbox.lease_renew(&link, &tenure_value, me.ttl).await {
+            match redis
+                .during(outbox.lease_renew(&link, &tenure_value, me.ttl))
+                .await
+            {
                 Ok(true) => {
                     clock.set(Some(sent + me.ttl - me.margin()));
                     next = sent + me.ttl / 3;
@@ -290,13 +312,18 @@ impl Lease {
             self.clock.clone(),
             lost,
             done,
+            self.redis.clone(),
         )
     }
 
     /// Gives the lease back (if still ours) so a standby takes over at once.
     pub(super) async fn release(&mut self, tenure: Tenure) {
         self.clock.set(None);
-        match self.outbox.lease_release(&self.link, &tenure.value).await {
+        match self
+            .redis
+            .during(self.outbox.lease_release(&self.link, &tenure.value))
+            .await
+        {
             Ok(true) => tracing::info!(
                 link = self.link,
                 epoch = tenure.epoch,

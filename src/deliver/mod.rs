@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::links::{SendOutcome, Target};
 use crate::model::Outbound;
+use crate::notify::Part;
 use crate::outbox::{Outbox, OutboxError, Reader};
 use crate::retry::Backoff;
 
@@ -76,6 +77,14 @@ const REDIS_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const TARGET_BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// How often a disabled link checks whether an operator enabled it again.
 const DISABLED_POLL: Duration = Duration::from_secs(2);
+/// The watchdog's allowance, beyond the link's request deadline (`timeout_secs`), for one
+/// send attempt to make progress (a post going out): a Discord bucket waited inline (at most
+/// 5 s), Slack's per-channel pacing, recording a Slack post's `ts` in Redis (a command,
+/// 5 s), scheduling. Waits between retries are not part of an attempt.
+const SEND_MARGIN: Duration = Duration::from_secs(15);
+/// The watchdog's bound for one Redis step of a worker: a command's response timeout (5 s,
+/// plus up to 2 s of blocking for reads), one reconnect (3 s) and retry, and some margin.
+const REDIS_STEP: Duration = Duration::from_secs(20);
 
 /// Whether the worker goes on.
 enum Flow {
@@ -147,12 +156,19 @@ pub struct Worker {
     acks: mpsc::Sender<Ack>,
     /// The ack task's end of `acks`, until `run` starts it.
     pending_acks: Option<mpsc::Receiver<Ack>>,
+    /// The worker's watched parts (see [`crate::notify::Part`]): the worker's and the lease's
+    /// Redis calls, the fetch task's reads, the ack task's writes (sending is the sender's).
+    redis: Arc<Part>,
+    reading: Arc<Part>,
+    writing: Arc<Part>,
 }
 
 impl Worker {
     /// A worker for `target`'s outbox that delivers while this process (`me`) holds the
     /// link's lease: retries wait at most `max_backoff`, and an event that keeps failing with
-    /// event failures for longer than `give_up_after` is dead-lettered.
+    /// event failures for longer than `give_up_after` is dead-lettered. Its parts are watched
+    /// in `health` for as long as it runs.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         target: Arc<Target>,
         outbox: Outbox,
@@ -161,12 +177,19 @@ impl Worker {
         max_backoff: Duration,
         give_up_after: Duration,
         me: Identity,
+        health: &crate::notify::Health,
     ) -> Self {
         let link = target.name().to_owned();
         let (acks, pending_acks) = mpsc::channel(ACK_BACKLOG);
-        let lease = Lease::new(&link, me, outbox.clone());
+        let redis = health.watch_part(&link, "redis call", REDIS_STEP);
+        let lease = Lease::new(&link, me, outbox.clone(), redis.clone());
+        let sending = health.watch_part(&link, "sending", target.request_timeout() + SEND_MARGIN);
         Self {
+            reading: health.watch_part(&link, "outbox read", REDIS_STEP),
+            writing: health.watch_part(&link, "acknowledgement write", REDIS_STEP),
+            redis,
             sender: Sender {
+                sending,
                 target,
                 stop: shutdown.child_token(),
                 clock: lease.clock.clone(),
@@ -206,6 +229,7 @@ impl Worker {
             self.outbox.clone(),
             pending,
             shutdown.clone(),
+            self.writing.clone(),
         ));
         let flow = {
             let delivery = self.deliver_until_stopped();
@@ -327,6 +351,7 @@ impl Worker {
             ready_tx,
             self.stop().clone(),
             self.lease.read_fence(),
+            self.reading.clone(),
         ));
         let link = self.link.clone();
         let stop = self.stop().clone();
@@ -516,8 +541,8 @@ impl Worker {
         let stop = self.stop().clone();
         loop {
             let done = self
-                .outbox
-                .dead_letter(&self.link, batch, status, detail)
+                .redis
+                .during(self.outbox.dead_letter(&self.link, batch, status, detail))
                 .await;
             match done {
                 Ok(()) => {
@@ -550,7 +575,11 @@ impl Worker {
         );
         let mut backoff = Backoff::new(REDIS_BACKOFF_MIN, REDIS_BACKOFF_MAX);
         let stop = self.stop().clone();
-        while let Err(e) = self.outbox.disable(&self.link, &outcome.detail).await {
+        while let Err(e) = self
+            .redis
+            .during(self.outbox.disable(&self.link, &outcome.detail))
+            .await
+        {
             if pause_after_redis_error(&self.link, &mut self.outbox, &e, &mut backoff, &stop).await
             {
                 return Flow::Stop;
@@ -565,7 +594,10 @@ impl Worker {
         if self.wait_until_enabled().await? {
             return Ok(true);
         }
-        let state = self.outbox.failure_state(&self.link).await?;
+        let state = self
+            .redis
+            .during(self.outbox.failure_state(&self.link))
+            .await?;
         self.sender.health.resume(state);
         Ok(false)
     }
@@ -573,7 +605,7 @@ impl Worker {
     /// Waits while the link is marked disabled; true when shutdown came first.
     async fn wait_until_enabled(&mut self) -> Result<bool, OutboxError> {
         let mut announced = false;
-        while let Some(reason) = self.outbox.disabled(&self.link).await? {
+        while let Some(reason) = self.redis.during(self.outbox.disabled(&self.link)).await? {
             if !announced {
                 tracing::error!(
                     link = self.link,

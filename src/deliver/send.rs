@@ -11,6 +11,7 @@ use super::lease::LeaseClock;
 use super::{Settled, TARGET_BACKOFF_MIN, sleep_or_shutdown};
 use crate::links::{SendOutcome, Target};
 use crate::model::Outbound;
+use crate::notify::{Part, with_part};
 use crate::retry::{self, Backoff, GiveUpClock, Verdict};
 
 /// Sends batches to one target, retrying until each settles. Cheap to clone, so several
@@ -30,6 +31,9 @@ pub(super) struct Sender {
     pub(super) give_up_after: Duration,
     /// The link's failure state, shared by all its sends.
     pub(super) health: Arc<Health>,
+    /// The watchdog's view of the sends: busy during each attempt (not between retries),
+    /// beating as each post goes out.
+    pub(super) sending: Arc<Part>,
 }
 
 impl Sender {
@@ -41,7 +45,9 @@ impl Sender {
         let mut backoff = Backoff::new(TARGET_BACKOFF_MIN, self.max_backoff);
         let mut clock = GiveUpClock::default();
         loop {
-            let Some(outcome) = self.clock.fenced(self.target.send(batch)).await else {
+            let attempt = self.clock.fenced(self.target.send(batch));
+            let attempt = with_part(self.sending.clone(), attempt);
+            let Some(outcome) = self.sending.during(attempt).await else {
                 return Settled::LeaseLost;
             };
             self.health.metrics.attempt_failed(outcome.verdict);

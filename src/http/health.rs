@@ -1,5 +1,6 @@
 //! `GET /healthz` (the process answers), `GET /readyz` (Redis subscribed and caught up, every
-//! configured link's worker running, not shutting down: 200, else 503 with the reasons, both
+//! configured link's worker running and none stuck (see [`crate::notify::Part`]), not
+//! shutting down: 200, else 503 with the reasons, both
 //! as JSON) and
 //! `GET /metrics` (Prometheus text format).
 
@@ -39,7 +40,7 @@ fn readiness(state: &AppState) -> (bool, Value) {
     if state.stopping.is_cancelled() {
         reasons.push("shutting down".to_owned());
     }
-    let subscription = match state.health.check() {
+    let subscription = match state.health.check_data_path() {
         Ok(()) if state.health.is_caught_up() => "ok".to_owned(),
         Ok(()) => {
             reasons.push("catching up from history after subscribing".to_owned());
@@ -56,6 +57,10 @@ fn readiness(state: &AppState) -> (bool, Value) {
             reasons.push(format!("link {link}: delivery worker {}", worker.as_str()));
         }
         links.insert(link, Value::from(worker.as_str()));
+    }
+    // A worker part busy without progress beyond its bound: what stops the watchdog's pings.
+    for stuck in state.health.stuck_workers() {
+        reasons.push(stuck.to_string());
     }
     let ready = reasons.is_empty();
     let body = json!({

@@ -154,6 +154,11 @@ impl Discord {
         &self.name
     }
 
+    /// One request's deadline.
+    pub fn timeout(&self) -> Duration {
+        self.poster.timeout
+    }
+
     pub fn batch_max(&self) -> usize {
         self.batch_max
     }

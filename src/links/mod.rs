@@ -93,6 +93,16 @@ impl Target {
         }
     }
 
+    /// One request's deadline (`timeout_secs`); zero for the console, which makes none.
+    pub fn request_timeout(&self) -> Duration {
+        match self {
+            Self::Console(_) => Duration::ZERO,
+            Self::Webhook(link) => link.timeout(),
+            Self::Slack(link) => link.timeout(),
+            Self::Discord(link) => link.timeout(),
+        }
+    }
+
     /// How many sends may be outstanding at once (1 keeps delivery in order; chat platforms
     /// are always ordered).
     pub fn max_in_flight(&self) -> usize {

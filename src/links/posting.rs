@@ -113,6 +113,8 @@ where
             return outcome;
         }
         progress.record(post);
+        // The worker's watchdog: this send made progress (see `notify::progress`).
+        crate::notify::progress();
         made += 1;
         last = outcome.status;
     }

@@ -231,6 +231,11 @@ impl Slack {
         &self.name
     }
 
+    /// One request's deadline.
+    pub fn timeout(&self) -> Duration {
+        self.poster.timeout
+    }
+
     pub fn batch_max(&self) -> usize {
         self.batch_max
     }

@@ -64,6 +64,11 @@ impl Webhook {
         &self.name
     }
 
+    /// One request's deadline.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn batch_max(&self) -> usize {
         self.batch_max
     }
