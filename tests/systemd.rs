@@ -156,6 +156,68 @@ async fn watchdog_pings_stop_while_redis_is_wedged_and_resume_after() {
     );
 }
 
+/// The delivery workers are watched too, but only inside bounded steps: a link that keeps
+/// failing while its worker waits between retries (here a 429 whose `Retry-After` of 25 s is
+/// longer than the 17 s a send attempt may go without progress: `timeout_secs` 2 + 15 s) must
+/// not stop the pings, or systemd would restart a healthy daemon in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_keeps_being_fed_while_a_link_waits_out_a_long_retry_after() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    receiver.respond_with(Reply::status(429).header("Retry-After", "25"));
+    let toml = config(&redis, &receiver).replace("timeout_secs = 5", "timeout_secs = 2");
+    let mut socket = NotifySocket::bind();
+    let daemon = start(ConfigDir::new(&toml), &notify_env(&socket, Some("2000000")));
+    let (ready_at, _) = socket.wait_for(0, "READY=1", WAIT, |d| d.has("READY=1"));
+    let mut con = redis.connection().await;
+    seed::send_message(&mut con, "general", json!(7), "ann", "rate limited").await;
+    receiver.wait_for(1, WAIT).await;
+    let first_refused = socket.received.len();
+
+    // Past the 17 s bound and a ping interval, well inside the 25 s wait.
+    socket.receive_for(Duration::from_secs(19));
+    let pings: Vec<Instant> = socket.received[ready_at..]
+        .iter()
+        .filter(|d| d.has("WATCHDOG=1"))
+        .map(|d| d.at)
+        .collect();
+    let longest_gap = pings
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    assert!(
+        watchdog_pings(&socket, first_refused) >= 15 && longest_gap < Duration::from_millis(2500),
+        "the watchdog stopped being fed while the link only waited out a Retry-After \
+         (longest gap {longest_gap:?}): {:?}\nlog:\n{}",
+        socket.received,
+        daemon.log()
+    );
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "the worker did not wait out the Retry-After"
+    );
+    assert!(
+        outbox_payloads(&redis)
+            .await
+            .iter()
+            .any(|p| p.contains("rate limited")),
+        "the event was not kept for the retry"
+    );
+    let status = socket.received[first_refused..]
+        .iter()
+        .filter_map(|d| d.status())
+        .next_back()
+        .expect("STATUS= refreshed meanwhile");
+    assert!(status.starts_with("subscribed; "), "status line: {status:?}");
+    assert!(
+        !daemon.log().contains("not feeding the systemd watchdog"),
+        "log:\n{}",
+        daemon.log()
+    );
+}
+
 /// How many WATCHDOG=1 arrived from index `from` on.
 fn watchdog_pings(socket: &NotifySocket, from: usize) -> usize {
     socket.received[from..]
