@@ -210,7 +210,10 @@ async fn watchdog_keeps_being_fed_while_a_link_waits_out_a_long_retry_after() {
         .filter_map(|d| d.status())
         .next_back()
         .expect("STATUS= refreshed meanwhile");
-    assert!(status.starts_with("subscribed; "), "status line: {status:?}");
+    assert!(
+        status.starts_with("subscribed; "),
+        "status line: {status:?}"
+    );
     assert!(
         !daemon.log().contains("not feeding the systemd watchdog"),
         "log:\n{}",

@@ -332,4 +332,38 @@ mod tests {
         let ready = Request::get("/readyz").body(Body::empty()).unwrap();
         assert_eq!(call(&app, ready).await, StatusCode::SERVICE_UNAVAILABLE);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn readyz_names_a_stuck_delivery_worker() {
+        let state = state();
+        state.health.subscription_alive();
+        state.health.caught_up();
+        let part = state
+            .health
+            .watch_part("audit", "sending", Duration::from_secs(10));
+        let app = router(state.clone(), Router::new(), &limits());
+        let _busy = part.busy();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        state.health.subscription_alive();
+        let ready = Request::get("/readyz").body(Body::empty()).unwrap();
+        assert_eq!(call(&app, ready).await, StatusCode::OK, "within its bound");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        state.health.subscription_alive();
+        let response = app
+            .clone()
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["subscription"], "ok", "{body}");
+        assert_eq!(
+            body["reasons"],
+            serde_json::json!(["link audit: delivery worker stuck (sending) for 12s"]),
+            "{body}"
+        );
+    }
 }
