@@ -4,8 +4,9 @@
 //!   HTTP server, when `[http]` is set, is bound before Redis is even connected);
 //! - `STATUS=` a one-line summary (`subscribed; 2 links; 14 queued`), every [`STATUS_EVERY`];
 //! - `WATCHDOG=1` at half of `WATCHDOG_USEC`, but only while [`Health`] says the subscription
-//!   session is alive and making progress and the intake is not stuck in one step: a wedged
-//!   process stops feeding the watchdog and systemd restarts it;
+//!   session is alive and making progress, the intake is not stuck in one step and no delivery
+//!   worker part is stuck ([`Part`]): a wedged process stops feeding the watchdog and systemd
+//!   restarts it;
 //! - `RELOADING=1` with `MONOTONIC_USEC` when a reload begins ([`reloading`]), then `READY=1`
 //!   with the status line when it is over ([`reloaded`]); a refused reload stays in the status
 //!   line until the next one succeeds;
