@@ -31,8 +31,8 @@ pub(super) struct Sender {
     pub(super) give_up_after: Duration,
     /// The link's failure state, shared by all its sends.
     pub(super) health: Arc<Health>,
-    /// The watchdog's view of the sends: busy during each attempt (not between retries),
-    /// beating as each post goes out.
+    /// The watchdog's view of the sends: busy during each attempt and while its outcome is
+    /// recorded in Redis (not between retries), beating as each post goes out.
     pub(super) sending: Arc<Part>,
 }
 
@@ -52,18 +52,23 @@ impl Sender {
             };
             self.health.metrics.attempt_failed(outcome.verdict);
             let Some(after) = outcome.verdict.retry_after() else {
-                return self.answered(batch, outcome).await;
+                return self.sending.during(self.answered(batch, outcome)).await;
             };
             let now = Utc::now().timestamp_millis();
             if let Some(uncounted) = clock.failed(outcome.verdict, now) {
-                let since = self.health.event_failed(batch, now, uncounted).await;
+                let since = self
+                    .sending
+                    .during(self.health.event_failed(batch, now, uncounted))
+                    .await;
                 if retry::gives_up(since, now, self.give_up_after) {
                     let failing_for = Duration::from_millis((now - since).unsigned_abs());
                     return Settled::GaveUp(outcome, failing_for);
                 }
             }
             let wait = backoff.next(after);
-            self.health.failed(&outcome, wait).await;
+            self.sending
+                .during(self.health.failed(&outcome, wait))
+                .await;
             if sleep_or_shutdown(wait, &self.stop).await {
                 return Settled::Shutdown;
             }
