@@ -170,6 +170,23 @@ async fn envelopes_are_written_once_in_order_acked_and_a_refresh_opens_the_new_c
         .expect("request")
         .status();
     assert_eq!(status, 404);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for (route, result, count) in [
+        ("slack_socket", "accepted", 4),
+        ("slack_socket", "duplicate", 1),
+        ("slack_socket", "echo", 1),
+        ("slack", "not_found", 1),
+    ] {
+        let line = format!(
+            "chatbridge_inbound_requests_total{{route=\"{route}\",result=\"{result}\"}} {count}\n"
+        );
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
     assert!(!daemon.log().contains("sekrit"), "the app token in the log");
 }
 
@@ -218,4 +235,16 @@ async fn a_second_daemon_stays_passive_and_takes_over_when_the_first_is_killed()
     socket.wait_acked(&["env-b"], WAIT).await;
     assert_eq!(contents(&mut con).await, ["before", "after"]);
     assert!(passive.log().contains("lease taken"));
+
+    // A holder that stops gives the lease up at once (a standby need not wait for it).
+    let held: Vec<String> = con.keys("chatbridge:lease:slack-socket:*").await.unwrap();
+    assert_eq!(held.len(), 1, "{held:?}");
+    let mut passive = passive;
+    passive.signal(nix::sys::signal::Signal::SIGTERM);
+    tokio::task::block_in_place(|| passive.wait_exit(WAIT));
+    let leases: Vec<String> = con.keys("chatbridge:lease:slack-socket:*").await.unwrap();
+    assert!(
+        leases.is_empty(),
+        "the lease outlived a clean stop: {leases:?}"
+    );
 }
