@@ -248,3 +248,49 @@ async fn a_second_daemon_stays_passive_and_takes_over_when_the_first_is_killed()
         "the lease outlived a clean stop: {leases:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_whose_write_fails_is_not_acknowledged_and_slack_s_retry_is_written() {
+    let redis = RedisServer::start();
+    let socket = FakeSocketMode::start(APP_TOKEN).await;
+    let slack = FakeSlack::start("xoxb-test").await;
+    let http_port = free_port();
+    let _daemon = Daemon::start(&config(&redis, http_port, &socket, &slack));
+    let mut con = redis.connection().await;
+    let first = socket.next_connection(WAIT).await;
+
+    // The history key holds a string: the write fails (WRONGTYPE) and nothing is acknowledged.
+    let _: () = con
+        .set("chat:room:general:history", "not a list")
+        .await
+        .unwrap();
+    first.send(events_api(
+        "env-x",
+        0,
+        message("EvX", "U1", "kept", "1700000001.000100"),
+    ));
+    let unavailable =
+        "chatbridge_inbound_requests_total{route=\"slack_socket\",result=\"unavailable\"} 1\n";
+    eventually("the failed write counted", WAIT, async || {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metrics.contains(unavailable).then_some(())
+    })
+    .await;
+    assert!(socket.acked().is_empty(), "acknowledged without a write");
+
+    // Slack sends it again (same event_id, new envelope): written once, acknowledged.
+    let _: () = con.del("chat:room:general:history").await.unwrap();
+    first.send(events_api(
+        "env-x-retry",
+        1,
+        message("EvX", "U1", "kept", "1700000001.000100"),
+    ));
+    socket.wait_acked(&["env-x-retry"], WAIT).await;
+    assert_eq!(contents(&mut con).await, ["kept"]);
+    assert_eq!(socket.acked(), ["env-x-retry"]);
+}
