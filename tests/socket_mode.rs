@@ -294,3 +294,36 @@ async fn an_envelope_whose_write_fails_is_not_acknowledged_and_slack_s_retry_is_
     assert_eq!(contents(&mut con).await, ["kept"]);
     assert_eq!(socket.acked(), ["env-x-retry"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_envelopes_is_written_in_order_and_each_acknowledged_within_3_s() {
+    let redis = RedisServer::start();
+    let socket = FakeSocketMode::start(APP_TOKEN).await;
+    let slack = FakeSlack::start("xoxb-test").await;
+    slack.set_user("U7", "Sam");
+    let _daemon = Daemon::start(&config(&redis, free_port(), &socket, &slack));
+    let mut con = redis.connection().await;
+    let first = socket.next_connection(WAIT).await;
+    const N: usize = 200;
+    let ids: Vec<String> = (0..N).map(|i| format!("env-{i:03}")).collect();
+    let started = std::time::Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        let ts = format!("1700000000.{i:06}");
+        first.send(events_api(
+            id,
+            0,
+            message(&format!("Ev{i}"), "U7", &format!("m{i}"), &ts),
+        ));
+    }
+    let ids_ref: Vec<&str> = ids.iter().map(String::as_str).collect();
+    socket.wait_acked(&ids_ref, WAIT).await;
+    let elapsed = started.elapsed();
+    eprintln!("{N} envelopes written and acknowledged in {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "the last of {N} envelopes took {elapsed:?}: beyond Slack's 3 s"
+    );
+    assert_eq!(socket.acked(), ids, "acknowledged once each, in order");
+    let expected: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(contents(&mut con).await, expected);
+}

@@ -1,4 +1,5 @@
-//! `[slack]`: the Slack app that sends Events API requests to `POST /slack/events`. Each Slack
+//! `[slack]`: the Slack app that sends Events API requests to `POST /slack/events` (or, with
+//! `app_token`, through Socket Mode: [`crate::inbound::socket`]). Each Slack
 //! link's `channel` (Web API mode) doubles as the inbound mapping: events from that channel
 //! are written into the rooms that link mirrors, with `origin` = the link.
 
