@@ -228,6 +228,15 @@ impl Bridge {
         };
         self.parts
             .spawn("trim", trimmer.run(self.client.clone(), stop.clone()));
+        if let Some(socket) = crate::inbound::socket::SocketMode::from_config(
+            config,
+            self.ops.inbound().clone(),
+            con.clone(),
+            self.http.clone(),
+        ) {
+            self.parts
+                .spawn("slack socket mode", socket.run(stop.clone()));
+        }
         self.ops
             .supervise(&mut self.parts, con.clone(), self.status.clone(), &stop);
         let barrier = format!("chatbridge:barrier:{}", uuid::Uuid::new_v4());

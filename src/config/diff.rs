@@ -5,7 +5,9 @@
 //! `shutdown_grace_secs`. The rest is read once at start (`[redis]`, `[history]`,
 //! `outbox_max_len`, `outbox_max_age_secs`, `lease_secs`, and `[http]`: whether the server runs
 //! and its settings): a reload keeps the running value and says that a restart is needed.
-//! Inbound settings (`[slack]`, webhook links' `inbound`) apply at once.
+//! Inbound settings (`[slack]`, webhook links' `inbound`) apply at once, except the Socket
+//! Mode client (`[slack] app_token`, `api_base`, and `app_id`, which names its lease): it
+//! keeps running as started until a restart.
 
 use super::Config;
 
@@ -88,6 +90,16 @@ impl Changes {
         );
         // The server is bound once, at start: whether it runs and its limits.
         keep("http", old.http_server() != new.http_server());
+        // The Socket Mode client is started once, at start, with its token and API base.
+        let socket = |c: &Config| {
+            c.slack
+                .as_ref()
+                .and_then(|s| Some((s.app_token.clone()?, s.api_base.clone(), s.app_id.clone())))
+        };
+        keep(
+            "slack.app_token / slack.api_base (Socket Mode)",
+            socket(old) != socket(new),
+        );
         config.http = running.http.clone();
         config.redis = running.redis.clone();
         config.history = running.history.clone();
@@ -212,6 +224,24 @@ mod tests {
         assert_eq!(changes.config.delivery.lease, running.delivery.lease);
         assert!(changes.grace, "shutdown_grace_secs applies at once");
         assert!(changes.added.is_empty() && changes.changed.is_empty());
+    }
+
+    #[test]
+    fn the_socket_mode_token_is_restart_only_but_its_bot_id_applies() {
+        let with = |token: &str, bot: &str| {
+            format!(
+                "{BASE}\n[http]\nlisten = \"127.0.0.1:1\"\n\
+                 [slack]\napp_token = \"{token}\"\nbot_id = \"{bot}\"\n"
+            )
+        };
+        let running = load(&with("xapp-1", "B1"));
+        let changes = Changes::between(&running, load(&with("xapp-2", "B1")));
+        assert_eq!(
+            changes.need_restart,
+            ["slack.app_token / slack.api_base (Socket Mode)"]
+        );
+        let changes = Changes::between(&running, load(&with("xapp-1", "B2")));
+        assert!(changes.need_restart.is_empty());
     }
 
     #[test]

@@ -61,8 +61,8 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     /// Log format and level (`[log]`).
     pub log: LogConfig,
-    /// The Slack app whose Events API requests `POST /slack/events` accepts (`[slack]`).
-    /// Absent: that route answers 404.
+    /// The Slack app whose Events API requests `POST /slack/events` accepts, or whose events
+    /// come through Socket Mode with `app_token` (`[slack]`). Absent: that route answers 404.
     pub slack: Option<SlackAppConfig>,
 }
 

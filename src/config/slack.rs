@@ -1,4 +1,5 @@
-//! `[slack]`: the Slack app that sends Events API requests to `POST /slack/events`. Each Slack
+//! `[slack]`: the Slack app that sends Events API requests to `POST /slack/events` (or, with
+//! `app_token`, through Socket Mode: [`crate::inbound::socket`]). Each Slack
 //! link's `channel` (Web API mode) doubles as the inbound mapping: events from that channel
 //! are written into the rooms that link mirrors, with `origin` = the link.
 
@@ -7,15 +8,22 @@ use std::collections::BTreeMap;
 use super::error::Problems;
 use super::reader::Table;
 use super::{LinkKind, RoomConfig, SlackMode};
-use crate::secret::SigningSecret;
+use crate::secret::{BotToken, SecretUrl, SigningSecret};
 
 /// `[slack]`: present only when the section is; without it `/slack/events` answers 404.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlackAppConfig {
     /// The app's signing secret (*Basic Information* → *App Credentials*), which checks the
-    /// `v0` signature of every request (`signing_secret`). Required; put it in an environment
-    /// variable (`signing_secret = "${SLACK_SIGNING_SECRET}"`).
-    pub signing_secret: SigningSecret,
+    /// `v0` signature of every request (`signing_secret`). Required unless `app_token` is set;
+    /// put it in an environment variable (`signing_secret = "${SLACK_SIGNING_SECRET}"`).
+    pub signing_secret: Option<SigningSecret>,
+    /// An app-level token (`xapp-…`, scope `connections:write`, `app_token`): when set, Slack
+    /// events come through Socket Mode (an outgoing websocket) instead of `POST
+    /// /slack/events`, which then answers 404. Default: none (the HTTP Events API).
+    pub app_token: Option<BotToken>,
+    /// The Slack Web API base that `apps.connections.open` is called on (`api_base`).
+    /// Default: `https://slack.com/api`.
+    pub api_base: SecretUrl,
     /// Our own app's id (`A…`, `app_id`): events posted by this app are dropped (no echo).
     /// The envelope's `api_app_id` is always treated as ours too. Default: none.
     pub app_id: Option<String>,
@@ -38,18 +46,39 @@ pub(super) fn parse_slack(
     problems: &mut Problems,
 ) -> Option<SlackAppConfig> {
     let mut section = section?;
-    let secret = section
-        .required_string("signing_secret", problems)
-        .and_then(|raw| {
-            SigningSecret::parse(&raw.value)
-                .map_err(|e| problems.add(&raw.path, e))
-                .ok()
-        });
+    let raw_token = section.string("app_token", problems);
+    let socket_mode = raw_token.is_some();
+    let app_token = raw_token.and_then(|raw| {
+        BotToken::parse(&raw.value)
+            .map_err(|e| problems.add(&raw.path, e))
+            .ok()
+    });
+    let secret = if socket_mode {
+        section.string("signing_secret", problems)
+    } else {
+        section.required_string("signing_secret", problems)
+    };
+    let secret = secret.and_then(|raw| {
+        SigningSecret::parse(&raw.value)
+            .map_err(|e| problems.add(&raw.path, e))
+            .ok()
+    });
+    let api_base = match section.string("api_base", problems) {
+        Some(raw) => SecretUrl::parse(raw.value.trim_end_matches('/'))
+            .map_err(|e| problems.add(&raw.path, e))
+            .ok()?,
+        None => SecretUrl::parse("https://slack.com/api").ok()?,
+    };
     let app_id = section.string("app_id", problems).map(|t| t.value);
     let bot_id = section.string("bot_id", problems).map(|t| t.value);
     section.finish(problems);
+    if app_token.is_none() && secret.is_none() {
+        return None;
+    }
     Some(SlackAppConfig {
-        signing_secret: secret?,
+        signing_secret: secret,
+        app_token,
+        api_base,
         app_id,
         bot_id,
     })
@@ -135,6 +164,42 @@ mod tests {
         let mirrored_twice = format!("{toml}[[rooms]]\nname = \"random\"\nlinks = [\"s\"]\n");
         assert_eq!(problems(&mirrored_twice), ["rooms[1].links"]);
         assert_eq!(problems("[slack]\n"), ["slack.signing_secret"]);
+    }
+
+    #[test]
+    fn an_app_token_switches_to_socket_mode_without_a_signing_secret() {
+        let toml = format!(
+            "[slack]\napp_token = \"xapp-1-secret\"\napi_base = \"http://127.0.0.1:9/api/\"\n\n\
+             {SLACK_LINK}\n[[rooms]]\nname = \"general\"\nlinks = [\"s\"]\n"
+        );
+        let config = load_str(&toml, &Env::new()).expect("valid");
+        let app = config.slack.as_ref().unwrap();
+        assert!(app.app_token.is_some() && app.signing_secret.is_none());
+        assert_eq!(app.api_base.expose().as_str(), "http://127.0.0.1:9/api");
+        assert!(
+            !format!("{config:?}").contains("xapp-1-secret"),
+            "the token printed"
+        );
+        assert!(
+            config
+                .routing_table()
+                .ends_with("inbound:\n  Slack Socket Mode  channel C1 → general (origin s)\n"),
+            "{}",
+            config.routing_table()
+        );
+        let default = load_str("[slack]\nsigning_secret = \"abc\"\n", &Env::new()).expect("valid");
+        assert_eq!(
+            default.slack.unwrap().api_base.expose().as_str(),
+            "https://slack.com/api"
+        );
+        assert_eq!(
+            problems("[slack]\napp_token = \"x y\"\n"),
+            ["slack.app_token"]
+        );
+        assert_eq!(
+            problems("[slack]\nsigning_secret = \"abc\"\napi_base = \"nope\"\n"),
+            ["slack.api_base"]
+        );
     }
 
     #[test]

@@ -116,17 +116,23 @@ fn write_inbound(out: &mut String, config: &Config) {
             );
         }
     }
-    if config.slack.is_some() {
+    if let Some(app) = &config.slack {
+        let via = if app.app_token.is_some() {
+            "Slack Socket Mode"
+        } else {
+            "POST /slack/events"
+        };
         let channels = config.slack_channels();
         if channels.is_empty() {
-            out.push_str(
-                "  POST /slack/events  → (no Slack link in Web API mode mirrors a room)\n",
+            let _ = writeln!(
+                out,
+                "  {via}  → (no Slack link in Web API mode mirrors a room)"
             );
         }
         for (channel, target) in channels {
             let _ = writeln!(
                 out,
-                "  POST /slack/events  channel {channel} → {} (origin {})",
+                "  {via}  channel {channel} → {} (origin {})",
                 target.room, target.link
             );
         }

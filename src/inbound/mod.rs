@@ -4,6 +4,7 @@
 //! - [`hooks`]: `POST /hooks/{link}`, Standard Webhooks-signed events from a webhook link
 //!   with `inbound = true`.
 //! - [`slack`]: `POST /slack/events`, the Slack Events API (`[slack]`).
+//! - [`socket`]: Slack Socket Mode (`[slack] app_token`), the same events over a websocket.
 //! - [`names`]: Slack user names (`users.info`, short deadline, cached).
 //! - [`write`]: the one atomic write (de-dup, seed operation, trusted `origin`).
 //!
@@ -14,6 +15,7 @@
 mod hooks;
 mod names;
 mod slack;
+pub mod socket;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -8,6 +8,9 @@
 //! the message `ts`); `member_joined_channel` / `member_left_channel` become joins and leaves.
 //! Our own posts coming back (our `bot_id`, our app's id) are dropped; edits, deletes, other
 //! subtypes and other events are acknowledged and counted, not written.
+//!
+//! With `[slack] app_token` the same envelopes come through Socket Mode instead
+//! ([`super::socket`]), which hands each to [`callback`]; this route then answers 404.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -19,6 +22,7 @@ use super::{Inbound, Outcome, SLACK_DEDUP_SECS, SlackApp, Write, Written, now_se
 use crate::http::AppState;
 use crate::links::signing;
 use crate::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
+use crate::secret::SigningSecret;
 
 const ROUTE: &str = "slack";
 
@@ -44,7 +48,19 @@ async fn handle(inbound: &Inbound, headers: &HeaderMap, body: &[u8]) -> Result<O
             "the Slack Events API is not configured ([slack])",
         ));
     };
-    verify(app, headers, body)?;
+    let Some(secret) = app
+        .config
+        .signing_secret
+        .as_ref()
+        .filter(|_| app.config.app_token.is_none())
+    else {
+        return Err(Outcome::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Slack events come through Socket Mode ([slack] app_token), not this route",
+        ));
+    };
+    verify(secret, headers, body)?;
     let envelope: Value = serde_json::from_slice(body)
         .map_err(|_| Outcome::error(StatusCode::BAD_REQUEST, "bad_request", "body is not JSON"))?;
     match envelope["type"].as_str() {
@@ -61,17 +77,13 @@ async fn handle(inbound: &Inbound, headers: &HeaderMap, body: &[u8]) -> Result<O
     }
 }
 
-fn verify(app: &SlackApp, headers: &HeaderMap, body: &[u8]) -> Result<(), Outcome> {
+fn verify(secret: &SigningSecret, headers: &HeaderMap, body: &[u8]) -> Result<(), Outcome> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let checked = match (text("x-slack-request-timestamp"), text("x-slack-signature")) {
-        (Some(timestamp), Some(signature)) => signing::verify_slack(
-            app.config.signing_secret.key(),
-            timestamp,
-            signature,
-            body,
-            now_secs(),
-        )
-        .map_err(|e| e.to_string()),
+        (Some(timestamp), Some(signature)) => {
+            signing::verify_slack(secret.key(), timestamp, signature, body, now_secs())
+                .map_err(|e| e.to_string())
+        }
         _ => Err("X-Slack-Request-Timestamp and X-Slack-Signature are required".to_owned()),
     };
     checked.map_err(|why| {
@@ -89,7 +101,13 @@ fn ignored(why: &str) -> Outcome {
     Outcome::ok(StatusCode::OK, json!({ "ok": true }), "ignored")
 }
 
-async fn callback(inbound: &Inbound, app: &SlackApp, envelope: &Value) -> Result<Outcome, Outcome> {
+/// One `event_callback` envelope, once its origin is established (a verified signature over
+/// HTTP, or our own Socket Mode connection): the one code path of both transports.
+pub(super) async fn callback(
+    inbound: &Inbound,
+    app: &SlackApp,
+    envelope: &Value,
+) -> Result<Outcome, Outcome> {
     let event = &envelope["event"];
     let Some(event_id) = envelope["event_id"].as_str().filter(|id| valid_id(id)) else {
         return Err(Outcome::error(

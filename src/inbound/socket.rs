@@ -1,0 +1,399 @@
+//! Slack Socket Mode (`[slack] app_token`): Slack events without a public URL.
+//!
+//! One process per deployment holds the app's lease in Redis (`SET NX PX`, renewed, released
+//! on stop): only the holder connects, so two bridges on one app token never split events; the
+//! others stay passive and take over once the lease expires. The lease is fenced by this
+//! process's monotonic clock: when a renewal has not been answered by `lease − margin` the
+//! connection is dropped.
+//!
+//! The holder calls `apps.connections.open` with the app token, connects to the `wss://` URL it
+//! answers and, for each `events_api` envelope, hands the payload to the Events API handling
+//! ([`super::slack::callback`]: de-dup on `event_id`, echo guard, the atomic Redis write) and
+//! only then acknowledges `{"envelope_id": …}`. When Redis cannot take the write the envelope
+//! is left unacknowledged, so Slack sends it again. On `disconnect` the new connection is opened
+//! first and the old one closed after; a broken connection is reopened with backoff.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use redis::Script;
+use redis::aio::ConnectionManager;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::config::Config;
+use crate::retry::Backoff;
+use crate::secret::{BotToken, SecretUrl};
+
+/// The metric's `route` label for envelopes.
+const ROUTE: &str = "slack_socket";
+/// How long opening a connection (the API call, then the websocket handshake) may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Takes the lease only when nobody holds it.
+const ACQUIRE: &str = r"
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+";
+/// Extends the lease only while it is still ours.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+/// Deletes the lease only while it is still ours.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// The Socket Mode client of one Slack app.
+pub struct SocketMode {
+    /// The app-level token (`xapp-…`).
+    token: BotToken,
+    /// Where `apps.connections.open` is.
+    api_base: SecretUrl,
+    /// `chatbridge:lease:slack-socket:{app}`.
+    lease_key: String,
+    /// What the lease holds while ours: a random token, host and pid.
+    lease_value: String,
+    /// How long the lease lasts unrenewed (`[delivery] lease_secs`).
+    ttl: Duration,
+    /// The inbound settings in force (reloads apply at once).
+    inbound: Shared,
+    /// For the lease.
+    con: ConnectionManager,
+    /// For `apps.connections.open`.
+    http: reqwest::Client,
+}
+
+/// What to do after one frame.
+enum Flow {
+    Continue,
+    /// Slack asked for a new connection (`disconnect`).
+    Refresh,
+    /// The connection is unusable.
+    Broken,
+}
+
+impl SocketMode {
+    /// The client `config` asks for (`[slack] app_token`); `None` without one.
+    pub fn from_config(
+        config: &Config,
+        inbound: Shared,
+        con: ConnectionManager,
+        http: reqwest::Client,
+    ) -> Option<Self> {
+        let app = config.slack.as_ref()?;
+        let token = app.app_token.clone()?;
+        let app_key = app
+            .app_id
+            .clone()
+            .unwrap_or_else(|| hex::encode(&Sha256::digest(token.expose().as_bytes())[..8]));
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "unknown-host".to_owned(), |h| h.trim().to_owned());
+        Some(Self {
+            token,
+            api_base: app.api_base.clone(),
+            lease_key: format!("chatbridge:lease:slack-socket:{app_key}"),
+            lease_value: format!(
+                "{} {host} pid {}",
+                uuid::Uuid::new_v4().simple(),
+                std::process::id()
+            ),
+            ttl: config.delivery.lease,
+            inbound,
+            con,
+            http,
+        })
+    }
+
+    /// Waits for the lease, holds the connection while it is ours, until `stop`.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let poll = (self.ttl / 4).clamp(Duration::from_millis(100), Duration::from_millis(500));
+        let mut waiting_logged = false;
+        while !stop.is_cancelled() {
+            match self.acquire().await {
+                Ok(true) => {
+                    tracing::info!("Slack Socket Mode: lease taken, connecting");
+                    waiting_logged = false;
+                    let lost = CancellationToken::new();
+                    tokio::select! {
+                        () = self.clone_parts().hold(lost.clone()) => {}
+                        () = self.connected(lost.clone()) => {}
+                        () = stop.cancelled() => {}
+                    }
+                    lost.cancel();
+                    if stop.is_cancelled() {
+                        self.release().await;
+                        return;
+                    }
+                    tracing::warn!("Slack Socket Mode: lease lost; connection closed, standing by");
+                }
+                Ok(false) => {
+                    if !waiting_logged {
+                        tracing::info!(
+                            "Slack Socket Mode: another process holds the app's connection; standing by"
+                        );
+                        waiting_logged = true;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Slack Socket Mode: cannot read the lease"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+    }
+
+    /// What the renewal loop needs, so it runs beside the connection.
+    fn clone_parts(&self) -> Lease {
+        Lease {
+            key: self.lease_key.clone(),
+            value: self.lease_value.clone(),
+            ttl: self.ttl,
+            con: self.con.clone(),
+        }
+    }
+
+    async fn acquire(&mut self) -> redis::RedisResult<bool> {
+        let taken: i64 = Script::new(ACQUIRE)
+            .key(&self.lease_key)
+            .arg(&self.lease_value)
+            .arg(millis(self.ttl))
+            .invoke_async(&mut self.con)
+            .await?;
+        Ok(taken == 1)
+    }
+
+    async fn release(&mut self) {
+        let released: redis::RedisResult<i64> = Script::new(RELEASE)
+            .key(&self.lease_key)
+            .arg(&self.lease_value)
+            .invoke_async(&mut self.con)
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "Slack Socket Mode: could not release the lease; it expires");
+        }
+    }
+
+    /// Keeps a connection open (reopening with backoff) until `lost`.
+    async fn connected(&self, lost: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(60));
+        let mut next: Option<Socket> = None;
+        while !lost.is_cancelled() {
+            let mut socket = match next.take() {
+                Some(socket) => socket,
+                None => match self.open().await {
+                    Ok(socket) => socket,
+                    Err(why) => {
+                        let wait = backoff.next(None);
+                        tracing::warn!(error = %why, retry_in_ms = wait.as_millis() as u64, "Slack Socket Mode: cannot connect");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                },
+            };
+            next = self.serve(&mut socket, &mut backoff).await;
+            if next.is_none() {
+                let wait = backoff.next(None);
+                tracing::warn!(
+                    retry_in_ms = wait.as_millis() as u64,
+                    "Slack Socket Mode: connection lost; reconnecting"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    /// Reads `socket` until it ends (`None`) or Slack asks for a refresh (the new connection,
+    /// already open; the old one is closed).
+    async fn serve(&self, socket: &mut Socket, backoff: &mut Backoff) -> Option<Socket> {
+        while let Some(frame) = socket.next().await {
+            let text = match frame {
+                Ok(Frame::Text(text)) => text,
+                Ok(Frame::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            };
+            match self.envelope(socket, text.as_str()).await {
+                Flow::Continue => backoff.reset(),
+                Flow::Broken => return None,
+                Flow::Refresh => {
+                    let fresh = match self.open().await {
+                        Ok(fresh) => Some(fresh),
+                        Err(why) => {
+                            tracing::warn!(error = %why, "Slack Socket Mode: cannot open the refreshed connection");
+                            None
+                        }
+                    };
+                    let _ = socket.close(None).await;
+                    return fresh;
+                }
+            }
+        }
+        None
+    }
+
+    /// Handles one frame of Slack's.
+    async fn envelope(&self, socket: &mut Socket, text: &str) -> Flow {
+        let Ok(envelope) = serde_json::from_str::<Value>(text) else {
+            tracing::warn!("Slack Socket Mode: a frame that is not JSON, skipped");
+            count("bad_request");
+            return Flow::Continue;
+        };
+        match envelope["type"].as_str() {
+            Some("hello") => {
+                tracing::info!("Slack Socket Mode: connected");
+                return Flow::Continue;
+            }
+            Some("disconnect") => {
+                tracing::info!(
+                    reason = envelope["reason"].as_str().unwrap_or_default(),
+                    "Slack Socket Mode: Slack asks for a new connection"
+                );
+                return Flow::Refresh;
+            }
+            _ => {}
+        }
+        let Some(envelope_id) = envelope["envelope_id"].as_str() else {
+            tracing::debug!("Slack Socket Mode: a frame without envelope_id, ignored");
+            return Flow::Continue;
+        };
+        let result = if envelope["type"] == "events_api" {
+            let Some(inbound) = self.inbound.load_full() else {
+                count("unavailable");
+                return Flow::Continue;
+            };
+            let Some(app) = &inbound.slack else {
+                count("not_found");
+                return Flow::Continue;
+            };
+            match super::slack::callback(&inbound, app, &envelope["payload"]).await {
+                Ok(outcome) => outcome.result,
+                Err(outcome) if outcome.status.is_server_error() => {
+                    // Not acknowledged: Slack sends the envelope again.
+                    count(outcome.result);
+                    return Flow::Continue;
+                }
+                Err(outcome) => {
+                    tracing::warn!(
+                        why = %outcome.body["error"].as_str().unwrap_or_default(),
+                        "Slack Socket Mode: envelope refused"
+                    );
+                    outcome.result
+                }
+            }
+        } else {
+            "ignored"
+        };
+        count(result);
+        let ack = json!({ "envelope_id": envelope_id }).to_string();
+        match socket.send(Frame::text(ack)).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Broken,
+        }
+    }
+
+    /// `apps.connections.open`, then the websocket it names.
+    async fn open(&self) -> Result<Socket, String> {
+        tokio::time::timeout(OPEN_TIMEOUT, async {
+            let endpoint = format!("{}/apps.connections.open", self.api_base.expose());
+            let answer: Value = self
+                .http
+                .post(endpoint)
+                .bearer_auth(self.token.expose())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .send()
+                .await
+                .map_err(|e| format!("apps.connections.open: {}", e.without_url()))?
+                .json()
+                .await
+                .map_err(|e| format!("apps.connections.open answered: {}", e.without_url()))?;
+            if answer["ok"] != true {
+                return Err(format!(
+                    "apps.connections.open: {}",
+                    answer["error"].as_str().unwrap_or("not ok")
+                ));
+            }
+            let url = answer["url"]
+                .as_str()
+                .ok_or("apps.connections.open answered no url")?;
+            let (socket, _) = tokio_tungstenite::connect_async(url)
+                .await
+                .map_err(|e| format!("websocket: {e}"))?;
+            Ok(socket)
+        })
+        .await
+        .map_err(|_| "timed out".to_owned())?
+    }
+}
+
+/// The renewal side of a held lease.
+struct Lease {
+    key: String,
+    value: String,
+    ttl: Duration,
+    con: ConnectionManager,
+}
+
+impl Lease {
+    /// Renews the lease every third of its life; returns once it may no longer be ours
+    /// (refused, or unanswered until `ttl − margin` after the last confirmed renewal).
+    async fn hold(mut self, lost: CancellationToken) {
+        let margin = self.ttl / 5;
+        let mut valid_until = Instant::now() + self.ttl - margin;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.ttl / 3) => {}
+                () = lost.cancelled() => return,
+            }
+            loop {
+                let sent = Instant::now();
+                if sent >= valid_until {
+                    return;
+                }
+                let renewed = tokio::time::timeout(
+                    valid_until - sent,
+                    Script::new(RENEW)
+                        .key(&self.key)
+                        .arg(&self.value)
+                        .arg(millis(self.ttl))
+                        .invoke_async::<i64>(&mut self.con),
+                )
+                .await;
+                match renewed {
+                    Ok(Ok(1)) => {
+                        valid_until = sent + self.ttl - margin;
+                        break;
+                    }
+                    Ok(Ok(_)) => return,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "Slack Socket Mode: lease renewal failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}
+
+fn count(result: &'static str) {
+    metrics::counter!(crate::metrics::INBOUND_REQUESTS, "route" => ROUTE, "result" => result)
+        .increment(1);
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
