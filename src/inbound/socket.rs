@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::config::Config;
+use crate::outbox::lease;
 use crate::retry::Backoff;
 use crate::secret::{BotToken, SecretUrl};
 
@@ -41,20 +42,6 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Takes the lease only when nobody holds it.
 const ACQUIRE: &str = r"
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-";
-/// Extends the lease only while it is still ours.
-const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-";
-/// Deletes the lease only while it is still ours.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
 ";
 
 /// The Socket Mode client of one Slack app.
@@ -178,7 +165,7 @@ impl SocketMode {
     }
 
     async fn release(&mut self) {
-        let released: redis::RedisResult<i64> = Script::new(RELEASE)
+        let released: redis::RedisResult<i64> = Script::new(lease::RELEASE)
             .key(&self.lease_key)
             .arg(&self.lease_value)
             .invoke_async(&mut self.con)
@@ -365,7 +352,7 @@ impl Lease {
                 }
                 let renewed = tokio::time::timeout(
                     valid_until - sent,
-                    Script::new(RENEW)
+                    Script::new(lease::RENEW)
                         .key(&self.key)
                         .arg(&self.value)
                         .arg(millis(self.ttl))

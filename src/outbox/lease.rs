@@ -27,16 +27,16 @@ redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[3])
 return {1, value, tonumber(ARGV[3])}
 ";
 
-/// Extends the lease only while it is still ours.
-const RENEW: &str = r"
+/// Extends the lease only while it is still ours (also the Slack Socket Mode lease's).
+pub(crate) const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 ";
 
-/// Deletes the lease only while it is still ours.
-const RELEASE: &str = r"
+/// Deletes the lease only while it is still ours (also the Slack Socket Mode lease's).
+pub(crate) const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end

@@ -33,7 +33,7 @@ mod acks;
 mod dlq;
 mod enqueue;
 mod entry;
-mod lease;
+pub(crate) mod lease;
 mod reader;
 mod stats;
 mod status;
