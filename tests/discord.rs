@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{ConfigDir, Daemon, cli_async};
+use common::daemon::{ConfigDir, Daemon, cli_async, wait_ready};
 use common::fake_discord::{DiscordPost, FakeDiscord};
 use common::outbox::wait_drained;
 use common::receiver::Receiver;
@@ -46,10 +46,6 @@ fn config(redis: &RedisServer, discord: &FakeDiscord, audit: Option<&Receiver>) 
         links.join(", ")
     ));
     toml
-}
-
-fn wait_ready(daemon: &Daemon) {
-    tokio::task::block_in_place(|| daemon.wait_ready());
 }
 
 /// Every line the accepted posts carried, in order.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chatbridge::pyjson;
-use common::daemon::{ConfigDir, Daemon, cli_async};
+use common::daemon::{ConfigDir, Daemon, cli_async, wait_ready};
 use common::outbox::wait_drained;
 use common::receiver::{Receiver, Recorded, Reply};
 use common::redis::RedisServer;
@@ -83,10 +83,6 @@ async fn xlen(con: &mut MultiplexedConnection, key: &str) -> usize {
 /// Waits for log lines without stalling the runtime (the receiver runs on it).
 fn wait_for_log(daemon: &Daemon, needle: &str, times: usize) {
     tokio::task::block_in_place(|| daemon.wait_for_log(needle, times, WAIT));
-}
-
-fn wait_ready(daemon: &Daemon) {
-    tokio::task::block_in_place(|| daemon.wait_ready());
 }
 
 /// Whether a process exists and has not exited (a zombie counts as exited).

@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::daemon::{ConfigDir, Daemon, cli_async};
+use common::daemon::{ConfigDir, Daemon, cli_async, wait_ready};
 use common::outbox::wait_drained;
 use common::receiver::{Receiver, Recorded, Reply};
 use common::redis::RedisServer;
@@ -65,10 +65,6 @@ async fn failing_line(config: &ConfigDir) -> Option<String> {
         .map(str::trim)
         .find(|line| line.starts_with("FAILING since"))
         .map(str::to_owned)
-}
-
-fn wait_ready(daemon: &Daemon) {
-    tokio::task::block_in_place(|| daemon.wait_ready());
 }
 
 async fn xlen(con: &mut MultiplexedConnection, key: &str) -> usize {

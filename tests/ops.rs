@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::daemon::{Daemon, cli_async};
+use common::daemon::{Daemon, cli_async, wait_ready};
 use common::receiver::{Receiver, Reply};
 use common::redis::RedisServer;
 use common::seed;
@@ -89,10 +89,6 @@ fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
-async fn wait_ready(daemon: &Daemon) {
-    tokio::task::block_in_place(|| daemon.wait_ready());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_known_traffic_per_kind_and_link() {
     let redis = RedisServer::start();
@@ -105,7 +101,7 @@ async fn metrics_count_known_traffic_per_kind_and_link() {
         room("general", &["audit", "down"])
     );
     let daemon = Daemon::start(&config(&redis, port, &rest));
-    wait_ready(&daemon).await;
+    wait_ready(&daemon);
     let mut con = redis.connection().await;
     for i in 0..5 {
         seed::send_message(&mut con, "general", json!(1001), "alice", &format!("m{i}")).await;
@@ -284,7 +280,7 @@ async fn the_http_server_caps_bodies() {
     let port = free_port();
     let toml = config(&redis, port, "[links.console]\nkind = \"console\"\n");
     let daemon = Daemon::start(&toml);
-    wait_ready(&daemon).await;
+    wait_ready(&daemon);
     let client = reqwest::Client::new();
     let big = client
         .post(format!("http://127.0.0.1:{port}/healthz"))
@@ -315,7 +311,7 @@ async fn status_shows_state_queue_lease_catchup_and_malformed_counts() {
         room("general", &["fine", "failing", "gone", "limited"])
     );
     let daemon = Daemon::start(&config(&redis, port, &rest));
-    wait_ready(&daemon).await;
+    wait_ready(&daemon);
     let mut con = redis.connection().await;
     seed::send_message(&mut con, "general", json!(1), "alice", "one").await;
     seed::send_message(&mut con, "general", json!(1), "alice", "two").await;
@@ -395,7 +391,7 @@ async fn json_logs_are_one_json_object_per_line() {
         room("general", &["audit"])
     );
     let mut daemon = Daemon::start(&config(&redis, port, &rest));
-    wait_ready(&daemon).await;
+    wait_ready(&daemon);
     let mut con = redis.connection().await;
     seed::send_message(&mut con, "general", json!(1), "alice", "hi").await;
     receiver.wait_for(2, WAIT).await;
@@ -535,7 +531,7 @@ async fn secrets_appear_nowhere(format: &str) {
     let toml = config_with(&redis, port, "give_up_after_secs = 1", &rest)
         .replace(&redis.url(), &redis_url);
     let mut daemon = Daemon::start(&toml);
-    wait_ready(&daemon).await;
+    wait_ready(&daemon);
     let mut con = redis::Client::open(redis_url.as_str())
         .expect("URL")
         .get_multiplexed_async_connection()

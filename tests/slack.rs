@@ -11,7 +11,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::daemon::{ConfigDir, Daemon, cli_async};
+use common::daemon::{ConfigDir, Daemon, cli_async, wait_ready};
 use common::fake_slack::{FakeReply, FakeSlack, SlackPost};
 use common::outbox::wait_drained;
 use common::receiver::Receiver;
@@ -48,10 +48,6 @@ fn config(redis: &RedisServer, slack: &FakeSlack, extra: &str, audit: Option<&Re
         links.join(", ")
     ));
     toml
-}
-
-fn wait_ready(daemon: &Daemon) {
-    tokio::task::block_in_place(|| daemon.wait_ready());
 }
 
 /// Every line the accepted posts carried, in order.

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use chatbridge::pyjson;
-use common::daemon::Daemon;
+use common::daemon::{Daemon, wait_ready};
 use common::receiver::{Receiver, Recorded};
 use common::redis::RedisServer;
 use common::seed;
@@ -14,10 +14,6 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn wait_ready(daemon: &Daemon) {
-    tokio::task::block_in_place(|| daemon.wait_ready());
-}
 
 /// (id, content) of every event a request carried.
 fn items(request: &Recorded) -> Vec<(String, String)> {

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chatbridge::pyjson;
-use common::daemon::{Daemon, cli};
+use common::daemon::{Daemon, cli, wait_ready};
 use common::outbox::wait_drained;
 use common::receiver::{Receiver, Recorded};
 use common::redis::RedisServer;
@@ -190,10 +190,6 @@ fn stop_redis(redis: &mut RedisServer) {
 
 fn start_redis(redis: &mut RedisServer) {
     tokio::task::block_in_place(|| redis.start_again());
-}
-
-fn wait_ready(daemon: &Daemon) {
-    tokio::task::block_in_place(|| daemon.wait_ready());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,3 +190,8 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// [`Daemon::wait_ready`] from a multi-thread tokio test, without stalling its runtime.
+pub fn wait_ready(daemon: &Daemon) {
+    tokio::task::block_in_place(|| daemon.wait_ready());
+}
