@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod fake_discord;
+pub mod fake_gateway;
 pub mod fake_slack;
 pub mod fake_socket_mode;
 pub mod notify;
