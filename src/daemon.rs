@@ -237,6 +237,12 @@ impl Bridge {
             self.parts
                 .spawn("slack socket mode", socket.run(stop.clone()));
         }
+        for gateway in
+            crate::inbound::gateway::from_config(config, self.ops.inbound(), &con, &self.http)
+        {
+            self.parts
+                .spawn("discord gateway", gateway.run(stop.clone()));
+        }
         self.ops
             .supervise(&mut self.parts, con.clone(), self.status.clone(), &stop);
         let barrier = format!("chatbridge:barrier:{}", uuid::Uuid::new_v4());

@@ -7,7 +7,9 @@
 //! and its settings): a reload keeps the running value and says that a restart is needed.
 //! Inbound settings (`[slack]`, webhook links' `inbound`) apply at once, except the Socket
 //! Mode client (`[slack] app_token`, `api_base`, and `app_id`, which names its lease): it
-//! keeps running as started until a restart.
+//! keeps running as started until a restart, and the Discord Gateway connections (Discord
+//! links' `bot_token`, `api_base`, `gateway_url`, `inbound_joins`); which channel goes to
+//! which room applies at once.
 
 use super::Config;
 
@@ -99,6 +101,18 @@ impl Changes {
         keep(
             "slack.app_token / slack.api_base (Socket Mode)",
             socket(old) != socket(new),
+        );
+        // The Discord Gateway connections are opened once, at start: which bot tokens, where,
+        // and with which intents. The channel → room mapping applies at once.
+        let gateways = |c: &Config| {
+            c.discord_gateways()
+                .into_iter()
+                .map(|g| (g.key, g.api_base, g.gateway_url, g.joins))
+                .collect::<Vec<_>>()
+        };
+        keep(
+            "links.*.bot_token / api_base / gateway_url / inbound_joins (Discord Gateway)",
+            gateways(old) != gateways(new),
         );
         config.http = running.http.clone();
         config.redis = running.redis.clone();

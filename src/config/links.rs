@@ -418,6 +418,12 @@ pub struct DiscordLinkConfig {
     /// The sender's picture (`avatar_url`), a format such as
     /// `"https://avatars.example/{user_id}.png"`. Default: the webhook's own.
     pub avatar_url: Option<Template>,
+    /// The webhook's id (the URL's `{id}`, not a secret): posts that come back through the
+    /// Gateway with this `webhook_id` are ours and never mirrored again.
+    pub webhook_id: String,
+    /// Reading the channel through the Gateway (`bot_token`, `channel_id`, …). Default: none
+    /// (outbound only).
+    pub inbound: Option<super::discord::DiscordInbound>,
 }
 
 impl DiscordLinkConfig {
@@ -433,9 +439,19 @@ impl DiscordLinkConfig {
         let avatar_url = link
             .string("avatar_url", problems)
             .map(|raw| Template::url(&raw.value).map_err(|e| problems.add(&raw.path, e)));
+        let inbound = super::discord::DiscordInbound::parse(link, problems);
+        let url = url?;
+        let webhook_id = url
+            .expose()
+            .path_segments()
+            .and_then(|mut s| s.nth_back(1))
+            .unwrap_or_default()
+            .to_owned();
         Some(Self {
-            url: url?,
+            url,
             avatar_url: avatar_url.transpose().ok()?,
+            webhook_id,
+            inbound,
         })
     }
 }

@@ -8,6 +8,7 @@
 //! On reload, [`Changes`] says what the newly loaded file changes in the running one.
 
 mod diff;
+mod discord;
 mod error;
 mod links;
 mod ops;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use redis::IntoConnectionInfo;
 
 pub use diff::Changes;
+pub use discord::{DiscordInbound, DiscordTarget, GatewaySettings, is_snowflake};
 pub use error::{ConfigError, ConfigErrors};
 pub use links::{
     DeliveryPolicy, DiscordLinkConfig, LinkCommon, LinkConfig, LinkKind, SlackLinkConfig,
@@ -210,6 +212,8 @@ pub fn load_str(toml: &str, env: &Env) -> Result<Config, ConfigErrors> {
     if slack.is_some() {
         slack::slack_channels(&links, &rooms, Some(&mut problems));
     }
+    discord::discord_channels(&links, &rooms, Some(&mut problems));
+    discord::gateways(&links, Some(&mut problems));
     root.finish(&mut problems);
     problems.into_result(Config {
         redis,
@@ -349,6 +353,16 @@ impl Config {
     /// Slack channel id → the room (and Slack link) its inbound events are written into.
     pub fn slack_channels(&self) -> BTreeMap<String, SlackInbound> {
         slack::slack_channels(&self.links, &self.rooms, None)
+    }
+
+    /// Discord channel id → the room (and link) its messages go to, through the Gateway.
+    pub fn discord_channels(&self) -> BTreeMap<String, DiscordTarget> {
+        discord::discord_channels(&self.links, &self.rooms, None)
+    }
+
+    /// The Discord Gateway connections to hold: one per bot token.
+    pub fn discord_gateways(&self) -> Vec<GatewaySettings> {
+        discord::gateways(&self.links, None)
     }
 
     /// Whether anything inbound is configured (`[slack]`, or a webhook link with `inbound`).

@@ -88,7 +88,8 @@ pub(super) fn routing_table(config: &Config) -> String {
 
 /// What comes in: the hook routes and where each Slack channel's events go.
 fn write_inbound(out: &mut String, config: &Config) {
-    if !config.has_inbound() {
+    let discord = config.discord_channels();
+    if !config.has_inbound() && discord.is_empty() {
         return;
     }
     out.push_str("inbound:\n");
@@ -136,6 +137,13 @@ fn write_inbound(out: &mut String, config: &Config) {
                 target.room, target.link
             );
         }
+    }
+    for (channel, target) in discord {
+        let _ = writeln!(
+            out,
+            "  Discord Gateway  channel {channel} → {} (origin {})",
+            target.room, target.link
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 //!   with `inbound = true`.
 //! - [`slack`]: `POST /slack/events`, the Slack Events API (`[slack]`).
 //! - [`socket`]: Slack Socket Mode (`[slack] app_token`), the same events over a websocket.
+//! - [`gateway`]: Discord channels read through the Gateway (Discord links' `bot_token`).
 //! - [`names`]: Slack user names (`users.info`, short deadline, cached).
 //! - [`write`]: the one atomic write (de-dup, seed operation, trusted `origin`).
 //!
@@ -12,7 +13,9 @@
 //! daemon replaces it on every reload ([`Inbound::from_config`]). Until Redis is connected it
 //! is empty and the routes answer 503.
 
+pub mod gateway;
 mod hooks;
+mod lease;
 mod names;
 mod slack;
 pub mod socket;
@@ -56,6 +59,10 @@ pub struct Inbound {
     history: crate::config::HistoryConfig,
     /// Slack user names, kept across reloads.
     names: Arc<names::Names>,
+    /// Discord channel id → where its messages go (Discord links with `bot_token`).
+    discord: BTreeMap<String, crate::config::DiscordTarget>,
+    /// The ids of our Discord links' webhooks: their posts coming back are ours.
+    discord_webhooks: BTreeSet<String>,
 }
 
 /// One webhook link that accepts inbound events.
@@ -118,6 +125,15 @@ impl Inbound {
             slack,
             history: config.history.clone(),
             names: previous.map_or_else(|| Arc::new(names::Names::new()), |p| p.names.clone()),
+            discord: config.discord_channels(),
+            discord_webhooks: config
+                .links
+                .values()
+                .filter_map(|link| match &link.kind {
+                    LinkKind::Discord(d) => Some(d.webhook_id.clone()),
+                    _ => None,
+                })
+                .collect(),
         }
     }
 }

@@ -16,19 +16,17 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use redis::Script;
 use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::lease::Leased;
 use crate::config::Config;
-use crate::outbox::lease;
 use crate::retry::Backoff;
 use crate::secret::{BotToken, SecretUrl};
 
@@ -39,11 +37,6 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Takes the lease only when nobody holds it.
-const ACQUIRE: &str = r"
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-";
-
 /// The Socket Mode client of one Slack app.
 pub struct SocketMode {
     /// The app-level token (`xapp-…`).
@@ -52,8 +45,6 @@ pub struct SocketMode {
     api_base: SecretUrl,
     /// `chatbridge:lease:slack-socket:{app}`.
     lease_key: String,
-    /// What the lease holds while ours: a random token, host and pid.
-    lease_value: String,
     /// How long the lease lasts unrenewed (`[delivery] lease_secs`).
     ttl: Duration,
     /// The inbound settings in force (reloads apply at once).
@@ -87,17 +78,10 @@ impl SocketMode {
             .app_id
             .clone()
             .unwrap_or_else(|| hex::encode(&Sha256::digest(token.expose().as_bytes())[..8]));
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_or_else(|_| "unknown-host".to_owned(), |h| h.trim().to_owned());
         Some(Self {
             token,
             api_base: app.api_base.clone(),
             lease_key: format!("chatbridge:lease:slack-socket:{app_key}"),
-            lease_value: format!(
-                "{} {host} pid {}",
-                uuid::Uuid::new_v4().simple(),
-                std::process::id()
-            ),
             ttl: config.delivery.lease,
             inbound,
             con,
@@ -106,73 +90,14 @@ impl SocketMode {
     }
 
     /// Waits for the lease, holds the connection while it is ours, until `stop`.
-    pub async fn run(mut self, stop: CancellationToken) {
-        let poll = (self.ttl / 4).clamp(Duration::from_millis(100), Duration::from_millis(500));
-        let mut waiting_logged = false;
-        while !stop.is_cancelled() {
-            match self.acquire().await {
-                Ok(true) => {
-                    tracing::info!("Slack Socket Mode: lease taken, connecting");
-                    waiting_logged = false;
-                    let lost = CancellationToken::new();
-                    tokio::select! {
-                        () = self.clone_parts().hold(lost.clone()) => {}
-                        () = self.connected(lost.clone()) => {}
-                        () = stop.cancelled() => {}
-                    }
-                    lost.cancel();
-                    if stop.is_cancelled() {
-                        self.release().await;
-                        return;
-                    }
-                    tracing::warn!("Slack Socket Mode: lease lost; connection closed, standing by");
-                }
-                Ok(false) => {
-                    if !waiting_logged {
-                        tracing::info!(
-                            "Slack Socket Mode: another process holds the app's connection; standing by"
-                        );
-                        waiting_logged = true;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "Slack Socket Mode: cannot read the lease"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(poll) => {}
-                () = stop.cancelled() => {}
-            }
-        }
-    }
-
-    /// What the renewal loop needs, so it runs beside the connection.
-    fn clone_parts(&self) -> Lease {
-        Lease {
-            key: self.lease_key.clone(),
-            value: self.lease_value.clone(),
-            ttl: self.ttl,
-            con: self.con.clone(),
-        }
-    }
-
-    async fn acquire(&mut self) -> redis::RedisResult<bool> {
-        let taken: i64 = Script::new(ACQUIRE)
-            .key(&self.lease_key)
-            .arg(&self.lease_value)
-            .arg(millis(self.ttl))
-            .invoke_async(&mut self.con)
-            .await?;
-        Ok(taken == 1)
-    }
-
-    async fn release(&mut self) {
-        let released: redis::RedisResult<i64> = Script::new(lease::RELEASE)
-            .key(&self.lease_key)
-            .arg(&self.lease_value)
-            .invoke_async(&mut self.con)
-            .await;
-        if let Err(e) = released {
-            tracing::warn!(error = %e, "Slack Socket Mode: could not release the lease; it expires");
-        }
+    pub async fn run(self, stop: CancellationToken) {
+        let lease = Leased::new(
+            self.lease_key.clone(),
+            self.ttl,
+            self.con.clone(),
+            "Slack Socket Mode",
+        );
+        lease.run(stop, |lost| self.connected(lost)).await;
     }
 
     /// Keeps a connection open (reopening with backoff) until `lost`.
@@ -326,61 +251,7 @@ impl SocketMode {
     }
 }
 
-/// The renewal side of a held lease.
-struct Lease {
-    key: String,
-    value: String,
-    ttl: Duration,
-    con: ConnectionManager,
-}
-
-impl Lease {
-    /// Renews the lease every third of its life; returns once it may no longer be ours
-    /// (refused, or unanswered until `ttl − margin` after the last confirmed renewal).
-    async fn hold(mut self, lost: CancellationToken) {
-        let margin = self.ttl / 5;
-        let mut valid_until = Instant::now() + self.ttl - margin;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(self.ttl / 3) => {}
-                () = lost.cancelled() => return,
-            }
-            loop {
-                let sent = Instant::now();
-                if sent >= valid_until {
-                    return;
-                }
-                let renewed = tokio::time::timeout(
-                    valid_until - sent,
-                    Script::new(lease::RENEW)
-                        .key(&self.key)
-                        .arg(&self.value)
-                        .arg(millis(self.ttl))
-                        .invoke_async::<i64>(&mut self.con),
-                )
-                .await;
-                match renewed {
-                    Ok(Ok(1)) => {
-                        valid_until = sent + self.ttl - margin;
-                        break;
-                    }
-                    Ok(Ok(_)) => return,
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "Slack Socket Mode: lease renewal failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
-                    Err(_) => return,
-                }
-            }
-        }
-    }
-}
-
 fn count(result: &'static str) {
     metrics::counter!(crate::metrics::INBOUND_REQUESTS, "route" => ROUTE, "result" => result)
         .increment(1);
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }

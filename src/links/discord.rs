@@ -36,7 +36,7 @@ use crate::secret::SecretUrl;
 /// Discord's content limit, counted in UTF-16 units (never less than Discord's own count).
 pub const CONTENT_LIMIT: usize = 2000;
 /// `User-Agent: DiscordBot ($url, $versionNumber)`, as Discord asks of API clients.
-const DISCORD_USER_AGENT: &str = concat!(
+pub(crate) const DISCORD_USER_AGENT: &str = concat!(
     "DiscordBot (https://github.com/chatbridge/chatbridge, ",
     env!("CARGO_PKG_VERSION"),
     ")"
@@ -400,6 +400,23 @@ impl InvalidRequests {
 fn global_not_before() -> &'static NotBefore {
     static GLOBAL: OnceLock<NotBefore> = OnceLock::new();
     GLOBAL.get_or_init(NotBefore::default)
+}
+
+/// For other callers of Discord's API (the Gateway's REST backfill): how long to wait before
+/// the next call, after a global 429 or while this process's refusals are at the limit.
+pub(crate) fn api_pause() -> Option<Duration> {
+    let global = global_not_before().remaining();
+    let refused = invalid_requests().paused();
+    global.max(refused)
+}
+
+/// For other callers of Discord's API: a 401, 403 or 429 answer (counted towards the pause),
+/// and, for a global 429, how long every caller must wait.
+pub(crate) fn note_refusal(global_wait: Option<Duration>) {
+    invalid_requests().count();
+    if let Some(wait) = global_wait {
+        global_not_before().wait(wait);
+    }
 }
 
 fn invalid_requests() -> &'static InvalidRequests {

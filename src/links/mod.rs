@@ -9,6 +9,7 @@
 pub mod console;
 pub mod discord;
 mod posting;
+pub(crate) use posting::seconds;
 pub mod render;
 pub mod signing;
 pub mod slack;

@@ -294,7 +294,7 @@ pub(super) fn waiting(after: Duration, why: &str) -> SendOutcome {
 }
 
 /// Reads a float seconds value (`1.5`, `0.347`), capped at an hour; garbage gives `None`.
-pub(super) fn seconds(value: &str) -> Option<Duration> {
+pub(crate) fn seconds(value: &str) -> Option<Duration> {
     let secs: f64 = value.trim().parse().ok()?;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
 }

@@ -1,0 +1,253 @@
+//! Discord inbound through the Gateway: a Discord link with `bot_token` + `channel_id` also
+//! brings that channel's messages into the rooms the link mirrors ([`crate::inbound::gateway`]).
+//! Links sharing one bot token share one Gateway connection.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::error::Problems;
+use super::reader::Table;
+use super::{LinkConfig, LinkKind, RoomConfig};
+use crate::secret::{BotToken, SecretUrl};
+
+/// Discord's REST API base, without version (`/v10` is always added).
+const DEFAULT_API_BASE: &str = "https://discord.com/api";
+
+/// A Discord link's inbound side (`bot_token`, `channel_id` and their options).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscordInbound {
+    /// The bot's token (*Developer Portal* → *Bot* → *Token*, `bot_token`), with the privileged
+    /// *Message Content* intent enabled. A secret: put it in an environment variable
+    /// (`bot_token = "${DISCORD_BOT_TOKEN}"`).
+    pub bot_token: BotToken,
+    /// The id of the channel the link's webhook posts into (`channel_id`, a snowflake such as
+    /// `"1234567890123456789"`): its messages are written into the link's room.
+    pub channel_id: String,
+    /// Discord's REST API base for the backfill after a lost session (`api_base`). Default:
+    /// `https://discord.com/api`.
+    pub api_base: SecretUrl,
+    /// A Gateway URL to connect to instead of Discord's (`gateway_url`, e.g. a gateway proxy
+    /// or a test server; `ws://` or `wss://`). Default: Discord's own, as READY names it.
+    pub gateway_url: Option<String>,
+    /// Whether messages from bots and from webhooks other than ours are mirrored
+    /// (`inbound_bots`). Our own webhooks' posts never are. Default: false.
+    pub bots: bool,
+    /// Whether members joining and leaving the server become join and leave lines in the room
+    /// (`inbound_joins`; needs the privileged *Server Members* intent). Default: false.
+    pub joins: bool,
+}
+
+impl DiscordInbound {
+    /// The inbound keys of a Discord link; `None` when neither `bot_token` nor `channel_id`
+    /// is set.
+    pub(super) fn parse(link: &mut Table, problems: &mut Problems) -> Option<Self> {
+        let token = link.string("bot_token", problems);
+        let channel = link.string("channel_id", problems);
+        let api_base = link.string("api_base", problems);
+        let gateway_url = link.string("gateway_url", problems);
+        let bots = link.boolean("inbound_bots", false, problems);
+        let joins = link.boolean("inbound_joins", false, problems);
+        let (token, channel) = match (token, channel) {
+            (Some(token), Some(channel)) => (token, channel),
+            (None, None) => {
+                for (key, unused) in [("api_base", api_base), ("gateway_url", gateway_url)] {
+                    if let Some(unused) = unused {
+                        problems.add(
+                            &unused.path,
+                            format!("`{key}` needs `bot_token` + `channel_id` (Discord inbound)"),
+                        );
+                    }
+                }
+                return None;
+            }
+            (Some(_), None) => {
+                problems.add(
+                    &link.path_of("channel_id"),
+                    "`bot_token` needs `channel_id`: the id of the channel the webhook posts into",
+                );
+                return None;
+            }
+            (None, Some(channel)) => {
+                problems.add(
+                    &channel.path,
+                    "`channel_id` needs `bot_token` (the Discord bot that reads the channel)",
+                );
+                return None;
+            }
+        };
+        let bot_token = BotToken::parse(&token.value)
+            .map_err(|e| problems.add(&token.path, e))
+            .ok();
+        if !is_snowflake(&channel.value) {
+            problems.add(
+                &channel.path,
+                format!(
+                    "{} is not a Discord channel id (a number of up to 20 digits; copy it with \
+                     Developer Mode → Copy Channel ID)",
+                    channel.shown()
+                ),
+            );
+        }
+        let api_base = match api_base {
+            Some(raw) => SecretUrl::parse(raw.value.trim_end_matches('/'))
+                .map_err(|e| problems.add(&raw.path, e))
+                .ok()?,
+            None => SecretUrl::parse(DEFAULT_API_BASE).ok()?,
+        };
+        let gateway_url = match gateway_url {
+            Some(raw) => match reqwest::Url::parse(&raw.value) {
+                Ok(url) if matches!(url.scheme(), "ws" | "wss") && url.host().is_some() => {
+                    Some(raw.value.trim_end_matches('/').to_owned())
+                }
+                _ => {
+                    problems.add(&raw.path, "must be a ws:// or wss:// URL");
+                    return None;
+                }
+            },
+            None => None,
+        };
+        Some(Self {
+            bot_token: bot_token?,
+            channel_id: channel.value,
+            api_base,
+            gateway_url,
+            bots,
+            joins,
+        })
+    }
+}
+
+/// A Discord id: 1 to 20 ASCII digits.
+pub fn is_snowflake(id: &str) -> bool {
+    (1..=20).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Where one Discord channel's messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscordTarget {
+    /// The Discord link whose `channel_id` it is: the events' `origin`.
+    pub link: String,
+    /// The room they are written into.
+    pub room: String,
+    /// `inbound_bots` of that link.
+    pub bots: bool,
+    /// `inbound_joins` of that link.
+    pub joins: bool,
+    /// Which Gateway connection reads it ([`GatewaySettings::key`]).
+    pub gateway: String,
+}
+
+/// One Gateway connection: a bot token and what every link using it asks of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Names the connection in logs and its Redis lease without showing the token: the first
+    /// 16 hex digits of its SHA-256.
+    pub key: String,
+    pub bot_token: BotToken,
+    pub api_base: SecretUrl,
+    pub gateway_url: Option<String>,
+    /// Whether any of its links mirrors joins (the `GUILD_MEMBERS` intent).
+    pub joins: bool,
+    /// The links it reads for, by name.
+    pub links: BTreeSet<String>,
+}
+
+/// The Gateway connections the links ask for, one per bot token. Links that share a token but
+/// not its `api_base` / `gateway_url` are reported when `report` is given (the first wins).
+pub(super) fn gateways(
+    links: &BTreeMap<String, LinkConfig>,
+    mut report: Option<&mut Problems>,
+) -> Vec<GatewaySettings> {
+    let mut by_token: Vec<GatewaySettings> = Vec::new();
+    for (name, link) in links {
+        let LinkKind::Discord(discord) = &link.kind else {
+            continue;
+        };
+        let Some(inbound) = &discord.inbound else {
+            continue;
+        };
+        match by_token
+            .iter_mut()
+            .find(|g| g.bot_token == inbound.bot_token)
+        {
+            Some(gateway) => {
+                if (gateway.api_base != inbound.api_base
+                    || gateway.gateway_url != inbound.gateway_url)
+                    && let Some(problems) = report.as_deref_mut()
+                {
+                    problems.add(
+                        &format!("links.{name}.bot_token"),
+                        "links with the same bot token share one Gateway connection: their \
+                         `api_base` and `gateway_url` must be the same",
+                    );
+                }
+                gateway.joins |= inbound.joins;
+                gateway.links.insert(name.clone());
+            }
+            None => by_token.push(GatewaySettings {
+                key: token_key(&inbound.bot_token),
+                bot_token: inbound.bot_token.clone(),
+                api_base: inbound.api_base.clone(),
+                gateway_url: inbound.gateway_url.clone(),
+                joins: inbound.joins,
+                links: BTreeSet::from([name.clone()]),
+            }),
+        }
+    }
+    by_token
+}
+
+fn token_key(token: &BotToken) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(token.expose().as_bytes())[..8])
+}
+
+/// Discord channel id → the one room (and link) its messages go to. A channel read for two
+/// rooms is ambiguous: reported as a problem when `report` is given.
+pub(super) fn discord_channels(
+    links: &BTreeMap<String, LinkConfig>,
+    rooms: &[RoomConfig],
+    mut report: Option<&mut Problems>,
+) -> BTreeMap<String, DiscordTarget> {
+    let gateways = gateways(links, None);
+    let mut map: BTreeMap<String, DiscordTarget> = BTreeMap::new();
+    for (index, room) in rooms.iter().enumerate() {
+        for link in &room.links {
+            let Some(LinkKind::Discord(discord)) = links.get(link).map(|l| &l.kind) else {
+                continue;
+            };
+            let Some(inbound) = &discord.inbound else {
+                continue;
+            };
+            let channel = &inbound.channel_id;
+            if let Some(first) = map.get(channel) {
+                if let Some(problems) = report.as_deref_mut() {
+                    problems.add(
+                        &format!("rooms[{index}].links"),
+                        format!(
+                            "Discord channel {channel} (link `{link}`) is already read into room \
+                             `{}` by link `{}`: inbound Discord messages need one room per channel",
+                            first.room, first.link
+                        ),
+                    );
+                }
+                continue;
+            }
+            let gateway = gateways
+                .iter()
+                .find(|g| g.links.contains(link))
+                .map(|g| g.key.clone())
+                .unwrap_or_default();
+            map.insert(
+                channel.clone(),
+                DiscordTarget {
+                    link: link.clone(),
+                    room: room.name.clone(),
+                    bots: inbound.bots,
+                    joins: inbound.joins,
+                    gateway,
+                },
+            );
+        }
+    }
+    map
+}

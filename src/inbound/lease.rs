@@ -1,0 +1,181 @@
+//! The lease that keeps an inbound connection (Slack Socket Mode, a Discord Gateway session)
+//! to one process per deployment: `SET NX PX` in Redis, renewed every third of its life,
+//! released on stop. The others stay passive and take over once it expires. The lease is
+//! fenced by this process's monotonic clock: when a renewal has not been answered by
+//! `lease − margin`, the connection is dropped.
+
+use std::future::Future;
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::outbox::lease;
+
+/// Takes the lease only when nobody holds it.
+const ACQUIRE: &str = r"
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+";
+
+/// One lease: its key, what it holds while ours, and for how long.
+pub struct Leased {
+    /// `chatbridge:lease:{what}:{id}`.
+    key: String,
+    /// A random token, host and pid.
+    value: String,
+    /// How long the lease lasts unrenewed (`[delivery] lease_secs`).
+    ttl: Duration,
+    con: ConnectionManager,
+    /// Names the connection in logs ("Slack Socket Mode").
+    what: &'static str,
+}
+
+impl Leased {
+    pub fn new(key: String, ttl: Duration, con: ConnectionManager, what: &'static str) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "unknown-host".to_owned(), |h| h.trim().to_owned());
+        Self {
+            key,
+            value: format!(
+                "{} {host} pid {}",
+                uuid::Uuid::new_v4().simple(),
+                std::process::id()
+            ),
+            ttl,
+            con,
+            what,
+        }
+    }
+
+    /// Waits for the lease and runs `connected` while it is ours: the future is dropped (its
+    /// connection closed) when the lease may be lost or on `stop`, and its token cancelled.
+    /// Releases the lease on `stop`.
+    pub async fn run<F, Fut>(mut self, stop: CancellationToken, mut connected: F)
+    where
+        F: FnMut(CancellationToken) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let what = self.what;
+        let poll = (self.ttl / 4).clamp(Duration::from_millis(100), Duration::from_millis(500));
+        let mut waiting_logged = false;
+        while !stop.is_cancelled() {
+            match self.acquire().await {
+                Ok(true) => {
+                    tracing::info!("{what}: lease taken, connecting");
+                    waiting_logged = false;
+                    let lost = CancellationToken::new();
+                    let renew = Renewal {
+                        key: self.key.clone(),
+                        value: self.value.clone(),
+                        ttl: self.ttl,
+                        con: self.con.clone(),
+                        what,
+                    };
+                    // The connection is dropped (closed) as soon as the lease may be lost.
+                    tokio::select! {
+                        () = renew.hold(lost.clone()) => {}
+                        () = connected(lost.clone()) => {}
+                        () = stop.cancelled() => {}
+                    }
+                    lost.cancel();
+                    if stop.is_cancelled() {
+                        self.release().await;
+                        return;
+                    }
+                    tracing::warn!("{what}: lease lost; connection closed, standing by");
+                }
+                Ok(false) => {
+                    if !waiting_logged {
+                        tracing::info!("{what}: another process holds the connection; standing by");
+                        waiting_logged = true;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "{what}: cannot read the lease"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+    }
+
+    async fn acquire(&mut self) -> redis::RedisResult<bool> {
+        let taken: i64 = Script::new(ACQUIRE)
+            .key(&self.key)
+            .arg(&self.value)
+            .arg(millis(self.ttl))
+            .invoke_async(&mut self.con)
+            .await?;
+        Ok(taken == 1)
+    }
+
+    async fn release(&mut self) {
+        let released: redis::RedisResult<i64> = Script::new(lease::RELEASE)
+            .key(&self.key)
+            .arg(&self.value)
+            .invoke_async(&mut self.con)
+            .await;
+        if let Err(e) = released {
+            let what = self.what;
+            tracing::warn!(error = %e, "{what}: could not release the lease; it expires");
+        }
+    }
+}
+
+/// The renewal side of a held lease.
+struct Renewal {
+    key: String,
+    value: String,
+    ttl: Duration,
+    con: ConnectionManager,
+    what: &'static str,
+}
+
+impl Renewal {
+    /// Renews the lease every third of its life; returns once it may no longer be ours
+    /// (refused, or unanswered until `ttl − margin` after the last confirmed renewal).
+    async fn hold(mut self, lost: CancellationToken) {
+        let margin = self.ttl / 5;
+        let mut valid_until = Instant::now() + self.ttl - margin;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.ttl / 3) => {}
+                () = lost.cancelled() => return,
+            }
+            loop {
+                let sent = Instant::now();
+                if sent >= valid_until {
+                    return;
+                }
+                let renewed = tokio::time::timeout(
+                    valid_until - sent,
+                    Script::new(lease::RENEW)
+                        .key(&self.key)
+                        .arg(&self.value)
+                        .arg(millis(self.ttl))
+                        .invoke_async::<i64>(&mut self.con),
+                )
+                .await;
+                match renewed {
+                    Ok(Ok(1)) => {
+                        valid_until = sent + self.ttl - margin;
+                        break;
+                    }
+                    Ok(Ok(_)) => return,
+                    Ok(Err(e)) => {
+                        let what = self.what;
+                        tracing::warn!(error = %e, "{what}: lease renewal failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}

@@ -1,0 +1,379 @@
+//! Discord inbound through the Gateway, end to end: the real binary (twilight-gateway as the
+//! client), a real redis-server, a fake Discord Gateway v10 + message-history REST
+//! (`common::fake_gateway`) and a fake Discord webhook for the link's outbound side. Outcomes
+//! are checked in Redis (what a seed client sees live and in history: in order, once each),
+//! in what the other links received, and in the fake's log (IDENTIFY, RESUME, REST calls).
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::{Daemon, wait_ready};
+use common::fake_discord::FakeDiscord;
+use common::fake_gateway::{
+    Author, FakeGateway, INTENT_GUILD_MEMBERS, INTENT_GUILD_MESSAGES, INTENT_GUILDS,
+    INTENT_MESSAGE_CONTENT,
+};
+use common::receiver::Receiver;
+use common::redis::RedisServer;
+use common::seed;
+use common::wait::eventually;
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+const BOT_TOKEN: &str = "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.sekrit-bot-token";
+const GUILD: &str = "800000000000000001";
+const CHANNEL: &str = "800000000000000002";
+/// The id in `FakeDiscord::webhook_url`: posts with it are our own.
+const OUR_WEBHOOK: &str = "1234567890";
+
+/// One Discord link reading `CHANNEL` into `general` (plus `extra` keys on it), and `rest`.
+fn config(
+    redis: &RedisServer,
+    gateway: &FakeGateway,
+    discord: &FakeDiscord,
+    extra: &str,
+    rest: &str,
+) -> String {
+    format!(
+        "[redis]\nurl = \"{}\"\n\n[delivery]\nlease_secs = 2\n\n\
+         [links.discord]\nkind = \"discord\"\nwebhook_url = \"{}\"\nbot_token = \"{BOT_TOKEN}\"\n\
+         channel_id = \"{CHANNEL}\"\napi_base = \"{}\"\ngateway_url = \"{}\"\n{extra}\n{rest}",
+        redis.url(),
+        discord.webhook_url("webhook-token"),
+        gateway.api_base(),
+        gateway.gateway_url(),
+    )
+}
+
+async fn fakes() -> (RedisServer, FakeGateway, FakeDiscord) {
+    let redis = RedisServer::start();
+    let gateway = FakeGateway::start(BOT_TOKEN, 1000).await;
+    gateway.add_channel(GUILD, CHANNEL);
+    let discord = FakeDiscord::start(50, Duration::from_secs(1)).await;
+    (redis, gateway, discord)
+}
+
+/// The room's history as a seed client's `get_history` reads it, oldest first.
+async fn history(con: &mut redis::aio::MultiplexedConnection) -> Vec<Value> {
+    let stored: Vec<String> = con
+        .lrange("chat:room:general:history", 0, -1)
+        .await
+        .expect("LRANGE");
+    stored
+        .iter()
+        .rev()
+        .map(|raw| serde_json::from_str(raw).expect("stored JSON"))
+        .collect()
+}
+
+fn contents(history: &[Value]) -> Vec<String> {
+    history
+        .iter()
+        .map(|e| e["content"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Waits until the history holds `n` events, then returns their contents.
+async fn wait_history(con: &mut redis::aio::MultiplexedConnection, n: usize) -> Vec<String> {
+    let mut con = con.clone();
+    eventually(&format!("{n} events in history"), WAIT, async || {
+        let events = history(&mut con).await;
+        (events.len() >= n).then(|| contents(&events))
+    })
+    .await
+}
+
+fn ann() -> Author {
+    Author::user("700000000000000011", "ann", Some("Ann A"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_our_posts_are_not_echoed()
+ {
+    let (redis, gateway, discord) = fakes().await;
+    let audit = Receiver::start().await;
+    let rest = format!(
+        "[links.audit]\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+         [[rooms]]\nname = \"general\"\nlinks = [\"discord\", \"audit\"]\n",
+        audit.url("/audit")
+    );
+    let daemon = Daemon::start(&config(&redis, &gateway, &discord, "", &rest));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    let mut live = redis.client().get_async_pubsub().await.expect("pubsub");
+    live.subscribe("chat:room:general")
+        .await
+        .expect("subscribe");
+    let mut live = live.into_on_message();
+
+    gateway.wait_log("ready 1", 1, WAIT).await;
+    let intents = GUILDS_MESSAGES_CONTENT;
+    assert!(
+        gateway
+            .log()
+            .contains(&format!("identify 1 intents={intents}")),
+        "{:?}",
+        gateway.log()
+    );
+    let id = gateway.post(CHANNEL, &ann(), "hello from <#1> discord");
+
+    // Live, as a seed client's subscriber reads it.
+    let published: String = tokio::time::timeout(WAIT, live.next())
+        .await
+        .expect("published in time")
+        .expect("a message")
+        .get_payload()
+        .expect("text");
+    let event: Value = serde_json::from_str(&published).expect("JSON");
+    assert_eq!(event["type"], "message");
+    assert_eq!(event["user_id"], "700000000000000011");
+    assert_eq!(event["username"], "Ann A");
+    assert_eq!(event["content"], "hello from <#1> discord");
+    assert_eq!(event["room"], "general");
+    assert_eq!(event["origin"], "discord");
+    assert_eq!(event["external_id"], id.as_str());
+    // And in history: the same bytes.
+    let stored: Vec<String> = con
+        .lrange("chat:room:general:history", 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![published]);
+    // The other link gets it once; Discord, where it came from, does not.
+    let received = audit.wait_for(1, WAIT).await;
+    assert_eq!(
+        received[0].json()["data"]["event"]["content"],
+        "hello from <#1> discord"
+    );
+
+    // A chat user's message goes out through our webhook; Discord sends our post back over the
+    // Gateway with our webhook_id: not written again. Foreign bots and webhooks are not mirrored.
+    seed::send_message(&mut con, "general", json!(1001), "bob", "from the chat").await;
+    eventually("the chat message posted to Discord", WAIT, async || {
+        (!discord.accepted().is_empty()).then_some(())
+    })
+    .await;
+    let posted = discord.accepted()[0].clone();
+    gateway.post_webhook(
+        CHANNEL,
+        OUR_WEBHOOK,
+        posted.username().unwrap_or("bob"),
+        posted.content(),
+    );
+    gateway.post_webhook(CHANNEL, "555", "other-hook", "a foreign webhook");
+    let bot = Author {
+        bot: true,
+        ..Author::user("700000000000000099", "somebot", None)
+    };
+    gateway.post(CHANNEL, &bot, "a bot speaks");
+    gateway.post(CHANNEL, &ann(), "last");
+    let all = wait_history(&mut con, 3).await;
+    assert_eq!(all, ["hello from <#1> discord", "from the chat", "last"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        history(&mut con).await.len(),
+        3,
+        "an echo or a bot post was written"
+    );
+    assert_eq!(
+        audit.wait_for(3, WAIT).await.len(),
+        3,
+        "the audit link got something twice"
+    );
+    assert_eq!(
+        discord.accepted().len(),
+        1,
+        "a Discord message was sent back to Discord"
+    );
+    // Heartbeats on HELLO's interval (1 s here), and the session never had to be resumed.
+    gateway.wait_log("heartbeat 1", 2, WAIT).await;
+    assert_eq!(gateway.count("connect"), 1, "{:?}", gateway.log());
+    assert!(
+        !daemon.log().contains(BOT_TOKEN),
+        "the bot token was logged"
+    );
+}
+
+const GUILDS_MESSAGES_CONTENT: u64 = INTENT_GUILDS | INTENT_GUILD_MESSAGES | INTENT_MESSAGE_CONTENT;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_resumes_and_loses_nothing_and_members_become_joins_and_leaves() {
+    let (redis, gateway, discord) = fakes().await;
+    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+    let daemon = Daemon::start(&config(
+        &redis,
+        &gateway,
+        &discord,
+        "inbound_joins = true\n",
+        rest,
+    ));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    gateway.wait_log("ready 1", 1, WAIT).await;
+    let intents = GUILDS_MESSAGES_CONTENT | INTENT_GUILD_MEMBERS;
+    assert!(
+        gateway
+            .log()
+            .contains(&format!("identify 1 intents={intents}")),
+        "{:?}",
+        gateway.log()
+    );
+    gateway.post(CHANNEL, &ann(), "one");
+    wait_history(&mut con, 1).await;
+
+    // Discord drops the connection; what is sent meanwhile is replayed on RESUME.
+    gateway.drop_connection();
+    gateway.post(CHANNEL, &ann(), "two");
+    gateway.post(CHANNEL, &ann(), "three");
+    let bea = json!({"id": "700000000000000022", "username": "bea", "global_name": "Bea",
+                     "discriminator": "0", "avatar": null});
+    gateway.dispatch(
+        "GUILD_MEMBER_ADD",
+        json!({"guild_id": GUILD, "user": bea, "roles": [], "joined_at": "2026-11-28T10:00:00+00:00",
+               "deaf": false, "mute": false, "flags": 0}),
+    );
+    gateway.wait_log("resumed", 1, WAIT).await;
+    gateway.post(CHANNEL, &ann(), "four");
+    let all = wait_history(&mut con, 4).await;
+    assert_eq!(all, ["one", "two", "three", "four"]);
+    let members: Vec<String> = con.smembers("chat:room:general:members").await.unwrap();
+    assert_eq!(members, ["700000000000000022"]);
+
+    gateway.dispatch(
+        "GUILD_MEMBER_REMOVE",
+        json!({"guild_id": GUILD, "user": bea}),
+    );
+    eventually("Bea left", WAIT, async || {
+        let mut con = con.clone();
+        let members: Vec<String> = con.smembers("chat:room:general:members").await.unwrap();
+        members.is_empty().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        gateway.count("identify"),
+        1,
+        "re-identified instead of resuming"
+    );
+    assert_eq!(gateway.count("resume "), 1, "{:?}", gateway.log());
+    assert!(
+        gateway.rest_requests().is_empty(),
+        "a resumed session needs no backfill: {:?}",
+        gateway.rest_requests()
+    );
+    assert_eq!(contents(&history(&mut con).await).len(), 4, "written twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_invalid_session_what_was_sent_meanwhile_is_fetched_in_order_within_rate_limits() {
+    let (redis, gateway, discord) = fakes().await;
+    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+    let daemon = Daemon::start(&config(
+        &redis,
+        &gateway,
+        &discord,
+        "inbound_bots = true\n",
+        rest,
+    ));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    gateway.wait_log("ready 1", 1, WAIT).await;
+    gateway.post(CHANNEL, &ann(), "live 0");
+    wait_history(&mut con, 1).await;
+
+    // The session is lost: RESUME is refused, the bridge IDENTIFYs again, and the 150 messages
+    // sent meanwhile (two pages) are only in the channel's history. The first fetch is 429'd.
+    gateway.invalidate_session();
+    let missed: Vec<String> = (1..=150).map(|i| format!("missed {i}")).collect();
+    for text in &missed {
+        gateway.post(CHANNEL, &ann(), text);
+    }
+    gateway.force_429(1, 0.5);
+    gateway.wait_log("ready", 2, WAIT).await;
+    gateway.post(CHANNEL, &ann(), "live 1");
+    // With inbound_bots, other bots and webhooks are mirrored; our own webhook's posts never.
+    gateway.post_webhook(CHANNEL, OUR_WEBHOOK, "bob", "ours, relayed");
+    gateway.post_webhook(CHANNEL, "555", "ci", "build passed");
+    let all = wait_history(&mut con, 153).await;
+    let mut expected = vec!["live 0".to_owned()];
+    expected.extend(missed);
+    expected.extend(["live 1".to_owned(), "build passed".to_owned()]);
+    assert_eq!(all, expected);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(history(&mut con).await.len(), 153, "written twice");
+    assert_eq!(gateway.count("identify"), 2);
+    let requests = gateway.rest_requests();
+    assert!(requests.len() >= 3, "one 429 and two pages: {requests:?}");
+    assert!(
+        requests.iter().all(|r| r.contains("limit=100")),
+        "{requests:?}"
+    );
+    assert_eq!(
+        gateway.rate_limit_violations(),
+        0,
+        "a request came too early"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_holds_the_gateway_and_the_next_catches_up_on_what_was_sent_after_a_sigkill() {
+    let (redis, gateway, discord) = fakes().await;
+    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+    let toml = config(&redis, &gateway, &discord, "", rest);
+    let first = Daemon::start(&toml);
+    wait_ready(&first);
+    gateway.wait_log("ready 1", 1, WAIT).await;
+    let second = Daemon::start(&toml);
+    wait_ready(&second);
+    let mut con = redis.connection().await;
+    gateway.post(CHANNEL, &ann(), "one");
+    wait_history(&mut con, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        gateway.count("connect"),
+        1,
+        "the second process connected too"
+    );
+
+    // The holder dies; messages sent before the other takes over come from the history.
+    first.crash();
+    gateway.post(CHANNEL, &ann(), "two");
+    gateway.post(CHANNEL, &ann(), "three");
+    gateway.wait_log("ready", 2, WAIT).await;
+    gateway.post(CHANNEL, &ann(), "four");
+    let all = wait_history(&mut con, 4).await;
+    assert_eq!(all, ["one", "two", "three", "four"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(history(&mut con).await.len(), 4, "written twice");
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_bot_token_is_reported_without_the_token_and_the_rest_keeps_running() {
+    let (redis, gateway, discord) = fakes().await;
+    let audit = Receiver::start().await;
+    let rest = format!(
+        "[links.audit]\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+         [[rooms]]\nname = \"general\"\nlinks = [\"discord\", \"audit\"]\n",
+        audit.url("/audit")
+    );
+    let toml = config(&redis, &gateway, &discord, "", &rest).replace(BOT_TOKEN, "Nz.wrong.token");
+    let daemon = Daemon::start(&toml);
+    wait_ready(&daemon);
+    daemon.wait_for_log("check the link's bot_token", 1, WAIT);
+    assert!(
+        gateway.log().iter().any(|l| l.contains("code=4004")),
+        "{:?}",
+        gateway.log()
+    );
+    assert!(
+        !daemon.log().contains("Nz.wrong.token"),
+        "the bot token was logged"
+    );
+    // Outbound is unaffected.
+    let mut con = redis.connection().await;
+    seed::send_message(&mut con, "general", json!(1), "al", "still bridged").await;
+    audit.wait_for(1, WAIT).await;
+}
