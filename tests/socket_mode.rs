@@ -206,7 +206,7 @@ async fn a_second_daemon_stays_passive_and_takes_over_when_the_first_is_killed()
         message("EvA", "U1", "before", "1700000001.000100"),
     ));
     socket.wait_acked(&["env-a"], WAIT).await;
-    let standby = "another process holds the app's connection";
+    let standby = "another process holds the connection";
     let (holder, passive) = tokio::task::block_in_place(|| {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
