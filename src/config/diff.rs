@@ -279,4 +279,23 @@ mod tests {
         assert!(changes.need_restart.is_empty());
         assert!(!changes.config.has_inbound());
     }
+
+    #[test]
+    fn a_discord_gateway_token_is_restart_only_but_its_channel_mapping_applies() {
+        let with = |token: &str, channel: &str| {
+            format!(
+                "{BASE}\n[links.d]\nkind = \"discord\"\n\
+                 webhook_url = \"https://discord.com/api/webhooks/1/t\"\n\
+                 bot_token = \"{token}\"\nchannel_id = \"{channel}\"\n"
+            )
+        };
+        let running = load(&with("tok-1", "11"));
+        let changes = Changes::between(&running, load(&with("tok-2", "11")));
+        assert_eq!(
+            changes.need_restart,
+            ["links.*.bot_token / api_base / gateway_url / inbound_joins (Discord Gateway)"]
+        );
+        let changes = Changes::between(&running, load(&with("tok-1", "12")));
+        assert!(changes.need_restart.is_empty());
+    }
 }

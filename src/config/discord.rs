@@ -251,3 +251,123 @@ pub(super) fn discord_channels(
     }
     map
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Env, LinkKind, load_str};
+
+    fn link(name: &str, extra: &str) -> String {
+        format!(
+            "[links.{name}]\nkind = \"discord\"\n\
+             webhook_url = \"https://discord.com/api/webhooks/123/sekrit-hook\"\n{extra}"
+        )
+    }
+
+    const READ: &str = "bot_token = \"bot-sekrit\"\nchannel_id = \"800000000000000002\"\n";
+
+    fn room(links: &str) -> String {
+        format!("[[rooms]]\nname = \"general\"\nlinks = [{links}]\n")
+    }
+
+    fn problems(toml: &str) -> Vec<String> {
+        match load_str(toml, &Env::new()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(|e| e.path.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_discord_link_with_a_bot_token_reads_its_channel_into_its_room() {
+        let toml = format!("{}{}", link("d", READ), room("\"d\""));
+        let config = load_str(&toml, &Env::new()).expect("valid");
+        let channels = config.discord_channels();
+        let target = &channels["800000000000000002"];
+        assert_eq!(
+            (target.link.as_str(), target.room.as_str()),
+            ("d", "general")
+        );
+        assert!(!target.bots && !target.joins);
+        let gateways = config.discord_gateways();
+        assert_eq!(gateways.len(), 1);
+        assert_eq!(gateways[0].key, target.gateway);
+        assert_eq!(
+            gateways[0].api_base.expose().as_str(),
+            "https://discord.com/api"
+        );
+        assert_eq!(gateways[0].gateway_url, None);
+        let LinkKind::Discord(d) = &config.links["d"].kind else {
+            panic!("a discord link");
+        };
+        assert_eq!(d.webhook_id, "123");
+        let shown = format!("{config:?}{}", config.routing_table());
+        assert!(!shown.contains("bot-sekrit"), "the token printed");
+        assert!(
+            shown.contains("Discord Gateway  channel 800000000000000002 → general (origin d)"),
+            "{shown}"
+        );
+        assert_eq!(
+            config.http_server(),
+            None,
+            "the Gateway needs no HTTP server"
+        );
+        // Without the inbound keys the link is outbound only.
+        let plain =
+            load_str(&format!("{}{}", link("d", ""), room("\"d\"")), &Env::new()).expect("valid");
+        assert!(plain.discord_gateways().is_empty() && plain.discord_channels().is_empty());
+    }
+
+    #[test]
+    fn links_sharing_a_bot_token_share_one_connection() {
+        let second = "bot_token = \"bot-sekrit\"\nchannel_id = \"900\"\ninbound_joins = true\n";
+        let toml = format!(
+            "{}{}{}[[rooms]]\nname = \"random\"\nlinks = [\"e\"]\n",
+            link("d", READ),
+            link("e", second),
+            room("\"d\"")
+        );
+        let config = load_str(&toml, &Env::new()).expect("valid");
+        let gateways = config.discord_gateways();
+        assert_eq!(gateways.len(), 1);
+        assert!(
+            gateways[0].joins,
+            "one link mirrors joins: the intent is asked for"
+        );
+        assert_eq!(config.discord_channels()["900"].room, "random");
+        let elsewhere = format!("{second}api_base = \"http://127.0.0.1:9/api\"\n");
+        let toml = format!(
+            "{}{}{}",
+            link("d", READ),
+            link("e", &elsewhere),
+            room("\"d\", \"e\"")
+        );
+        assert_eq!(problems(&toml), ["links.e.bot_token"]);
+    }
+
+    #[test]
+    fn inbound_keys_are_checked_with_their_paths() {
+        let with = |extra: &str| problems(&format!("{}{}", link("d", extra), room("\"d\"")));
+        assert_eq!(with("bot_token = \"t\"\n"), ["links.d.channel_id"]);
+        assert_eq!(with("channel_id = \"1\"\n"), ["links.d.channel_id"]);
+        assert_eq!(
+            with("bot_token = \"t\"\nchannel_id = \"general\"\n"),
+            ["links.d.channel_id"]
+        );
+        assert_eq!(
+            with(&format!(
+                "{READ}gateway_url = \"https://gateway.example\"\n"
+            )),
+            ["links.d.gateway_url"]
+        );
+        assert_eq!(
+            with("api_base = \"http://127.0.0.1:9/api\"\n"),
+            ["links.d.api_base"]
+        );
+        assert!(with(&format!("{READ}gateway_url = \"ws://127.0.0.1:9\"\n")).is_empty());
+        let twice = format!(
+            "{}{}[[rooms]]\nname = \"random\"\nlinks = [\"d\"]\n",
+            link("d", READ),
+            room("\"d\"")
+        );
+        assert_eq!(problems(&twice), ["rooms[1].links"]);
+    }
+}
