@@ -377,3 +377,28 @@ async fn a_rejected_bot_token_is_reported_without_the_token_and_the_rest_keeps_r
     seed::send_message(&mut con, "general", json!(1), "al", "still bridged").await;
     audit.wait_for(1, WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_inbound_bots_at_once_on_the_same_connection() {
+    let (redis, gateway, discord) = fakes().await;
+    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+    let daemon = Daemon::start(&config(&redis, &gateway, &discord, "", rest));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    gateway.wait_log("ready 1", 1, WAIT).await;
+    let bot = Author {
+        bot: true,
+        ..Author::user("700000000000000099", "ci", None)
+    };
+    gateway.post(CHANNEL, &bot, "bot before");
+    gateway.post(CHANNEL, &ann(), "human");
+    assert_eq!(wait_history(&mut con, 1).await, ["human"]);
+
+    let toml = config(&redis, &gateway, &discord, "inbound_bots = true\n", rest);
+    std::fs::write(daemon.config_path(), toml).expect("write the config");
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("configuration reloaded", 1, WAIT);
+    gateway.post(CHANNEL, &bot, "bot after");
+    assert_eq!(wait_history(&mut con, 2).await, ["human", "bot after"]);
+    assert_eq!(gateway.count("connect"), 1, "the reload reconnected");
+}
