@@ -1,7 +1,8 @@
 //! `chatbridge status`: the daemon's state for a terminal, read from Redis (so it works from
 //! any machine and whether or not a daemon runs): per link its state (ok, FAILING since when
 //! and why, PAUSED by the target's rate limit until when, DISABLED and why), its queue (depth and the oldest event's age), dead letters,
-//! deliveries, which process delivers it; then the last catch-up pass and the malformed
+//! deliveries, which process delivers it; then each inbound connection's state (Discord
+//! Gateway: connected, reconnecting, CLOSED and why), the last catch-up pass and the malformed
 //! payloads skipped, by kind.
 
 use std::fmt::Write as _;
@@ -29,13 +30,21 @@ pub async fn report(config: &Config, outbox: &mut Outbox) -> Result<String, Outb
         });
     }
     let intake = outbox.intake_stats().await?;
-    Ok(render(&links, &intake))
+    let inbound = outbox.inbound_states().await?;
+    Ok(render(&links, &intake, &inbound))
 }
 
-fn render(links: &[LinkReport], intake: &IntakeStats) -> String {
+fn render(
+    links: &[LinkReport],
+    intake: &IntakeStats,
+    inbound: &std::collections::BTreeMap<String, String>,
+) -> String {
     let mut out = String::new();
     for link in links {
         render_link(&mut out, link);
+    }
+    for (connection, state) in inbound {
+        let _ = writeln!(out, "inbound {}: {}", escape(connection), escape(state));
     }
     let _ = match &intake.last_catchup {
         Some(pass) => writeln!(

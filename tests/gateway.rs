@@ -86,6 +86,17 @@ async fn wait_history(con: &mut redis::aio::MultiplexedConnection, n: usize) -> 
     .await
 }
 
+/// The Gateway's line of `chatbridge status`, after `inbound discord-gateway:…: `.
+async fn status_line(daemon: &Daemon) -> String {
+    let (code, out, err) = common::daemon::cli_async(daemon.config_path(), &["status"]).await;
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .find_map(|l| l.strip_prefix("inbound discord-gateway:"))
+        .and_then(|l| l.split_once(": "))
+        .map(|(_, state)| state.to_owned())
+        .unwrap_or_else(|| panic!("no Gateway line in the status:\n{out}"))
+}
+
 fn ann() -> Author {
     Author::user("700000000000000011", "ann", Some("Ann A"))
 }
@@ -187,6 +198,11 @@ async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_ou
         1,
         "a Discord message was sent back to Discord"
     );
+    let status = status_line(&daemon).await;
+    assert!(
+        status.starts_with("connected since ") && status.ends_with("; links discord"),
+        "{status}"
+    );
     // Heartbeats on HELLO's interval (1 s here), and the session never had to be resumed.
     gateway.wait_log("heartbeat 1", 2, WAIT).await;
     assert_eq!(gateway.count("connect"), 1, "{:?}", gateway.log());
@@ -236,6 +252,13 @@ async fn a_dropped_connection_resumes_and_loses_nothing_and_members_become_joins
     );
     gateway.wait_log("resumed", 1, WAIT).await;
     gateway.post(CHANNEL, &ann(), "four");
+    eventually("status says resumed", WAIT, async || {
+        status_line(&daemon)
+            .await
+            .starts_with("connected (resumed) since ")
+            .then_some(())
+    })
+    .await;
     let all = wait_history(&mut con, 4).await;
     assert_eq!(all, ["one", "two", "three", "four"]);
     let members: Vec<String> = con.smembers("chat:room:general:members").await.unwrap();
@@ -363,6 +386,14 @@ async fn a_rejected_bot_token_is_reported_without_the_token_and_the_rest_keeps_r
     let daemon = Daemon::start(&toml);
     wait_ready(&daemon);
     daemon.wait_for_log("check the link's bot_token", 1, WAIT);
+    // `chatbridge status` shows it at a glance.
+    let status = status_line(&daemon).await;
+    assert!(
+        status.starts_with(
+            "CLOSED: authentication failed: check the link's bot_token (close code 4004) since "
+        ),
+        "{status}"
+    );
     assert!(
         gateway.log().iter().any(|l| l.contains("code=4004")),
         "{:?}",

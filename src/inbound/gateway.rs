@@ -89,6 +89,8 @@ enum Dispatch {
     Ready {
         user_id: String,
     },
+    /// The session resumed after a dropped connection.
+    Resumed,
     /// A server and its channels (for member events).
     Guild {
         id: String,
@@ -191,7 +193,28 @@ impl Gateway {
             self.con.clone(),
             "Discord Gateway",
         );
-        lease.run(stop, |_lost| self.connected()).await;
+        if lease.run(stop, |_lost| self.connected()).await {
+            self.report("stopped").await;
+        }
+    }
+
+    /// Records this connection's state for `chatbridge status` (`chatbridge:inbound:state`).
+    async fn report(&self, state: &str) {
+        let links: Vec<&str> = self.settings.links.iter().map(String::as_str).collect();
+        let value = format!(
+            "{state} since {}; links {}",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            links.join(", ")
+        );
+        let field = format!("discord-gateway:{}", self.settings.key);
+        let written: redis::RedisResult<()> = self
+            .con
+            .clone()
+            .hset(crate::outbox::INBOUND_STATE_KEY, field, value)
+            .await;
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "Discord Gateway: cannot record the connection's state");
+        }
     }
 
     /// One shard after the other: a shard reconnects and resumes by itself and only ends on a
@@ -232,6 +255,7 @@ impl Gateway {
             builder = builder.proxy_url(url.clone());
         }
         let mut shard = Shard::with_config(ShardId::ONE, builder.build());
+        self.report("connecting").await;
         let mut session = String::new();
         let mut last_close: Option<u16> = None;
         while let Some(item) = shard.next().await {
@@ -249,6 +273,9 @@ impl Gateway {
                         code = last_close,
                         "Discord Gateway: connection closed; resuming"
                     );
+                    let code =
+                        last_close.map_or_else(String::new, |c| format!(" (close code {c})"));
+                    self.report(&format!("reconnecting{code}")).await;
                 }
                 Err(e) => match e.kind() {
                     twilight_gateway::error::ReceiveMessageErrorType::Reconnect => {
@@ -256,6 +283,7 @@ impl Gateway {
                             .map(ToString::to_string)
                             .unwrap_or_default();
                         tracing::warn!(error = %why, "Discord Gateway: cannot connect; retrying");
+                        self.report("reconnecting (cannot connect)").await;
                     }
                     _ => {
                         tracing::warn!("Discord Gateway: an event that could not be read, skipped");
@@ -269,6 +297,9 @@ impl Gateway {
             why = close_meaning(last_close),
             "Discord Gateway: Discord closed the session for good"
         );
+        let code = last_close.map_or_else(String::new, |c| format!(" (close code {c})"));
+        self.report(&format!("CLOSED: {}{code}", close_meaning(last_close)))
+            .await;
     }
 
     /// Writes the queued dispatches in order.
@@ -283,7 +314,9 @@ impl Gateway {
                     tracing::info!(gateway = %self.settings.key, "Discord Gateway: session ready");
                     me = Some(user_id);
                     self.backfill(&inbound, me.as_deref()).await;
+                    self.report("connected").await;
                 }
+                Dispatch::Resumed => self.report("connected (resumed)").await,
                 Dispatch::Guild { id, channels } => {
                     guilds.entry(id).or_default().extend(channels);
                 }
@@ -757,6 +790,9 @@ fn parse(text: &str, session: &mut String) -> Option<Dispatch> {
     let frame: Frame = serde_json::from_str(text).ok()?;
     if frame.op != 0 {
         return None;
+    }
+    if frame.t.as_deref() == Some("RESUMED") {
+        return Some(Dispatch::Resumed);
     }
     let data = frame.d?;
     let read = |what: &str| {

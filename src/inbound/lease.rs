@@ -51,8 +51,8 @@ impl Leased {
 
     /// Waits for the lease and runs `connected` while it is ours: the future is dropped (its
     /// connection closed) when the lease may be lost or on `stop`, and its token cancelled.
-    /// Releases the lease on `stop`.
-    pub async fn run<F, Fut>(mut self, stop: CancellationToken, mut connected: F)
+    /// Releases the lease on `stop`; returns whether it was ours then.
+    pub async fn run<F, Fut>(mut self, stop: CancellationToken, mut connected: F) -> bool
     where
         F: FnMut(CancellationToken) -> Fut,
         Fut: Future<Output = ()>,
@@ -82,7 +82,7 @@ impl Leased {
                     lost.cancel();
                     if stop.is_cancelled() {
                         self.release().await;
-                        return;
+                        return true;
                     }
                     tracing::warn!("{what}: lease lost; connection closed, standing by");
                 }
@@ -99,6 +99,7 @@ impl Leased {
                 () = stop.cancelled() => {}
             }
         }
+        false
     }
 
     async fn acquire(&mut self) -> redis::RedisResult<bool> {

@@ -47,7 +47,7 @@ pub use dlq::{Damaged, DeadLetter};
 pub use enqueue::{Caps, Commit, Enqueue, Enqueued};
 pub use lease::{Acquired, LeaseHolder, lease_key};
 pub use reader::{ReadFrom, Reader};
-pub use stats::{IntakeStats, LastCatchup, PassRecord, STATS_KEY};
+pub use stats::{INBOUND_STATE_KEY, IntakeStats, LastCatchup, PassRecord, STATS_KEY};
 pub use status::{FailureState, LinkStatus, Queue};
 
 /// The consumer group (and consumer) every worker reads through. Only the holder of a link's

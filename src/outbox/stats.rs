@@ -12,6 +12,9 @@ use super::{Outbox, Result};
 
 /// The hash.
 pub const STATS_KEY: &str = "chatbridge:stats";
+/// Per inbound connection (`discord-gateway:{token hash}`), what its holder last reported:
+/// `{state} since {RFC 3339}` and, when it matters, why.
+pub const INBOUND_STATE_KEY: &str = "chatbridge:inbound:state";
 /// Fields of the last resolved catch-up pass.
 const CATCHUP_AT: &str = "last_catchup_at";
 const CATCHUP_TRIGGER: &str = "last_catchup_trigger";
@@ -105,5 +108,10 @@ impl Outbox {
             last_catchup,
             malformed,
         })
+    }
+
+    /// The inbound connections' states as last reported, by connection.
+    pub async fn inbound_states(&mut self) -> Result<BTreeMap<String, String>> {
+        Ok(self.con.hgetall(INBOUND_STATE_KEY).await?)
     }
 }
