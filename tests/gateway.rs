@@ -111,6 +111,8 @@ async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_ou
          [[rooms]]\nname = \"general\"\nlinks = [\"discord\", \"audit\"]\n",
         audit.url("/audit")
     );
+    // Sent before the bridge ever ran: a channel read for the first time starts from now.
+    gateway.post(CHANNEL, &ann(), "before the bridge existed");
     let daemon = Daemon::start(&config(&redis, &gateway, &discord, "", &rest));
     wait_ready(&daemon);
     let mut con = redis.connection().await;
@@ -236,8 +238,17 @@ async fn a_dropped_connection_resumes_and_loses_nothing_and_members_become_joins
         "{:?}",
         gateway.log()
     );
+    // A dispatch that cannot be read is counted and skipped; the next one is written.
+    gateway.dispatch("MESSAGE_CREATE", json!({"id": 12, "channel_id": CHANNEL}));
     gateway.post(CHANNEL, &ann(), "one");
     wait_history(&mut con, 1).await;
+    assert!(
+        daemon
+            .log()
+            .contains("an event that could not be read, skipped"),
+        "{}",
+        daemon.log()
+    );
 
     // Discord drops the connection; what is sent meanwhile is replayed on RESUME.
     gateway.drop_connection();
@@ -432,4 +443,46 @@ async fn a_reload_applies_inbound_bots_at_once_on_the_same_connection() {
     gateway.post(CHANNEL, &bot, "bot after");
     assert_eq!(wait_history(&mut con, 2).await, ["human", "bot after"]);
     assert_eq!(gateway.count("connect"), 1, "the reload reconnected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_history_request_is_retried_and_a_forbidden_one_is_reported_and_skipped() {
+    let (redis, gateway, discord) = fakes().await;
+    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+    let daemon = Daemon::start(&config(&redis, &gateway, &discord, "", rest));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    gateway.wait_log("ready 1", 1, WAIT).await;
+    gateway.post(CHANNEL, &ann(), "one");
+    wait_history(&mut con, 1).await;
+
+    // Discord's REST answers 500 twice: retried until the messages come.
+    gateway.invalidate_session();
+    gateway.post(CHANNEL, &ann(), "two");
+    gateway.fail_next(2, 500, 0, "500: Internal Server Error");
+    gateway.wait_log("ready", 2, WAIT).await;
+    assert_eq!(wait_history(&mut con, 2).await, ["one", "two"]);
+    assert!(
+        gateway.rest_requests().len() >= 3,
+        "{:?}",
+        gateway.rest_requests()
+    );
+
+    // The bot lost Read Message History: the gap is reported, live messages still flow.
+    gateway.invalidate_session();
+    gateway.post(CHANNEL, &ann(), "lost");
+    gateway.fail_next(1, 403, 50001, "Missing Access");
+    gateway.wait_log("ready", 3, WAIT).await;
+    daemon.wait_for_log(
+        "cannot fetch the messages sent while no session was open",
+        1,
+        WAIT,
+    );
+    assert!(
+        daemon.log().contains("HTTP 403: Missing Access"),
+        "{}",
+        daemon.log()
+    );
+    gateway.post(CHANNEL, &ann(), "three");
+    assert_eq!(wait_history(&mut con, 3).await, ["one", "two", "three"]);
 }

@@ -127,6 +127,8 @@ struct Fake {
     remaining: u32,
     forced: usize,
     forced_retry_after: f64,
+    /// The next this many requests answer this status, Discord error code and message.
+    failing: Option<(usize, u16, u64, String)>,
     not_before: Option<Instant>,
     violations: usize,
 }
@@ -488,6 +490,12 @@ impl FakeGateway {
         state.forced_retry_after = retry_after;
     }
 
+    /// The next `n` authorised REST requests answer `status` with Discord's error body
+    /// `{"message", "code"}` (e.g. 500, or 403 / 50001 "Missing Access").
+    pub fn fail_next(&self, n: usize, status: u16, code: u64, message: &str) {
+        self.state().failing = Some((n, status, code, message.to_owned()));
+    }
+
     /// REST requests that arrived before a 429's retry_after or an exhausted bucket's reset had
     /// passed.
     pub fn rate_limit_violations(&self) -> usize {
@@ -721,6 +729,13 @@ async fn messages(
     }
     if !header("user-agent").is_some_and(|ua| ua.starts_with("DiscordBot")) {
         return error(StatusCode::BAD_REQUEST, 0, "400: Bad Request");
+    }
+    if let Some((n, status, code, message)) = fake.failing.take() {
+        if n > 1 {
+            fake.failing = Some((n - 1, status, code, message.clone()));
+        }
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(status, code, &message);
     }
     if fake.window_ends.is_none_or(|end| now >= end) {
         fake.window_ends = Some(now + BUCKET_WINDOW);
