@@ -486,3 +486,44 @@ async fn a_failing_history_request_is_retried_and_a_forbidden_one_is_reported_an
     gateway.post(CHANNEL, &ann(), "three");
     assert_eq!(wait_history(&mut con, 3).await, ["one", "two", "three"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_500_messages_is_written_in_order_once_each() {
+    let (redis, gateway, discord) = fakes().await;
+    let audit = Receiver::start().await;
+    let rest = format!(
+        "[links.audit]\nkind = \"webhook\"\nurl = \"{}\"\n\n\
+         [[rooms]]\nname = \"general\"\nlinks = [\"discord\", \"audit\"]\n",
+        audit.url("/audit")
+    );
+    let daemon = Daemon::start(&config(&redis, &gateway, &discord, "", &rest));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    gateway.wait_log("ready 1", 1, WAIT).await;
+    let sent: Vec<String> = (0..500).map(|i| format!("burst {i}")).collect();
+    let started = std::time::Instant::now();
+    for text in &sent {
+        gateway.post(CHANNEL, &ann(), text);
+    }
+    let written = wait_history(&mut con, 500).await;
+    let elapsed = started.elapsed();
+    assert_eq!(written, sent);
+    let relayed = audit.wait_for(500, WAIT).await;
+    let relayed: Vec<String> = relayed
+        .iter()
+        .map(|r| {
+            r.json()["data"]["event"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        relayed, sent,
+        "the other link got them out of order or twice"
+    );
+    eprintln!(
+        "500 Discord messages written in {:.0} ms",
+        elapsed.as_secs_f64() * 1000.0
+    );
+}
