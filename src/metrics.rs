@@ -52,6 +52,9 @@ pub const MALFORMED: &str = "chatbridge_malformed_payloads_total";
 pub const HISTORY_TRIMMED: &str = "chatbridge_history_trimmed_total";
 /// Requests to the inbound routes (Slack events, signed hooks), by `route` and `result`.
 pub const INBOUND_REQUESTS: &str = "chatbridge_inbound_requests_total";
+/// Inbound connections this process holds and has connected, by `route` (discord_gateway,
+/// slack_socket): 0 while standing by, reconnecting or closed.
+pub const INBOUND_CONNECTED: &str = "chatbridge_inbound_connected";
 
 /// How often the outbox gauges are read from Redis.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -125,6 +128,43 @@ fn describe() {
         INBOUND_REQUESTS,
         "Requests to the inbound routes, by result"
     );
+    describe_gauge!(
+        INBOUND_CONNECTED,
+        "Inbound connections (Discord Gateway, Slack Socket Mode) held and connected"
+    );
+}
+
+/// Counts one inbound connection in [`INBOUND_CONNECTED`] while it is connected; dropping it
+/// uncounts it (the connection's future was dropped: lease lost, stop).
+pub struct ConnectedGauge {
+    route: &'static str,
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl ConnectedGauge {
+    pub fn new(route: &'static str) -> Self {
+        metrics::gauge!(INBOUND_CONNECTED, "route" => route).increment(0.0);
+        Self {
+            route,
+            on: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn set(&self, connected: bool) {
+        let was = self.on.swap(connected, std::sync::atomic::Ordering::SeqCst);
+        let gauge = metrics::gauge!(INBOUND_CONNECTED, "route" => self.route);
+        match (was, connected) {
+            (false, true) => gauge.increment(1.0),
+            (true, false) => gauge.decrement(1.0),
+            _ => {}
+        }
+    }
+}
+
+impl Drop for ConnectedGauge {
+    fn drop(&mut self) {
+        self.set(false);
+    }
 }
 
 /// One link's delivery metrics, registered once when its worker is made.

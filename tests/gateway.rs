@@ -97,6 +97,20 @@ async fn status_line(daemon: &Daemon) -> String {
         .unwrap_or_else(|| panic!("no Gateway line in the status:\n{out}"))
 }
 
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
+async fn metrics(http_port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 fn ann() -> Author {
     Author::user("700000000000000011", "ann", Some("Ann A"))
 }
@@ -106,9 +120,11 @@ async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_ou
  {
     let (redis, gateway, discord) = fakes().await;
     let audit = Receiver::start().await;
+    let http_port = free_port();
     let rest = format!(
         "[links.audit]\nkind = \"webhook\"\nurl = \"{}\"\n\n\
-         [[rooms]]\nname = \"general\"\nlinks = [\"discord\", \"audit\"]\n",
+         [[rooms]]\nname = \"general\"\nlinks = [\"discord\", \"audit\"]\n\n\
+         [http]\nlisten = \"127.0.0.1:{http_port}\"\n",
         audit.url("/audit")
     );
     // Sent before the bridge ever ran: a channel read for the first time starts from now.
@@ -205,6 +221,15 @@ async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_ou
         status.starts_with("connected since ") && status.ends_with("; links discord"),
         "{status}"
     );
+    let metrics = metrics(http_port).await;
+    for line in [
+        "chatbridge_inbound_connected{route=\"discord_gateway\"} 1\n",
+        "chatbridge_inbound_requests_total{route=\"discord_gateway\",result=\"accepted\"} 2\n",
+        "chatbridge_inbound_requests_total{route=\"discord_gateway\",result=\"echo\"} 1\n",
+        "chatbridge_inbound_requests_total{route=\"discord_gateway\",result=\"ignored\"} 2\n",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
     // Heartbeats on HELLO's interval (1 s here), and the session never had to be resumed.
     gateway.wait_log("heartbeat 1", 2, WAIT).await;
     assert_eq!(gateway.count("connect"), 1, "{:?}", gateway.log());
@@ -388,9 +413,11 @@ async fn one_process_holds_the_gateway_and_the_next_catches_up_on_what_was_sent_
 async fn a_rejected_bot_token_is_reported_without_the_token_and_the_rest_keeps_running() {
     let (redis, gateway, discord) = fakes().await;
     let audit = Receiver::start().await;
+    let http_port = free_port();
     let rest = format!(
         "[links.audit]\nkind = \"webhook\"\nurl = \"{}\"\n\n\
-         [[rooms]]\nname = \"general\"\nlinks = [\"discord\", \"audit\"]\n",
+         [[rooms]]\nname = \"general\"\nlinks = [\"discord\", \"audit\"]\n\n\
+         [http]\nlisten = \"127.0.0.1:{http_port}\"\n",
         audit.url("/audit")
     );
     let toml = config(&redis, &gateway, &discord, "", &rest).replace(BOT_TOKEN, "Nz.wrong.token");
@@ -405,6 +432,9 @@ async fn a_rejected_bot_token_is_reported_without_the_token_and_the_rest_keeps_r
         ),
         "{status}"
     );
+    let metrics = metrics(http_port).await;
+    let line = "chatbridge_inbound_connected{route=\"discord_gateway\"} 0\n";
+    assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     assert!(
         gateway.log().iter().any(|l| l.contains("code=4004")),
         "{:?}",

@@ -187,6 +187,8 @@ async fn envelopes_are_written_once_in_order_acked_and_a_refresh_opens_the_new_c
         );
         assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
     }
+    let line = "chatbridge_inbound_connected{route=\"slack_socket\"} 1\n";
+    assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     assert!(!daemon.log().contains("sekrit"), "the app token in the log");
 }
 

@@ -46,6 +46,7 @@ use super::lease::Leased;
 use super::{Inbound, Shared, Write, Written};
 use crate::config::{Config, DiscordTarget, GatewaySettings};
 use crate::links::discord::{DISCORD_USER_AGENT, api_pause, note_refusal};
+use crate::metrics::ConnectedGauge;
 use crate::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
 use crate::retry::Backoff;
 
@@ -221,11 +222,13 @@ impl Gateway {
     /// close Discord says not to retry (bad token, intents not enabled); then a new one is
     /// tried after a growing pause, in case the operator fixed it in the Developer Portal.
     async fn connected(&self) {
+        let gauge = crate::metrics::ConnectedGauge::new(ROUTE);
+        let gauge = &gauge;
         let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(600));
         loop {
             let (tx, rx) = mpsc::unbounded_channel();
             let started = Instant::now();
-            tokio::join!(self.read(tx), self.process(rx));
+            tokio::join!(self.read(tx, gauge), self.process(rx, gauge));
             if started.elapsed() > Duration::from_secs(600) {
                 backoff.reset();
             }
@@ -248,7 +251,7 @@ impl Gateway {
     }
 
     /// Polls the shard, queueing each dispatch, until it closes for good.
-    async fn read(&self, queue: mpsc::UnboundedSender<Dispatch>) {
+    async fn read(&self, queue: mpsc::UnboundedSender<Dispatch>, gauge: &ConnectedGauge) {
         let token = self.settings.bot_token.expose().to_owned();
         let mut builder = twilight_gateway::ConfigBuilder::new(token, self.intents());
         if let Some(url) = &self.settings.gateway_url {
@@ -275,6 +278,7 @@ impl Gateway {
                     );
                     let code =
                         last_close.map_or_else(String::new, |c| format!(" (close code {c})"));
+                    gauge.set(false);
                     self.report(&format!("reconnecting{code}")).await;
                 }
                 Err(e) => match e.kind() {
@@ -283,6 +287,7 @@ impl Gateway {
                             .map(ToString::to_string)
                             .unwrap_or_default();
                         tracing::warn!(error = %why, "Discord Gateway: cannot connect; retrying");
+                        gauge.set(false);
                         self.report("reconnecting (cannot connect)").await;
                     }
                     _ => {
@@ -297,13 +302,14 @@ impl Gateway {
             why = close_meaning(last_close),
             "Discord Gateway: Discord closed the session for good"
         );
+        gauge.set(false);
         let code = last_close.map_or_else(String::new, |c| format!(" (close code {c})"));
         self.report(&format!("CLOSED: {}{code}", close_meaning(last_close)))
             .await;
     }
 
     /// Writes the queued dispatches in order.
-    async fn process(&self, mut queue: mpsc::UnboundedReceiver<Dispatch>) {
+    async fn process(&self, mut queue: mpsc::UnboundedReceiver<Dispatch>, gauge: &ConnectedGauge) {
         let mut me: Option<String> = None;
         let mut guilds: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut warned_empty = false;
@@ -314,9 +320,13 @@ impl Gateway {
                     tracing::info!(gateway = %self.settings.key, "Discord Gateway: session ready");
                     me = Some(user_id);
                     self.backfill(&inbound, me.as_deref()).await;
+                    gauge.set(true);
                     self.report("connected").await;
                 }
-                Dispatch::Resumed => self.report("connected (resumed)").await,
+                Dispatch::Resumed => {
+                    gauge.set(true);
+                    self.report("connected (resumed)").await;
+                }
                 Dispatch::Guild { id, channels } => {
                     guilds.entry(id).or_default().extend(channels);
                 }

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::lease::Leased;
 use crate::config::Config;
+use crate::metrics::ConnectedGauge;
 use crate::retry::Backoff;
 use crate::secret::{BotToken, SecretUrl};
 
@@ -102,6 +103,7 @@ impl SocketMode {
 
     /// Keeps a connection open (reopening with backoff) until `lost`.
     async fn connected(&self, lost: CancellationToken) {
+        let gauge = ConnectedGauge::new(ROUTE);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(60));
         let mut next: Option<Socket> = None;
         while !lost.is_cancelled() {
@@ -117,8 +119,9 @@ impl SocketMode {
                     }
                 },
             };
-            next = self.serve(&mut socket, &mut backoff).await;
+            next = self.serve(&mut socket, &mut backoff, &gauge).await;
             if next.is_none() {
+                gauge.set(false);
                 let wait = backoff.next(None);
                 tracing::warn!(
                     retry_in_ms = wait.as_millis() as u64,
@@ -131,14 +134,19 @@ impl SocketMode {
 
     /// Reads `socket` until it ends (`None`) or Slack asks for a refresh (the new connection,
     /// already open; the old one is closed).
-    async fn serve(&self, socket: &mut Socket, backoff: &mut Backoff) -> Option<Socket> {
+    async fn serve(
+        &self,
+        socket: &mut Socket,
+        backoff: &mut Backoff,
+        gauge: &ConnectedGauge,
+    ) -> Option<Socket> {
         while let Some(frame) = socket.next().await {
             let text = match frame {
                 Ok(Frame::Text(text)) => text,
                 Ok(Frame::Close(_)) | Err(_) => return None,
                 Ok(_) => continue,
             };
-            match self.envelope(socket, text.as_str()).await {
+            match self.envelope(socket, text.as_str(), gauge).await {
                 Flow::Continue => backoff.reset(),
                 Flow::Broken => return None,
                 Flow::Refresh => {
@@ -158,7 +166,7 @@ impl SocketMode {
     }
 
     /// Handles one frame of Slack's.
-    async fn envelope(&self, socket: &mut Socket, text: &str) -> Flow {
+    async fn envelope(&self, socket: &mut Socket, text: &str, gauge: &ConnectedGauge) -> Flow {
         let Ok(envelope) = serde_json::from_str::<Value>(text) else {
             tracing::warn!("Slack Socket Mode: a frame that is not JSON, skipped");
             count("bad_request");
@@ -167,6 +175,7 @@ impl SocketMode {
         match envelope["type"].as_str() {
             Some("hello") => {
                 tracing::info!("Slack Socket Mode: connected");
+                gauge.set(true);
                 return Flow::Continue;
             }
             Some("disconnect") => {
