@@ -557,3 +557,57 @@ async fn a_burst_of_500_messages_is_written_in_order_once_each() {
         elapsed.as_secs_f64() * 1000.0
     );
 }
+
+/// Redis is killed while Discord messages arrive and started again (with AOF: it keeps its
+/// data; without: it comes back empty). Whether the bridge rode out the outage on its
+/// connection (writes retried) or lost its lease and had to start a new session (catch-up over
+/// REST, from the last id seen: in Redis, or in memory when Redis lost it), every message
+/// arrives once, in order.
+async fn a_redis_restart_loses_no_discord_message(persistent: bool) {
+    let mut redis = if persistent {
+        RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    } else {
+        RedisServer::start()
+    };
+    let gateway = FakeGateway::start(BOT_TOKEN, 1000).await;
+    gateway.add_channel(GUILD, CHANNEL);
+    let discord = FakeDiscord::start(50, Duration::from_secs(1)).await;
+    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+    let daemon = Daemon::start(&config(&redis, &gateway, &discord, "", rest));
+    wait_ready(&daemon);
+    gateway.wait_log("ready 1", 1, WAIT).await;
+    gateway.post(CHANNEL, &ann(), "one");
+    {
+        let mut con = redis.connection().await;
+        wait_history(&mut con, 1).await;
+    }
+
+    redis.kill();
+    gateway.post(CHANNEL, &ann(), "two");
+    tokio::time::sleep(Duration::from_secs(3)).await; // longer than the 2 s lease
+    gateway.post(CHANNEL, &ann(), "three");
+    redis.start_again();
+    let mut con = redis.connection().await;
+    let expected: &[&str] = if persistent {
+        &["one", "two", "three"]
+    } else {
+        &["two", "three"]
+    };
+    assert_eq!(wait_history(&mut con, expected.len()).await, expected);
+    gateway.post(CHANNEL, &ann(), "four");
+    let mut all: Vec<&str> = expected.to_vec();
+    all.push("four");
+    assert_eq!(wait_history(&mut con, all.len()).await, all);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(contents(&history(&mut con).await), all, "written twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_with_aof_loses_no_discord_message() {
+    a_redis_restart_loses_no_discord_message(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_without_persistence_loses_no_discord_message_sent_meanwhile() {
+    a_redis_restart_loses_no_discord_message(false).await;
+}

@@ -15,7 +15,7 @@
 //!   `origin` = the link). Posts of our own webhooks, of our bot, and of other bots and
 //!   webhooks (unless `inbound_bots`) are dropped.
 //! - The newest message id seen per channel is kept in Redis
-//!   (`chatbridge:discord:last:{channel}`). Every READY (a new session: at start, or after a
+//!   (`chatbridge:discord:last:{channel}`), and in memory for a Redis that restarts empty. Every READY (a new session: at start, or after a
 //!   RESUME failed) first fetches each channel's messages after that id over REST (`GET
 //!   /channels/{id}/messages?after=`, following Discord's rate-limit headers and 429s), so
 //!   what was sent while no session was open is written, oldest first, before anything newer.
@@ -81,6 +81,9 @@ pub struct Gateway {
     inbound: Shared,
     con: ConnectionManager,
     http: reqwest::Client,
+    /// The newest message id handled per channel, in this process: where the catch-up starts
+    /// when Redis lost `chatbridge:discord:last:{channel}` (restarted without persistence).
+    seen: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 /// What the reader hands the processor.
@@ -181,6 +184,7 @@ pub fn from_config(
             inbound: inbound.clone(),
             con: con.clone(),
             http: http.clone(),
+            seen: std::sync::Mutex::default(),
         })
         .collect()
 }
@@ -409,6 +413,13 @@ impl Gateway {
             }
         };
         count(result);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let newest = seen.entry(message.channel_id.clone()).or_default();
+            if (newest.len(), newest.as_str()) < (message.id.len(), message.id.as_str()) {
+                newest.clone_from(&message.id);
+            }
+        }
         let key = last_key(&message.channel_id);
         self.retrying("record the last seen message", |mut con| {
             let (key, id) = (key.clone(), message.id.clone());
@@ -520,7 +531,11 @@ impl Gateway {
                     let key = key.clone();
                     async move { con.get::<_, Option<String>>(key).await }
                 })
-                .await;
+                .await
+                .or_else(|| {
+                    let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                    seen.get(&channel).cloned()
+                });
             let Some(mut after) = last else {
                 let now = snowflake_now();
                 self.retrying("record where the channel starts", |mut con| {
