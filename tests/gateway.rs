@@ -611,3 +611,39 @@ async fn a_redis_restart_with_aof_loses_no_discord_message() {
 async fn a_redis_restart_without_persistence_loses_no_discord_message_sent_meanwhile() {
     a_redis_restart_loses_no_discord_message(false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_bridge_releases_the_gateway_and_the_next_start_catches_up() {
+    let (redis, gateway, discord) = fakes().await;
+    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+    let toml = config(&redis, &gateway, &discord, "", rest);
+    let mut first = Daemon::start(&toml);
+    wait_ready(&first);
+    let mut con = redis.connection().await;
+    gateway.wait_log("ready 1", 1, WAIT).await;
+    gateway.post(CHANNEL, &ann(), "one");
+    wait_history(&mut con, 1).await;
+
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(first.wait_exit(WAIT).success());
+    let leases: Vec<String> = con
+        .keys("chatbridge:lease:discord-gateway:*")
+        .await
+        .unwrap();
+    assert!(
+        leases.is_empty(),
+        "the lease outlived a clean stop: {leases:?}"
+    );
+    assert!(
+        status_line(&first).await.starts_with("stopped since "),
+        "{}",
+        status_line(&first).await
+    );
+    gateway.post(CHANNEL, &ann(), "two");
+    let second = Daemon::start(&toml);
+    wait_ready(&second);
+    gateway.post(CHANNEL, &ann(), "three");
+    assert_eq!(wait_history(&mut con, 3).await, ["one", "two", "three"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(history(&mut con).await.len(), 3, "written twice");
+}
