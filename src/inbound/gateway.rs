@@ -212,13 +212,16 @@ impl Gateway {
             links.join(", ")
         );
         let field = format!("discord-gateway:{}", self.settings.key);
-        let written: redis::RedisResult<()> = self
-            .con
-            .clone()
-            .hset(crate::outbox::INBOUND_STATE_KEY, field, value)
-            .await;
-        if let Err(e) = written {
-            tracing::debug!(error = %e, "Discord Gateway: cannot record the connection's state");
+        // Bounded: the reader calls this between polls of the shard, whose heartbeats must not
+        // wait on a Redis that is away.
+        let mut con = self.con.clone();
+        let written = tokio::time::timeout(
+            Duration::from_secs(1),
+            con.hset::<_, _, _, ()>(crate::outbox::INBOUND_STATE_KEY, field, value),
+        )
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::debug!("Discord Gateway: cannot record the connection's state now");
         }
     }
 
