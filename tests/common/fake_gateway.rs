@@ -43,7 +43,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -310,7 +313,8 @@ fn now_iso8601() -> String {
 
 /// The fake: a Gateway websocket listener and a REST server.
 pub struct FakeGateway {
-    gateway: SocketAddr,
+    /// `ws://127.0.0.1:PORT`, or `wss://localhost:PORT` when started with TLS.
+    gateway_url: String,
     api: SocketAddr,
     state: Arc<Mutex<Fake>>,
 }
@@ -319,18 +323,34 @@ impl FakeGateway {
     /// Gateway + REST on 127.0.0.1; only `bot_token` is accepted (IDENTIFY/RESUME token, REST
     /// `Authorization: Bot <token>`). HELLO's heartbeat_interval is `heartbeat_ms`.
     pub async fn start(bot_token: &str, heartbeat_ms: u64) -> Self {
+        Self::start_with(bot_token, heartbeat_ms, None).await
+    }
+
+    /// Same, but the Gateway listener speaks TLS (`acceptor`'s certificate, for `localhost`):
+    /// `gateway_url()` and READY's `resume_gateway_url` are `wss://localhost:PORT`. REST stays
+    /// plain http. Each TLS handshake is logged: `tls-accepted sni=<server name the client
+    /// sent>`, or `tls-failed K: <error>` (K counts failures; no websocket, no number).
+    pub async fn start_tls(bot_token: &str, heartbeat_ms: u64, acceptor: TlsAcceptor) -> Self {
+        Self::start_with(bot_token, heartbeat_ms, Some(acceptor)).await
+    }
+
+    async fn start_with(bot_token: &str, heartbeat_ms: u64, tls: Option<TlsAcceptor>) -> Self {
         let ws = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake gateway");
         let gateway = ws.local_addr().expect("gateway address");
+        let gateway_url = match tls {
+            Some(_) => format!("wss://localhost:{}", gateway.port()),
+            None => format!("ws://{gateway}"),
+        };
         let state = Arc::new(Mutex::new(Fake {
             token: bot_token.into(),
             heartbeat_ms,
-            gateway_url: format!("ws://{gateway}"),
+            gateway_url: gateway_url.clone(),
             remaining: BUCKET_LIMIT,
             ..Fake::default()
         }));
-        tokio::spawn(accept(ws, state.clone()));
+        tokio::spawn(accept(ws, state.clone(), tls));
         let app = Router::new()
             .route("/api/v10/channels/{id}/messages", get(messages))
             .with_state(state.clone());
@@ -340,7 +360,7 @@ impl FakeGateway {
         let api = listener.local_addr().expect("rest address");
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self {
-            gateway,
+            gateway_url,
             api,
             state,
         }
@@ -350,10 +370,10 @@ impl FakeGateway {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `ws://127.0.0.1:PORT` (no trailing slash): the client's proxy URL and READY's
-    /// `resume_gateway_url`.
+    /// `ws://127.0.0.1:PORT` (`wss://localhost:PORT` with TLS; no trailing slash): the
+    /// client's proxy URL and READY's `resume_gateway_url`.
     pub fn gateway_url(&self) -> String {
-        format!("ws://{}", self.gateway)
+        self.gateway_url.clone()
     }
 
     /// `http://127.0.0.1:PORT/api` (the client adds `/v10/…`).
@@ -454,7 +474,8 @@ impl FakeGateway {
     /// Ordered log lines: "connect N", "identify N intents=I", "ready N session=S",
     /// "resume N session=S seq=Q", "resumed N replayed=K", "invalid N", "heartbeat N seq=Q",
     /// "refused N code=C" (closed by the fake: bad token or protocol error), "closed N"
-    /// (N = connection number from 1).
+    /// (N = connection number from 1); with TLS also "tls-accepted sni=S" for each handshake
+    /// and "tls-failed K: <error>" for one that failed (such a connection gets no number).
     pub fn log(&self) -> Vec<String> {
         self.state().log.clone()
     }
@@ -503,22 +524,56 @@ impl FakeGateway {
     }
 }
 
-/// Accepts websocket connections, any path and query, each served by its own task.
-async fn accept(listener: tokio::net::TcpListener, state: Arc<Mutex<Fake>>) {
+/// Accepts websocket connections, any path and query, each served by its own task; with `tls`,
+/// after a TLS handshake.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    state: Arc<Mutex<Fake>>,
+    tls: Option<TlsAcceptor>,
+) {
     let mut number = 0;
+    let mut tls_failed = 0;
     while let Ok((tcp, _)) = listener.accept().await {
-        let Ok(socket) = tokio_tungstenite::accept_async(tcp).await else {
+        let Some(acceptor) = &tls else {
+            upgrade(tcp, &mut number, &state).await;
             continue;
         };
-        number += 1;
-        tokio::spawn(serve(socket, number, state.clone()));
+        match acceptor.accept(tcp).await {
+            Ok(stream) => {
+                let sni = stream.get_ref().1.server_name().unwrap_or("-").to_owned();
+                state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(format!("tls-accepted sni={sni}"));
+                upgrade(stream, &mut number, &state).await;
+            }
+            Err(e) => {
+                tls_failed += 1;
+                let mut fake = state.lock().unwrap_or_else(|p| p.into_inner());
+                fake.record(format!("tls-failed {tls_failed}: {e}"));
+            }
+        }
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+/// The websocket handshake on `stream` (TCP or TLS); a connection that completes it is numbered
+/// and served.
+async fn upgrade<S>(stream: S, number: &mut usize, state: &Arc<Mutex<Fake>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(socket) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    *number += 1;
+    tokio::spawn(serve(socket, *number, state.clone()));
+}
 
 /// One connection: HELLO, then what the client sends and what the fake dispatches.
-async fn serve(socket: Socket, number: usize, state: Arc<Mutex<Fake>>) {
+async fn serve<S>(socket: WebSocketStream<S>, number: usize, state: Arc<Mutex<Fake>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (out_tx, mut out) = mpsc::unbounded_channel();
     {
         let mut fake = state.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,6 +1,7 @@
 //! A fake Slack Socket Mode on loopback, per EXTERNAL_APIS.md: `POST /api/apps.connections.open`
-//! (bearer app token; `{"ok": true, "url": "ws://…"}`, or `{"ok": false, "error":
-//! "invalid_auth"}`) and the websocket it names (tokio-tungstenite's server side). Each accepted
+//! (bearer app token; `{"ok": true, "url": "ws://…"}`, `wss://localhost:…` when started with
+//! TLS, or `{"ok": false, "error": "invalid_auth"}`) and the websocket it names
+//! (tokio-tungstenite's server side, over TLS with [`FakeSocketMode::start_tls`]). Each accepted
 //! connection is sent `hello` at once and handed to the test as a [`Connection`], which sends
 //! envelopes on it; what the client sends back (acknowledgements) and when connections open
 //! and close are recorded in one ordered log.
@@ -22,7 +23,10 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::wait::eventually;
@@ -34,7 +38,8 @@ struct Fake {
     opens: usize,
     /// Calls refused (wrong token).
     refused: usize,
-    /// `connected N`, `ack N <envelope_id>`, `closed N`, in the order they happened.
+    /// `connected N`, `ack N <envelope_id>`, `closed N` (and with TLS `tls-accepted sni=S` or
+    /// `tls-failed K: <error>` per handshake), in the order they happened.
     log: Vec<String>,
 }
 
@@ -80,6 +85,18 @@ pub fn disconnect() -> Value {
 impl FakeSocketMode {
     /// Starts the fake on 127.0.0.1; `apps.connections.open` accepts `app_token` only.
     pub async fn start(app_token: &str) -> Self {
+        Self::start_with(app_token, None).await
+    }
+
+    /// Same, but the websocket listener speaks TLS (`acceptor`'s certificate, for `localhost`)
+    /// and `apps.connections.open` answers `wss://localhost:PORT/link/?ticket=…`. The Web API
+    /// stays plain http. Each TLS handshake is logged `tls-accepted sni=<server name the
+    /// client sent>` or `tls-failed K: <error>`.
+    pub async fn start_tls(app_token: &str, acceptor: TlsAcceptor) -> Self {
+        Self::start_with(app_token, Some(acceptor)).await
+    }
+
+    async fn start_with(app_token: &str, tls: Option<TlsAcceptor>) -> Self {
         let state = Arc::new(Mutex::new(Fake {
             app_token: app_token.into(),
             ..Fake::default()
@@ -88,11 +105,15 @@ impl FakeSocketMode {
             .await
             .expect("bind fake socket mode");
         let ws_addr = ws.local_addr().expect("ws address");
+        let ws_base = match tls {
+            Some(_) => format!("wss://localhost:{}", ws_addr.port()),
+            None => format!("ws://{ws_addr}"),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(accept(ws, state.clone(), tx));
+        tokio::spawn(accept(ws, state.clone(), tx, tls));
         let app = Router::new()
             .route("/api/apps.connections.open", post(open))
-            .with_state((state.clone(), ws_addr));
+            .with_state((state.clone(), ws_base));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake slack api");
@@ -164,7 +185,7 @@ impl FakeSocketMode {
 
 /// `apps.connections.open`: a fresh websocket URL for the right app token.
 async fn open(
-    State((state, ws)): State<(Arc<Mutex<Fake>>, SocketAddr)>,
+    State((state, ws)): State<(Arc<Mutex<Fake>>, String)>,
     headers: HeaderMap,
 ) -> axum::Json<Value> {
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -178,70 +199,119 @@ async fn open(
     }
     state.opens += 1;
     axum::Json(json!({"ok": true,
-        "url": format!("ws://{ws}/link/?ticket=fake-{}&app_id=A_OURS", state.opens)}))
+        "url": format!("{ws}/link/?ticket=fake-{}&app_id=A_OURS", state.opens)}))
 }
 
-/// Accepts websocket connections: each gets `hello`, then what the test sends.
+/// Accepts websocket connections (with `tls`, after a TLS handshake): each gets `hello`, then
+/// what the test sends.
 async fn accept(
     listener: tokio::net::TcpListener,
     state: Arc<Mutex<Fake>>,
     connections: mpsc::UnboundedSender<Connection>,
+    tls: Option<TlsAcceptor>,
 ) {
     let mut number = 0;
+    let mut tls_failed = 0;
     while let Ok((tcp, _)) = listener.accept().await {
-        let Ok(socket) = tokio_tungstenite::accept_async(tcp).await else {
+        let Some(acceptor) = &tls else {
+            upgrade(tcp, &mut number, &state, &connections).await;
             continue;
         };
-        number += 1;
-        let record = {
-            let state = state.clone();
-            move |line: String| {
+        match acceptor.accept(tcp).await {
+            Ok(stream) => {
+                let sni = stream.get_ref().1.server_name().unwrap_or("-").to_owned();
                 state
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .log
-                    .push(line)
+                    .push(format!("tls-accepted sni={sni}"));
+                upgrade(stream, &mut number, &state, &connections).await;
             }
-        };
-        record(format!("connected {number}"));
-        let (frames_tx, mut frames) = mpsc::unbounded_channel::<Option<Value>>();
-        let _ = connections.send(Connection {
-            number,
-            frames: frames_tx,
-        });
-        let (mut sink, mut stream) = socket.split();
-        let hello = json!({"type": "hello", "num_connections": 1,
-            "connection_info": {"app_id": "A_OURS"}, "debug_info": {"host": "applink-fake"}});
-        tokio::spawn(async move {
-            let _ = sink.send(Message::text(hello.to_string())).await;
-            let mut sending = true;
-            loop {
-                tokio::select! {
-                    frame = frames.recv(), if sending => match frame {
-                        Some(Some(frame)) => {
-                            let _ = sink.send(Message::text(frame.to_string())).await;
-                        }
-                        Some(None) | None => {
-                            sending = false;
-                            let _ = sink.close().await;
-                        }
-                    },
-                    incoming = stream.next() => match incoming {
-                        Some(Ok(Message::Text(text))) => {
-                            let id = serde_json::from_str::<Value>(text.as_str())
-                                .ok()
-                                .and_then(|v| v["envelope_id"].as_str().map(str::to_owned))
-                                .unwrap_or_else(|| format!("<not an ack: {text}>"));
-                            record(format!("ack {number} {id}"));
-                        }
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                            record(format!("closed {number}"));
-                            return;
-                        }
-                        Some(Ok(_)) => {}
-                    },
+            Err(e) => {
+                tls_failed += 1;
+                state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .log
+                    .push(format!("tls-failed {tls_failed}: {e}"));
+            }
+        }
+    }
+}
+
+/// The websocket handshake on `stream` (TCP or TLS); a connection that completes it is
+/// numbered, handed to the test and served by its own task.
+async fn upgrade<S>(
+    stream: S,
+    number: &mut usize,
+    state: &Arc<Mutex<Fake>>,
+    connections: &mpsc::UnboundedSender<Connection>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(socket) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    *number += 1;
+    let number = *number;
+    let record = {
+        let state = state.clone();
+        move |line: String| {
+            state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .log
+                .push(line)
+        }
+    };
+    record(format!("connected {number}"));
+    let (frames_tx, frames) = mpsc::unbounded_channel::<Option<Value>>();
+    let _ = connections.send(Connection {
+        number,
+        frames: frames_tx,
+    });
+    tokio::spawn(serve(socket, number, frames, record));
+}
+
+/// One connection: `hello`, then the frames the test sends; acks and the close are recorded.
+async fn serve<S>(
+    socket: WebSocketStream<S>,
+    number: usize,
+    mut frames: mpsc::UnboundedReceiver<Option<Value>>,
+    record: impl Fn(String),
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = socket.split();
+    let hello = json!({"type": "hello", "num_connections": 1,
+        "connection_info": {"app_id": "A_OURS"}, "debug_info": {"host": "applink-fake"}});
+    let _ = sink.send(Message::text(hello.to_string())).await;
+    let mut sending = true;
+    loop {
+        tokio::select! {
+            frame = frames.recv(), if sending => match frame {
+                Some(Some(frame)) => {
+                    let _ = sink.send(Message::text(frame.to_string())).await;
                 }
-            }
-        });
+                Some(None) | None => {
+                    sending = false;
+                    let _ = sink.close().await;
+                }
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let id = serde_json::from_str::<Value>(text.as_str())
+                        .ok()
+                        .and_then(|v| v["envelope_id"].as_str().map(str::to_owned))
+                        .unwrap_or_else(|| format!("<not an ack: {text}>"));
+                    record(format!("ack {number} {id}"));
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    record(format!("closed {number}"));
+                    return;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
     }
 }

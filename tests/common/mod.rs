@@ -11,4 +11,5 @@ pub mod outbox;
 pub mod receiver;
 pub mod redis;
 pub mod seed;
+pub mod tls;
 pub mod wait;

@@ -1,0 +1,96 @@
+//! A throwaway certificate authority and a server certificate it signed, for serving the fakes
+//! over TLS (`wss://`). The CA's PEM is written to a file so the daemon can be told to trust it
+//! with `SSL_CERT_FILE` (rustls-native-certs then loads its roots from that file only); without
+//! it the daemon does not know the CA and must refuse the certificate.
+//!
+//! ```ignore
+//! let tls = TestTls::new();
+//! let fake = FakeGateway::start_tls("bot-token", 1000, tls.acceptor.clone()).await;
+//! let daemon = Daemon::start_with_env(&toml, &[("SSL_CERT_FILE", tls.ca_path())]);
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// The names the server certificate is valid for.
+pub const SERVER_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+
+/// A test CA (PEM in `ca_file`) and a TLS acceptor presenting a `localhost`/`127.0.0.1`
+/// certificate signed by it (chain: leaf, CA).
+pub struct TestTls {
+    /// The CA certificate, PEM; lives as long as this value (in `_dir`).
+    pub ca_file: PathBuf,
+    pub acceptor: TlsAcceptor,
+    _dir: tempfile::TempDir,
+}
+
+impl TestTls {
+    pub fn new() -> Self {
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "chatbridge test CA");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign the CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let leaf_key = KeyPair::generate().expect("server key");
+        let names: Vec<String> = SERVER_NAMES.iter().map(|n| (*n).to_owned()).collect();
+        let mut leaf_params = CertificateParams::new(names).expect("server params");
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf_cert = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .expect("sign the server certificate");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_file = dir.path().join("test-ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).expect("write the CA PEM");
+
+        // The provider named explicitly: the tree's rustls has aws-lc-rs only, but a test must
+        // not depend on a process-wide default having been installed.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let chain: Vec<CertificateDer<'static>> =
+            vec![leaf_cert.der().clone(), ca_cert.der().clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server certificate and key");
+        Self {
+            ca_file,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            _dir: dir,
+        }
+    }
+
+    /// `ca_file` as a `&str`, for `SSL_CERT_FILE`.
+    pub fn ca_path(&self) -> &str {
+        self.ca_file.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Default for TestTls {
+    fn default() -> Self {
+        Self::new()
+    }
+}
