@@ -437,6 +437,17 @@ async fn rejected_requests_get_their_status_and_leave_redis_byte_for_byte_unchan
     let good = message("general", json!(1), "a", "first");
     let (status, _) = bridge.hook("tool", SECRET, "msg_replayed", &good).await;
     assert_eq!(status, 202);
+    // The intake has taken the write in (it sends it to no link, the room's only link being
+    // its origin, but records it as seen) before the snapshot is taken.
+    eventually("the intake saw the first write", WAIT, async || {
+        let mut con = con.clone();
+        let seen: bool = con
+            .exists("chatbridge:seen:chat:room:general")
+            .await
+            .unwrap();
+        seen.then_some(())
+    })
+    .await;
     common::outbox::wait_drained(&mut con, "tool").await;
     let mut live = redis.client().get_async_pubsub().await.expect("pubsub");
     live.psubscribe("chat:*").await.expect("psubscribe");
