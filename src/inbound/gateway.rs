@@ -44,7 +44,7 @@ use twilight_gateway::{Intents, Message as GatewayMessage, Shard, ShardId};
 
 use super::lease::Leased;
 use super::{Inbound, Shared, Write, Written};
-use crate::config::{Config, DiscordTarget, GatewaySettings};
+use crate::config::{Config, DiscordTarget, GatewaySettings, is_snowflake};
 use crate::links::discord::{DISCORD_USER_AGENT, api_pause, note_refusal};
 use crate::metrics::ConnectedGauge;
 use crate::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
@@ -397,6 +397,12 @@ impl Gateway {
 
     /// One message, live or fetched: written (or skipped) and recorded as seen.
     async fn message(&self, inbound: &Inbound, me: Option<&str>, message: &DiscordMessage) {
+        if !well_formed(message) {
+            // Its ids go into key names and the catch-up's `after=`: only Discord's digits.
+            tracing::warn!("Discord Gateway: a message whose ids are not snowflakes, skipped");
+            count("bad_request");
+            return;
+        }
         let Some(target) = inbound
             .discord
             .get(&message.channel_id)
@@ -755,6 +761,13 @@ fn verdict(
     }))
 }
 
+/// Whether the message's own, channel and author ids are Discord ids (digits).
+fn well_formed(message: &DiscordMessage) -> bool {
+    [&message.id, &message.channel_id, &message.author.id]
+        .into_iter()
+        .all(|id| is_snowflake(id))
+}
+
 /// `origin` and `external_id`, the fields every inbound event carries.
 fn origin(link: &str, external_id: &str) -> Map<String, Value> {
     let mut extra = Map::new();
@@ -945,6 +958,19 @@ mod tests {
         );
         let broken = r#"{"op":0,"s":8,"t":"MESSAGE_CREATE","d":{"id":1}}"#;
         assert!(parse(broken, &mut session).is_none());
+    }
+
+    #[test]
+    fn ids_that_are_not_snowflakes_are_refused() {
+        let with = |id: &str, channel: &str, author: &str| {
+            well_formed(&message(serde_json::json!({
+                "id": id, "channel_id": channel, "author": {"id": author, "username": "a"}
+            })))
+        };
+        assert!(with("1", "22", "333"));
+        assert!(!with("1:2", "22", "333"));
+        assert!(!with("1", "*", "333"));
+        assert!(!with("1", "22", ""));
     }
 
     #[test]
