@@ -97,6 +97,26 @@ async fn status_line(daemon: &Daemon) -> String {
         .unwrap_or_else(|| panic!("no Gateway line in the status:\n{out}"))
 }
 
+/// A message as the fake Discord's REST API has it.
+async fn discord_message(gateway: &FakeGateway, id: &str) -> Value {
+    let after: u64 = id.parse::<u64>().expect("snowflake") - 1;
+    let url = format!(
+        "{}/v10/channels/{CHANNEL}/messages?after={after}&limit=1",
+        gateway.api_base()
+    );
+    let page: Value = reqwest::Client::new()
+        .get(url)
+        .header("authorization", format!("Bot {BOT_TOKEN}"))
+        .header("user-agent", "DiscordBot (test, 1)")
+        .send()
+        .await
+        .expect("REST")
+        .json()
+        .await
+        .expect("JSON");
+    page[0].clone()
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local address").port()
@@ -164,6 +184,19 @@ async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_ou
     assert_eq!(event["room"], "general");
     assert_eq!(event["origin"], "discord");
     assert_eq!(event["external_id"], id.as_str());
+    // The time it was sent on Discord, in the seed's form (naive UTC, microseconds).
+    let sent = discord_message(&gateway, &id).await["timestamp"]
+        .as_str()
+        .expect("timestamp")
+        .trim_end_matches("+00:00")
+        .to_owned();
+    assert_eq!(event["timestamp"], sent.as_str());
+    // Its id is remembered against a second write for 24 h.
+    let ttl: i64 = con
+        .ttl(format!("chatbridge:inbound:discord:{id}"))
+        .await
+        .unwrap();
+    assert!((86_000..=86_400).contains(&ttl), "{ttl}");
     // And in history: the same bytes.
     let stored: Vec<String> = con
         .lrange("chat:room:general:history", 0, -1)
@@ -197,6 +230,13 @@ async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_ou
         ..Author::user("700000000000000099", "somebot", None)
     };
     gateway.post(CHANNEL, &bot, "a bot speaks");
+    // Discord's own system message (type 7: a member joined) is not a chat message.
+    gateway.dispatch(
+        "MESSAGE_CREATE",
+        json!({"id": "900000000000000777", "channel_id": CHANNEL, "guild_id": GUILD, "type": 7,
+               "content": "", "author": {"id": "700000000000000033", "username": "newbie"},
+               "timestamp": "2026-11-28T10:00:00.000000+00:00"}),
+    );
     gateway.post(CHANNEL, &ann(), "last");
     let all = wait_history(&mut con, 3).await;
     assert_eq!(all, ["hello from <#1> discord", "from the chat", "last"]);
@@ -226,7 +266,7 @@ async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_ou
         "chatbridge_inbound_connected{route=\"discord_gateway\"} 1\n",
         "chatbridge_inbound_requests_total{route=\"discord_gateway\",result=\"accepted\"} 2\n",
         "chatbridge_inbound_requests_total{route=\"discord_gateway\",result=\"echo\"} 1\n",
-        "chatbridge_inbound_requests_total{route=\"discord_gateway\",result=\"ignored\"} 2\n",
+        "chatbridge_inbound_requests_total{route=\"discord_gateway\",result=\"ignored\"} 3\n",
     ] {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     }
@@ -254,6 +294,11 @@ async fn a_dropped_connection_resumes_and_loses_nothing_and_members_become_joins
     ));
     wait_ready(&daemon);
     let mut con = redis.connection().await;
+    let mut live = redis.client().get_async_pubsub().await.expect("pubsub");
+    live.subscribe("chat:room:general")
+        .await
+        .expect("subscribe");
+    let mut live = live.into_on_message();
     gateway.wait_log("ready 1", 1, WAIT).await;
     let intents = GUILDS_MESSAGES_CONTENT | INTENT_GUILD_MEMBERS;
     assert!(
@@ -304,6 +349,22 @@ async fn a_dropped_connection_resumes_and_loses_nothing_and_members_become_joins
         "GUILD_MEMBER_REMOVE",
         json!({"guild_id": GUILD, "user": bea}),
     );
+    // A seed client saw one join and one leave line, from Discord.
+    let mut lines = Vec::new();
+    while lines.len() < 2 {
+        let payload: String = tokio::time::timeout(WAIT, live.next())
+            .await
+            .expect("published in time")
+            .expect("an event")
+            .get_payload()
+            .expect("text");
+        let event: Value = serde_json::from_str(&payload).expect("JSON");
+        if event["type"] == "system" {
+            assert_eq!(event["origin"], "discord");
+            lines.push(event["content"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(lines, ["Bea joined the room", "Bea left the room"]);
     eventually("Bea left", WAIT, async || {
         let mut con = con.clone();
         let members: Vec<String> = con.smembers("chat:room:general:members").await.unwrap();
@@ -432,6 +493,8 @@ async fn a_rejected_bot_token_is_reported_without_the_token_and_the_rest_keeps_r
         ),
         "{status}"
     );
+    // A new session is tried after 2.5–5 s (the operator may have fixed the token meanwhile).
+    gateway.wait_log("refused", 2, WAIT).await;
     let metrics = metrics(http_port).await;
     let line = "chatbridge_inbound_connected{route=\"discord_gateway\"} 0\n";
     assert!(metrics.contains(line), "{line} not in:\n{metrics}");
