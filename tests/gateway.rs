@@ -438,7 +438,7 @@ async fn after_an_invalid_session_what_was_sent_meanwhile_is_fetched_in_order_wi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_process_holds_the_gateway_and_the_next_catches_up_on_what_was_sent_after_a_sigkill() {
+async fn one_process_holds_the_gateway_and_the_next_resumes_its_session_after_a_sigkill() {
     let (redis, gateway, discord) = fakes().await;
     let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
     let toml = config(&redis, &gateway, &discord, "", rest);
@@ -457,17 +457,35 @@ async fn one_process_holds_the_gateway_and_the_next_catches_up_on_what_was_sent_
         "the second process connected too"
     );
 
-    // The holder dies; messages sent before the other takes over come from the history.
+    // The holder dies; the other takes over and RESUMEs the session the holder saved, so
+    // Discord replays what was sent in between: no new IDENTIFY, no REST catch-up.
     first.crash();
     gateway.post(CHANNEL, &ann(), "two");
     gateway.post(CHANNEL, &ann(), "three");
-    gateway.wait_log("ready", 2, WAIT).await;
+    gateway.wait_log("resumed", 1, WAIT).await;
     gateway.post(CHANNEL, &ann(), "four");
     let all = wait_history(&mut con, 4).await;
     assert_eq!(all, ["one", "two", "three", "four"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(history(&mut con).await.len(), 4, "written twice");
-    drop(second);
+    assert_eq!(gateway.count("identify"), 1, "{:?}", gateway.log());
+    assert!(
+        gateway.rest_requests().is_empty(),
+        "{:?}",
+        gateway.rest_requests()
+    );
+
+    // A session Discord no longer knows: the next holder identifies and catches up over REST.
+    second.crash();
+    gateway.invalidate_session();
+    gateway.post(CHANNEL, &ann(), "five");
+    let third = Daemon::start(&toml);
+    wait_ready(&third);
+    gateway.wait_log("ready", 2, WAIT).await;
+    assert_eq!(
+        wait_history(&mut con, 5).await,
+        ["one", "two", "three", "four", "five"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -676,7 +694,7 @@ async fn a_redis_restart_without_persistence_loses_no_discord_message_sent_meanw
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_bridge_releases_the_gateway_and_the_next_start_catches_up() {
+async fn a_stopped_bridge_releases_the_gateway_and_the_next_start_resumes_its_session() {
     let (redis, gateway, discord) = fakes().await;
     let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
     let toml = config(&redis, &gateway, &discord, "", rest);
@@ -705,8 +723,29 @@ async fn a_stopped_bridge_releases_the_gateway_and_the_next_start_catches_up() {
     gateway.post(CHANNEL, &ann(), "two");
     let second = Daemon::start(&toml);
     wait_ready(&second);
+    gateway.wait_log("resumed", 1, WAIT).await;
     gateway.post(CHANNEL, &ann(), "three");
     assert_eq!(wait_history(&mut con, 3).await, ["one", "two", "three"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(history(&mut con).await.len(), 3, "written twice");
+    assert_eq!(gateway.count("identify"), 1, "the restart identified again");
+
+    // Restarted with inbound_joins: the saved session lacks GUILD_MEMBERS, so a new one is
+    // identified with it instead of resuming without it.
+    let mut second = second;
+    second.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(second.wait_exit(WAIT).success());
+    let joins = config(&redis, &gateway, &discord, "inbound_joins = true\n", rest);
+    let third = Daemon::start(&joins);
+    wait_ready(&third);
+    gateway.wait_log("ready", 2, WAIT).await;
+    let intents = GUILDS_MESSAGES_CONTENT | INTENT_GUILD_MEMBERS;
+    assert!(
+        gateway
+            .log()
+            .iter()
+            .any(|l| l.starts_with("identify ") && l.ends_with(&format!("intents={intents}"))),
+        "{:?}",
+        gateway.log()
+    );
 }

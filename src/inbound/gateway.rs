@@ -15,17 +15,21 @@
 //!   `origin` = the link). Posts of our own webhooks, of our bot, and of other bots and
 //!   webhooks (unless `inbound_bots`) are dropped.
 //! - The newest message id seen per channel is kept in Redis
-//!   (`chatbridge:discord:last:{channel}`), and in memory for a Redis that restarts empty. Every READY (a new session: at start, or after a
-//!   RESUME failed) first fetches each channel's messages after that id over REST (`GET
+//!   (`chatbridge:discord:last:{channel}`), and in memory for a Redis that restarts empty.
+//!   Every READY (a new session: at first start, or after a RESUME failed) first fetches each channel's messages after that id over REST (`GET
 //!   /channels/{id}/messages?after=`, following Discord's rate-limit headers and 429s), so
 //!   what was sent while no session was open is written, oldest first, before anything newer.
 //!   A channel seen for the first time starts from now.
 //! - `GUILD_MEMBER_ADD` / `GUILD_MEMBER_REMOVE` (with `inbound_joins`) → join and leave lines
 //!   in the rooms of that server's mapped channels.
 //!
+//! The session (id, resume URL, last sequence written) is saved in Redis, so the next holder
+//! (after a restart, a crash or a takeover) RESUMEs it and Discord replays the gap; only when
+//! Discord refuses does a new IDENTIFY and the REST catch-up follow.
+//!
 //! A write Redis refuses is retried until it succeeds: queued dispatches wait in memory, and a
-//! crash loses nothing either, because the next READY's backfill starts from the last id
-//! written.
+//! crash loses nothing either: the saved sequence and the last id seen only ever name what
+//! was written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -58,6 +62,8 @@ const DEDUP_SECS: u64 = 86_400;
 const PAGE: usize = 100;
 /// How long one REST request may take.
 const REST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the session's sequence number is saved while dispatches are written.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// Discord's epoch (2015-01-01) in Unix milliseconds: snowflakes count from it.
 const DISCORD_EPOCH_MS: i64 = 1_420_070_400_000;
 
@@ -89,9 +95,11 @@ pub struct Gateway {
 /// What the reader hands the processor.
 #[derive(Debug)]
 enum Dispatch {
-    /// A new session: our bot's user id.
+    /// A new session: our bot's user id, and what a later RESUME needs.
     Ready {
         user_id: String,
+        session_id: String,
+        resume_url: String,
     },
     /// The session resumed after a dropped connection.
     Resumed,
@@ -108,6 +116,29 @@ enum Dispatch {
         user: DiscordUser,
         dedup: String,
     },
+}
+
+/// One dispatch frame as queued for the processor: its sequence number, and what it carries
+/// when the processor acts on it.
+#[derive(Debug)]
+struct Queued {
+    seq: Option<u64>,
+    dispatch: Option<Dispatch>,
+}
+
+/// The session as saved in Redis (`chatbridge:discord:session:{gateway}`), so the next process
+/// RESUMEs it instead of identifying again: `seq` is the last dispatch written, never one
+/// still queued (a RESUME replays what follows it; the writes de-duplicate).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+struct SavedSession {
+    id: String,
+    seq: u64,
+    resume_url: String,
+    /// Our bot's user id, from the READY that began the session.
+    user_id: String,
+    /// The intents the session was identified with: a session with others (`inbound_joins`
+    /// changed) is not resumed, or it would go on without the events now asked for.
+    intents: u64,
 }
 
 /// The fields of a Discord message object that are mirrored.
@@ -235,7 +266,11 @@ impl Gateway {
         loop {
             let (tx, rx) = mpsc::unbounded_channel();
             let started = Instant::now();
-            tokio::join!(self.read(tx, gauge), self.process(rx, gauge));
+            let saved = self.load_session().await;
+            tokio::join!(
+                self.read(tx, gauge, saved.clone()),
+                self.process(rx, gauge, saved)
+            );
             if started.elapsed() > Duration::from_secs(600) {
                 backoff.reset();
             }
@@ -258,21 +293,34 @@ impl Gateway {
     }
 
     /// Polls the shard, queueing each dispatch, until it closes for good.
-    async fn read(&self, queue: mpsc::UnboundedSender<Dispatch>, gauge: &ConnectedGauge) {
+    async fn read(
+        &self,
+        queue: mpsc::UnboundedSender<Queued>,
+        gauge: &ConnectedGauge,
+        saved: Option<SavedSession>,
+    ) {
         let token = self.settings.bot_token.expose().to_owned();
         let mut builder = twilight_gateway::ConfigBuilder::new(token, self.intents());
         if let Some(url) = &self.settings.gateway_url {
             builder = builder.proxy_url(url.clone());
         }
+        let mut session = String::new();
+        if let Some(saved) = saved {
+            // Resumed where the last holder (this process before a restart, or another) was.
+            tracing::info!(gateway = %self.settings.key, "Discord Gateway: resuming the saved session");
+            builder = builder
+                .session(twilight_gateway::Session::new(saved.seq, saved.id.clone()))
+                .resume_url(saved.resume_url);
+            session = saved.id;
+        }
         let mut shard = Shard::with_config(ShardId::ONE, builder.build());
         self.report("connecting").await;
-        let mut session = String::new();
         let mut last_close: Option<u16> = None;
         while let Some(item) = shard.next().await {
             match item {
                 Ok(GatewayMessage::Text(text)) => {
-                    if let Some(dispatch) = parse(&text, &mut session)
-                        && queue.send(dispatch).is_err()
+                    if let Some(queued) = parse(&text, &mut session)
+                        && queue.send(queued).is_err()
                     {
                         return;
                     }
@@ -316,28 +364,50 @@ impl Gateway {
     }
 
     /// Writes the queued dispatches in order.
-    async fn process(&self, mut queue: mpsc::UnboundedReceiver<Dispatch>, gauge: &ConnectedGauge) {
-        let mut me: Option<String> = None;
+    async fn process(
+        &self,
+        mut queue: mpsc::UnboundedReceiver<Queued>,
+        gauge: &ConnectedGauge,
+        saved: Option<SavedSession>,
+    ) {
+        let mut me: Option<String> = saved.as_ref().map(|s| s.user_id.clone());
+        let mut current = saved;
+        let mut last_saved = Instant::now();
         let mut guilds: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut warned_empty = false;
-        while let Some(dispatch) = queue.recv().await {
+        while let Some(Queued { seq, dispatch }) = queue.recv().await {
             let inbound = self.inbound().await;
+            let mut save_now = false;
             match dispatch {
-                Dispatch::Ready { user_id } => {
+                None => {}
+                Some(Dispatch::Ready {
+                    user_id,
+                    session_id,
+                    resume_url,
+                }) => {
                     tracing::info!(gateway = %self.settings.key, "Discord Gateway: session ready");
-                    me = Some(user_id);
+                    me = Some(user_id.clone());
+                    current = Some(SavedSession {
+                        id: session_id,
+                        seq: seq.unwrap_or_default(),
+                        resume_url,
+                        user_id,
+                        intents: self.intents().bits(),
+                    });
                     self.backfill(&inbound, me.as_deref()).await;
                     gauge.set(true);
                     self.report("connected").await;
+                    save_now = true;
                 }
-                Dispatch::Resumed => {
+                Some(Dispatch::Resumed) => {
                     gauge.set(true);
                     self.report("connected (resumed)").await;
+                    save_now = true;
                 }
-                Dispatch::Guild { id, channels } => {
+                Some(Dispatch::Guild { id, channels }) => {
                     guilds.entry(id).or_default().extend(channels);
                 }
-                Dispatch::Message(message) => {
+                Some(Dispatch::Message(message)) => {
                     if let Some(guild) = &message.guild_id {
                         guilds
                             .entry(guild.clone())
@@ -359,17 +429,62 @@ impl Gateway {
                     }
                     self.message(&inbound, me.as_deref(), &message).await;
                 }
-                Dispatch::Member {
+                Some(Dispatch::Member {
                     join,
                     guild_id,
                     user,
                     dedup,
-                } => {
+                }) => {
                     let channels = guilds.get(&guild_id).cloned().unwrap_or_default();
                     self.member(&inbound, me.as_deref(), join, &channels, &user, &dedup)
                         .await;
                 }
             }
+            // Written: from now on a RESUME may start after it.
+            if let (Some(seq), Some(current)) = (seq, current.as_mut()) {
+                current.seq = current.seq.max(seq);
+            }
+            if (save_now || last_saved.elapsed() >= SAVE_EVERY)
+                && let Some(current) = &current
+            {
+                self.save_session(current).await;
+                last_saved = Instant::now();
+            }
+        }
+    }
+
+    /// `chatbridge:discord:session:{gateway}`.
+    fn session_key(&self) -> String {
+        format!("chatbridge:discord:session:{}", self.settings.key)
+    }
+
+    /// The session the last holder saved, if any (a RESUME is tried; Discord refusing it means
+    /// a new IDENTIFY and the catch-up over REST).
+    async fn load_session(&self) -> Option<SavedSession> {
+        let mut con = self.con.clone();
+        let raw: Option<String> =
+            tokio::time::timeout(Duration::from_secs(2), con.get(self.session_key()))
+                .await
+                .ok()?
+                .ok()?;
+        let saved: SavedSession = serde_json::from_str(&raw?).ok()?;
+        (saved.intents == self.intents().bits()).then_some(saved)
+    }
+
+    /// Saves the session (at most [`SAVE_EVERY`] apart, and at READY and RESUMED); bounded
+    /// and best effort: a stale save only makes a RESUME replay more.
+    async fn save_session(&self, session: &SavedSession) {
+        let Ok(value) = serde_json::to_string(session) else {
+            return;
+        };
+        let mut con = self.con.clone();
+        let saved = tokio::time::timeout(
+            Duration::from_secs(1),
+            con.set::<_, _, ()>(self.session_key(), value),
+        )
+        .await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::debug!("Discord Gateway: cannot save the session now");
         }
     }
 
@@ -795,9 +910,10 @@ fn content(message: &DiscordMessage) -> String {
     text
 }
 
-/// Reads one Gateway frame: the dispatches the processor needs, `None` for the rest
-/// (heartbeat ACKs, HELLO, other events). `session` follows READY's `session_id`.
-fn parse(text: &str, session: &mut String) -> Option<Dispatch> {
+/// Reads one Gateway frame: every dispatch is queued with its sequence number, with what the
+/// processor needs from it; `None` for the rest (heartbeat ACKs, HELLO, frames that are not
+/// JSON). `session` follows READY's `session_id`.
+fn parse(text: &str, session: &mut String) -> Option<Queued> {
     #[derive(Deserialize)]
     struct Frame {
         op: u8,
@@ -808,9 +924,28 @@ fn parse(text: &str, session: &mut String) -> Option<Dispatch> {
         #[serde(default)]
         d: Option<Box<RawValue>>,
     }
+    let frame: Frame = serde_json::from_str(text).ok()?;
+    if frame.op != 0 {
+        return None;
+    }
+    let dispatch = dispatch(frame.t.as_deref(), frame.s, frame.d.as_deref(), session);
+    Some(Queued {
+        seq: frame.s,
+        dispatch,
+    })
+}
+
+/// What the processor needs from one dispatch (`t`, `s`, `d`), if anything.
+fn dispatch(
+    kind: Option<&str>,
+    seq: Option<u64>,
+    data: Option<&RawValue>,
+    session: &mut String,
+) -> Option<Dispatch> {
     #[derive(Deserialize)]
     struct Ready {
         session_id: String,
+        resume_gateway_url: String,
         user: DiscordUser,
     }
     #[derive(Deserialize)]
@@ -828,14 +963,10 @@ fn parse(text: &str, session: &mut String) -> Option<Dispatch> {
         guild_id: String,
         user: DiscordUser,
     }
-    let frame: Frame = serde_json::from_str(text).ok()?;
-    if frame.op != 0 {
-        return None;
-    }
-    if frame.t.as_deref() == Some("RESUMED") {
+    if kind == Some("RESUMED") {
         return Some(Dispatch::Resumed);
     }
-    let data = frame.d?;
+    let data = data?;
     let read = |what: &str| {
         tracing::warn!(
             event = what,
@@ -843,12 +974,14 @@ fn parse(text: &str, session: &mut String) -> Option<Dispatch> {
         );
         count("bad_request");
     };
-    match frame.t.as_deref()? {
+    match kind? {
         "READY" => match serde_json::from_str::<Ready>(data.get()) {
             Ok(ready) => {
                 session.clone_from(&ready.session_id);
                 Some(Dispatch::Ready {
                     user_id: ready.user.id,
+                    session_id: ready.session_id,
+                    resume_url: ready.resume_gateway_url,
                 })
             }
             Err(_) => {
@@ -877,7 +1010,7 @@ fn parse(text: &str, session: &mut String) -> Option<Dispatch> {
                     join: kind == "GUILD_MEMBER_ADD",
                     guild_id: member.guild_id,
                     user: member.user,
-                    dedup: format!("{session}:{}", frame.s.unwrap_or_default()),
+                    dedup: format!("{session}:{}", seq.unwrap_or_default()),
                 }),
                 Err(_) => {
                     read(kind);
@@ -943,21 +1076,41 @@ mod tests {
     }
 
     #[test]
-    fn frames_other_than_the_mirrored_dispatches_are_passed_over() {
+    fn every_dispatch_is_queued_with_its_sequence_and_only_the_mirrored_ones_carry_data() {
         let mut session = String::new();
         assert!(parse(r#"{"op":11}"#, &mut session).is_none());
         assert!(parse("not json", &mut session).is_none());
-        let ready = r#"{"op":0,"s":1,"t":"READY","d":{"session_id":"abc","user":{"id":"9","username":"b","bot":true}}}"#;
-        assert!(
-            matches!(parse(ready, &mut session), Some(Dispatch::Ready { user_id }) if user_id == "9")
-        );
+        let ready = r#"{"op":0,"s":1,"t":"READY","d":{"session_id":"abc",
+            "resume_gateway_url":"wss://r.example","user":{"id":"9","username":"b","bot":true}}}"#;
+        assert!(matches!(
+            parse(ready, &mut session),
+            Some(Queued { seq: Some(1), dispatch: Some(Dispatch::Ready { user_id, resume_url, .. }) })
+                if user_id == "9" && resume_url == "wss://r.example"
+        ));
         assert_eq!(session, "abc");
         let member = r#"{"op":0,"s":7,"t":"GUILD_MEMBER_ADD","d":{"guild_id":"3","user":{"id":"4","username":"d"}}}"#;
-        assert!(
-            matches!(parse(member, &mut session), Some(Dispatch::Member { dedup, join: true, .. }) if dedup == "abc:7")
-        );
-        let broken = r#"{"op":0,"s":8,"t":"MESSAGE_CREATE","d":{"id":1}}"#;
-        assert!(parse(broken, &mut session).is_none());
+        assert!(matches!(
+            parse(member, &mut session),
+            Some(Queued { dispatch: Some(Dispatch::Member { dedup, join: true, .. }), .. })
+                if dedup == "abc:7"
+        ));
+        // Not mirrored, or not readable: still queued, so the saved sequence moves past it.
+        let typing = r#"{"op":0,"s":8,"t":"TYPING_START","d":{}}"#;
+        assert!(matches!(
+            parse(typing, &mut session),
+            Some(Queued {
+                seq: Some(8),
+                dispatch: None
+            })
+        ));
+        let broken = r#"{"op":0,"s":9,"t":"MESSAGE_CREATE","d":{"id":1}}"#;
+        assert!(matches!(
+            parse(broken, &mut session),
+            Some(Queued {
+                seq: Some(9),
+                dispatch: None
+            })
+        ));
     }
 
     #[test]
