@@ -355,3 +355,43 @@ async fn a_refused_form_body_dead_letters_that_event_and_delivery_goes_on() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_parts_of_a_long_message_posts_no_part_twice() {
+    let redis = RedisServer::start();
+    // One request per 3 s: after the first part the link waits for the bucket, and the
+    // daemon is SIGKILLed in that wait.
+    let discord = FakeDiscord::start(1, Duration::from_secs(3)).await;
+    let config = ConfigDir::new(&config(&redis, &discord, None));
+    let daemon = Daemon::start_in(config);
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    let words: Vec<String> = (0..900).map(|i| format!("w{i:04}")).collect();
+    let text = words.join(" "); // 5,399 characters: three parts
+    seed::send_message(&mut con, "general", json!(1001), "alice", &text).await;
+    eventually("the first part posted", WAIT, async || {
+        (discord.accepted().len() == 1).then_some(())
+    })
+    .await;
+    let config = daemon.crash();
+    let restarted = Daemon::start_in(config);
+    wait_ready(&restarted);
+    eventually("three parts posted", WAIT, async || {
+        (discord.accepted().len() >= 3).then_some(())
+    })
+    .await;
+    wait_drained(&mut con, "discord").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let posted: Vec<String> = discord
+        .accepted()
+        .iter()
+        .map(|p| p.content().to_owned())
+        .collect();
+    let words_posted: Vec<&str> = posted.iter().flat_map(|p| p.split_whitespace()).collect();
+    assert_eq!(
+        words_posted,
+        words.iter().map(String::as_str).collect::<Vec<_>>(),
+        "a part was posted twice or lost: {} posts",
+        posted.len()
+    );
+}

@@ -129,6 +129,7 @@ impl Discord {
         common: &LinkCommon,
         config: &DiscordLinkConfig,
         client: reqwest::Client,
+        redis: redis::aio::ConnectionManager,
     ) -> Self {
         let poster = Poster {
             url: config.url.clone(),
@@ -144,7 +145,7 @@ impl Discord {
                 name: common.name_format.clone(),
                 picture: config.avatar_url.clone(),
             },
-            progress: Progress::default(),
+            progress: Progress::durable(redis, name),
             poster: Arc::new(poster),
             receipts: Receipts::new(common.receipt_interval, STYLE),
         }
@@ -166,7 +167,7 @@ impl Discord {
     /// Posts the batch (merged and split as [`render`] lays it out), in order; hands its read
     /// receipts to the coalescer.
     pub async fn send(&self, batch: &[Outbound]) -> SendOutcome {
-        let pending = self.progress.pending(batch);
+        let pending = self.progress.pending(batch).await;
         let posts = render::posts(&pending, &STYLE, &self.naming);
         let outcome = post_all(batch, &posts, &self.progress, |post| async move {
             self.poster.post(&post).await

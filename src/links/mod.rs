@@ -69,7 +69,7 @@ impl Target {
             )),
             LinkKind::Slack(slack) => Self::Slack(Slack::new(name, common, slack, client, redis)),
             LinkKind::Discord(discord) => {
-                Self::Discord(Discord::new(name, common, discord, client))
+                Self::Discord(Discord::new(name, common, discord, client, redis))
             }
         }
     }

@@ -6,7 +6,9 @@
 //! fails, the worker retries the whole batch; [`Progress`] remembers posts 1 and 2 so the retry
 //! starts at 3, and entries delivered whole in an earlier attempt of a batch the worker later
 //! retries one event at a time are not posted again. Only one send of a link runs at a time
-//! (these links keep order), so a mutex per link is enough.
+//! (these links keep order), so a mutex per link is enough. The same record is kept in Redis
+//! (`chatbridge:posted:{link}`, by event key), so the process that runs the link next (after a
+//! crash or a takeover) does not post again what the platform already shows.
 //!
 //! [`Receipts`] coalesces read receipts: at most one "seen by …" line per room per interval,
 //! posted by a small task of the link's own, so a receipt never holds up messages.
@@ -27,10 +29,74 @@ use crate::retry::Verdict;
 /// a loss).
 const PROGRESS_CAP: usize = 10_000;
 
+/// How long the durable record keeps a post (`chatbridge:posted:{link}`): far longer than a
+/// restart, short enough to stay small (one member per post and per message).
+const DURABLE_KEEP: Duration = Duration::from_secs(24 * 3600);
+/// How long one durable read or write may wait for Redis before the memory alone decides.
+const DURABLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The posts and entries that reached the platform in attempts not yet acknowledged.
 #[derive(Default)]
 pub(super) struct Progress {
     state: Mutex<ProgressState>,
+    /// The same record in Redis, by event key, so a process that restarts mid-batch (or
+    /// between a delivery and its acknowledgement) does not post again what the platform
+    /// already shows.
+    durable: Option<Durable>,
+}
+
+/// `chatbridge:posted:{link}`: a ZSET of `k:{event key}` (every post of the message made) and
+/// `p:{event keys}#{part}` (one post made), scored by when, the last [`DURABLE_KEEP`].
+struct Durable {
+    con: redis::aio::ConnectionManager,
+    key: String,
+}
+
+impl Durable {
+    /// Which of `members` are recorded; all `false` when Redis does not answer in time.
+    async fn contains(&self, members: &[String]) -> Vec<bool> {
+        if members.is_empty() {
+            return Vec::new();
+        }
+        let mut con = self.con.clone();
+        let scores = tokio::time::timeout(
+            DURABLE_TIMEOUT,
+            redis::cmd("ZMSCORE")
+                .arg(&self.key)
+                .arg(members)
+                .query_async::<Vec<Option<f64>>>(&mut con),
+        )
+        .await;
+        match scores {
+            Ok(Ok(scores)) if scores.len() == members.len() => {
+                scores.iter().map(Option::is_some).collect()
+            }
+            _ => {
+                tracing::debug!(key = %self.key, "cannot read the posted record; memory decides");
+                vec![false; members.len()]
+            }
+        }
+    }
+
+    /// Records `members` now and drops what is older than [`DURABLE_KEEP`].
+    async fn add(&self, members: &[String]) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let keep = i64::try_from(DURABLE_KEEP.as_millis()).unwrap_or(i64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for member in members {
+            pipe.zadd(&self.key, member, now).ignore();
+        }
+        pipe.zrembyscore(&self.key, "-inf", now - keep)
+            .ignore()
+            .pexpire(&self.key, keep)
+            .ignore();
+        let mut con = self.con.clone();
+        let written = tokio::time::timeout(DURABLE_TIMEOUT, pipe.query_async::<()>(&mut con)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::debug!(key = %self.key, "cannot write the posted record");
+        }
+    }
 }
 
 #[derive(Default)]
@@ -42,33 +108,73 @@ struct ProgressState {
 }
 
 impl Progress {
+    /// Progress recorded in memory and in Redis (`chatbridge:posted:{link}`).
+    pub(super) fn durable(con: redis::aio::ConnectionManager, link: &str) -> Self {
+        Self {
+            state: Mutex::default(),
+            durable: Some(Durable {
+                con,
+                key: format!("chatbridge:posted:{link}"),
+            }),
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, ProgressState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The entries of `batch` not yet delivered whole by an earlier attempt.
-    pub(super) fn pending(&self, batch: &[Outbound]) -> Vec<Outbound> {
-        let state = self.state();
-        batch
-            .iter()
-            .filter(|o| !state.entries.contains(&o.entry_id))
-            .cloned()
-            .collect::<Vec<_>>()
+    /// The entries of `batch` not yet delivered whole by an earlier attempt (of this process,
+    /// or, through the durable record, of one that stopped before acknowledging them).
+    pub(super) async fn pending(&self, batch: &[Outbound]) -> Vec<Outbound> {
+        let fresh: Vec<&Outbound> = {
+            let state = self.state();
+            batch
+                .iter()
+                .filter(|o| !state.entries.contains(&o.entry_id))
+                .collect()
+        };
+        let Some(durable) = &self.durable else {
+            return fresh.into_iter().cloned().collect();
+        };
+        let members: Vec<String> = fresh.iter().map(|o| format!("k:{}", o.key)).collect();
+        let done = durable.contains(&members).await;
+        fresh
+            .into_iter()
+            .zip(done)
+            .filter(|(_, done)| !done)
+            .map(|(o, _)| o.clone())
+            .collect()
     }
 
-    fn made(&self, post: &Post) -> bool {
-        self.state().posts.contains(&key(post))
-    }
-
-    fn record(&self, post: &Post) {
-        let mut state = self.state();
-        if state.entries.len() + state.posts.len() > PROGRESS_CAP {
-            *state = ProgressState::default();
+    /// Whether `post` (carrying the events `keys`) was made by an earlier attempt.
+    async fn made(&self, post: &Post, keys: &[&str]) -> bool {
+        if self.state().posts.contains(&key(post)) {
+            return true;
         }
-        state.posts.insert(key(post));
+        match &self.durable {
+            Some(durable) => durable.contains(&[part_member(post, keys)]).await == [true],
+            None => false,
+        }
+    }
+
+    async fn record(&self, post: &Post, keys: &[&str]) {
         let last_part = post.part.is_none_or(|(index, count)| index + 1 == count);
-        if last_part {
-            state.entries.extend(post.entries.iter().cloned());
+        {
+            let mut state = self.state();
+            if state.entries.len() + state.posts.len() > PROGRESS_CAP {
+                *state = ProgressState::default();
+            }
+            state.posts.insert(key(post));
+            if last_part {
+                state.entries.extend(post.entries.iter().cloned());
+            }
+        }
+        if let Some(durable) = &self.durable {
+            let mut members = vec![part_member(post, keys)];
+            if last_part {
+                members.extend(keys.iter().map(|k| format!("k:{k}")));
+            }
+            durable.add(&members).await;
         }
     }
 
@@ -81,6 +187,15 @@ impl Progress {
             .posts
             .retain(|(entries, _)| !entries.iter().any(|e| ids.contains(e.as_str())));
     }
+}
+
+/// A post in the durable record: the keys of the events it carries and its part index.
+fn part_member(post: &Post, keys: &[&str]) -> String {
+    format!(
+        "p:{}#{}",
+        keys.join(","),
+        post.part.map_or(0, |(index, _)| index)
+    )
 }
 
 fn key(post: &Post) -> (Vec<String>, usize) {
@@ -104,15 +219,25 @@ where
 {
     let mut made = 0;
     let mut last = None;
+    let by_entry: std::collections::HashMap<&str, &str> = batch
+        .iter()
+        .map(|o| (o.entry_id.as_str(), o.key.as_str()))
+        .collect();
     for post in posts {
-        if progress.made(post) {
+        // Every event the post carries, messages and lines alike, by its stable key.
+        let keys: Vec<&str> = post
+            .entries
+            .iter()
+            .map(|e| by_entry.get(e.as_str()).copied().unwrap_or(e.as_str()))
+            .collect();
+        if progress.made(post, &keys).await {
             continue;
         }
         let outcome = make(post.clone()).await;
         if outcome.verdict != Verdict::Delivered {
             return outcome;
         }
-        progress.record(post);
+        progress.record(post, &keys).await;
         // The worker's watchdog: this send made progress (see `notify::progress`).
         crate::notify::progress();
         made += 1;
@@ -359,7 +484,7 @@ mod tests {
         let result = post_all(&batch, &posts, &progress, fail_second).await;
         assert_eq!(result.verdict, Verdict::RateLimited { after: None });
         assert_eq!(
-            progress.pending(&batch).len(),
+            progress.pending(&batch).await.len(),
             1,
             "entries 1 and 2 are done"
         );
@@ -373,7 +498,7 @@ mod tests {
         assert_eq!(result.verdict, Verdict::Delivered);
         assert_eq!(*made.lock().unwrap(), posts[1..].to_vec());
         assert_eq!(
-            progress.pending(&batch).len(),
+            progress.pending(&batch).await.len(),
             3,
             "forgotten once delivered"
         );

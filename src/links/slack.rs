@@ -187,7 +187,11 @@ impl Slack {
                     channel: channel.clone(),
                     endpoint,
                 };
-                (mode, icon_url.clone(), Some(TsMap::new(name, redis)))
+                (
+                    mode,
+                    icon_url.clone(),
+                    Some(TsMap::new(name, redis.clone())),
+                )
             }
             SlackMode::Webhook { url } => (Mode::Webhook { url: url.clone() }, None, None),
         };
@@ -221,7 +225,7 @@ impl Slack {
                 picture,
             },
             style,
-            progress: Progress::default(),
+            progress: Progress::durable(redis, name),
             poster: Arc::new(poster),
             receipts: Receipts::new(common.receipt_interval, style),
         }
@@ -243,7 +247,7 @@ impl Slack {
     /// Posts the batch (merged and split as [`render`] lays it out), in order, paced; hands
     /// its read receipts to the coalescer.
     pub async fn send(&self, batch: &[Outbound]) -> SendOutcome {
-        let pending = self.progress.pending(batch);
+        let pending = self.progress.pending(batch).await;
         let posts = render::posts(&pending, &self.style, &self.naming);
         let outcome = post_all(batch, &posts, &self.progress, |post| async move {
             self.poster.post(&post).await
