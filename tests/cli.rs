@@ -74,26 +74,38 @@ fn run_cli_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn chatbridge");
-    loop {
-        if child.try_wait().expect("wait for chatbridge").is_some() {
-            break;
+    // Read both pipes while it runs: a command printing more than a pipe holds (64 KiB) would
+    // otherwise block on its write until the timeout.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = std::io::Read::read_to_end(&mut pipe, &mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for chatbridge") {
+            break status;
         }
         if started.elapsed() > COMMAND_TIMEOUT {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("reap chatbridge");
+            let _ = child.wait();
             panic!(
                 "chatbridge {args:?} did not finish within {COMMAND_TIMEOUT:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&stdout.join().unwrap_or_default()),
+                String::from_utf8_lossy(&stderr.join().unwrap_or_default())
             );
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("collect chatbridge output");
+    };
     Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout.join().expect("stdout reader")).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned(),
         elapsed: started.elapsed(),
     }
 }
