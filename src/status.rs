@@ -30,7 +30,15 @@ pub async fn report(config: &Config, outbox: &mut Outbox) -> Result<String, Outb
         });
     }
     let intake = outbox.intake_stats().await?;
-    let inbound = outbox.inbound_states().await?;
+    // Only the connections this configuration holds: a state left by an old bot token is not
+    // news about this one.
+    let current: Vec<String> = config
+        .discord_gateways()
+        .iter()
+        .map(|g| format!("discord-gateway:{}", g.key))
+        .collect();
+    let mut inbound = outbox.inbound_states().await?;
+    inbound.retain(|connection, _| current.contains(connection));
     Ok(render(&links, &intake, &inbound))
 }
 

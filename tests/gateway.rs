@@ -256,6 +256,15 @@ async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_ou
         1,
         "a Discord message was sent back to Discord"
     );
+    // A state left behind by another bot token (since replaced) is not shown.
+    let () = con
+        .hset(
+            "chatbridge:inbound:state",
+            "discord-gateway:0000000000000000",
+            "connected since 2020-01-01T00:00:00Z; links old",
+        )
+        .await
+        .unwrap();
     let status = status_line(&daemon).await;
     assert!(
         status.starts_with("connected since ") && status.ends_with("; links discord"),
