@@ -109,6 +109,13 @@ impl BotToken {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Names the token without showing it (lease and Redis key names, status): the first 16
+    /// hex digits of its SHA-256.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(&Sha256::digest(self.0.as_bytes())[..8])
+    }
 }
 
 impl fmt::Debug for BotToken {

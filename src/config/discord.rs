@@ -184,7 +184,7 @@ pub(super) fn gateways(
                 gateway.links.insert(name.clone());
             }
             None => by_token.push(GatewaySettings {
-                key: token_key(&inbound.bot_token),
+                key: inbound.bot_token.fingerprint(),
                 bot_token: inbound.bot_token.clone(),
                 api_base: inbound.api_base.clone(),
                 gateway_url: inbound.gateway_url.clone(),
@@ -196,60 +196,42 @@ pub(super) fn gateways(
     by_token
 }
 
-fn token_key(token: &BotToken) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(token.expose().as_bytes())[..8])
-}
-
 /// Discord channel id → the one room (and link) its messages go to. A channel read for two
 /// rooms is ambiguous: reported as a problem when `report` is given.
 pub(super) fn discord_channels(
     links: &BTreeMap<String, LinkConfig>,
     rooms: &[RoomConfig],
-    mut report: Option<&mut Problems>,
+    report: Option<&mut Problems>,
 ) -> BTreeMap<String, DiscordTarget> {
-    let gateways = gateways(links, None);
-    let mut map: BTreeMap<String, DiscordTarget> = BTreeMap::new();
-    for (index, room) in rooms.iter().enumerate() {
-        for link in &room.links {
-            let Some(LinkKind::Discord(discord)) = links.get(link).map(|l| &l.kind) else {
-                continue;
-            };
-            let Some(inbound) = &discord.inbound else {
-                continue;
-            };
-            let channel = &inbound.channel_id;
-            if let Some(first) = map.get(channel) {
-                if let Some(problems) = report.as_deref_mut() {
-                    problems.add(
-                        &format!("rooms[{index}].links"),
-                        format!(
-                            "Discord channel {channel} (link `{link}`) is already read into room \
-                             `{}` by link `{}`: inbound Discord messages need one room per channel",
-                            first.room, first.link
-                        ),
-                    );
-                }
-                continue;
-            }
-            let gateway = gateways
-                .iter()
-                .find(|g| g.links.contains(link))
-                .map(|g| g.key.clone())
-                .unwrap_or_default();
-            map.insert(
-                channel.clone(),
-                DiscordTarget {
-                    link: link.clone(),
-                    room: room.name.clone(),
-                    bots: inbound.bots,
-                    joins: inbound.joins,
-                    gateway,
-                },
-            );
+    fn inbound(link: &LinkConfig) -> Option<&DiscordInbound> {
+        match &link.kind {
+            LinkKind::Discord(discord) => discord.inbound.as_ref(),
+            _ => None,
         }
     }
-    map
+    fn channel_of(link: &LinkConfig) -> Option<&str> {
+        inbound(link).map(|i| i.channel_id.as_str())
+    }
+    let gateways = gateways(links, None);
+    super::rooms::inbound_channels(links, rooms, "Discord", channel_of, report)
+        .into_iter()
+        .filter_map(|(channel, to)| {
+            let settings = inbound(links.get(to.link)?)?;
+            let gateway = gateways
+                .iter()
+                .find(|g| g.links.contains(to.link))
+                .map(|g| g.key.clone())
+                .unwrap_or_default();
+            let target = DiscordTarget {
+                link: to.link.to_owned(),
+                room: to.room.to_owned(),
+                bots: settings.bots,
+                joins: settings.joins,
+                gateway,
+            };
+            Some((channel.to_owned(), target))
+        })
+        .collect()
 }
 
 #[cfg(test)]

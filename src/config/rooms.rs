@@ -1,10 +1,58 @@
 //! `[[rooms]]` and `[dms]`: which chat scopes are mirrored, and to which links.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::error::Problems;
 use super::reader::{Table, Text};
 use crate::model::room_name_problem;
+
+/// Where one platform channel's inbound events go: the link whose channel it is, and its room.
+pub(super) struct ChannelRoom<'a> {
+    pub link: &'a str,
+    pub room: &'a str,
+}
+
+/// Platform channel → the one room (and link) its inbound events go to, over the links for
+/// which `channel_of` names a channel. A channel in two rooms is ambiguous: the first wins,
+/// and the others are reported when `report` is given (`platform`: "Slack", "Discord").
+pub(super) fn inbound_channels<'a>(
+    links: &'a BTreeMap<String, super::LinkConfig>,
+    rooms: &'a [RoomConfig],
+    platform: &str,
+    channel_of: impl Fn(&'a super::LinkConfig) -> Option<&'a str>,
+    mut report: Option<&mut Problems>,
+) -> BTreeMap<&'a str, ChannelRoom<'a>> {
+    let mut map: BTreeMap<&str, ChannelRoom> = BTreeMap::new();
+    for (index, room) in rooms.iter().enumerate() {
+        for link in &room.links {
+            let Some(channel) = links.get(link).and_then(&channel_of) else {
+                continue;
+            };
+            if let Some(first) = map.get(channel) {
+                if let Some(problems) = report.as_deref_mut() {
+                    problems.add(
+                        &format!("rooms[{index}].links"),
+                        format!(
+                            "{platform} channel {channel} (link `{link}`) is already mirrored to \
+                             room `{}` by link `{}`: inbound {platform} events need one room per \
+                             channel",
+                            first.room, first.link
+                        ),
+                    );
+                }
+                continue;
+            }
+            map.insert(
+                channel,
+                ChannelRoom {
+                    link,
+                    room: &room.name,
+                },
+            );
+        }
+    }
+    map
+}
 
 /// One mirrored room (`[[rooms]]`).
 #[derive(Debug, Clone, PartialEq, Eq)]

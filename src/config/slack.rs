@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::error::Problems;
 use super::reader::Table;
-use super::{LinkKind, RoomConfig, SlackMode};
+use super::{LinkKind, RoomConfig, SlackLinkConfig, SlackMode};
 use crate::secret::{BotToken, SecretUrl, SigningSecret};
 
 /// `[slack]`: present only when the section is; without it `/slack/events` answers 404.
@@ -89,40 +89,27 @@ pub(super) fn parse_slack(
 pub(super) fn slack_channels(
     links: &BTreeMap<String, super::LinkConfig>,
     rooms: &[RoomConfig],
-    mut report: Option<&mut Problems>,
+    report: Option<&mut Problems>,
 ) -> BTreeMap<String, SlackInbound> {
-    let mut map: BTreeMap<String, SlackInbound> = BTreeMap::new();
-    for (index, room) in rooms.iter().enumerate() {
-        for link in &room.links {
-            let Some(LinkKind::Slack(slack)) = links.get(link).map(|l| &l.kind) else {
-                continue;
-            };
-            let SlackMode::Api { channel, .. } = &slack.mode else {
-                continue;
-            };
-            if let Some(first) = map.get(channel) {
-                if let Some(problems) = report.as_deref_mut() {
-                    problems.add(
-                        &format!("rooms[{index}].links"),
-                        format!(
-                            "Slack channel {channel} (link `{link}`) is already mirrored to room \
-                             `{}` by link `{}`: inbound Slack events need one room per channel",
-                            first.room, first.link
-                        ),
-                    );
-                }
-                continue;
-            }
-            map.insert(
-                channel.clone(),
-                SlackInbound {
-                    link: link.clone(),
-                    room: room.name.clone(),
-                },
-            );
+    fn channel_of(link: &super::LinkConfig) -> Option<&str> {
+        match &link.kind {
+            LinkKind::Slack(SlackLinkConfig {
+                mode: SlackMode::Api { channel, .. },
+                ..
+            }) => Some(channel.as_str()),
+            _ => None,
         }
     }
-    map
+    super::rooms::inbound_channels(links, rooms, "Slack", channel_of, report)
+        .into_iter()
+        .map(|(channel, to)| {
+            let target = SlackInbound {
+                link: to.link.to_owned(),
+                room: to.room.to_owned(),
+            };
+            (channel.to_owned(), target)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ impl Identity {
     }
 
     /// `host pid N`, as operators see it.
-    pub(super) fn holder(&self) -> String {
+    pub fn holder(&self) -> String {
         format!("{} pid {}", self.host, self.pid)
     }
 

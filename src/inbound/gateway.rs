@@ -49,7 +49,8 @@ use twilight_gateway::{Intents, Message as GatewayMessage, Shard, ShardId};
 use super::lease::Leased;
 use super::{Inbound, Shared, Write, Written};
 use crate::config::{Config, DiscordTarget, GatewaySettings, is_snowflake};
-use crate::links::discord::{DISCORD_USER_AGENT, api_pause, note_refusal};
+use crate::links::NotBefore;
+use crate::links::discord::{DISCORD_USER_AGENT, RateBucket, api_pause, note_refusal, retry_after};
 use crate::metrics::ConnectedGauge;
 use crate::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
 use crate::retry::Backoff;
@@ -609,45 +610,23 @@ impl Gateway {
 
     /// The inbound write, retried until Redis takes it.
     async fn write(&self, inbound: &Inbound, write: &Write) -> Written {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        loop {
-            match inbound.writer.write(write).await {
-                Ok(written) => return written,
-                Err(e) => {
-                    let wait = backoff.next(None);
-                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
-                        "Discord Gateway: cannot write a message to Redis; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
+        retrying("write a message to Redis", || inbound.writer.write(write)).await
     }
 
-    /// A Redis call retried until it succeeds.
+    /// A Redis call on this connection's own handle, retried until it succeeds.
     async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> T
     where
         F: FnMut(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        loop {
-            match call(self.con.clone()).await {
-                Ok(value) => return value,
-                Err(e) => {
-                    let wait = backoff.next(None);
-                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
-                        "Discord Gateway: cannot {what}; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
+        retrying(what, || call(self.con.clone())).await
     }
 
     /// After a READY: each channel's messages since the last one seen, oldest first. A channel
     /// never seen starts from now.
     async fn backfill(&self, inbound: &Inbound, me: Option<&str>) {
         let channels: Vec<String> = self.channels(inbound).map(|(c, _)| c.clone()).collect();
-        let mut rest = Rest::default();
+        let rest = Rest::default();
         for channel in channels {
             let key = last_key(&channel);
             let last: Option<String> = self
@@ -671,7 +650,7 @@ impl Gateway {
             };
             let mut fetched = 0usize;
             loop {
-                let mut page = match self.fetch(&mut rest, &channel, &after).await {
+                let mut page = match self.fetch(&rest, &channel, &after).await {
                     Ok(page) => page,
                     Err(why) => {
                         tracing::error!(
@@ -704,7 +683,7 @@ impl Gateway {
     /// network errors retried; `Err` only for answers that will not change (401, 403, 404).
     async fn fetch(
         &self,
-        rest: &mut Rest,
+        rest: &Rest,
         channel: &str,
         after: &str,
     ) -> Result<Vec<DiscordMessage>, String> {
@@ -743,7 +722,7 @@ impl Gateway {
                 }
             };
             let status = response.status().as_u16();
-            rest.note(response.headers());
+            rest.bucket.note(response.headers());
             let header_wait = response
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
@@ -757,14 +736,10 @@ impl Gateway {
                 }
                 429 => {
                     let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
-                    let wait = answer["retry_after"]
-                        .as_f64()
-                        .and_then(|s| crate::links::seconds(&s.to_string()))
-                        .or(header_wait)
-                        .unwrap_or(Duration::from_secs(1));
+                    let wait = retry_after(answer["retry_after"].as_f64(), header_wait);
                     let global = answer["global"] == true;
                     note_refusal(global.then_some(wait));
-                    rest.hold(wait);
+                    rest.not_before.wait(wait);
                     tracing::info!(
                         wait_ms = wait.as_millis() as u64,
                         global,
@@ -795,35 +770,37 @@ impl Gateway {
     }
 }
 
-/// The REST bucket as Discord's headers describe it.
+/// The REST route's limits: its bucket, and the "not before" its 429s set.
 #[derive(Default)]
 struct Rest {
-    /// No request before this (an exhausted bucket's reset, a 429's `retry_after`).
-    not_before: Option<Instant>,
+    bucket: RateBucket,
+    not_before: NotBefore,
 }
 
 impl Rest {
+    /// How long until the next request may go.
     fn wait(&self) -> Option<Duration> {
-        self.not_before
-            .and_then(|at| at.checked_duration_since(Instant::now()))
-            .filter(|d| !d.is_zero())
+        self.bucket.wait().max(self.not_before.remaining())
     }
+}
 
-    fn hold(&mut self, wait: Duration) {
-        let until = Instant::now() + wait;
-        if self.not_before.is_none_or(|at| at < until) {
-            self.not_before = Some(until);
-        }
-    }
-
-    /// `X-RateLimit-Remaining: 0` → wait `X-RateLimit-Reset-After` before the next request.
-    fn note(&mut self, headers: &reqwest::header::HeaderMap) {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let remaining: Option<u32> =
-            header("x-ratelimit-remaining").and_then(|v| v.trim().parse().ok());
-        let reset_after = header("x-ratelimit-reset-after").and_then(crate::links::seconds);
-        if let (Some(0), Some(after)) = (remaining, reset_after) {
-            self.hold(after);
+/// A Redis call retried with backoff until it succeeds: what the Gateway reads must not be
+/// dropped because Redis is away for a while.
+async fn retrying<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(e) => {
+                let wait = backoff.next(None);
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                    "Discord Gateway: cannot {what}; retrying");
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 }

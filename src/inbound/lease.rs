@@ -34,15 +34,10 @@ pub struct Leased {
 
 impl Leased {
     pub fn new(key: String, ttl: Duration, con: ConnectionManager, what: &'static str) -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_or_else(|_| "unknown-host".to_owned(), |h| h.trim().to_owned());
+        let me = crate::deliver::Identity::of_this_process(ttl);
         Self {
             key,
-            value: format!(
-                "{} {host} pid {}",
-                uuid::Uuid::new_v4().simple(),
-                std::process::id()
-            ),
+            value: format!("{} {}", uuid::Uuid::new_v4().simple(), me.holder()),
             ttl,
             con,
             what,

@@ -18,7 +18,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -75,10 +74,7 @@ impl SocketMode {
     ) -> Option<Self> {
         let app = config.slack.as_ref()?;
         let token = app.app_token.clone()?;
-        let app_key = app
-            .app_id
-            .clone()
-            .unwrap_or_else(|| hex::encode(&Sha256::digest(token.expose().as_bytes())[..8]));
+        let app_key = app.app_id.clone().unwrap_or_else(|| token.fingerprint());
         Some(Self {
             token,
             api_base: app.api_base.clone(),

@@ -83,16 +83,56 @@ struct Poster {
     /// Set by a 429: no request before it.
     not_before: NotBefore,
     /// The webhook route's rate-limit bucket as the last answer described it.
-    bucket: Mutex<Bucket>,
+    bucket: RateBucket,
 }
 
-/// What the `X-RateLimit-*` headers said last.
+/// A Discord route's rate-limit bucket as the last answer's `X-RateLimit-*` headers described
+/// it (also used by the Gateway's REST catch-up).
+#[derive(Debug, Default)]
+pub(crate) struct RateBucket(Mutex<Bucket>);
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Bucket {
     /// Requests left in the current window.
     remaining: Option<u64>,
     /// When the window resets.
     reset_at: Option<Instant>,
+}
+
+impl RateBucket {
+    /// How long until the bucket has room, when it is empty.
+    pub(crate) fn wait(&self) -> Option<Duration> {
+        let bucket = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match bucket {
+            Bucket {
+                remaining: Some(0),
+                reset_at: Some(at),
+            } => at.checked_duration_since(Instant::now()),
+            _ => None,
+        }
+    }
+
+    /// Takes in an answer's `X-RateLimit-Remaining` and `-Reset-After`.
+    pub(crate) fn note(&self, headers: &reqwest::header::HeaderMap) {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let remaining = header("x-ratelimit-remaining").and_then(|v| v.trim().parse().ok());
+        let reset_after = header("x-ratelimit-reset-after").and_then(seconds);
+        if remaining.is_none() && reset_after.is_none() {
+            return;
+        }
+        let mut bucket = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        bucket.remaining = remaining;
+        bucket.reset_at = reset_after.map(|after| Instant::now() + after);
+    }
+}
+
+/// How long a 429 asks to wait: the body's float `retry_after` (capped at an hour), else the
+/// `Retry-After` header, else a second.
+pub(crate) fn retry_after(body: Option<f64>, header: Option<Duration>) -> Duration {
+    body.filter(|secs| secs.is_finite() && *secs >= 0.0)
+        .map(|secs| Duration::from_secs_f64(secs.min(3600.0)))
+        .or(header)
+        .unwrap_or(Duration::from_secs(1))
 }
 
 /// The body Discord answers errors and 429s with.
@@ -136,7 +176,7 @@ impl Discord {
             timeout: common.delivery.timeout,
             client,
             not_before: NotBefore::default(),
-            bucket: Mutex::default(),
+            bucket: RateBucket::default(),
         };
         Self {
             name: name.to_owned(),
@@ -206,7 +246,7 @@ impl Poster {
                 ),
             };
         }
-        if let Some(wait) = self.bucket_wait() {
+        if let Some(wait) = self.bucket.wait() {
             if wait > INLINE_WAIT_MAX {
                 return waiting(wait, "Discord rate-limit bucket empty");
             }
@@ -231,33 +271,9 @@ impl Poster {
         }
     }
 
-    /// How long until the bucket has room, when it is empty.
-    fn bucket_wait(&self) -> Option<Duration> {
-        let bucket = *self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        match bucket {
-            Bucket {
-                remaining: Some(0),
-                reset_at: Some(at),
-            } => at.checked_duration_since(Instant::now()),
-            _ => None,
-        }
-    }
-
-    fn note_bucket(&self, headers: &reqwest::header::HeaderMap) {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let remaining = header("x-ratelimit-remaining").and_then(|v| v.trim().parse().ok());
-        let reset_after = header("x-ratelimit-reset-after").and_then(seconds);
-        if remaining.is_none() && reset_after.is_none() {
-            return;
-        }
-        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        bucket.remaining = remaining;
-        bucket.reset_at = reset_after.map(|after| Instant::now() + after);
-    }
-
     async fn answered(&self, mut response: reqwest::Response) -> SendOutcome {
         let status = response.status().as_u16();
-        self.note_bucket(response.headers());
+        self.bucket.note(response.headers());
         let retry_after_header = response
             .headers()
             .get(RETRY_AFTER)
@@ -271,13 +287,7 @@ impl Poster {
         let verdict = match (status, body.code) {
             (200..=299, _) => Verdict::Delivered,
             (429, _) => {
-                let after = body
-                    .retry_after
-                    .filter(|secs| secs.is_finite() && *secs >= 0.0)
-                    .map(|secs| Duration::from_secs_f64(secs.min(3600.0)));
-                let after = after
-                    .or(retry_after_header)
-                    .unwrap_or(Duration::from_secs(1));
+                let after = retry_after(body.retry_after, retry_after_header);
                 self.not_before.wait(after);
                 if body.global == Some(true) {
                     global_not_before().wait(after);

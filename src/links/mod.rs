@@ -9,7 +9,7 @@
 pub mod console;
 pub mod discord;
 mod posting;
-pub(crate) use posting::seconds;
+pub(crate) use posting::{NotBefore, seconds};
 pub mod render;
 pub mod signing;
 pub mod slack;

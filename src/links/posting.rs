@@ -386,11 +386,11 @@ async fn flush<P: MakesPosts>(receipts: Weak<Receipts>, poster: Arc<P>) {
 
 /// The earliest the platform may be called again, set by a 429 (or a pause).
 #[derive(Default)]
-pub(super) struct NotBefore(Mutex<Option<Instant>>);
+pub(crate) struct NotBefore(Mutex<Option<Instant>>);
 
 impl NotBefore {
     /// Pushes the earliest next call to `wait` from now (never earlier than already set).
-    pub(super) fn wait(&self, wait: Duration) {
+    pub(crate) fn wait(&self, wait: Duration) {
         let until = Instant::now() + wait;
         let mut at = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if at.is_none_or(|at| at < until) {
@@ -399,7 +399,7 @@ impl NotBefore {
     }
 
     /// How long until a call is allowed, if it is not yet.
-    pub(super) fn remaining(&self) -> Option<Duration> {
+    pub(crate) fn remaining(&self) -> Option<Duration> {
         let at = *self.0.lock().unwrap_or_else(|p| p.into_inner());
         at.and_then(|at| at.checked_duration_since(Instant::now()))
             .filter(|d| !d.is_zero())
