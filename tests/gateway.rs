@@ -15,10 +15,9 @@ use common::fake_gateway::{
     INTENT_MESSAGE_CONTENT,
 };
 use common::receiver::Receiver;
-use common::redis::RedisServer;
+use common::redis::{RedisServer, free_port};
 use common::seed;
 use common::wait::eventually;
-use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -39,12 +38,10 @@ fn config(
 ) -> String {
     format!(
         "[redis]\nurl = \"{}\"\n\n[delivery]\nlease_secs = 2\n\n\
-         [links.discord]\nkind = \"discord\"\nwebhook_url = \"{}\"\nbot_token = \"{BOT_TOKEN}\"\n\
-         channel_id = \"{CHANNEL}\"\napi_base = \"{}\"\ngateway_url = \"{}\"\n{extra}\n{rest}",
+         [links.discord]\nkind = \"discord\"\nwebhook_url = \"{}\"\n{}{extra}\n{rest}",
         redis.url(),
         discord.webhook_url("webhook-token"),
-        gateway.api_base(),
-        gateway.gateway_url(),
+        gateway.link_keys(BOT_TOKEN, CHANNEL),
     )
 }
 
@@ -56,34 +53,40 @@ async fn fakes() -> (RedisServer, FakeGateway, FakeDiscord) {
     (redis, gateway, discord)
 }
 
+/// `general` mirrored to the Discord link alone.
+const ONE_ROOM: &str = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+
+/// The fakes and a daemon whose Discord link (with `extra` keys) is the only link of
+/// `general`, once its first session is ready; a connection to its Redis.
+async fn one_room(
+    extra: &str,
+) -> (
+    RedisServer,
+    FakeGateway,
+    FakeDiscord,
+    Daemon,
+    redis::aio::MultiplexedConnection,
+) {
+    let (redis, gateway, discord) = fakes().await;
+    let daemon = Daemon::start(&config(&redis, &gateway, &discord, extra, ONE_ROOM));
+    wait_ready(&daemon);
+    let con = redis.connection().await;
+    gateway.wait_log("ready 1", 1, WAIT).await;
+    (redis, gateway, discord, daemon, con)
+}
+
 /// The room's history as a seed client's `get_history` reads it, oldest first.
 async fn history(con: &mut redis::aio::MultiplexedConnection) -> Vec<Value> {
-    let stored: Vec<String> = con
-        .lrange("chat:room:general:history", 0, -1)
-        .await
-        .expect("LRANGE");
-    stored
-        .iter()
-        .rev()
-        .map(|raw| serde_json::from_str(raw).expect("stored JSON"))
-        .collect()
+    common::history::events(con, "general").await
 }
 
 fn contents(history: &[Value]) -> Vec<String> {
-    history
-        .iter()
-        .map(|e| e["content"].as_str().unwrap_or_default().to_owned())
-        .collect()
+    common::history::contents_of(history)
 }
 
 /// Waits until the history holds `n` events, then returns their contents.
 async fn wait_history(con: &mut redis::aio::MultiplexedConnection, n: usize) -> Vec<String> {
-    let mut con = con.clone();
-    eventually(&format!("{n} events in history"), WAIT, async || {
-        let events = history(&mut con).await;
-        (events.len() >= n).then(|| contents(&events))
-    })
-    .await
+    common::history::wait_contents(con, "general", n, WAIT).await
 }
 
 /// The Gateway's line of `chatbridge status`, after `inbound discord-gateway:…: `.
@@ -117,11 +120,6 @@ async fn discord_message(gateway: &FakeGateway, id: &str) -> Value {
     page[0].clone()
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
-
 async fn metrics(http_port: u16) -> String {
     reqwest::get(format!("http://127.0.0.1:{http_port}/metrics"))
         .await
@@ -152,11 +150,7 @@ async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_ou
     let daemon = Daemon::start(&config(&redis, &gateway, &discord, "", &rest));
     wait_ready(&daemon);
     let mut con = redis.connection().await;
-    let mut live = redis.client().get_async_pubsub().await.expect("pubsub");
-    live.subscribe("chat:room:general")
-        .await
-        .expect("subscribe");
-    let mut live = live.into_on_message();
+    let mut live = redis.subscribe("chat:room:general").await;
 
     gateway.wait_log("ready 1", 1, WAIT).await;
     let intents = GUILDS_MESSAGES_CONTENT;
@@ -170,12 +164,7 @@ async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_ou
     let id = gateway.post(CHANNEL, &ann(), "hello from <#1> discord");
 
     // Live, as a seed client's subscriber reads it.
-    let published: String = tokio::time::timeout(WAIT, live.next())
-        .await
-        .expect("published in time")
-        .expect("a message")
-        .get_payload()
-        .expect("text");
+    let published: String = RedisServer::next_payload(&mut live, WAIT).await;
     let event: Value = serde_json::from_str(&published).expect("JSON");
     assert_eq!(event["type"], "message");
     assert_eq!(event["user_id"], "700000000000000011");
@@ -293,7 +282,7 @@ const GUILDS_MESSAGES_CONTENT: u64 = INTENT_GUILDS | INTENT_GUILD_MESSAGES | INT
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_resumes_and_loses_nothing_and_members_become_joins_and_leaves() {
     let (redis, gateway, discord) = fakes().await;
-    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+    let rest = ONE_ROOM;
     let daemon = Daemon::start(&config(
         &redis,
         &gateway,
@@ -303,11 +292,7 @@ async fn a_dropped_connection_resumes_and_loses_nothing_and_members_become_joins
     ));
     wait_ready(&daemon);
     let mut con = redis.connection().await;
-    let mut live = redis.client().get_async_pubsub().await.expect("pubsub");
-    live.subscribe("chat:room:general")
-        .await
-        .expect("subscribe");
-    let mut live = live.into_on_message();
+    let mut live = redis.subscribe("chat:room:general").await;
     gateway.wait_log("ready 1", 1, WAIT).await;
     let intents = GUILDS_MESSAGES_CONTENT | INTENT_GUILD_MEMBERS;
     assert!(
@@ -361,12 +346,7 @@ async fn a_dropped_connection_resumes_and_loses_nothing_and_members_become_joins
     // A seed client saw one join and one leave line, from Discord.
     let mut lines = Vec::new();
     while lines.len() < 2 {
-        let payload: String = tokio::time::timeout(WAIT, live.next())
-            .await
-            .expect("published in time")
-            .expect("an event")
-            .get_payload()
-            .expect("text");
+        let payload: String = RedisServer::next_payload(&mut live, WAIT).await;
         let event: Value = serde_json::from_str(&payload).expect("JSON");
         if event["type"] == "system" {
             assert_eq!(event["origin"], "discord");
@@ -397,18 +377,7 @@ async fn a_dropped_connection_resumes_and_loses_nothing_and_members_become_joins
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_invalid_session_what_was_sent_meanwhile_is_fetched_in_order_within_rate_limits() {
-    let (redis, gateway, discord) = fakes().await;
-    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
-    let daemon = Daemon::start(&config(
-        &redis,
-        &gateway,
-        &discord,
-        "inbound_bots = true\n",
-        rest,
-    ));
-    wait_ready(&daemon);
-    let mut con = redis.connection().await;
-    gateway.wait_log("ready 1", 1, WAIT).await;
+    let (_redis, gateway, _discord, _daemon, mut con) = one_room("inbound_bots = true\n").await;
     gateway.post(CHANNEL, &ann(), "live 0");
     wait_history(&mut con, 1).await;
 
@@ -449,7 +418,7 @@ async fn after_an_invalid_session_what_was_sent_meanwhile_is_fetched_in_order_wi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_holds_the_gateway_and_the_next_resumes_its_session_after_a_sigkill() {
     let (redis, gateway, discord) = fakes().await;
-    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+    let rest = ONE_ROOM;
     let toml = config(&redis, &gateway, &discord, "", rest);
     let first = Daemon::start(&toml);
     wait_ready(&first);
@@ -542,12 +511,7 @@ async fn a_rejected_bot_token_is_reported_without_the_token_and_the_rest_keeps_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_applies_inbound_bots_at_once_on_the_same_connection() {
-    let (redis, gateway, discord) = fakes().await;
-    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
-    let daemon = Daemon::start(&config(&redis, &gateway, &discord, "", rest));
-    wait_ready(&daemon);
-    let mut con = redis.connection().await;
-    gateway.wait_log("ready 1", 1, WAIT).await;
+    let (redis, gateway, discord, daemon, mut con) = one_room("").await;
     let bot = Author {
         bot: true,
         ..Author::user("700000000000000099", "ci", None)
@@ -556,7 +520,13 @@ async fn a_reload_applies_inbound_bots_at_once_on_the_same_connection() {
     gateway.post(CHANNEL, &ann(), "human");
     assert_eq!(wait_history(&mut con, 1).await, ["human"]);
 
-    let toml = config(&redis, &gateway, &discord, "inbound_bots = true\n", rest);
+    let toml = config(
+        &redis,
+        &gateway,
+        &discord,
+        "inbound_bots = true\n",
+        ONE_ROOM,
+    );
     std::fs::write(daemon.config_path(), toml).expect("write the config");
     daemon.signal(nix::sys::signal::Signal::SIGHUP);
     daemon.wait_for_log("configuration reloaded", 1, WAIT);
@@ -567,12 +537,7 @@ async fn a_reload_applies_inbound_bots_at_once_on_the_same_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_history_request_is_retried_and_a_forbidden_one_is_reported_and_skipped() {
-    let (redis, gateway, discord) = fakes().await;
-    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
-    let daemon = Daemon::start(&config(&redis, &gateway, &discord, "", rest));
-    wait_ready(&daemon);
-    let mut con = redis.connection().await;
-    gateway.wait_log("ready 1", 1, WAIT).await;
+    let (_redis, gateway, _discord, daemon, mut con) = one_room("").await;
     gateway.post(CHANNEL, &ann(), "one");
     wait_history(&mut con, 1).await;
 
@@ -662,7 +627,7 @@ async fn a_redis_restart_loses_no_discord_message(persistent: bool) {
     let gateway = FakeGateway::start(BOT_TOKEN, 1000).await;
     gateway.add_channel(GUILD, CHANNEL);
     let discord = FakeDiscord::start(50, Duration::from_secs(1)).await;
-    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+    let rest = ONE_ROOM;
     let daemon = Daemon::start(&config(&redis, &gateway, &discord, "", rest));
     wait_ready(&daemon);
     gateway.wait_log("ready 1", 1, WAIT).await;
@@ -705,7 +670,7 @@ async fn a_redis_restart_without_persistence_loses_no_discord_message_sent_meanw
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_bridge_releases_the_gateway_and_the_next_start_resumes_its_session() {
     let (redis, gateway, discord) = fakes().await;
-    let rest = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+    let rest = ONE_ROOM;
     let toml = config(&redis, &gateway, &discord, "", rest);
     let mut first = Daemon::start(&toml);
     wait_ready(&first);

@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use common::daemon::Daemon;
 use common::fake_discord::FakeDiscord;
 use common::fake_slack::FakeSlack;
 use common::receiver::Receiver;
-use common::redis::RedisServer;
+use common::redis::{RedisServer, free_port};
 use common::wait::eventually;
 use futures_util::StreamExt;
 use hmac::{Hmac, KeyInit, Mac};
@@ -28,11 +27,6 @@ const WAIT: Duration = Duration::from_secs(20);
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const OTHER_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -256,11 +250,7 @@ async fn a_signed_hook_writes_the_seed_events_and_reaches_only_the_other_links()
     );
     let bridge = Bridge::start(&redis, &rest).await;
     let mut con = redis.connection().await;
-    let mut live = redis.client().get_async_pubsub().await.expect("pubsub");
-    live.subscribe("chat:room:general")
-        .await
-        .expect("subscribe");
-    let mut live = live.into_on_message();
+    let mut live = redis.subscribe("chat:room:general").await;
 
     let body = message("general", json!(1001), "alice", "hello from a tool");
     let (status, reply) = bridge.hook("tool", SECRET, "msg_one", &body).await;
@@ -271,12 +261,7 @@ async fn a_signed_hook_writes_the_seed_events_and_reaches_only_the_other_links()
         .to_owned();
 
     // A seed client sees it live and in history: the same bytes, the seed's field order.
-    let published: String = tokio::time::timeout(WAIT, live.next())
-        .await
-        .expect("published")
-        .expect("a message")
-        .get_payload()
-        .expect("text");
+    let published: String = RedisServer::next_payload(&mut live, WAIT).await;
     let stored = history(&mut con, "chat:room:general:history").await;
     assert_eq!(stored, vec![published.clone()]);
     let event: Value = serde_json::from_str(&published).unwrap();
@@ -362,12 +347,7 @@ async fn a_signed_hook_writes_the_seed_events_and_reaches_only_the_other_links()
     );
     let mut kinds = Vec::new();
     for _ in 0..4 {
-        let payload: String = tokio::time::timeout(WAIT, live.next())
-            .await
-            .expect("published")
-            .unwrap()
-            .get_payload()
-            .unwrap();
+        let payload: String = RedisServer::next_payload(&mut live, WAIT).await;
         let event: Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(event["origin"], "tool");
         kinds.push(event["type"].as_str().unwrap().to_owned());

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::daemon::{Daemon, cli_async, wait_ready};
 use common::receiver::{Receiver, Reply};
-use common::redis::RedisServer;
+use common::redis::{RedisServer, free_port};
 use common::seed;
 use common::wait::eventually;
 use prometheus_parse::{Scrape, Value as Metric};
@@ -21,12 +21,6 @@ use serde_json::{Value, json};
 
 /// How long any single condition may take before the test fails.
 const WAIT: Duration = Duration::from_secs(15);
-
-/// A loopback port that was free a moment ago, for `[http] listen`.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
 
 /// A port nothing listens on (bound, then released): a link to it fails to connect.
 fn closed_url(path: &str) -> String {

@@ -5,24 +5,18 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use common::daemon::Daemon;
 use common::fake_slack::FakeSlack;
 use common::fake_socket_mode::{FakeSocketMode, disconnect, events_api};
-use common::redis::RedisServer;
+use common::redis::{RedisServer, free_port};
 use common::wait::eventually;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 const APP_TOKEN: &str = "xapp-1-A_OURS-sekrit-app-token";
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
 
 /// A config with Socket Mode on, one Slack link on channel C1 mirrored to `general`.
 fn config(
@@ -31,16 +25,7 @@ fn config(
     socket: &FakeSocketMode,
     slack: &FakeSlack,
 ) -> String {
-    format!(
-        "[redis]\nurl = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
-         [delivery]\nlease_secs = 2\n\n\
-         [slack]\napp_token = \"{APP_TOKEN}\"\napi_base = \"{}\"\nbot_id = \"B_OURS\"\n\n\
-         [links.slack]\nkind = \"slack\"\nbot_token = \"xoxb-test\"\nchannel = \"C1\"\napi_url = \"{}\"\n\n\
-         [[rooms]]\nname = \"general\"\nlinks = [\"slack\"]\n",
-        redis.url(),
-        socket.api_base(),
-        slack.api_url(),
-    )
+    socket.bridge_config(&redis.url(), http_port, APP_TOKEN, &slack.api_url())
 }
 
 /// An Events API `event_callback` for a message in C1.
@@ -52,18 +37,7 @@ fn message(event_id: &str, user: &str, text: &str, ts: &str) -> Value {
 
 /// The contents of the room's history, oldest first.
 async fn contents(con: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
-    let stored: Vec<String> = con
-        .lrange("chat:room:general:history", 0, -1)
-        .await
-        .expect("LRANGE");
-    stored
-        .iter()
-        .rev()
-        .map(|raw| {
-            let event: Value = serde_json::from_str(raw).expect("stored JSON");
-            event["content"].as_str().unwrap_or_default().to_owned()
-        })
-        .collect()
+    common::history::contents(con, "general").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

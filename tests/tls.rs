@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use common::daemon::{Daemon, wait_ready};
@@ -17,11 +16,10 @@ use common::fake_discord::FakeDiscord;
 use common::fake_gateway::{Author, FakeGateway};
 use common::fake_slack::FakeSlack;
 use common::fake_socket_mode::{FakeSocketMode, events_api};
-use common::redis::RedisServer;
+use common::redis::{RedisServer, free_port};
 use common::tls::TestTls;
 use common::wait::eventually;
-use redis::AsyncCommands;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 const BOT_TOKEN: &str = "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.sekrit-bot-token";
@@ -33,32 +31,18 @@ const CHANNEL: &str = "800000000000000002";
 fn discord_config(redis: &RedisServer, gateway: &FakeGateway, discord: &FakeDiscord) -> String {
     format!(
         "[redis]\nurl = \"{}\"\n\n[delivery]\nlease_secs = 2\n\n\
-         [links.discord]\nkind = \"discord\"\nwebhook_url = \"{}\"\nbot_token = \"{BOT_TOKEN}\"\n\
-         channel_id = \"{CHANNEL}\"\napi_base = \"{}\"\ngateway_url = \"{}\"\n\n\
+         [links.discord]\nkind = \"discord\"\nwebhook_url = \"{}\"\n{}\n\
          [[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n",
         redis.url(),
         discord.webhook_url("webhook-token"),
-        gateway.api_base(),
-        gateway.gateway_url(),
+        gateway.link_keys(BOT_TOKEN, CHANNEL),
     )
 }
 
 /// Socket Mode on, one Slack link on channel C1 mirrored to `general` (as in
 /// tests/socket_mode.rs); the HTTP server on a free loopback port.
 fn slack_config(redis: &RedisServer, socket: &FakeSocketMode, slack: &FakeSlack) -> String {
-    let http_port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    format!(
-        "[redis]\nurl = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[delivery]\nlease_secs = 2\n\n\
-         [slack]\napp_token = \"{APP_TOKEN}\"\napi_base = \"{}\"\nbot_id = \"B_OURS\"\n\n\
-         [links.slack]\nkind = \"slack\"\nbot_token = \"xoxb-test\"\nchannel = \"C1\"\napi_url = \"{}\"\n\n\
-         [[rooms]]\nname = \"general\"\nlinks = [\"slack\"]\n",
-        redis.url(),
-        socket.api_base(),
-        slack.api_url(),
-    )
+    socket.bridge_config(&redis.url(), free_port(), APP_TOKEN, &slack.api_url())
 }
 
 /// Redis, a TLS Gateway (REST plain http) with `CHANNEL`, a fake Discord webhook.
@@ -72,28 +56,12 @@ async fn discord_fakes(tls: &TestTls) -> (RedisServer, FakeGateway, FakeDiscord)
 
 /// The contents of the room's history, oldest first.
 async fn contents(con: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
-    let stored: Vec<String> = con
-        .lrange("chat:room:general:history", 0, -1)
-        .await
-        .expect("LRANGE");
-    stored
-        .iter()
-        .rev()
-        .map(|raw| {
-            let event: Value = serde_json::from_str(raw).expect("stored JSON");
-            event["content"].as_str().unwrap_or_default().to_owned()
-        })
-        .collect()
+    common::history::contents(con, "general").await
 }
 
 /// Waits until the history holds `n` events, then returns their contents.
 async fn wait_history(con: &mut redis::aio::MultiplexedConnection, n: usize) -> Vec<String> {
-    let mut con = con.clone();
-    eventually(&format!("{n} events in history"), WAIT, async || {
-        let events = contents(&mut con).await;
-        (events.len() >= n).then_some(events)
-    })
-    .await
+    common::history::wait_contents(con, "general", n, WAIT).await
 }
 
 fn ann() -> Author {

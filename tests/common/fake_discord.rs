@@ -86,11 +86,7 @@ impl FakeDiscord {
         let app = Router::new()
             .route("/api/v10/webhooks/{id}/{token}", post(execute))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake discord");
-        let addr = listener.local_addr().expect("fake discord address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = super::serve(app).await;
         Self { addr, state }
     }
 

@@ -354,11 +354,7 @@ impl FakeGateway {
         let app = Router::new()
             .route("/api/v10/channels/{id}/messages", get(messages))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake discord rest");
-        let api = listener.local_addr().expect("rest address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let api = super::serve(app).await;
         Self {
             gateway_url,
             api,
@@ -377,6 +373,16 @@ impl FakeGateway {
     }
 
     /// `http://127.0.0.1:PORT/api` (the client adds `/v10/…`).
+    /// The keys of a Discord link that reads `channel_id` through this fake as `bot_token`.
+    pub fn link_keys(&self, bot_token: &str, channel_id: &str) -> String {
+        format!(
+            "bot_token = \"{bot_token}\"\nchannel_id = \"{channel_id}\"\napi_base = \"{}\"\n\
+             gateway_url = \"{}\"\n",
+            self.api_base(),
+            self.gateway_url()
+        )
+    }
+
     pub fn api_base(&self) -> String {
         format!("http://{}/api", self.api)
     }

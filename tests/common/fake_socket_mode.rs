@@ -114,11 +114,7 @@ impl FakeSocketMode {
         let app = Router::new()
             .route("/api/apps.connections.open", post(open))
             .with_state((state.clone(), ws_base));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake slack api");
-        let api = listener.local_addr().expect("api address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let api = super::serve(app).await;
         Self {
             api,
             state,
@@ -128,6 +124,27 @@ impl FakeSocketMode {
 
     fn state(&self) -> MutexGuard<'_, Fake> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A bridge config with Socket Mode on through this fake (`app_token`, our bot `B_OURS`):
+    /// one Slack link on channel C1 (its Web API at `slack_api_url`) mirrored to `general`,
+    /// the HTTP server on `http_port`, a 2 s lease.
+    pub fn bridge_config(
+        &self,
+        redis_url: &str,
+        http_port: u16,
+        app_token: &str,
+        slack_api_url: &str,
+    ) -> String {
+        format!(
+            "[redis]\nurl = \"{redis_url}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
+             [delivery]\nlease_secs = 2\n\n\
+             [slack]\napp_token = \"{app_token}\"\napi_base = \"{}\"\nbot_id = \"B_OURS\"\n\n\
+             [links.slack]\nkind = \"slack\"\nbot_token = \"xoxb-test\"\nchannel = \"C1\"\n\
+             api_url = \"{slack_api_url}\"\n\n\
+             [[rooms]]\nname = \"general\"\nlinks = [\"slack\"]\n",
+            self.api_base(),
+        )
     }
 
     /// `[slack] api_base`: `http://127.0.0.1:PORT/api`.

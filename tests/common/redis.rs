@@ -17,6 +17,9 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 const PORT_ATTEMPTS: usize = 10;
 
 /// A running redis-server owned by one test.
+/// A subscription's messages.
+pub type Subscriber = std::pin::Pin<Box<dyn futures_util::Stream<Item = ::redis::Msg> + Send>>;
+
 pub struct RedisServer {
     /// The server process; `None` between `kill` and `restart`.
     child: Option<Child>,
@@ -75,6 +78,24 @@ impl RedisServer {
         ::redis::Client::open(self.url()).expect("a valid redis URL")
     }
 
+    /// A subscriber on `channel`, as a seed client listens (call from inside a tokio runtime).
+    pub async fn subscribe(&self, channel: &str) -> Subscriber {
+        let mut pubsub = self.client().get_async_pubsub().await.expect("pubsub");
+        pubsub.subscribe(channel).await.expect("subscribe");
+        Box::pin(pubsub.into_on_message())
+    }
+
+    /// The next payload `live` (from [`Self::subscribe`]) receives; panics after `timeout`.
+    pub async fn next_payload(live: &mut Subscriber, timeout: std::time::Duration) -> String {
+        use futures_util::StreamExt;
+        tokio::time::timeout(timeout, live.next())
+            .await
+            .expect("published in time")
+            .expect("a message")
+            .get_payload()
+            .expect("text")
+    }
+
     /// A fresh multiplexed async connection (call from inside a tokio runtime).
     pub async fn connection(&self) -> ::redis::aio::MultiplexedConnection {
         self.client()
@@ -126,8 +147,9 @@ impl Drop for RedisServer {
     }
 }
 
-/// A port that was free a moment ago (the OS picks it; we release it for redis-server).
-fn free_port() -> u16 {
+/// A loopback port that was free a moment ago (the OS picks it; we release it for
+/// redis-server, `[http] listen`, …).
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local address").port()
 }
