@@ -147,14 +147,29 @@ impl Progress {
     }
 
     /// Whether `post` (carrying the events `keys`) was made by an earlier attempt.
-    async fn made(&self, post: &Post, keys: &[&str]) -> bool {
-        if self.state().posts.contains(&key(post)) {
-            return true;
-        }
-        match &self.durable {
-            Some(durable) => durable.contains(&[part_member(post, keys)]).await == [true],
-            None => false,
-        }
+    /// Which of `posts` (each with the keys of the events it carries) an earlier attempt
+    /// made: one Redis read for the whole batch.
+    async fn made(&self, posts: &[(&Post, Vec<&str>)]) -> Vec<bool> {
+        let in_memory: Vec<bool> = {
+            let state = self.state();
+            posts
+                .iter()
+                .map(|(post, _)| state.posts.contains(&key(post)))
+                .collect()
+        };
+        let Some(durable) = &self.durable else {
+            return in_memory;
+        };
+        let members: Vec<String> = posts
+            .iter()
+            .map(|(post, keys)| part_member(post, keys))
+            .collect();
+        let recorded = durable.contains(&members).await;
+        in_memory
+            .into_iter()
+            .zip(recorded)
+            .map(|(memory, redis)| memory || redis)
+            .collect()
     }
 
     async fn record(&self, post: &Post, keys: &[&str]) {
@@ -223,21 +238,28 @@ where
         .iter()
         .map(|o| (o.entry_id.as_str(), o.key.as_str()))
         .collect();
-    for post in posts {
-        // Every event the post carries, messages and lines alike, by its stable key.
-        let keys: Vec<&str> = post
-            .entries
-            .iter()
-            .map(|e| by_entry.get(e.as_str()).copied().unwrap_or(e.as_str()))
-            .collect();
-        if progress.made(post, &keys).await {
+    // Every event a post carries, messages and lines alike, by its stable key.
+    let keyed: Vec<(&Post, Vec<&str>)> = posts
+        .iter()
+        .map(|post| {
+            let keys = post
+                .entries
+                .iter()
+                .map(|e| by_entry.get(e.as_str()).copied().unwrap_or(e.as_str()))
+                .collect();
+            (post, keys)
+        })
+        .collect();
+    let already = progress.made(&keyed).await;
+    for ((post, keys), already) in keyed.iter().zip(already) {
+        if already {
             continue;
         }
-        let outcome = make(post.clone()).await;
+        let outcome = make((*post).clone()).await;
         if outcome.verdict != Verdict::Delivered {
             return outcome;
         }
-        progress.record(post, &keys).await;
+        progress.record(post, keys).await;
         // The worker's watchdog: this send made progress (see `notify::progress`).
         crate::notify::progress();
         made += 1;
