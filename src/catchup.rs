@@ -33,7 +33,7 @@ use redis::{AsyncCommands, Script, Value};
 
 use crate::decode::{Decoder, HistoryEntry, MAX_PAYLOAD_BYTES, RawEntry};
 use crate::model::{ChatEvent, EventKind, OutboundKind, Scope, SystemLine, Timestamp, content_id};
-use crate::outbox::{Commit, Enqueue, Outbox, OutboxError, checkpoint_key, seen_key};
+use crate::outbox::{Commit, Enqueue, Outbox, OutboxError, checkpoint_key, seen_key, seen_member};
 use crate::route::{Routes, origin_among};
 
 /// Checkpoint of a scope whose history was empty when a pass last read it.
@@ -497,8 +497,21 @@ impl CatchUp<'_> {
             return Ok(false);
         };
         let key = entry_key(scope, oldest);
-        let score: Option<f64> = self.con.zscore(seen_key(scope), key).await?;
-        Ok(score.is_some())
+        // What one of this process's links recorded, or an earlier version for every link.
+        let message = OutboundKind::Event(EventKind::Message);
+        let mut members = vec![key.clone()];
+        members.extend(
+            self.routes
+                .links_for(scope, message)
+                .iter()
+                .map(|link| seen_member(link, &key)),
+        );
+        let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
+            .arg(seen_key(scope))
+            .arg(&members)
+            .query_async(&mut *self.con)
+            .await?;
+        Ok(scores.iter().any(Option::is_some))
     }
 
     /// Turns a history entry into something to enqueue, or `None` (counted skip, or a DM

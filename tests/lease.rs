@@ -304,3 +304,85 @@ async fn a_holder_stopped_between_retries_does_not_retry_after_the_takeover() {
     assert_eq!(sent, ["r0", "r0", "r1"], "{got:?}");
     assert_eq!(count(&holder.log(), DELIVERING), 1, "{}", holder.log());
 }
+
+/// Room `general` bridged to webhook links `links` (each to its own receiver path), leases of 2 s.
+fn overlap_config(redis: &RedisServer, links: &[(&str, &Receiver)]) -> String {
+    let mut toml = format!(
+        "[redis]\nurl = \"{}\"\n\n[delivery]\nlease_secs = 2\n\n",
+        redis.url()
+    );
+    for (name, receiver) in links {
+        toml.push_str(&format!(
+            "[links.{name}]\nkind = \"webhook\"\nurl = \"{}\"\n\n",
+            receiver.url("/hook")
+        ));
+    }
+    let names: Vec<String> = links.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    toml.push_str(&format!(
+        "[[rooms]]\nname = \"general\"\nlinks = [{}]\n",
+        names.join(", ")
+    ));
+    toml
+}
+
+/// The messages' contents and the typing indicators' user ids one receiver got, in order.
+fn messages_and_typing(receiver: &Receiver) -> (Vec<String>, Vec<i64>) {
+    let requests = receiver.requests();
+    let typing = requests
+        .iter()
+        .map(Recorded::json)
+        .filter(|body| body["type"] == "chat.typing")
+        .filter_map(|body| body["data"]["event"]["user_id"].as_i64())
+        .collect();
+    (requests.iter().flat_map(contents).collect(), typing)
+}
+
+/// A deploy that adds link `new`: the old process (links `shared`) and the new one (`shared`
+/// and `new`) run side by side on one Redis, started in either order, while messages and
+/// typing indicators are published. Whichever process enqueues an event first, the new link
+/// gets every one of them, and the shared link each exactly once.
+async fn deploy_overlap(old_starts_first: bool) {
+    let redis = RedisServer::start();
+    let shared = Receiver::start().await;
+    let added = Receiver::start().await;
+    let old_config = overlap_config(&redis, &[("shared", &shared)]);
+    let new_config = overlap_config(&redis, &[("shared", &shared), ("new", &added)]);
+    let (first, second) = if old_starts_first {
+        (&old_config, &new_config)
+    } else {
+        (&new_config, &old_config)
+    };
+    let first = Daemon::start(first);
+    first.wait_for_log("link shared: delivering here", 1, WAIT);
+    first.wait_ready();
+    let second = Daemon::start(second);
+    second.wait_ready();
+
+    let mut con = redis.connection().await;
+    let expected: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
+    for (i, content) in expected.iter().enumerate() {
+        send(&mut con, content).await;
+        seed::typing(&mut con, "general", json!(i)).await;
+    }
+    let typing: Vec<i64> = (0..40).collect();
+    wait_all(&added, &expected).await;
+    wait_all(&shared, &expected).await;
+    // What else might still arrive (a duplicate) has had time to.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (name, receiver) in [("new", &added), ("shared", &shared)] {
+        let (messages, typed) = messages_and_typing(receiver);
+        assert_eq!(messages, expected, "messages on link {name}");
+        assert_eq!(typed, typing, "typing indicators on link {name}");
+    }
+    drop((first, second));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_added_while_the_old_process_still_runs_misses_nothing() {
+    deploy_overlap(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_process_started_after_the_new_one_hides_nothing_from_the_new_link() {
+    deploy_overlap(false).await;
+}

@@ -94,7 +94,82 @@ async fn enqueue_is_idempotent_per_event_and_fans_out_in_order() {
         None,
         "live events never move the history checkpoint"
     );
-    assert_eq!(seen(&redis, &["m1", "m3", "zz"]).await, [true, true, false]);
+    assert_eq!(
+        seen(&redis, &["a:m1", "b:m1", "a:m3", "b:m3", "a:zz"]).await,
+        [true, true, true, false, false],
+        "each link records what it was given"
+    );
+}
+
+/// Two processes with different links on one Redis (a deploy that adds a link while the old
+/// process still runs): whichever enqueues an event first, each link gets it exactly once.
+#[tokio::test]
+async fn de_duplication_is_per_link_whichever_process_enqueues_first() {
+    let redis = RedisServer::start();
+    let mut old = outbox(&redis).await;
+    let mut new = outbox(&redis).await;
+    for link in ["a", "b"] {
+        old.ensure_group(link).await.unwrap();
+    }
+    for n in 0..40 {
+        let id = format!("m{n}");
+        // The old process mirrors to `a`; the new one to `a` and the added `b`.
+        let (first, second) = if n % 2 == 0 {
+            (
+                old.enqueue(&[message(&id, &["a"])]).await.unwrap(),
+                new.enqueue(&[message(&id, &["a", "b"])]).await.unwrap(),
+            )
+        } else {
+            let second = new.enqueue(&[message(&id, &["a", "b"])]).await.unwrap();
+            (old.enqueue(&[message(&id, &["a"])]).await.unwrap(), second)
+        };
+        if n % 2 == 0 {
+            assert_eq!(
+                (first.added, second.added),
+                (1, 1),
+                "b is new to the second"
+            );
+        } else {
+            assert_eq!((first.duplicates, second.added), (1, 1), "a had it already");
+        }
+    }
+    let expected: Vec<String> = (0..40).map(|n| format!("m{n}")).collect();
+    for link in ["a", "b"] {
+        let mut reader = reader(&redis, link).await;
+        let got: Vec<String> = read_all(&mut reader, ReadFrom::New)
+            .await
+            .into_iter()
+            .map(|o| o.event_id)
+            .collect();
+        assert_eq!(got, expected, "link {link}: every message once, in order");
+    }
+}
+
+/// The bare key an earlier version recorded (seen for every link) still counts after an
+/// upgrade, so nothing it enqueued is enqueued again.
+#[tokio::test]
+async fn keys_recorded_per_scope_by_an_earlier_version_still_count_for_every_link() {
+    let redis = RedisServer::start();
+    let mut outbox = outbox(&redis).await;
+    outbox.ensure_group("a").await.unwrap();
+    let _: () = redis
+        .connection()
+        .await
+        .zadd("chatbridge:seen:chat:room:general", "m1", 1)
+        .await
+        .unwrap();
+    let done = outbox
+        .enqueue(&[message("m1", &["a"]), message("m2", &["a"])])
+        .await
+        .unwrap();
+    assert_eq!((done.added, done.duplicates), (1, 1));
+    let mut a = reader(&redis, "a").await;
+    let got: Vec<String> = read_all(&mut a, ReadFrom::New)
+        .await
+        .into_iter()
+        .map(|o| o.event_id)
+        .collect();
+    assert_eq!(got, ["m2"]);
 }
 
 #[tokio::test]
@@ -108,12 +183,12 @@ async fn seen_sets_are_capped_and_pruned_by_a_commit() {
         ..Caps::default()
     };
     let mut outbox = Outbox::with_caps(con, caps);
-    let batch: Vec<Enqueue> = (0..30).map(|i| message(&format!("m{i}"), &[])).collect();
+    let batch: Vec<Enqueue> = (0..30).map(|i| message(&format!("m{i}"), &["a"])).collect();
     outbox.enqueue(&batch).await.unwrap();
     let mut con = redis.connection().await;
     let key = "chatbridge:seen:chat:room:general";
     let kept: Vec<String> = con.zrange(key, 0, -1).await.unwrap();
-    let expected: Vec<String> = (20..30).map(|i| format!("m{i}")).collect();
+    let expected: Vec<String> = (20..30).map(|i| format!("a:m{i}")).collect();
     assert_eq!(kept, expected);
 
     // A commit moves the checkpoint and forgets keys enqueued before the given time.
@@ -130,7 +205,7 @@ async fn seen_sets_are_capped_and_pruned_by_a_commit() {
     };
     outbox.enqueue_and_commit(&[], &commit).await.unwrap();
     let kept: Vec<String> = con.zrange(key, 0, -1).await.unwrap();
-    let expected: Vec<String> = (25..30).map(|i| format!("m{i}")).collect();
+    let expected: Vec<String> = (25..30).map(|i| format!("a:m{i}")).collect();
     assert_eq!(kept, expected);
     assert_eq!(
         outbox.checkpoint(&scope).await.unwrap().as_deref(),

@@ -24,7 +24,8 @@ pub struct Enqueue {
     pub kind: OutboundKind,
     /// The event JSON as published, relayed verbatim.
     pub payload: String,
-    /// The links that want it (already filtered by routing). Empty: only mark it seen.
+    /// The links that want it (already filtered by routing). Each de-duplicates on its own:
+    /// another process's enqueue for its own links never hides the event from these.
     pub links: Vec<String>,
     /// Set for a history entry that cannot be relayed (too large to read, or not a message):
     /// it goes to the links' dead-letter streams with this reason instead of their outboxes.
@@ -38,9 +39,9 @@ pub struct Enqueue {
 /// What one enqueue call did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Enqueued {
-    /// Events written to at least one outbox (or marked seen).
+    /// Events new to at least one of their links (and events for no link).
     pub added: usize,
-    /// Events already seen, skipped.
+    /// Events every one of their links had already seen, skipped.
     pub duplicates: usize,
     /// Per link, events dropped from its outbox because it was over `outbox_max_len` or
     /// held events older than `outbox_max_age`.
@@ -68,11 +69,12 @@ impl Commit {
 /// Bounds on what the outbox keys may hold.
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {
-    /// Recent signal hashes remembered per scope (signals are never caught up, so this only
-    /// guards against two processes enqueueing the same publish).
+    /// Recent signal hashes remembered per scope and link (signals are never caught up, so
+    /// this only guards against two processes enqueueing the same publish).
     pub signal_window: usize,
-    /// The most message keys one scope's de-dup set keeps between catch-up passes, whatever
-    /// the traffic; beyond it the oldest are forgotten (at worst a duplicate after a crash).
+    /// The most message keys one scope's de-dup set keeps per link between catch-up passes,
+    /// whatever the traffic; beyond it the oldest are forgotten (at worst a duplicate after a
+    /// crash).
     pub seen_cap: usize,
     /// The most entries one outbox keeps (`[delivery] outbox_max_len`).
     pub outbox_max_len: usize,
@@ -98,12 +100,15 @@ impl Default for Caps {
     }
 }
 
-/// Per event (`seen`, `key`, `id`, `scope`, `kind`, `payload`, `dead`, `origin`, `bridged`, `n`,
-/// `n` stream keys): add `key` to the scope's seen set (score: Redis time in µs); only if it was
-/// new, append the event to each stream (an outbox, or with `dead` set a dead-letter stream,
-/// kept to `dlq_max_len` entries),
-/// except to the `origin` link's outbox when chatbridge recorded writing the event (`key` in
-/// the scope's `bridged` set). Then: set the
+/// First (`m`, then `m` pairs of stream index and link name): which link each stream belongs
+/// to. Per event (`seen`, `key`, `id`, `scope`, `kind`, `payload`, `dead`, `origin`, `bridged`,
+/// `n`, `n` stream keys), per stream: add `{link}:{key}` to the scope's seen set (score: Redis
+/// time in µs); only if that link had not seen it, and no earlier version recorded the bare
+/// `key` (seen for every link), append the event to the stream (an outbox, or with `dead` set
+/// a dead-letter stream, kept to `dlq_max_len` entries), except to the `origin` link's outbox
+/// when chatbridge recorded writing the event (`key` in the scope's `bridged` set). So each
+/// link de-duplicates on its own: a process that enqueues an event for its links never hides
+/// it from another process's other links. Then: set the
 /// checkpoints, prune and cap the seen sets, expire idle DM keys, and trim each touched
 /// outbox to its length and age caps, counting what was dropped in the link's stats.
 pub(super) const ENQUEUE: &str = r#"
@@ -113,38 +118,51 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local added, dup, seq = 0, 0, 0
 local touched = {}
+local names = {}
 local i = 6
 for _ = 1, tonumber(ARGV[5]) do
+  names[tonumber(ARGV[i])] = ARGV[i + 1] .. ':'
+  i = i + 2
+end
+for _ = 1, tonumber(ARGV[i]) do
+  i = i + 1
   local seen, key, id = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]
   local scope, kind, payload, dead = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local origin, bridged = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
   local n = tonumber(ARGV[i + 9])
   seq = seq + 1
-  if redis.call('ZADD', seen, 'NX', now + seq, key) == 1 then
-    local skip = 0
-    if origin > 0 and redis.call('ZSCORE', KEYS[bridged], key) then
-      skip = origin
-    end
-    for j = 1, n do
-      local stream = tonumber(ARGV[i + 9 + j])
-      if stream == skip then
-        -- chatbridge wrote it on behalf of this link: never send it back (no echo)
-      elseif dead == '' then
-        redis.call('XADD', KEYS[stream], '*',
-          'id', id, 'key', key, 'scope', scope, 'kind', kind, 'payload', payload)
-        touched[stream] = true
-      else
-        redis.call('XADD', KEYS[stream], 'MAXLEN', dlq_max, '*',
-          'id', id, 'key', key, 'scope', scope, 'kind', kind, 'payload', payload,
-          'status', '', 'detail', dead, 'failed_at', failed_at)
+  local fresh, legacy = 0, nil
+  for j = 1, n do
+    local stream = tonumber(ARGV[i + 9 + j])
+    if redis.call('ZADD', seen, 'NX', now + seq, names[stream] .. key) == 1 then
+      if legacy == nil then
+        -- the bare key: enqueued by a version that de-duplicated per scope, for every link
+        legacy = redis.call('ZSCORE', seen, key) ~= false
+      end
+      if not legacy then
+        fresh = fresh + 1
+        if origin > 0 and stream == origin and redis.call('ZSCORE', KEYS[bridged], key) then
+          -- chatbridge wrote it on behalf of this link: never send it back (no echo)
+        elseif dead == '' then
+          redis.call('XADD', KEYS[stream], '*',
+            'id', id, 'key', key, 'scope', scope, 'kind', kind, 'payload', payload)
+          touched[stream] = true
+        else
+          redis.call('XADD', KEYS[stream], 'MAXLEN', dlq_max, '*',
+            'id', id, 'key', key, 'scope', scope, 'kind', kind, 'payload', payload,
+            'status', '', 'detail', dead, 'failed_at', failed_at)
+        end
       end
     end
+  end
+  if fresh > 0 or n == 0 then
     added = added + 1
   else
     dup = dup + 1
   end
-  i = i + 10 + n
+  i = i + 9 + n
 end
+i = i + 1
 for _ = 1, tonumber(ARGV[i]) do
   redis.call('SET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2])
   i = i + 2
@@ -223,12 +241,7 @@ impl Used {
     fn seen(&mut self, keys: &mut Keys, caps: &Caps, scope: &Scope, kind: OutboundKind) -> usize {
         let index = keys.get(kind_seen_key(scope, kind));
         if !self.seen_caps.iter().any(|(i, _)| *i == index) {
-            let cap = if is_message(kind) {
-                caps.seen_cap
-            } else {
-                caps.signal_window
-            };
-            self.seen_caps.push((index, cap));
+            self.seen_caps.push((index, base_cap(caps, kind)));
             if matches!(scope, Scope::Dm(..)) {
                 self.dm_keys.push(index);
             }
@@ -237,12 +250,31 @@ impl Used {
     }
 }
 
+impl Used {
+    /// Raises the cap of seen set `index` to hold `links` entries per event: the set records
+    /// each link's copy of an event.
+    fn widen(&mut self, index: usize, caps: &Caps, kind: OutboundKind, links: usize) {
+        if let Some((_, cap)) = self.seen_caps.iter_mut().find(|(i, _)| *i == index) {
+            *cap = (*cap).max(base_cap(caps, kind).saturating_mul(links));
+        }
+    }
+}
+
+/// How many events a scope's seen set for `kind` remembers per link.
+fn base_cap(caps: &Caps, kind: OutboundKind) -> usize {
+    if is_message(kind) {
+        caps.seen_cap
+    } else {
+        caps.signal_window
+    }
+}
+
 fn is_message(kind: OutboundKind) -> bool {
     kind == OutboundKind::Event(EventKind::Message)
 }
 
 impl Outbox {
-    /// Enqueues a batch of events, each once per scope (de-duplicated on its key).
+    /// Enqueues a batch of events, each once per link and scope (de-duplicated on its key).
     pub async fn enqueue(&mut self, events: &[Enqueue]) -> Result<Enqueued> {
         self.enqueue_and_commit(events, &Commit::default()).await
     }
@@ -272,13 +304,33 @@ impl Outbox {
             .arg(failed_at)
             .arg(caps.outbox_max_len)
             .arg(min_id.max(0))
-            .arg(caps.dlq_max_len)
-            .arg(events.len());
+            .arg(caps.dlq_max_len);
         let mut used = Used::default();
         // Per batch, each scope's channel and seen-set index, and each link's stream index,
         // are worked out once: a burst repeats a few scopes and links thousands of times.
-        let mut scopes: HashMap<(&Scope, bool), (String, usize)> = HashMap::new();
         let mut streams: HashMap<(&str, bool), usize> = HashMap::new();
+        for event in events {
+            for link in &event.links {
+                let dead = event.dead.is_some();
+                streams.entry((link, dead)).or_insert_with(|| {
+                    if !used.links.contains(link) {
+                        used.links.push(link.clone());
+                    }
+                    keys.get(if dead {
+                        dlq_key(link)
+                    } else {
+                        outbox_key(link)
+                    })
+                });
+            }
+        }
+        // Which link each stream is, so the script records what each link has seen.
+        invocation.arg(streams.len());
+        for ((link, _), stream) in &streams {
+            invocation.arg(*stream).arg(*link);
+        }
+        invocation.arg(events.len());
+        let mut scopes: HashMap<(&Scope, bool), (String, usize)> = HashMap::new();
         for event in events {
             let (channel, seen) = scopes
                 .entry((&event.scope, is_message(event.kind)))
@@ -286,6 +338,7 @@ impl Outbox {
                     let seen = used.seen(&mut keys, &caps, &event.scope, event.kind);
                     (event.scope.channel(), seen)
                 });
+            used.widen(*seen, &caps, event.kind, event.links.len());
             invocation
                 .arg(*seen)
                 .arg(&event.key)
@@ -302,17 +355,10 @@ impl Outbox {
             };
             invocation.arg(event.links.len());
             for link in &event.links {
-                let dead = event.dead.is_some();
-                let stream = *streams.entry((link, dead)).or_insert_with(|| {
-                    if !used.links.contains(link) {
-                        used.links.push(link.clone());
-                    }
-                    keys.get(if dead {
-                        dlq_key(link)
-                    } else {
-                        outbox_key(link)
-                    })
-                });
+                let stream = streams
+                    .get(&(link.as_str(), event.dead.is_some()))
+                    .copied()
+                    .unwrap_or_default();
                 invocation.arg(stream);
             }
         }

@@ -94,6 +94,12 @@ pub fn seen_key(scope: &Scope) -> String {
     kind_seen_key(scope, OutboundKind::Event(crate::model::EventKind::Message))
 }
 
+/// What a scope's seen set records when `link` has been given the event with de-dup `key`:
+/// link names have no `:`, keys start with `h-` or `x-`, so members never collide.
+pub fn seen_member(link: &str, key: &str) -> String {
+    format!("{link}:{key}")
+}
+
 pub(crate) fn kind_seen_key(scope: &Scope, kind: OutboundKind) -> String {
     match kind {
         OutboundKind::Event(crate::model::EventKind::Message) => {
