@@ -40,6 +40,20 @@ pub const OUTBOX_DEPTH: &str = "chatbridge_outbox_depth";
 pub const OUTBOX_OLDEST_AGE: &str = "chatbridge_outbox_oldest_age_seconds";
 /// Times the Redis subscription ended unexpectedly and was connected again.
 pub const REDIS_RECONNECTS: &str = "chatbridge_redis_reconnects_total";
+/// Subscription sessions that ended and were replaced: each a possible gap for signals and
+/// publish-only messages, by `reason` (redis_restarted, output_buffer_limit,
+/// connection_closed, no_answer, connection_error).
+pub const SUBSCRIPTION_GAPS: &str = "chatbridge_subscription_gaps_total";
+/// How long each of those gaps lasted, in seconds.
+pub const SUBSCRIPTION_GAP_SECONDS: &str = "chatbridge_subscription_gap_seconds";
+/// The reasons [`SUBSCRIPTION_GAPS`] counts by.
+pub const GAP_REASONS: [&str; 5] = [
+    "redis_restarted",
+    "output_buffer_limit",
+    "connection_closed",
+    "no_answer",
+    "connection_error",
+];
 /// Catch-up passes resolved, by `trigger` (subscribe: after a (re)connect; sweep: periodic).
 pub const CATCHUP_RUNS: &str = "chatbridge_catchup_runs_total";
 /// Messages catch-up found in history that had not arrived live.
@@ -72,12 +86,19 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub fn install() -> Result<PrometheusHandle, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(SUBSCRIPTION_GAP_SECONDS.into()),
+            LATENCY_BUCKETS,
+        )?
         .install_recorder()?;
     describe();
     // Registered now, so they show (at 0) before anything happens; the rest are registered
     // by the parts that record them, when they start.
     for counter in [REDIS_RECONNECTS, CATCHUP_GAPS, CATCHUP_RECOVERED] {
         metrics::counter!(counter).absolute(0);
+    }
+    for reason in GAP_REASONS {
+        metrics::counter!(SUBSCRIPTION_GAPS, "reason" => reason).absolute(0);
     }
     Ok(handle)
 }
@@ -112,6 +133,15 @@ fn describe() {
     describe_counter!(
         REDIS_RECONNECTS,
         "Redis subscription sessions that ended and reconnected"
+    );
+    describe_counter!(
+        SUBSCRIPTION_GAPS,
+        "Subscription sessions that ended and were replaced (possible gaps for signals), by reason"
+    );
+    describe_histogram!(
+        SUBSCRIPTION_GAP_SECONDS,
+        Unit::Seconds,
+        "How long each subscription gap lasted"
     );
     describe_counter!(CATCHUP_RUNS, "Catch-up passes resolved");
     describe_counter!(
@@ -320,6 +350,12 @@ pub fn catchup_resolved(subscribe: bool, recovered: usize, gaps: usize) {
 /// The subscription ended unexpectedly and will connect again.
 pub fn redis_reconnect() {
     metrics::counter!(REDIS_RECONNECTS).increment(1);
+}
+
+/// A subscription gap of `lasted` closed: a new session is subscribed.
+pub fn subscription_gap(reason: &'static str, lasted: Duration) {
+    metrics::counter!(SUBSCRIPTION_GAPS, "reason" => reason).increment(1);
+    metrics::histogram!(SUBSCRIPTION_GAP_SECONDS).record(lasted.as_secs_f64());
 }
 
 /// Samples each link's outbox depth and oldest-entry age every [`SAMPLE_EVERY`] into gauges,

@@ -1,7 +1,16 @@
 //! The Pub/Sub subscription, run as sessions: connect, subscribe, read until the connection
-//! ends, say why it ended, reconnect with backoff (0.5 s → 30 s, reset only after a session
-//! proved healthy), every sleep and connect raced against shutdown. A periodic PING detects a
-//! connection that died without closing.
+//! ends, say why it ended, reconnect (at once after a session that proved healthy, then with
+//! backoff 0.5 s → 30 s), every sleep and connect raced against shutdown. A periodic PING
+//! detects a connection that died without closing.
+//!
+//! Pub/Sub is at most once: what is published while no session is subscribed is gone for
+//! this process. Messages are also in history, and catch-up finds them; signals (join, leave,
+//! typing, read receipts) and messages that are only published are not. So every end of a
+//! session that is followed by a new one is a possible gap: it is counted by reason
+//! ([`crate::metrics::SUBSCRIPTION_GAPS`]) and logged with how long it lasted. The reason
+//! comes from how the session ended and from what Redis says before and after (`INFO`): a
+//! new `run_id` means Redis restarted; more `client_output_buffer_limit_disconnections`
+//! (Redis 7.2 and later) means Redis dropped a subscriber that read too slowly.
 //!
 //! Payloads nothing would mirror (a room without links, DMs when they are not mirrored) and
 //! payloads over [`MAX_PAYLOAD_BYTES`] are counted and skipped before they are copied; what
@@ -29,9 +38,10 @@ use crate::route::{Filter, Reroute};
 pub const ROOMS: &str = "chat:room:*";
 /// The DM pattern, subscribed only when DMs are mirrored.
 pub const DMS: &str = "chat:dm:*";
-/// The most payload bytes handed to the intake and not yet processed: a flood of large
-/// payloads makes the subscription wait (Redis buffers, and past its limit drops the
-/// connection, after which catch-up recovers) instead of growing memory.
+/// The most payload bytes handed to the intake and not yet processed: beyond it a flood of
+/// large payloads makes this loop wait. (redis-rs keeps reading the socket meanwhile, into its
+/// own unbounded queue, so Redis only ever buffers for this process when the process cannot
+/// run at all: stopped, starved of CPU, or its network stalled.)
 pub const FEED_BYTES: usize = 64 * 1024 * 1024;
 
 /// How often the session PINGs, and how long a PONG may take.
@@ -78,7 +88,112 @@ enum End {
     Shutdown,
     /// The intake is gone (the daemon is stopping).
     Closed,
-    Disconnected(String),
+    Disconnected(Cause, String),
+}
+
+impl End {
+    /// A failure before the session was subscribed: no gap of its own.
+    fn unsubscribed(self) -> Self {
+        match self {
+            Self::Disconnected(_, why) => Self::Disconnected(Cause::Connect, why),
+            other => other,
+        }
+    }
+}
+
+/// How a session's connection failed, as far as the session itself can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// Never subscribed: connecting or subscribing failed (no gap of its own: one was open
+    /// already, or nothing was subscribed yet).
+    Connect,
+    /// The server (or something between) closed the connection.
+    ClosedByPeer,
+    /// A command (PING, SUBSCRIBE) got no answer in time.
+    NoAnswer,
+    /// The connection failed with an error.
+    Error,
+}
+
+/// What Redis says about itself, read before each session: compared with the next session's,
+/// it tells why the one between ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ServerFacts {
+    run_id: Option<String>,
+    /// `client_output_buffer_limit_disconnections` (Redis 7.2 and later).
+    buffer_limit_drops: Option<u64>,
+}
+
+impl ServerFacts {
+    /// Reads `INFO` on a connection of its own; nothing known when that fails (an ACL user
+    /// without `INFO`, for one).
+    async fn read(client: &redis::Client) -> Self {
+        let info = async {
+            let mut con = client.get_multiplexed_async_connection().await?;
+            redis::cmd("INFO").query_async::<String>(&mut con).await
+        };
+        match timeout(PING_TIMEOUT, info).await {
+            Ok(Ok(info)) => Self::parse(&info),
+            _ => Self::default(),
+        }
+    }
+
+    fn parse(info: &str) -> Self {
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(|value| value.trim().to_owned())
+        };
+        Self {
+            run_id: field("run_id"),
+            buffer_limit_drops: field("client_output_buffer_limit_disconnections")
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+}
+
+/// A subscription that ended and has not been replaced yet.
+struct Gap {
+    since: Instant,
+    cause: Cause,
+    why: String,
+    /// What Redis said before the session that ended.
+    before: ServerFacts,
+}
+
+impl Gap {
+    /// The reason label: what the session saw, sharpened by what Redis says now.
+    fn reason(&self, now: &ServerFacts) -> &'static str {
+        let (before, after) = (&self.before, now);
+        if before.run_id.is_some() && after.run_id.is_some() && before.run_id != after.run_id {
+            return "redis_restarted";
+        }
+        if let (Some(before), Some(after)) = (before.buffer_limit_drops, after.buffer_limit_drops)
+            && after > before
+        {
+            return "output_buffer_limit";
+        }
+        match self.cause {
+            Cause::ClosedByPeer | Cause::Connect => "connection_closed",
+            Cause::NoAnswer => "no_answer",
+            Cause::Error => "connection_error",
+        }
+    }
+
+    /// Counts and logs the gap once a new session is subscribed.
+    fn closed(self, now: &ServerFacts) {
+        let reason = self.reason(now);
+        let lasted = self.since.elapsed();
+        crate::metrics::subscription_gap(reason, lasted);
+        tracing::warn!(
+            reason,
+            detail = %self.why,
+            lasted = ?lasted,
+            "redis subscription is back after a possible gap: signals (join, leave, typing, \
+             read receipts) and publish-only messages published meanwhile are lost; stored \
+             messages are caught up from history"
+        );
+    }
 }
 
 /// Payloads skipped before copying, by reason.
@@ -129,6 +244,8 @@ pub async fn run(
         skipped: &mut skipped,
         health: &health,
         reroutes: &mut reroutes,
+        gap: None,
+        facts: ServerFacts::default(),
     };
     loop {
         let started = Instant::now();
@@ -139,12 +256,25 @@ pub async fn run(
         health.subscription_ended();
         match end {
             End::Shutdown | End::Closed => return,
-            End::Disconnected(why) => {
-                crate::metrics::redis_reconnect();
-                if started.elapsed() >= HEALTHY_AFTER {
-                    backoff.reset();
+            End::Disconnected(cause, why) => {
+                let healthy = started.elapsed() >= HEALTHY_AFTER;
+                if cause != Cause::Connect {
+                    crate::metrics::redis_reconnect();
+                    parts.gap.get_or_insert_with(|| Gap {
+                        since: Instant::now(),
+                        cause,
+                        why: why.clone(),
+                        before: parts.facts.clone(),
+                    });
                 }
-                let wait = backoff.next(None);
+                // After a session that proved healthy, at once: every moment without a
+                // subscription may lose signals. Then with backoff, should Redis be down.
+                let wait = if healthy && cause != Cause::Connect {
+                    backoff.reset();
+                    Duration::ZERO
+                } else {
+                    backoff.next(None)
+                };
                 tracing::warn!(reason = %why, retry_in = ?wait, "redis subscription ended");
                 let resume = Instant::now() + wait;
                 loop {
@@ -172,6 +302,10 @@ struct Session<'a> {
     skipped: &'a mut Skipped,
     health: &'a Health,
     reroutes: &'a mut mpsc::Receiver<Reroute>,
+    /// Open since a session ended; closed (counted, logged) when the next one is subscribed.
+    gap: Option<Gap>,
+    /// What Redis said before the current session.
+    facts: ServerFacts,
 }
 
 impl Session<'_> {
@@ -197,9 +331,16 @@ impl Session<'_> {
         let pubsub = match timeout(crate::connect::CONNECT_TIMEOUT, client.get_async_pubsub()).await
         {
             Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(e)) => return Err(End::Disconnected(format!("connect: {e}"))),
-            Err(_) => return Err(End::Disconnected("connect: timed out".into())),
+            Ok(Err(e)) => return Err(End::Disconnected(Cause::Connect, format!("connect: {e}"))),
+            Err(_) => {
+                return Err(End::Disconnected(
+                    Cause::Connect,
+                    "connect: timed out".into(),
+                ));
+            }
         };
+        // Before subscribing: the baseline for telling why this session will end.
+        let facts = ServerFacts::read(client).await;
         let (mut sink, stream) = pubsub.split();
         let mut patterns = vec![ROOMS];
         let dms = listen.routes.load().mirrors_dms();
@@ -207,10 +348,18 @@ impl Session<'_> {
             patterns.push(DMS);
         }
         for pattern in &patterns {
-            within("psubscribe", sink.psubscribe(*pattern)).await?;
+            within("psubscribe", sink.psubscribe(*pattern))
+                .await
+                .map_err(End::unsubscribed)?;
         }
-        within("subscribe", sink.subscribe(&listen.barrier)).await?;
+        within("subscribe", sink.subscribe(&listen.barrier))
+            .await
+            .map_err(End::unsubscribed)?;
         tracing::info!(patterns = ?patterns, "subscribed");
+        if let Some(gap) = self.gap.take() {
+            gap.closed(&facts);
+        }
+        self.facts = facts;
         if self.feed.send(Feed::Subscribed).await.is_err() {
             return Err(End::Closed);
         }
@@ -233,7 +382,7 @@ impl Session<'_> {
             tokio::select! {
                 message = stream.next() => {
                     let Some(message) = message else {
-                        return Err(End::Disconnected("connection closed".into()));
+                        return Err(End::Disconnected(Cause::ClosedByPeer, "connection closed".into()));
                     };
                     let channel = message.get_channel_name();
                     let item = if channel == listen.barrier {
@@ -307,7 +456,74 @@ async fn within<T>(
 ) -> Result<T, End> {
     match timeout(PING_TIMEOUT, command).await {
         Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(e)) => Err(End::Disconnected(format!("{what}: {e}"))),
-        Err(_) => Err(End::Disconnected(format!("{what}: no answer"))),
+        Ok(Err(e)) => Err(End::Disconnected(Cause::Error, format!("{what}: {e}"))),
+        Err(_) => Err(End::Disconnected(
+            Cause::NoAnswer,
+            format!("{what}: no answer"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(run_id: &str, drops: Option<u64>) -> ServerFacts {
+        ServerFacts {
+            run_id: Some(run_id.to_owned()),
+            buffer_limit_drops: drops,
+        }
+    }
+
+    fn gap(cause: Cause, before: ServerFacts) -> Gap {
+        Gap {
+            since: Instant::now(),
+            cause,
+            why: String::new(),
+            before,
+        }
+    }
+
+    #[test]
+    fn info_gives_the_run_id_and_the_output_buffer_drops() {
+        let info = "# Server\r\nredis_version:7.2.4\r\nrun_id:abc123\r\n\r\n# Stats\r\n\
+                    client_output_buffer_limit_disconnections:3\r\n";
+        assert_eq!(ServerFacts::parse(info), facts("abc123", Some(3)));
+        let old = "# Server\r\nrun_id:abc123\r\n";
+        assert_eq!(ServerFacts::parse(old), facts("abc123", None));
+        assert_eq!(ServerFacts::parse(""), ServerFacts::default());
+    }
+
+    #[test]
+    fn a_gap_is_named_by_what_redis_says_before_what_the_session_saw() {
+        let before = facts("a", Some(1));
+        let closed = gap(Cause::ClosedByPeer, before.clone());
+        assert_eq!(closed.reason(&facts("b", Some(0))), "redis_restarted");
+        assert_eq!(closed.reason(&facts("a", Some(2))), "output_buffer_limit");
+        assert_eq!(closed.reason(&facts("a", Some(1))), "connection_closed");
+        assert_eq!(closed.reason(&facts("a", None)), "connection_closed");
+        // Nothing known (INFO denied): only what the session saw.
+        assert_eq!(closed.reason(&ServerFacts::default()), "connection_closed");
+        assert_eq!(
+            gap(Cause::NoAnswer, before.clone()).reason(&before),
+            "no_answer"
+        );
+        assert_eq!(
+            gap(Cause::Error, before.clone()).reason(&facts("c", None)),
+            "redis_restarted"
+        );
+        assert_eq!(
+            gap(Cause::Error, before.clone()).reason(&before),
+            "connection_error"
+        );
+        for cause in [
+            Cause::Connect,
+            Cause::ClosedByPeer,
+            Cause::NoAnswer,
+            Cause::Error,
+        ] {
+            let reason = gap(cause, before.clone()).reason(&facts("z", None));
+            assert!(crate::metrics::GAP_REASONS.contains(&reason), "{reason}");
+        }
     }
 }

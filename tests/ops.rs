@@ -266,6 +266,121 @@ async fn readyz_is_503_while_redis_is_down_and_200_once_it_is_up() {
         (get(port, "/readyz").await.0 == 200).then_some(())
     })
     .await;
+    let gaps = |reason: &'static str| async move {
+        value(
+            &scrape(port).await,
+            "chatbridge_subscription_gaps_total",
+            &[("reason", reason)],
+        )
+    };
+    eventually("the gap counted as a restart", WAIT, async || {
+        (gaps("redis_restarted").await == Some(1.0)).then_some(())
+    })
+    .await;
+    assert_eq!(gaps("connection_closed").await, Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dropping_a_stalled_subscriber_is_a_counted_logged_gap_and_history_fills_it() {
+    // A small Pub/Sub output buffer: a subscriber that cannot read for a moment is dropped.
+    let redis = RedisServer::start_with(&["--client-output-buffer-limit", "pubsub 256kb 128kb 1"]);
+    let receiver = Receiver::start().await;
+    let port = free_port();
+    let rest = format!(
+        "{}{}",
+        webhook("audit", &receiver.url("/hook"), "batch_max = 100"),
+        room("general", &["audit"])
+    );
+    let daemon = Daemon::start(&config(&redis, port, &rest));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    // A session that has run for 10 s is replaced at once when it ends, without backoff.
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+
+    // The process cannot read (as under a CPU hog, only certain): a flood on a room nothing
+    // bridges fills the socket buffers and then Redis's, past the limit.
+    daemon.signal(nix::sys::signal::Signal::SIGSTOP);
+    let padding = "x".repeat(16 * 1024);
+    let mut flood = redis::pipe();
+    for i in 0..2000 {
+        let typing = json!({"type": "typing", "user_id": i, "timestamp": "2026-12-04T00:00:00", "pad": padding});
+        flood
+            .publish("chat:room:elsewhere", typing.to_string())
+            .ignore();
+    }
+    let _: () = flood.query_async(&mut con).await.unwrap();
+    // Meanwhile stored messages: history has them, whatever the subscription missed.
+    let stored: Vec<String> = (0..10).map(|i| format!("during {i}")).collect();
+    for content in &stored {
+        seed::send_message(&mut con, "general", json!(1), "a", content).await;
+    }
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGCONT);
+
+    let gaps = async || {
+        let scraped = scrape(port).await;
+        ["connection_closed", "output_buffer_limit"]
+            .iter()
+            .filter_map(|reason| {
+                value(
+                    &scraped,
+                    "chatbridge_subscription_gaps_total",
+                    &[("reason", reason)],
+                )
+            })
+            .sum::<f64>()
+    };
+    eventually(
+        "the dropped subscription counted as a gap",
+        WAIT,
+        async || (gaps().await >= 1.0).then_some(()),
+    )
+    .await;
+    assert_eq!(
+        gaps().await,
+        1.0,
+        "one gap; Redis's clients before: {clients}"
+    );
+    let log = daemon.log();
+    assert!(log.contains("possible gap"), "{log}");
+    assert!(
+        log.contains("publish-only messages published meanwhile are lost"),
+        "{log}"
+    );
+
+    // The subscription is back: a signal published now arrives, and catch-up delivered
+    // every stored message the gap hid.
+    seed::typing(&mut con, "general", json!(4242)).await;
+    eventually(
+        "the stored messages and the signal after the gap",
+        WAIT,
+        async || {
+            let bodies: Vec<String> = receiver
+                .requests()
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+                .collect();
+            let all = bodies.concat();
+            (stored.iter().all(|c| all.contains(&format!("\"{c}\""))) && all.contains("4242"))
+                .then_some(())
+        },
+    )
+    .await;
+    let scraped = scrape(port).await;
+    let lasted = value(&scraped, "chatbridge_subscription_gap_seconds_sum", &[]);
+    assert!(
+        lasted.is_some_and(|s| s < 0.25),
+        "reconnected at once, not after a backoff (0.25 s at least): {lasted:?}"
+    );
+    let recovered = value(&scraped, "chatbridge_catchup_recovered_total", &[]);
+    assert!(
+        recovered.is_some_and(|n| n >= 1.0),
+        "the gap hid stored messages that catch-up found: {recovered:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

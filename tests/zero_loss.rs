@@ -743,3 +743,98 @@ async fn a_checkpoint_written_by_an_older_chatbridge_is_honoured_once() {
     assert!(checkpoint.starts_with("v2:"), "{checkpoint}");
     assert_eq!(notices(&receiver), 0);
 }
+
+/// Busy loops beside the daemon, stopped when dropped.
+struct CpuHog(Vec<std::process::Child>);
+
+impl CpuHog {
+    fn start(processes: usize) -> Self {
+        Self(
+            (0..processes)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("start a busy loop")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_only_flood_beside_a_cpu_hog_arrives_whole_and_once() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let toml = config(&redis, &receiver, "batch_max = 100", "");
+    let daemon = Daemon::start(&toml);
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    let hog = CpuHog::start(3);
+    let started = Instant::now();
+    for round in 0..5 {
+        let mut pipe = redis::pipe();
+        for i in round * 500..(round + 1) * 500 {
+            let bot = seed::create_message(json!(7), "bot", &format!("bot {i}"), Some("general"));
+            pipe.publish("chat:room:general", pyjson::to_string(&bot))
+                .ignore();
+            let typing =
+                json!({"type": "typing", "user_id": i, "timestamp": "2026-12-04T00:00:00"});
+            pipe.publish("chat:room:general", pyjson::to_string(&typing))
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut con).await.unwrap();
+    }
+    let total = 2 * 2500;
+    let long = Duration::from_secs(120);
+    let arrived = eventually(
+        "every event or the end of the wait",
+        long + WAIT,
+        async || {
+            let got = delivered(&receiver);
+            (got.len() >= total || started.elapsed() > long).then_some(got)
+        },
+    )
+    .await;
+    drop(hog);
+    eprintln!(
+        "{} of {total} arrived in {:?}",
+        arrived.len(),
+        started.elapsed()
+    );
+    let mut bots: Vec<u64> = Vec::new();
+    let mut typing: Vec<u64> = Vec::new();
+    for (kind, event) in &arrived {
+        match kind.as_str() {
+            "chat.message" => bots.push(
+                event["content"]
+                    .as_str()
+                    .and_then(|c| c.strip_prefix("bot "))
+                    .and_then(|n| n.parse().ok())
+                    .expect("a bot message"),
+            ),
+            "chat.typing" => typing.push(event["user_id"].as_u64().expect("a user id")),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let all: Vec<u64> = (0..2500).collect();
+    let missing = |got: &[u64]| all.iter().filter(|i| !got.contains(i)).count();
+    let log = daemon.log();
+    let ended = log.matches("redis subscription ended").count();
+    assert_eq!(
+        (missing(&bots), missing(&typing), ended),
+        (0, 0, 0),
+        "(publish-only messages missing, typing missing, subscription ends); log:\n{log}"
+    );
+    assert_eq!(bots, all, "publish-only messages in order, once each");
+    assert_eq!(typing, all, "typing in order, once each");
+}
