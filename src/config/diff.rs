@@ -49,6 +49,11 @@ impl Changes {
             "redis.allow_eviction",
             old.redis.allow_eviction != new.redis.allow_eviction,
         );
+        // Contents too: a certificate replaced at the same path is still a change.
+        keep(
+            "redis.ca_file / client_cert_file / client_key_file",
+            old.redis.tls != new.redis.tls,
+        );
         keep(
             "history.room_limit",
             old.history.room_limit != new.history.room_limit,
