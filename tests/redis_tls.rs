@@ -275,6 +275,12 @@ fn check_reports_tls_files_it_cannot_use() {
         );
     }
 
+    // Certificate verification cannot be turned off.
+    let insecure = ConfigDir::new("[redis]\nurl = \"rediss://127.0.0.1:6380/#insecure\"\n");
+    let (code, stderr) = check(&insecure.path(), &[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("redis.url: `#insecure`"), "{stderr}");
+
     // Without rediss:// the files would be ignored: that is a mistake too.
     let plain = ConfigDir::new(&format!(
         "[redis]\nurl = \"redis://127.0.0.1:6380/\"\nca_file = \"{}\"\n",
