@@ -49,20 +49,6 @@ fn identity(tls: &TestTls) -> (&Path, &Path) {
     (&tls.client_cert_file, &tls.client_key_file)
 }
 
-/// What the receiver got: each request's `content`.
-fn contents(receiver: &Receiver) -> Vec<String> {
-    receiver
-        .requests()
-        .iter()
-        .map(|r| {
-            r.json()["data"]["event"]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_is_bridged_over_rediss_end_to_end() {
     let tls = TestTls::new();
@@ -91,7 +77,7 @@ async fn a_message_is_bridged_over_rediss_end_to_end() {
     .await;
     assert_eq!(code, 0, "send over rediss://: {stderr}");
     receiver.wait_for(2, WAIT).await;
-    assert_eq!(contents(&receiver), ["over tls", "from the cli"]);
+    assert_eq!(receiver.contents(), ["over tls", "from the cli"]);
 
     let (code, stdout, stderr) = cli_async(daemon.config_path(), &["history", "general"]).await;
     assert_eq!(code, 0, "history over rediss://: {stderr}");
@@ -194,7 +180,7 @@ async fn mutual_tls_works_with_the_client_certificate_and_fails_without_it() {
     .await;
     assert_eq!(code, 0, "{stderr}");
     receiver.wait_for(1, WAIT).await;
-    assert_eq!(contents(&receiver), ["with cert"]);
+    assert_eq!(receiver.contents(), ["with cert"]);
     let mut con = redis.connection().await;
     let history = common::history::contents(&mut con, "general").await;
     assert_eq!(
