@@ -27,6 +27,9 @@ mod seed;
 mod sink;
 #[path = "pipeline/slack.rs"]
 mod slack;
+#[path = "../tests/common/tls.rs"]
+#[allow(dead_code)] // the redis harness can serve TLS with it; the bench does not
+mod tls;
 
 use std::fmt::Write as _;
 use std::time::Duration;

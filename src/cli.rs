@@ -289,7 +289,7 @@ pub async fn execute(cli: &Cli) -> Result<(), CliError> {
         }
     }
     let url = config.redis.redacted_url();
-    let client = crate::connect::client(&config.redis.url).map_err(failed)?;
+    let client = crate::connect::client(&config.redis).map_err(failed)?;
     let unavailable = |e: &dyn std::fmt::Display| CliError::Unavailable {
         url: url.clone(),
         error: e.to_string(),
@@ -300,7 +300,18 @@ pub async fn execute(cli: &Cli) -> Result<(), CliError> {
     )
     .await
     .map_err(|_| unavailable(&"timed out"))?
-    .map_err(|e| unavailable(&e))?;
+    .map_err(|e| match crate::connect::denial(&e) {
+        // Said the way `run` says it: what went wrong and what to fix (exit 69 too).
+        Some((reason, fix)) => CliError::Denied(
+            crate::connect::Denied {
+                url: url.clone(),
+                reason,
+                fix,
+            }
+            .to_string(),
+        ),
+        None => unavailable(&e),
+    })?;
     let limits = HistoryLimits {
         room: config.history.room_limit,
         dm: config.history.dm_limit,

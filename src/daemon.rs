@@ -84,7 +84,7 @@ pub async fn run(
     requests: impl Stream<Item = Request> + Unpin,
     mut load: impl FnMut() -> Result<Config, ConfigErrors>,
 ) -> Result<(), DaemonError> {
-    let client = connect::client(&config.redis.url)?;
+    let client = connect::client(&config.redis)?;
     let mut requests = Requests {
         stream: requests,
         reload: false,
@@ -486,9 +486,9 @@ async fn connect_retrying(
             Ok(con) => return Ok(con),
             Err(e) => e,
         };
-        if let Some(reason) = connect::denial(&e) {
+        if let Some((reason, fix)) = connect::denial(&e) {
             let url = url.to_owned();
-            return Err(connect::Denied { url, reason });
+            return Err(connect::Denied { url, reason, fix });
         }
         let wait = backoff.next(None);
         tracing::warn!(error = %e, retry_in = ?wait, "redis unavailable");

@@ -2,6 +2,8 @@
 //! `chatbridge run` binary speaks the sd_notify protocol to a notify socket the test owns
 //! (a Unix datagram socket passed as `NOTIFY_SOCKET`): READY=1 after the subscription and the
 //! first catch-up, STATUS= lines, WATCHDOG=1 only while healthy, STOPPING=1 on SIGTERM.
+//! The unit's restart policy matches the exit codes the binary really returns: a broken
+//! configuration exits 78, which the unit does not restart.
 
 mod common;
 
@@ -326,6 +328,113 @@ fn unit_file_verify_catches_a_broken_unit() {
     assert!(
         !ok || !output.trim().is_empty(),
         "verify should complain about a broken unit"
+    );
+}
+
+/// The values of `key=` in the unit's `[Service]` section, in order.
+fn service_values(key: &str) -> Vec<&'static str> {
+    let mut in_service = false;
+    let mut values = Vec::new();
+    for line in UNIT.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+        } else if in_service
+            && let Some(value) = line
+                .strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix('='))
+        {
+            values.push(value);
+        }
+    }
+    values
+}
+
+/// The exit codes after which the unit is not restarted (`RestartPreventExitStatus=`).
+fn restart_prevented() -> Vec<i32> {
+    service_values("RestartPreventExitStatus")
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .map(|code| code.parse().expect("numeric exit codes"))
+        .collect()
+}
+
+/// `command` (an `Exec…=` line of the unit) run on the binary under test with `config` for
+/// the unit's config path: its exit code.
+fn run_unit_command(command: &str, config: &Path) -> i32 {
+    let mut words = command.split_whitespace();
+    assert_eq!(words.next(), Some(INSTALLED), "{command}");
+    let args: Vec<String> = words
+        .map(|w| w.replace("/etc/chatbridge/config.toml", &config.to_string_lossy()))
+        .collect();
+    let mut child = Command::new(common::daemon::binary())
+        .args(&args)
+        .env_remove("CHATBRIDGE_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run chatbridge");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for chatbridge") {
+            return status.code().expect("an exit code, not a signal");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{command}` did not exit within {WAIT:?} on a broken config");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A configuration error is not something a restart fixes: without
+/// `RestartPreventExitStatus=78`, `Restart=on-failure` restarts the unit every `RestartSec`
+/// forever. systemd looks only at the main process's exit status there, so the start path
+/// must not run `check` in `ExecStartPre=` (a failing pre-command is restarted too).
+#[test]
+fn the_unit_is_not_restarted_on_a_configuration_error() {
+    assert_eq!(service_values("Restart"), ["on-failure"]);
+    let prevented = restart_prevented();
+    let ex_config = i32::from(chatbridge::cli::EX_CONFIG);
+    assert!(
+        prevented.contains(&ex_config) && prevented.contains(&2),
+        "RestartPreventExitStatus= should hold 78 (EX_CONFIG) and 2 (usage): {prevented:?}"
+    );
+    for restartable in [
+        chatbridge::cli::EX_SOFTWARE,
+        chatbridge::cli::EX_UNAVAILABLE,
+    ] {
+        assert!(
+            !prevented.contains(&i32::from(restartable)),
+            "exit {restartable} must stay restartable: {prevented:?}"
+        );
+    }
+    assert_eq!(
+        service_values("ExecStartPre"),
+        Vec::<&str>::new(),
+        "a failing ExecStartPre= is restarted whatever RestartPreventExitStatus= says"
+    );
+
+    // What the unit starts really exits with a prevented code on a broken file, and what
+    // its reload runs first really fails.
+    let config =
+        ConfigDir::new("[redis]\nurl = \"ftp://nowhere\"\n\n[links.audit]\nkind = \"webhook\"\n");
+    let start = service_values("ExecStart");
+    assert_eq!(start.len(), 1, "{start:?}");
+    let code = run_unit_command(start[0], &config.path());
+    assert_eq!(code, ex_config, "ExecStart= on a broken config");
+    let reload = service_values("ExecReload");
+    assert!(
+        reload[0].ends_with(" check"),
+        "the reload checks the file first: {reload:?}"
+    );
+    assert_eq!(run_unit_command(reload[0], &config.path()), ex_config);
+    let usage = format!("{} --no-such-flag", start[0]);
+    assert_eq!(
+        run_unit_command(&usage, &config.path()),
+        2,
+        "a wrong command line"
     );
 }
 

@@ -49,6 +49,11 @@ impl Changes {
             "redis.allow_eviction",
             old.redis.allow_eviction != new.redis.allow_eviction,
         );
+        // Contents too: a certificate replaced at the same path is still a change.
+        keep(
+            "redis.ca_file / client_cert_file / client_key_file",
+            old.redis.tls != new.redis.tls,
+        );
         keep(
             "history.room_limit",
             old.history.room_limit != new.history.room_limit,
@@ -186,6 +191,45 @@ mod tests {
 
     fn load(toml: &str) -> Config {
         load_str(toml, &Default::default()).expect("valid config")
+    }
+
+    /// A CA certificate replaced at the same path is a change a reload cannot apply: the
+    /// running connections keep trusting the old one until a restart.
+    #[test]
+    fn a_tls_file_whose_contents_changed_needs_a_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = dir.path().join("ca.pem");
+        let write_ca = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.self_signed(&key).expect("self-sign");
+            std::fs::write(&ca, cert.pem()).expect("write the CA");
+        };
+        let toml = format!(
+            "[redis]\nurl = \"rediss://127.0.0.1:7000/\"\nca_file = \"{}\"\n",
+            ca.display()
+        );
+        write_ca("first CA");
+        let running = load(&toml);
+        assert!(
+            Changes::between(&running, load(&toml))
+                .need_restart
+                .is_empty()
+        );
+        write_ca("second CA");
+        let changes = Changes::between(&running, load(&toml));
+        assert_eq!(
+            changes.need_restart,
+            ["redis.ca_file / client_cert_file / client_key_file"]
+        );
+        assert_eq!(
+            changes.config.redis, running.redis,
+            "the running value is kept"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod rooms;
 mod slack;
 mod source;
 mod summary;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,6 +36,7 @@ pub use links::{
 pub use ops::{HttpConfig, LogConfig, LogFormat};
 pub use rooms::{DmsConfig, RoomConfig};
 pub use slack::{SlackAppConfig, SlackInbound};
+pub use tls::{ClientIdentity, PemFile, RedisTls};
 
 use error::Problems;
 use reader::Table;
@@ -79,6 +81,10 @@ pub struct RedisConfig {
     /// (`allow_eviction`). An evicted outbox or checkpoint is silent loss, so chatbridge
     /// refuses such a server unless this is true. Default: false.
     pub allow_eviction: bool,
+    /// The CA bundle to trust and the client certificate to present on `rediss://`
+    /// connections (`ca_file`, `client_cert_file`, `client_key_file`), read and checked at
+    /// load. Empty: the platform's roots and no client certificate.
+    pub tls: RedisTls,
 }
 
 impl RedisConfig {
@@ -93,6 +99,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
             .field("allow_eviction", &self.allow_eviction)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -240,10 +247,16 @@ fn parse_redis(mut section: Table, problems: &mut Problems) -> RedisConfig {
         None => DEFAULT_URL.to_owned(),
     };
     let allow_eviction = section.boolean("allow_eviction", false, problems);
+    let tls_url = url
+        .as_str()
+        .into_connection_info()
+        .is_ok_and(|info| matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }));
+    let tls = tls::parse_redis_tls(&mut section, tls_url, problems);
     section.finish(problems);
     RedisConfig {
         url,
         allow_eviction,
+        tls,
     }
 }
 
@@ -256,12 +269,20 @@ fn check_redis_url(url: &str) -> Result<(), String> {
             parsed.scheme()
         ));
     }
-    url.into_connection_info().map(drop).map_err(|e| {
+    let info = url.into_connection_info().map_err(|e| {
         let full = e.to_string();
         // redis-rs writes "description - Kind: detail"; the description is a fixed text.
         let description = full.split(" - ").next().unwrap_or("invalid");
         format!("not a usable Redis URL: {description}")
-    })
+    })?;
+    if let redis::ConnectionAddr::TcpTls { insecure: true, .. } = info.addr() {
+        return Err(
+            "`#insecure` (no certificate verification) is not supported: trust the \
+                    server's CA with [redis] ca_file instead"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 fn parse_history(mut section: Table, problems: &mut Problems) -> HistoryConfig {

@@ -208,6 +208,20 @@ impl Receiver {
         lock(&self.shared.recorded).clone()
     }
 
+    /// The chat content of every webhook event received so far (`data.event.content`), in
+    /// arrival order.
+    pub fn contents(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .map(|r| {
+                r.json()["data"]["event"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
     /// Waits until at least `n` requests arrived and returns them all; panics after `timeout`
     /// listing what did arrive.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {

@@ -1,6 +1,10 @@
 //! A throwaway redis-server per test: its own free port on loopback, no persistence unless the
 //! test asks for it ([`RedisServer::start_with`], e.g. `--appendonly yes`), its own temporary
 //! directory, killed and reaped on drop. Never the shared Redis on 6379.
+//!
+//! [`RedisServer::start_tls`] serves TLS only (`--port 0 --tls-port P`) with the certificates
+//! of a [`TestTls`]: its [`RedisServer::url`] is then `rediss://…` and its own clients trust
+//! the test CA and present the test client certificate.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -10,6 +14,8 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use super::tls::TestTls;
 
 /// How long a fresh server may take to answer PING.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +35,61 @@ pub struct RedisServer {
     extra: Vec<String>,
     /// Working directory and log file; removed when the server is dropped.
     dir: TempDir,
+    /// Set when the server speaks TLS only.
+    tls: Option<Tls>,
+}
+
+/// Whether a TLS server asks its clients for a certificate (`--tls-auth-clients`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// `yes`: a client without a certificate the CA signed is refused.
+    Required,
+    /// `no`: clients are not asked for one.
+    NotAsked,
+}
+
+/// A TLS server's arguments (the certificate files, copied into its directory) and what its
+/// own clients present and trust.
+struct Tls {
+    args: Vec<String>,
+    certificates: ::redis::TlsCertificates,
+}
+
+impl Tls {
+    fn new(tls: &TestTls, client_certs: ClientCerts, dir: &TempDir) -> Self {
+        let copy = |from: &std::path::Path, name: &str| {
+            let to = dir.path().join(name);
+            std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {name}: {e}"));
+            to.to_string_lossy().into_owned()
+        };
+        let auth = match client_certs {
+            ClientCerts::Required => "yes",
+            ClientCerts::NotAsked => "no",
+        };
+        let args = vec![
+            "--tls-cert-file".to_owned(),
+            copy(&tls.server_cert_file, "server.crt"),
+            "--tls-key-file".to_owned(),
+            copy(&tls.server_key_file, "server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            copy(&tls.ca_file, "ca.pem"),
+            "--tls-auth-clients".to_owned(),
+            auth.to_owned(),
+        ];
+        let read = |path: &std::path::Path| std::fs::read(path).expect("read a test PEM");
+        let certificates = ::redis::TlsCertificates {
+            client_tls: Some(::redis::ClientTlsConfig {
+                client_cert: read(&tls.client_cert_file),
+                client_key: read(&tls.client_key_file),
+            }),
+            root_cert: Some(read(&tls.ca_file)),
+        };
+        Self { args, certificates }
+    }
+
+    fn url(port: u16) -> String {
+        format!("rediss://127.0.0.1:{port}/")
+    }
 }
 
 impl RedisServer {
@@ -40,18 +101,31 @@ impl RedisServer {
     /// Starts a server with `extra` arguments after the defaults, which they override
     /// (`&["--appendonly", "yes"]` for persistence in the server's own temporary directory).
     pub fn start_with(extra: &[&str]) -> Self {
-        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
         let dir = tempfile::tempdir().expect("create a temporary directory for redis-server");
+        Self::start_in(dir, extra, None)
+    }
+
+    /// Starts a TLS-only server (no plain port) presenting `tls`'s server certificate, asking
+    /// clients for a certificate signed by `tls`'s CA when `client_certs` says so.
+    pub fn start_tls(tls: &TestTls, client_certs: ClientCerts) -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory for redis-server");
+        let tls = Tls::new(tls, client_certs, &dir);
+        Self::start_in(dir, &[], Some(tls))
+    }
+
+    fn start_in(dir: TempDir, extra: &[&str], tls: Option<Tls>) -> Self {
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
         let mut last_failure = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            match spawn(port, &dir, &extra) {
+            match spawn(port, &dir, &extra, tls.as_ref()) {
                 Ok(child) => {
                     return Self {
                         child: Some(child),
                         port,
                         extra,
                         dir,
+                        tls,
                     };
                 }
                 Err(failure) => last_failure = failure,
@@ -70,12 +144,18 @@ impl RedisServer {
         self.port
     }
 
+    /// `redis://127.0.0.1:P/`, or `rediss://…` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match self.tls {
+            Some(_) => Tls::url(self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
+    /// A client of this server (over TLS, trusting the test CA and presenting the test client
+    /// certificate, for a TLS server).
     pub fn client(&self) -> ::redis::Client {
-        ::redis::Client::open(self.url()).expect("a valid redis URL")
+        client(self.port, self.tls.as_ref())
     }
 
     /// A subscriber on `channel`, as a seed client listens (call from inside a tokio runtime).
@@ -129,7 +209,7 @@ impl RedisServer {
     /// persistence on it loads what it saved; without, it starts empty.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "start_again on a running server");
-        let child = spawn(self.port, &self.dir, &self.extra)
+        let child = spawn(self.port, &self.dir, &self.extra, self.tls.as_ref())
             .unwrap_or_else(|e| panic!("restart redis-server on port {}: {e}", self.port));
         self.child = Some(child);
     }
@@ -160,12 +240,22 @@ fn log_path(dir: &TempDir, port: u16) -> PathBuf {
 
 /// Spawns redis-server on `port` and waits until it (and not some other process on that port)
 /// answers; on failure the process is reaped and the reason returned.
-fn spawn(port: u16, dir: &TempDir, extra: &[String]) -> Result<Child, String> {
+fn spawn(port: u16, dir: &TempDir, extra: &[String], tls: Option<&Tls>) -> Result<Child, String> {
     let log = log_path(dir, port);
     let log_file = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
     let stderr = log_file.try_clone().map_err(|e| e.to_string())?;
+    let number = port.to_string();
+    let ports: Vec<&str> = match tls {
+        // TLS only: no plain port, the TLS one where a plain server would listen.
+        Some(tls) => ["--port", "0", "--tls-port", &number]
+            .into_iter()
+            .chain(tls.args.iter().map(String::as_str))
+            .collect(),
+        None => vec!["--port", &number],
+    };
     let mut child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(ports)
+        .args(["--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .args(extra)
         .arg("--dir")
@@ -175,7 +265,7 @@ fn spawn(port: u16, dir: &TempDir, extra: &[String]) -> Result<Child, String> {
         .stderr(stderr)
         .spawn()
         .map_err(|e| format!("spawn redis-server (is it installed?): {e}"))?;
-    match wait_until_serving(&mut child, port) {
+    match wait_until_serving(&mut child, port, &client(port, tls)) {
         Ok(()) => Ok(child),
         Err(reason) => {
             let _ = child.kill();
@@ -186,9 +276,22 @@ fn spawn(port: u16, dir: &TempDir, extra: &[String]) -> Result<Child, String> {
     }
 }
 
-fn wait_until_serving(child: &mut Child, port: u16) -> Result<(), String> {
-    let client =
-        ::redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
+/// A client of the server on `port`, over TLS when `tls` is set.
+fn client(port: u16, tls: Option<&Tls>) -> ::redis::Client {
+    match tls {
+        Some(tls) => ::redis::Client::build_with_tls(Tls::url(port), tls.certificates.clone())
+            .expect("a TLS redis client"),
+        None => {
+            ::redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("a valid redis URL")
+        }
+    }
+}
+
+fn wait_until_serving(
+    child: &mut Child,
+    port: u16,
+    client: &::redis::Client,
+) -> Result<(), String> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -196,7 +299,7 @@ fn wait_until_serving(child: &mut Child, port: u16) -> Result<(), String> {
                 "redis-server on port {port} exited early ({status})"
             ));
         }
-        if let Some(pid) = server_pid(&client) {
+        if let Some(pid) = server_pid(client) {
             // Someone else's server may hold the port while ours failed to bind.
             return if pid == child.id() {
                 Ok(())

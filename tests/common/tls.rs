@@ -8,6 +8,10 @@
 //! let fake = FakeGateway::start_tls("bot-token", 1000, tls.acceptor.clone()).await;
 //! let daemon = Daemon::start_with_env(&toml, &[("SSL_CERT_FILE", tls.ca_path())]);
 //! ```
+//!
+//! The server certificate and key are written as PEM files too (for `redis-server
+//! --tls-cert-file`), with a client certificate the CA signed (for mutual TLS: `[redis]
+//! client_cert_file`, `redis-server --tls-auth-clients yes`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,8 +30,14 @@ pub const SERVER_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 /// A test CA (PEM in `ca_file`) and a TLS acceptor presenting a `localhost`/`127.0.0.1`
 /// certificate signed by it (chain: leaf, CA).
 pub struct TestTls {
-    /// The CA certificate, PEM; lives as long as this value (in `_dir`).
+    /// The CA certificate, PEM; lives as long as this value (in `_dir`), like the files below.
     pub ca_file: PathBuf,
+    /// The server certificate (leaf only) and its PKCS#8 key, PEM.
+    pub server_cert_file: PathBuf,
+    pub server_key_file: PathBuf,
+    /// A client certificate (`chatbridge test client`, client auth) the CA signed, and its key.
+    pub client_cert_file: PathBuf,
+    pub client_key_file: PathBuf,
     pub acceptor: TlsAcceptor,
     _dir: tempfile::TempDir,
 }
@@ -60,9 +70,28 @@ impl TestTls {
             .signed_by(&leaf_key, &issuer)
             .expect("sign the server certificate");
 
+        let client_key = KeyPair::generate().expect("client key");
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "chatbridge test client");
+        client_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client_params
+            .signed_by(&client_key, &issuer)
+            .expect("sign the client certificate");
+
         let dir = tempfile::tempdir().expect("temp dir");
-        let ca_file = dir.path().join("test-ca.pem");
-        std::fs::write(&ca_file, ca_cert.pem()).expect("write the CA PEM");
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap_or_else(|e| panic!("write {name}: {e}"));
+            path
+        };
+        let ca_file = write("test-ca.pem", ca_cert.pem());
+        let server_cert_file = write("server.crt", leaf_cert.pem());
+        let server_key_file = write("server.key", leaf_key.serialize_pem());
+        let client_cert_file = write("client.crt", client_cert.pem());
+        let client_key_file = write("client.key", client_key.serialize_pem());
 
         // The provider named explicitly: the tree's rustls has aws-lc-rs only, but a test must
         // not depend on a process-wide default having been installed.
@@ -78,6 +107,10 @@ impl TestTls {
             .expect("server certificate and key");
         Self {
             ca_file,
+            server_cert_file,
+            server_key_file,
+            client_cert_file,
+            client_key_file,
             acceptor: TlsAcceptor::from(Arc::new(config)),
             _dir: dir,
         }
