@@ -10,10 +10,11 @@
 //! routes answer at once.
 //!
 //! [`Connections`] caps how many are open. When the cap is reached, the oldest connection that
-//! has been stalled for [`STALLED`] (waiting for a request, or in one that is not answered,
-//! like a slow body) gives way to the new one; only when every open connection is younger in
-//! its state is the new one refused. So hostile clients holding every slot cannot lock out a
-//! health check, and file descriptors stay bounded.
+//! is waiting for a request (it has not sent a complete head yet, or idles between requests)
+//! gives way to the new one; failing that, the oldest request not answered for [`STALLED`]
+//! (a slow body); only when every open connection is answering a younger request is the new
+//! one refused. So hostile clients holding every slot cannot lock out a health check (which
+//! sends its request at once and is answered at once), and file descriptors stay bounded.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -30,9 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{HTTP_CONNECTIONS_CLOSED, HTTP_CONNECTIONS_OPEN, HTTP_CONNECTIONS_REFUSED};
 
-/// How long a connection must have been in its state before it may give way to a new one at
-/// the cap: long enough for any real client to send its request once connected.
-pub const STALLED: Duration = Duration::from_secs(1);
+/// How long a request must have been unanswered before its connection may give way to a new
+/// one at the cap: far longer than the inbound routes take (milliseconds), far shorter than a
+/// slow body; it is also the longest a burst of slow bodies can get new connections refused.
+pub const STALLED: Duration = Duration::from_millis(250);
 
 /// The deadlines of [`Activity::expired`].
 #[derive(Debug, Clone, Copy)]
@@ -99,13 +101,6 @@ impl Phase {
                 let head = first_byte.map(|at| (at + timeouts.header, Closed::HeaderTimeout));
                 Some(head.map_or(idle, |head| if head.0 < idle.0 { head } else { idle }))
             }
-        }
-    }
-
-    /// Since when it has been in this state.
-    fn since(self) -> Instant {
-        match self {
-            Self::Waiting { since, .. } | Self::Answering { since } => since,
         }
     }
 }
@@ -321,6 +316,12 @@ impl Connections {
                 return None;
             };
             if let Some(entry) = open.entries.remove(&victim) {
+                let phase = *entry.activity.phase();
+                tracing::debug!(
+                    ?phase,
+                    open = open.entries.len() + 1,
+                    "max_connections open: one gives way"
+                );
                 entry.evict.cancel();
                 self.count_closed(Closed::Evicted);
                 evicted = true;
@@ -351,19 +352,17 @@ impl Connections {
     }
 }
 
-/// Which open connection gives way to a new one: the oldest waiting for a request for
-/// [`STALLED`] or more, else the oldest answering a request for as long; `phases` oldest first.
+/// Which open connection gives way to a new one: the oldest waiting for a request, else the
+/// oldest answering one for [`STALLED`] or more; `phases` oldest first.
 fn victim(phases: impl Iterator<Item = (u64, Phase)>, now: Instant) -> Option<u64> {
     let mut answering = None;
     for (id, phase) in phases {
-        if now.saturating_duration_since(phase.since()) < STALLED {
-            continue;
-        }
         match phase {
             Phase::Waiting { .. } => return Some(id),
-            Phase::Answering { .. } => {
+            Phase::Answering { since } if now.saturating_duration_since(since) >= STALLED => {
                 answering.get_or_insert(id);
             }
+            Phase::Answering { .. } => {}
         }
     }
     answering
@@ -435,31 +434,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_oldest_stalled_waiting_connection_gives_way_first() {
+    async fn the_oldest_waiting_connection_gives_way_first_then_the_oldest_slow_request() {
         let now = Instant::now() + Duration::from_secs(10);
         let old = now - STALLED * 3;
         let young = now - STALLED / 2;
-        let answering = Phase::Answering { since: old };
-        let phases = [(1, answering), (2, waiting(young)), (3, waiting(old))];
-        assert_eq!(victim(phases.into_iter(), now), Some(3));
-        let phases = [(1, waiting(young)), (2, answering)];
+        let slow = Phase::Answering { since: old };
+        let quick = Phase::Answering { since: young };
+        let phases = [(1, slow), (2, waiting(young)), (3, waiting(old))];
+        assert_eq!(
+            victim(phases.into_iter(), now),
+            Some(2),
+            "waiting, however young"
+        );
+        let phases = [(1, quick), (2, slow), (3, slow)];
         assert_eq!(victim(phases.into_iter(), now), Some(2), "a slow request");
-        let phases = [(1, waiting(young)), (2, Phase::Answering { since: young })];
-        assert_eq!(victim(phases.into_iter(), now), None, "all young: refused");
+        let phases = [(1, quick), (2, quick)];
+        assert_eq!(
+            victim(phases.into_iter(), now),
+            None,
+            "all answering young: refused"
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn at_the_cap_a_stalled_connection_is_evicted_else_the_new_one_refused() {
+    async fn at_the_cap_a_waiting_connection_is_evicted_else_the_new_one_refused() {
         let connections = Connections::new(2);
         let (first, evicted) = connections.admit().expect("room");
         assert!(!evicted);
-        let (_second, _) = connections.admit().expect("room");
-        assert!(connections.admit().is_none(), "both young");
-        tokio::time::advance(STALLED).await;
-        let (_third, evicted) = connections.admit().expect("the first gives way");
+        let (second, _) = connections.admit().expect("room");
+        let (third, evicted) = connections.admit().expect("the first gives way");
         assert!(evicted);
         assert!(first.evict.is_cancelled());
         drop(first);
         assert_eq!(connections.open().entries.len(), 2);
+        let _answering = [second.activity.answering(), third.activity.answering()];
+        assert!(connections.admit().is_none(), "both answering, young");
+        tokio::time::advance(STALLED).await;
+        let (_fourth, evicted) = connections.admit().expect("a slow request gives way");
+        assert!(evicted);
+        assert!(second.evict.is_cancelled());
     }
 }
