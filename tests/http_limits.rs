@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, wait_ready};
+use common::metrics::{scrape, value};
 use common::receiver::Receiver;
 use common::redis::{RedisServer, free_port};
 use common::seed;
-use prometheus_parse::{Scrape, Value as Metric};
+use prometheus_parse::Scrape;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
@@ -61,7 +62,10 @@ async fn connect_within(port: u16) -> Option<TcpStream> {
 
 /// Reads until the server closes the connection (end of stream or reset); how long that took
 /// and what it sent, or `None` if it is still open after `limit`.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<(Duration, Vec<u8>)> {
+async fn closed_within(
+    stream: &mut (impl AsyncRead + Unpin),
+    limit: Duration,
+) -> Option<(Duration, Vec<u8>)> {
     let started = Instant::now();
     let mut got = Vec::new();
     let read = async {
@@ -126,19 +130,9 @@ async fn slow_headers(
             }
         }
     });
-    let mut got = Vec::new();
-    let reading = async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    let closed = tokio::time::timeout(limit, reading).await.is_ok();
+    let closed = closed_within(&mut read, limit).await;
     writer.abort();
-    closed.then(|| (started.elapsed(), got))
+    closed.map(|(_, got)| (started.elapsed(), got))
 }
 
 /// A client that sends a signed-hook request head with a 60000-byte body, then the body 16
@@ -163,29 +157,9 @@ async fn slow_body(port: u16, every: Duration, limit: Duration, connected: Arc<A
     }
 }
 
-async fn scrape(client: &reqwest::Client, port: u16) -> Scrape {
-    let body = client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    Scrape::parse(body.lines().map(|line| Ok(line.to_owned()))).expect("Prometheus text format")
-}
-
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
-        .map(|s| match &s.value {
-            Metric::Counter(v) | Metric::Gauge(v) | Metric::Untyped(v) => *v,
-            _ => f64::NAN,
-        })
-        .unwrap_or_else(|| panic!("no {name} {labels:?} in /metrics"))
+/// A counter's or gauge's value in `scraped`; panics when it is not there.
+fn metric(scraped: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    value(scraped, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in /metrics"))
 }
 
 /// A client that opens a new connection for every request (as a health checker does).
@@ -242,9 +216,9 @@ async fn silent_and_slow_header_clients_are_cut_off_and_idle_keep_alive_closes()
         after >= Duration::from_millis(2500) && after < Duration::from_secs(6),
         "after the 3 s idle timeout: {after:?}"
     );
-    let scraped = scrape(&fresh_connections(), port).await;
+    let scraped = scrape(port).await;
     let closed = |reason| {
-        value(
+        metric(
             &scraped,
             "chatbridge_http_connections_closed_total",
             &[("reason", reason)],
@@ -300,9 +274,9 @@ async fn max_connections_caps_what_is_open_and_waiting_or_slow_connections_give_
         more.push(connect(port).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let scraped = scrape(&client, port).await;
-    assert!(value(&scraped, "chatbridge_http_connections_open", &[]) <= 4.0);
-    let evicted = value(
+    let scraped = scrape(port).await;
+    assert!(metric(&scraped, "chatbridge_http_connections_open", &[]) <= 4.0);
+    let evicted = metric(
         &scraped,
         "chatbridge_http_connections_closed_total",
         &[("reason", "evicted")],
@@ -310,7 +284,7 @@ async fn max_connections_caps_what_is_open_and_waiting_or_slow_connections_give_
     assert!(evicted >= 2.0 + 20.0, "{evicted}");
     // Refusal (every slot answering a young request) is timing-bound: unit-tested in
     // http::connections; here only its counter's presence.
-    value(&scraped, "chatbridge_http_connections_refused_total", &[]);
+    metric(&scraped, "chatbridge_http_connections_refused_total", &[]);
     bodies.abort_all();
 }
 
