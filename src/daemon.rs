@@ -90,6 +90,9 @@ pub async fn run(
         reload: false,
     };
     let stop = CancellationToken::new();
+    // Sockets are files: before any is opened, so Redis, outbound HTTP and the HTTP server's
+    // cap all see the raised limit.
+    crate::fdlimit::raise();
     // Bound first: /readyz answers while Redis is still unreachable.
     let ops = Operations::start_with_routes(&config, &stop, crate::inbound::routes()).await?;
     let mut bridge = tokio::select! {

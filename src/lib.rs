@@ -41,7 +41,10 @@
 //!   WATCHDOG=1 only while the subscription and the intake show progress, RELOADING=1 … READY=1
 //!   around a reload, STOPPING=1.
 //! - [`http`]: the HTTP server (`[http]`): `/healthz`, `/readyz`, `/metrics`, and a router
-//!   other routes join; bound before Redis is connected.
+//!   other routes join; bound before Redis is connected; hostile clients bounded (header and
+//!   idle timeouts, a connection cap, health routes outside the request limit).
+//! - [`fdlimit`]: raises the open-file limit at start and keeps descriptors for Redis and
+//!   outbound HTTP beside the HTTP server's connections.
 //! - [`inbound`]: `POST /hooks/{link}` (signed generic webhooks) and `POST /slack/events`
 //!   (Slack Events API): verify, de-duplicate, then one atomic write into the chat marked with
 //!   a trusted `origin`, from where the normal path relays it to every other link.
@@ -61,6 +64,7 @@ pub mod daemon;
 pub mod decode;
 pub mod deliver;
 pub mod eviction;
+pub mod fdlimit;
 pub mod http;
 pub mod inbound;
 pub mod intake;

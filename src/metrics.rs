@@ -69,6 +69,14 @@ pub const INBOUND_REQUESTS: &str = "chatbridge_inbound_requests_total";
 /// Inbound connections this process holds and has connected, by `route` (discord_gateway,
 /// slack_socket): 0 while standing by, reconnecting or closed.
 pub const INBOUND_CONNECTED: &str = "chatbridge_inbound_connected";
+/// Connections the HTTP server holds open.
+pub const HTTP_CONNECTIONS_OPEN: &str = "chatbridge_http_connections_open";
+/// Connections the HTTP server closed at once because `max_connections` were open and none of
+/// them could give way.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "chatbridge_http_connections_refused_total";
+/// Connections the HTTP server cut off, by `reason` (header_timeout, idle_timeout, evicted: it
+/// gave way to a new one while `max_connections` were open).
+pub const HTTP_CONNECTIONS_CLOSED: &str = "chatbridge_http_connections_closed_total";
 
 /// How often the outbox gauges are read from Redis.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -161,6 +169,18 @@ fn describe() {
     describe_gauge!(
         INBOUND_CONNECTED,
         "Inbound connections (Discord Gateway, Slack Socket Mode) held and connected"
+    );
+    describe_gauge!(
+        HTTP_CONNECTIONS_OPEN,
+        "Connections the HTTP server holds open"
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "Connections closed at once because max_connections were open"
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_CLOSED,
+        "Connections the HTTP server cut off, by reason"
     );
 }
 

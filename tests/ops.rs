@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::daemon::{Daemon, cli_async, wait_ready};
+use common::metrics::{scrape, value};
 use common::receiver::{Receiver, Reply};
 use common::redis::{RedisServer, free_port};
 use common::seed;
 use common::wait::eventually;
-use prometheus_parse::{Scrape, Value as Metric};
+use prometheus_parse::Scrape;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -59,28 +60,6 @@ async fn get(port: u16, path: &str) -> (u16, String) {
         .expect("GET");
     let status = response.status().as_u16();
     (status, response.text().await.expect("body"))
-}
-
-/// `/metrics`, parsed; panics on a body that is not Prometheus text.
-async fn scrape(port: u16) -> Scrape {
-    let (status, body) = get(port, "/metrics").await;
-    assert_eq!(status, 200, "{body}");
-    Scrape::parse(body.lines().map(|line| Ok(line.to_owned()))).expect("Prometheus text format")
-}
-
-/// The value of the sample `name` whose labels include `labels` (counters and gauges), or
-/// the count of a histogram.
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
-        .map(|s| match &s.value {
-            Metric::Counter(v) | Metric::Gauge(v) | Metric::Untyped(v) => *v,
-            Metric::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
-            Metric::Summary(_) => f64::NAN,
-        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,9 +19,20 @@ pub struct HttpConfig {
     /// How long one request may take before it gets 408 (`request_timeout_secs`, 1 to 300).
     /// Default: 10 seconds.
     pub request_timeout: Duration,
-    /// Requests handled at once; more wait (`max_concurrent_requests`, 1 to 10000).
-    /// Default: 64.
+    /// Requests to the inbound routes handled at once; more wait (`max_concurrent_requests`,
+    /// 1 to 10000). Default: 64. The health routes do not count.
     pub max_concurrent_requests: usize,
+    /// How long a connection may take to send a request's head: counted from the connection's
+    /// start for its first request, from the first byte of each later one
+    /// (`header_timeout_secs`, 1 to 300). Default: 5 seconds. A client that sends nothing, or
+    /// its headers a byte at a time, holds a connection no longer than this.
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may wait, idle, for its next request
+    /// (`idle_timeout_secs`, 1 to 3600). Default: 60 seconds.
+    pub idle_timeout: Duration,
+    /// Connections open at once (`max_connections`, 1 to 100000). Default: 512, lowered at
+    /// start when the open-file limit cannot hold it beside [`crate::fdlimit::RESERVE`].
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -32,6 +43,9 @@ impl Default for HttpConfig {
             max_body_bytes: 65_536,
             request_timeout: Duration::from_secs(10),
             max_concurrent_requests: 64,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
         }
     }
 }
@@ -87,12 +101,18 @@ pub(super) fn parse_http(section: Option<Table>, problems: &mut Problems) -> Opt
     let max_body_bytes = section.integer("max_body_bytes", 1024..=16_777_216, 65_536, problems);
     let timeout = section.integer("request_timeout_secs", 1..=300, 10, problems);
     let concurrent = section.integer("max_concurrent_requests", 1..=10_000, 64, problems);
+    let header_timeout = section.integer("header_timeout_secs", 1..=300, 5, problems);
+    let idle_timeout = section.integer("idle_timeout_secs", 1..=3600, 60, problems);
+    let connections = section.integer("max_connections", 1..=100_000, 512, problems);
     section.finish(problems);
     Some(HttpConfig {
         listen,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(65_536),
         request_timeout: Duration::from_secs(timeout),
         max_concurrent_requests: usize::try_from(concurrent).unwrap_or(64),
+        header_timeout: Duration::from_secs(header_timeout),
+        idle_timeout: Duration::from_secs(idle_timeout),
+        max_connections: usize::try_from(connections).unwrap_or(512),
     })
 }
 
@@ -165,6 +185,36 @@ mod tests {
         assert_eq!(http.max_body_bytes, 65_536);
         assert_eq!(http.request_timeout, Duration::from_secs(10));
         assert_eq!(http.max_concurrent_requests, 64);
+        assert_eq!(http.header_timeout, Duration::from_secs(5));
+        assert_eq!(http.idle_timeout, Duration::from_secs(60));
+        assert_eq!(http.max_connections, 512);
+        assert_eq!(http, HttpConfig::default());
+    }
+
+    #[test]
+    fn connection_limits_are_read_and_checked() {
+        let http = load(
+            "[http]\nheader_timeout_secs = 2\nidle_timeout_secs = 30\nmax_connections = 100\n",
+        )
+        .expect("valid")
+        .http
+        .expect("[http] set");
+        assert_eq!(http.header_timeout, Duration::from_secs(2));
+        assert_eq!(http.idle_timeout, Duration::from_secs(30));
+        assert_eq!(http.max_connections, 100);
+        let errors = load(
+            "[http]\nheader_timeout_secs = 0\nidle_timeout_secs = 3601\nmax_connections = 0\n",
+        )
+        .expect_err("invalid");
+        assert_eq!(
+            errors.paths(),
+            [
+                "http.header_timeout_secs",
+                "http.idle_timeout_secs",
+                "http.max_connections"
+            ],
+            "{errors}"
+        );
     }
 
     #[test]

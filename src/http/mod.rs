@@ -1,14 +1,23 @@
 //! The HTTP server (`[http] listen`, default `127.0.0.1:8700`), started only when `[http]` is
-//! configured or something inbound is (then with `[http]`'s defaults). It is bound before chatbridge connects to Redis, so `/readyz` answers (503)
-//! while Redis is still unreachable, and before systemd hears `READY=1`.
+//! configured or something inbound is (then with `[http]`'s defaults). It is bound before
+//! chatbridge connects to Redis, so `/readyz` answers (503) while Redis is still unreachable,
+//! and before systemd hears `READY=1`.
 //!
 //! Routes: [`health`] (`GET /healthz`, `GET /readyz`, `GET /metrics`). Other parts add their
-//! own routes with [`router`]'s `extra` (the daemon adds [`crate::inbound::routes`]): every route shares
-//! [`AppState`] and the same limits — a body over `max_body_bytes` gets 413, at most
-//! `max_concurrent_requests` are handled at once (the rest wait their turn), and a request
-//! not answered within `request_timeout_secs`, waiting included, gets 408.
+//! own routes with [`router`]'s `extra` (the daemon adds [`crate::inbound::routes`]). Every
+//! route shares [`AppState`] and the body cap (over `max_body_bytes`: 413). The `extra` routes
+//! also share a request limit: at most `max_concurrent_requests` are handled at once (the rest
+//! wait their turn), and a request not answered within `request_timeout_secs`, waiting
+//! included, gets 408. The health routes stay outside that limit, so slow inbound clients
+//! cannot make a health check time out (and the service manager restart a working bridge).
+//!
+//! Connections are bounded by [`serve`]: header and idle timeouts, and at most
+//! `max_connections` open ([`connections`]), lowered at start to what the open-file limit
+//! holds beside [`crate::fdlimit::RESERVE`].
 
+mod connections;
 mod health;
+mod serve;
 mod workers;
 
 use std::net::SocketAddr;
@@ -60,12 +69,10 @@ pub struct AppState {
     pub inbound: crate::inbound::Shared,
 }
 
-/// The router: the operations routes plus `extra`, under the shared limits.
+/// The router: the operations routes plus `extra` under the request limit, all under the
+/// body cap.
 pub fn router(state: AppState, extra: Router<AppState>, limits: &HttpConfig) -> Router {
-    health::routes()
-        .merge(extra)
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+    let limited = extra
         .layer(GlobalConcurrencyLimitLayer::new(
             limits.max_concurrent_requests,
         ))
@@ -73,7 +80,11 @@ pub fn router(state: AppState, extra: Router<AppState>, limits: &HttpConfig) -> 
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
-        ))
+        ));
+    health::routes()
+        .merge(limited)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         .with_state(state)
 }
 
@@ -130,12 +141,8 @@ impl Operations {
         };
         tracing::info!(%addr, "http server listening: /healthz /readyz /metrics{inbound}");
         let app = router(state.clone(), extra, http);
-        let stop = stop.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
+        let limits = connection_limits(http);
+        let server = tokio::spawn(serve::serve(listener, app, limits, stop.clone()));
         Ok(Self {
             state,
             server: Some(server),
@@ -184,6 +191,33 @@ impl Operations {
     }
 }
 
+/// The connection bounds of `http`, with `max_connections` lowered (and a warning logged)
+/// when the open-file limit cannot hold it beside [`crate::fdlimit::RESERVE`].
+fn connection_limits(http: &HttpConfig) -> serve::ConnectionLimits {
+    let soft = crate::fdlimit::soft_limit();
+    let cap = crate::fdlimit::connection_cap(http.max_connections, soft);
+    if cap.lowered {
+        tracing::warn!(
+            max_connections = http.max_connections,
+            effective = cap.connections,
+            open_file_limit = soft,
+            reserve = crate::fdlimit::RESERVE,
+            "[http] max_connections lowered to {}: the open-file limit is {} and {} descriptors \
+             are kept for Redis and outbound HTTP (raise LimitNOFILE to allow more)",
+            cap.connections,
+            soft.unwrap_or_default(),
+            crate::fdlimit::RESERVE,
+        );
+    }
+    serve::ConnectionLimits {
+        max_connections: cap.connections,
+        timeouts: connections::Timeouts {
+            header: http.header_timeout,
+            idle: http.idle_timeout,
+        },
+    }
+}
+
 /// The process's Prometheus recorder, installed on first use.
 fn recorder() -> Result<PrometheusHandle, HttpError> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -211,6 +245,7 @@ mod tests {
             max_body_bytes: 1024,
             request_timeout: Duration::from_secs(2),
             max_concurrent_requests: 1,
+            ..HttpConfig::default()
         }
     }
 
@@ -288,6 +323,27 @@ mod tests {
             "one at a time: {:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn health_routes_answer_while_every_request_slot_is_taken() {
+        let app = router(state(), slow(Duration::from_secs(60)), &limits());
+        let busy = tokio::spawn(call_owned(app.clone()));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let started = tokio::time::Instant::now();
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let request = Request::get(path).body(Body::empty()).unwrap();
+            let status = call(&app, request).await;
+            assert_ne!(status, StatusCode::REQUEST_TIMEOUT, "{path}");
+        }
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "health routes do not wait for a request slot"
+        );
+        assert_eq!(busy.await.unwrap(), StatusCode::REQUEST_TIMEOUT);
     }
 
     async fn call_owned(app: Router) -> StatusCode {

@@ -87,6 +87,17 @@ impl Daemon {
 
     /// [`Daemon::start_in`] with extra environment variables for the child.
     pub fn start_in_with_env(config: ConfigDir, env: &[(&str, &str)]) -> Self {
+        Self::spawn(config, env, None)
+    }
+
+    /// Starts `chatbridge run` on this config text under an open-file limit of `limit` (soft
+    /// and hard, set by `prlimit`, which then becomes the daemon: [`Daemon::pid`] is the
+    /// daemon's).
+    pub fn start_with_open_file_limit(toml: &str, limit: u64) -> Self {
+        Self::spawn(ConfigDir::new(toml), &[], Some(limit))
+    }
+
+    fn spawn(config: ConfigDir, env: &[(&str, &str)], open_file_limit: Option<u64>) -> Self {
         let log = config.dir.path().join("daemon.log");
         let stdout = config.dir.path().join("stdout.log");
         let open = |p: &Path| {
@@ -96,7 +107,18 @@ impl Daemon {
                 .open(p)
                 .expect("log file")
         };
-        let child = Command::new(binary())
+        let mut command = match open_file_limit {
+            None => Command::new(binary()),
+            Some(limit) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(binary());
+                prlimit
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(config.path())
             .arg("run")

@@ -7,6 +7,7 @@ pub mod fake_gateway;
 pub mod fake_slack;
 pub mod fake_socket_mode;
 pub mod history;
+pub mod metrics;
 pub mod notify;
 pub mod outbox;
 pub mod receiver;
