@@ -12,6 +12,7 @@ mod discord;
 mod error;
 mod links;
 mod ops;
+mod origin;
 mod reader;
 mod rooms;
 mod slack;

@@ -7,26 +7,9 @@ use std::ops::RangeInclusive;
 use config::{Value, ValueKind};
 
 use super::error::Problems;
-use super::source::{from_environment, override_variable};
-
-/// The origin the `config` crate gives values read from environment overrides.
-pub(super) const FROM_ENVIRONMENT: &str = "the environment";
-/// The origin we give strings that had a `${NAME}` replaced.
-pub(super) const SUBSTITUTED: &str = "${NAME}";
-
-/// `parent.key`, or `key` at the top level.
-pub(super) fn child_path(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{parent}.{key}")
-    }
-}
-
-/// `parent[index]`.
-pub(super) fn index_path(parent: &str, index: usize) -> String {
-    format!("{parent}[{index}]")
-}
+use super::origin::{
+    FROM_ENVIRONMENT, child_path, from_environment, index_path, override_variable,
+};
 
 /// A string from the configuration with its key path.
 #[derive(Debug, Clone)]

@@ -6,12 +6,7 @@ use config::{Environment, File, FileFormat, Value, ValueKind};
 
 use super::Env;
 use super::error::Problems;
-use super::reader::{FROM_ENVIRONMENT, SUBSTITUTED, child_path, index_path};
-
-/// The prefix of override variables: `CHATBRIDGE__REDIS__URL` sets `redis.url`.
-pub(super) const ENV_PREFIX: &str = "CHATBRIDGE";
-/// Separates the prefix and each key level in override variable names.
-pub(super) const ENV_SEPARATOR: &str = "__";
+use super::origin::{ENV_PREFIX, ENV_SEPARATOR, SUBSTITUTED, child_path, index_path};
 
 /// The merged tree of the TOML text and the overrides in `env`, with `${NAME}` replaced.
 /// `None` when the TOML does not parse (that problem is recorded).
@@ -134,19 +129,6 @@ fn is_variable_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// The override variable that sets `path` (`links.audit.url` → `CHATBRIDGE__LINKS__AUDIT__URL`),
-/// to tell the operator which variable holds an unknown key.
-pub(super) fn override_variable(path: &str) -> String {
-    let keys = path.replace('.', ENV_SEPARATOR).to_uppercase();
-    format!("{ENV_PREFIX}{ENV_SEPARATOR}{keys}")
-}
-
-/// Whether `value` came from outside the file (an override or a `${NAME}`): such values are
-/// not echoed in messages, as they may be secrets.
-pub(super) fn from_environment(value: &Value) -> bool {
-    matches!(value.origin(), Some(FROM_ENVIRONMENT | SUBSTITUTED))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,10 +176,5 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("TOPSECRET"), "{text}");
-    }
-
-    #[test]
-    fn override_variables_are_named_like_the_environment() {
-        assert_eq!(override_variable("redis.uri"), "CHATBRIDGE__REDIS__URI");
     }
 }
