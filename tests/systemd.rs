@@ -452,3 +452,23 @@ fn verify(unit: &Path) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// With `DynamicUser=yes` the service runs as a user that owns nothing in /etc: systemd
+/// creates `ConfigurationDirectory=` owned by root, so only its "other" bits let the service
+/// reach config.toml (0750 would lock it out, and every start would fail reading the file).
+#[test]
+fn the_dynamic_user_can_reach_the_configuration_directory() {
+    assert_eq!(service_values("DynamicUser"), ["yes"]);
+    assert_eq!(service_values("ConfigurationDirectory"), ["chatbridge"]);
+    let mode = service_values("ConfigurationDirectoryMode")
+        .first()
+        .map(|m| u32::from_str_radix(m, 8).expect("an octal mode"))
+        .unwrap_or(0o755);
+    assert_eq!(mode & 0o005, 0o005, "others need r-x, the mode is {mode:o}");
+    assert!(
+        UNIT.contains(
+            "ExecStart=/usr/local/bin/chatbridge --config /etc/chatbridge/config.toml run"
+        ),
+        "the config the unit reads lives in that directory"
+    );
+}
