@@ -2,7 +2,8 @@
 //! `docs/*.md` and `systemd/README.md` reaches an existing file (and its `#anchor` a heading of
 //! that file, by GitHub's slug rules), every key `config.toml` sets or shows commented out is in
 //! `docs/configuration.md` under its section (with the same default, where the page gives one
-//! value), and `README.md` stays a short introduction (at most [`README_MAX_LINES`] lines).
+//! value), every test function `docs/guarantees.md` names exists in the file it names, and
+//! `README.md` stays a short introduction (at most [`README_MAX_LINES`] lines).
 //!
 //! The checks are small functions over strings, so the tests at the bottom can feed each one a
 //! deliberately broken input and see it fail; the three tests at the top run them over the
@@ -70,6 +71,21 @@ fn every_config_toml_key_is_documented_with_its_default() {
     assert!(
         problems.is_empty(),
         "docs/configuration.md is out of date:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn every_test_the_guarantees_name_exists() {
+    let guarantees = read(&root().join("docs/guarantees.md"));
+    let named = named_tests(&guarantees);
+    assert!(named.len() > 50, "found only {} test names", named.len());
+    let problems = missing_tests(&named, |file| {
+        std::fs::read_to_string(root().join(file)).ok()
+    });
+    assert!(
+        problems.is_empty(),
+        "docs/guarantees.md:\n{}",
         problems.join("\n")
     );
 }
@@ -409,6 +425,51 @@ fn undocumented_keys(
     problems
 }
 
+// ---- test names ----
+
+/// The test functions a page names: on each line, every code span that is a Rust identifier
+/// with an `_` after a code span naming a test file (`` `tests/faults.rs` ``), as
+/// (file, function) pairs.
+fn named_tests(markdown: &str) -> Vec<(String, String)> {
+    let mut named = Vec::new();
+    for (_, line) in prose_lines(markdown) {
+        let mut file: Option<&str> = None;
+        for span in code_spans(line) {
+            if span.starts_with("tests/") && span.ends_with(".rs") {
+                file = Some(span);
+            } else if let Some(file) = file {
+                let identifier = span.contains('_')
+                    && span
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if identifier {
+                    named.push((file.to_string(), span.to_string()));
+                }
+            }
+        }
+    }
+    named
+}
+
+/// The named tests that `load` (a test file's text by its path, `None` if missing) does not
+/// define as a function.
+fn missing_tests(named: &[(String, String)], load: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    named
+        .iter()
+        .filter_map(|(file, function)| {
+            let found = load(file).is_some_and(|text| {
+                text.lines().any(|line| {
+                    let line = line.trim_start().trim_start_matches("async ");
+                    line.strip_prefix("fn ")
+                        .and_then(|rest| rest.strip_prefix(function.as_str()))
+                        .is_some_and(|rest| rest.starts_with('(') || rest.starts_with('<'))
+                })
+            });
+            (!found).then(|| format!("{file} has no test `{function}`"))
+        })
+        .collect()
+}
+
 // ---- README length ----
 
 /// `Ok` when `text` has at most `max` lines.
@@ -601,6 +662,26 @@ fn a_default_that_drifted_is_reported() {
     assert!(
         problems[0].contains("config.toml shows \"redis://127.0.0.1:6380\""),
         "{problems:?}"
+    );
+}
+
+#[test]
+fn a_test_name_that_is_gone_is_reported() {
+    let page = "| 1 | `tests/a.rs` | `kept_test`, `renamed_test` |\n\
+                | 2 | `tests/b.rs` | `other_test` (not `tests/a.rs`'s) |\n\
+                Prose: `chatbridge_total` before any file is no test name.\n";
+    let named = named_tests(page);
+    assert_eq!(named.len(), 3, "{named:?}");
+    let load = |file: &str| match file {
+        "tests/a.rs" => Some("#[test]\nfn kept_test() {}\nfn renamed_test_2() {}\n".to_string()),
+        _ => None,
+    };
+    assert_eq!(
+        missing_tests(&named, load),
+        [
+            "tests/a.rs has no test `renamed_test`",
+            "tests/b.rs has no test `other_test`"
+        ]
     );
 }
 
