@@ -1,10 +1,10 @@
-//! chatbridge: mirrors a Redis Pub/Sub chat (the seed's wire format, `WIRE.md`) to external links
+//! chatbridge: mirrors a Redis Pub/Sub chat (the seed's wire format, `docs/wire.md`) to external links
 //! without losing a message.
 //!
 //! # Layout
 //! The data path reads in file order: `subscription → decode → route → outbox → deliver → links`.
 //!
-//! - [`model`]: the typed chat events of `WIRE.md` (message, system line, typing, read receipt),
+//! - [`model`]: the typed chat events of `docs/wire.md` (message, system line, typing, read receipt),
 //!   timestamps in every accepted form, user ids that keep their JSON type, room/DM scopes.
 //! - [`pyjson`]: serialises JSON byte-for-byte like Python's `json.dumps`, so what we write
 //!   matches what the seed writes, and reads what Python writes that strict parsers refuse.

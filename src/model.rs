@@ -1,4 +1,4 @@
-//! The chat events of `WIRE.md` as types, parsed once at the edge.
+//! The chat events of `docs/wire.md` as types, parsed once at the edge.
 //!
 //! Every event keeps the fields it did not declare in `extra`, so a relay preserves them, and
 //! every user id keeps its JSON type (number or string).
@@ -139,7 +139,7 @@ fn compare_integers(a: &(bool, String), b: &(bool, String)) -> Ordering {
     }
 }
 
-/// Orders two user ids as `WIRE.md` says for DM channel names: numerically when both are
+/// Orders two user ids as `docs/wire.md` says for DM channel names: numerically when both are
 /// integers, otherwise bytewise as strings. Ids that are numerically equal but spelled
 /// differently (`7` and `007`) are ordered bytewise, so their DM has one channel whichever of
 /// them sends.
@@ -349,7 +349,7 @@ pub struct ReadReceipt {
     pub extra: Map<String, Value>,
 }
 
-/// Every event `WIRE.md` defines.
+/// Every event `docs/wire.md` defines.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatEvent {
     Message(Message),
@@ -445,7 +445,7 @@ impl ChatEvent {
         }
     }
 
-    /// The configured link this event came from (`WIRE.md`: ours), if a bridge wrote it.
+    /// The configured link this event came from (`docs/wire.md`: ours), if a bridge wrote it.
     pub fn origin(&self) -> Option<&str> {
         self.extra().get("origin").and_then(Value::as_str)
     }
@@ -501,7 +501,7 @@ impl Serialize for ChatEvent {
     }
 }
 
-/// The fields `WIRE.md` names, in the order of [`Fields::known`].
+/// The fields `docs/wire.md` names, in the order of [`Fields::known`].
 const KNOWN: [&str; 9] = [
     "type",
     "user_id",
@@ -515,7 +515,7 @@ const KNOWN: [&str; 9] = [
 ];
 
 /// A chat event's JSON object as the decoder meets it, in one pass and without building a
-/// map of every field: the fields `WIRE.md` names go to fixed slots, every other one to
+/// map of every field: the fields `docs/wire.md` names go to fixed slots, every other one to
 /// `extra` in order. The event's type decides which slots it uses; the rest join `extra`.
 /// A repeated key keeps its last value, as `serde_json`'s own maps do.
 #[derive(Default)]
@@ -662,12 +662,12 @@ fn take_presence(map: &mut Fields) -> Result<Option<Presence>, EventError> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     Room(String),
-    /// The two user ids as they appear in the channel name, already in `WIRE.md` order.
+    /// The two user ids as they appear in the channel name, already in `docs/wire.md` order.
     Dm(String, String),
 }
 
 impl Scope {
-    /// The DM scope between two users, ids ordered as `WIRE.md` requires.
+    /// The DM scope between two users, ids ordered as `docs/wire.md` requires.
     pub fn dm(a: &UserId, b: &UserId) -> Self {
         let (first, second) = match dm_order(a, b) {
             Ordering::Greater => (b, a),
@@ -717,7 +717,7 @@ impl fmt::Display for Scope {
     }
 }
 
-/// Why a room name is refused (`WIRE.md`: `:` makes key names ambiguous), or `None` if fine.
+/// Why a room name is refused (`docs/wire.md`: `:` makes key names ambiguous), or `None` if fine.
 pub fn room_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("room name is empty")

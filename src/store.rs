@@ -1,4 +1,4 @@
-//! The seed's chat operations on Redis, written exactly as the seed writes them (`WIRE.md`) but
+//! The seed's chat operations on Redis, written exactly as the seed writes them (`docs/wire.md`) but
 //! each one as a single MULTI/EXEC, so a reader never sees a message published and not stored.
 
 use redis::aio::ConnectionManager;
@@ -368,7 +368,7 @@ fn dm_scope(a: &UserId, b: &UserId) -> Result<Scope, StoreError> {
     Ok(scope)
 }
 
-/// Refuses scopes whose names would make key names ambiguous (`WIRE.md`).
+/// Refuses scopes whose names would make key names ambiguous (`docs/wire.md`).
 fn check_scope(scope: &Scope) -> Result<(), StoreError> {
     match scope {
         Scope::Room(room) => room_scope(room).map(drop),

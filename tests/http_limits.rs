@@ -374,7 +374,7 @@ async fn an_attack_under_a_256_file_limit_stops_neither_delivery_nor_health() {
             seed::send_message(&mut con, "general", json!(1001), "alice", &format!("m{i}")).await;
         sent.insert(message["id"].as_str().expect("id").to_owned());
         // Health is checked while the attackers hold their connections (a burst of new
-        // slow bodies can get new connections refused for up to 250 ms: see the README).
+        // slow bodies can get new connections refused for up to 250 ms: see docs/operations.md).
         if i % 3 == 2 && connected.load(Ordering::SeqCst) == attackers {
             held.get_or_insert_with(Instant::now);
         }
@@ -384,7 +384,7 @@ async fn an_attack_under_a_256_file_limit_stops_neither_delivery_nor_health() {
                 loop {
                     match checker.get(&healthz).send().await {
                         Ok(answer) => return answer.status().as_u16(),
-                        // Closed at once (a burst of slow bodies, see the README): again.
+                        // Closed at once (a burst of slow bodies, see docs/operations.md): again.
                         Err(_) => refused += 1,
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -191,7 +191,7 @@ struct EventData<'a> {
     event: EventJson<'a>,
 }
 
-/// A payload embedded verbatim when it is JSON, or as a JSON string when (against `WIRE.md`)
+/// A payload embedded verbatim when it is JSON, or as a JSON string when (against `docs/wire.md`)
 /// it is not, so the body is always valid JSON.
 #[derive(Serialize)]
 #[serde(untagged)]

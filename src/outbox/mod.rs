@@ -2,7 +2,7 @@
 //! anything is sent, read by that link's worker through a consumer group, acknowledged (and
 //! deleted) only after the target accepted.
 //!
-//! Keys (all ours, `WIRE.md`):
+//! Keys (all ours, `docs/wire.md`):
 //! - `chatbridge:outbox:{link}`: STREAM of events waiting for the link (depth = XLEN);
 //! - `chatbridge:dlq:{link}`: STREAM of events the link refused permanently, with why;
 //! - `chatbridge:seen:{channel}`: ZSET of the keys (payload hashes) of messages enqueued since
