@@ -8,6 +8,7 @@
 
 pub mod console;
 pub mod discord;
+pub mod names;
 mod posting;
 pub(crate) use posting::{NotBefore, seconds};
 pub mod render;

@@ -201,6 +201,7 @@ impl Slack {
             escape,
             bold: "*",
             names_in_text: matches!(mode, Mode::Webhook { .. }),
+            name_rules: <str as ToOwned>::to_owned,
         };
         let channel_key = match &mode {
             Mode::Api {
