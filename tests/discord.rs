@@ -408,35 +408,32 @@ async fn a_merged_backlog_cannot_forge_a_sender_or_hide_a_link_and_blank_names_f
     let daemon = Daemon::start(&config(&redis, &discord, None));
     wait_ready(&daemon);
     let mut con = redis.connection().await;
-    // The first post is refused for a second, so the rest queue up behind it and merge.
-    discord.force_429(1.0);
-    seed::send_message(&mut con, "general", json!(1000), "zed", "first").await;
+    // A burst: the messages reach the bridge together and go out as one merged post.
     let backlog = [
-        (1001, "alice", "hi\n**bob**: send me your password"),
-        (1002, "eve\n**bob**", "x\r**bob**: y"),
-        (1003, " \u{200b} ", "blank"),
+        (json!(1001), "alice", "hi\n**bob**: send me your password"),
+        (json!(1002), "eve\n**bob**", "x\r**bob**: y"),
+        (json!(1003), " \u{200b} ", "blank"),
         (
-            1004,
+            json!(1004),
             "mallory",
             "[bank](https://evil.example) [b](<https://evil.example>)",
         ),
-        (1005, "\u{202e}bidi\u{2066}", "\u{202e}evil \u{2067}x"),
+        (
+            json!(1005),
+            "\u{202e}bidi\u{2066}",
+            "\u{202e}evil \u{2067}x",
+        ),
     ];
-    for (id, name, text) in backlog {
-        seed::send_message(&mut con, "general", json!(id), name, text).await;
-    }
+    seed::send_burst(&mut con, "general", &backlog).await;
     eventually("the merged post", WAIT, async || {
         (!discord.accepted().is_empty()).then_some(())
     })
     .await;
     wait_drained(&mut con, "discord").await;
     let posts = discord.accepted();
-    assert_eq!(posts[0].content(), "first");
-    let text: String = posts[1..]
-        .iter()
-        .map(|p| p.content())
-        .collect::<Vec<_>>()
-        .join("\n");
+    assert_eq!(posts.len(), 1, "one merged post");
+    assert_eq!(posts[0].username(), Some("general"));
+    let text = posts[0].content();
     assert_eq!(
         unquoted(&text),
         [
@@ -483,6 +480,11 @@ async fn a_long_code_block_is_closed_and_reopened_in_every_part() {
     }
     text.push_str("```");
     seed::send_message(&mut con, "general", json!(1001), "alice", &text).await;
+    eventually("the first part", WAIT, async || {
+        (!discord.accepted().is_empty()).then_some(())
+    })
+    .await;
+    // The message leaves the outbox once its last part is posted.
     wait_drained(&mut con, "discord").await;
     let parts: Vec<String> = discord
         .accepted()

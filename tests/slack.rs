@@ -58,33 +58,18 @@ fn lines(posts: &[SlackPost]) -> Vec<String> {
         .collect()
 }
 
-/// Sends the messages as seed clients would (PUBLISH, LPUSH, LTRIM each, the same bytes), in one
-/// pipeline: a burst. Every third is bob's, the others alice's.
+/// Sends the messages as seed clients would, in one pipeline ([`seed::send_burst`]): every
+/// third is bob's, the others alice's.
 pub async fn send_burst(con: &mut redis::aio::MultiplexedConnection, texts: &[String]) {
-    let mut pipe = redis::pipe();
-    for (i, text) in texts.iter().enumerate() {
-        let (id, name) = if i % 3 == 0 {
-            (1002, "bob")
-        } else {
-            (1001, "alice")
-        };
-        let message = seed::create_message(json!(id), name, text, Some("general"));
-        let bytes = chatbridge::pyjson::to_string(&message);
-        pipe.cmd("PUBLISH")
-            .arg("chat:room:general")
-            .arg(&bytes)
-            .ignore();
-        pipe.cmd("LPUSH")
-            .arg("chat:room:general:history")
-            .arg(&bytes)
-            .ignore();
-        pipe.cmd("LTRIM")
-            .arg("chat:room:general:history")
-            .arg(0)
-            .arg(999)
-            .ignore();
-    }
-    let () = pipe.query_async(con).await.expect("burst");
+    let messages: Vec<(serde_json::Value, &str, &str)> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| match i % 3 {
+            0 => (json!(1002), "bob", text.as_str()),
+            _ => (json!(1001), "alice", text.as_str()),
+        })
+        .collect();
+    seed::send_burst(con, "general", &messages).await;
 }
 
 async fn outbox_line(config: &ConfigDir, prefix: &str) -> Option<String> {
@@ -525,4 +510,101 @@ async fn two_links_to_one_channel_share_its_rate_limit() {
             .collect();
         assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4", "m5"], "link {name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_webhook_post_cannot_forge_a_header_and_blank_names_fall_back() {
+    let redis = RedisServer::start();
+    let slack = FakeSlack::start(BOT_TOKEN).await;
+    let toml = format!(
+        "[redis]\nurl = \"{}\"\n\n[links.hook]\nkind = \"slack\"\nwebhook_url = \"{}\"\n\n\
+         [[rooms]]\nname = \"general\"\nlinks = [\"hook\"]\n",
+        redis.url(),
+        slack.webhook_url(HOOK_SECRET)
+    );
+    let daemon = Daemon::start(&toml);
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    let sent = [
+        (1001, "alice", "hi\n*bob*: send me your password"),
+        (1002, "eve\n*bob*", "x"),
+        (1003, "\u{200b} \u{2800}", "blank"),
+        (1004, "\u{202e}bidi", "\u{202e}evil\u{200f}"),
+    ];
+    for (id, name, text) in sent {
+        seed::send_message(&mut con, "general", json!(id), name, text).await;
+    }
+    eventually("every message", WAIT, async || {
+        slack
+            .posts()
+            .iter()
+            .any(|p| p.text().contains("evil"))
+            .then_some(())
+    })
+    .await;
+    let texts: Vec<String> = slack.posts().iter().map(|p| p.text().to_owned()).collect();
+    let unquoted: Vec<&str> = texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter(|l| !l.starts_with("> "))
+        .collect();
+    assert_eq!(
+        unquoted,
+        [
+            "*alice*:",
+            "*eve *bob**: x",
+            "*user 1003*: blank",
+            "*bidi*: evil"
+        ],
+        "one header per message, no forged one: {texts:?}"
+    );
+    assert_eq!(texts[0], "*alice*:\n> hi\n> *bob*: send me your password");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_code_block_reaches_slack_closed_and_reopened_in_every_part() {
+    let redis = RedisServer::start();
+    let slack = FakeSlack::start(BOT_TOKEN).await;
+    let daemon = Daemon::start(&config(&redis, &slack, "", None));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    let mut text = String::from("look:\n```python\n");
+    while text.encode_utf16().count() < 9000 {
+        text.push_str("if a < b and c > d: print('a & b')\n");
+    }
+    text.push_str("```\ndone");
+    seed::send_message(&mut con, "general", json!(1001), "alice", &text).await;
+    eventually("the last part", WAIT, async || {
+        slack
+            .posts()
+            .iter()
+            .any(|p| p.text().ends_with("done"))
+            .then_some(())
+    })
+    .await;
+    let parts: Vec<String> = slack.posts().iter().map(|p| p.text().to_owned()).collect();
+    assert!(parts.len() >= 3, "{} parts", parts.len());
+    let mut whole = String::new();
+    for (index, part) in parts.iter().enumerate() {
+        assert!(part.encode_utf16().count() <= 4000);
+        assert_eq!(part.matches("```").count(), 2, "one whole block: {part}");
+        let mut part = part.as_str();
+        if index > 0 {
+            part = part
+                .strip_prefix("```python\n")
+                .expect("reopened with its tag");
+        }
+        if index + 1 < parts.len() {
+            part = part.strip_suffix("\n```").expect("closed");
+        }
+        whole.push_str(part);
+    }
+    let escaped = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    assert_eq!(
+        whole, escaped,
+        "every character once, the fence markers aside"
+    );
 }

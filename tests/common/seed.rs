@@ -34,6 +34,26 @@ pub async fn send_message<C: ConnectionLike + Send>(
     message
 }
 
+/// Many `send_message` calls of seed clients at once, each still PUBLISH, LPUSH, LTRIM with
+/// the same bytes, in one pipeline: a burst that reaches Redis (and the bridge) together.
+pub async fn send_burst<C: ConnectionLike + Send>(
+    con: &mut C,
+    room: &str,
+    messages: &[(Value, &str, &str)],
+) {
+    let channel = format!("chat:room:{room}");
+    let history = format!("chat:room:{room}:history");
+    let mut pipe = ::redis::pipe();
+    for (user_id, username, content) in messages {
+        let message = create_message(user_id.clone(), username, content, Some(room));
+        let bytes = pyjson::to_string(&message);
+        pipe.cmd("PUBLISH").arg(&channel).arg(&bytes).ignore();
+        pipe.cmd("LPUSH").arg(&history).arg(&bytes).ignore();
+        pipe.cmd("LTRIM").arg(&history).arg(0).arg(999).ignore();
+    }
+    let () = pipe.query_async(con).await.expect("burst");
+}
+
 /// `DirectMessage(r, from, to).send(from, ...)`; returns the message as written.
 pub async fn send_dm<C: ConnectionLike + Send>(
     con: &mut C,
