@@ -435,7 +435,7 @@ async fn a_merged_backlog_cannot_forge_a_sender_or_hide_a_link_and_blank_names_f
     assert_eq!(posts[0].username(), Some("general"));
     let text = posts[0].content();
     assert_eq!(
-        unquoted(&text),
+        unquoted(text),
         [
             "**alice**:",
             "**eve **bob****:",
