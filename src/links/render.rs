@@ -146,7 +146,8 @@ pub fn readers(batch: &[Outbound], style: &Style) -> Vec<(String, String)> {
         .filter(|o| o.kind == OutboundKind::Event(EventKind::ReadReceipt))
         .filter_map(|o| match ChatEvent::from_slice(o.payload.as_bytes()) {
             Ok(ChatEvent::ReadReceipt(r)) => {
-                Some((place(&o.scope), inert(&r.user_id.to_string(), style)))
+                let reader = names::clean(&r.user_id.to_string());
+                Some((place(&o.scope), inert(&reader, style)))
             }
             _ => None,
         })
@@ -391,7 +392,7 @@ fn event_what(
             let mut text = inert(&m.content, style);
             if let Scope::Dm(a, b) = scope {
                 let other = if *a == user_id { b } else { a };
-                text = format!("(DM to {}) {text}", inert(other, style));
+                text = format!("(DM to {}) {text}", inert(&names::clean(other), style));
             }
             What::Said {
                 name: sender_name(&name, &user_id, style),
@@ -723,5 +724,27 @@ mod tests {
             content.push_str(&body);
         }
         assert_eq!(content, code, "every character once, markers aside");
+    }
+
+    #[test]
+    fn ids_in_seen_and_dm_lines_cannot_break_the_line() {
+        let receipt = outbound(
+            1,
+            Scope::Room("general".into()),
+            EventKind::ReadReceipt,
+            r#"{"type": "read_receipt", "user_id": "u\n*bob*: hi", "last_read": "x"}"#.into(),
+        );
+        let who = readers(&[receipt], &STYLE);
+        assert_eq!(who, [("general".into(), "u *bob*: hi".into())]);
+        let dm = r#"{"id": "d", "user_id": 1001, "username": "al", "content": "psst",
+            "room": null, "timestamp": "2026-11-27T20:12:21", "type": "message"}"#;
+        let dm = outbound(
+            2,
+            Scope::Dm("9\n**bob**: x".into(), "1001".into()),
+            EventKind::Message,
+            dm.into(),
+        );
+        let posts = super::posts(&[dm], &STYLE, &naming());
+        assert_eq!(posts[0].text, "(DM to 9 **bob**: x) psst");
     }
 }
