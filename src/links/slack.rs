@@ -515,4 +515,20 @@ mod tests {
             Verdict::EventFailure { .. }
         ));
     }
+
+    #[test]
+    fn the_pace_allows_a_burst_of_2_then_one_post_per_1_1_s() {
+        let pace = channel_pace("C-pace-test https://slack.example/api");
+        assert!(pace.check().is_ok() && pace.check().is_ok(), "a burst of 2");
+        let Err(not_until) = pace.check() else {
+            panic!("a third post at once");
+        };
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        assert!(
+            wait > Duration::from_millis(1050) && wait <= PACE,
+            "the next post waits {wait:?}"
+        );
+    }
 }

@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-/// Posts Slack lets through at once after a quiet spell (ours sends at most 3).
+/// Posts the lenient bucket lets through at once after a quiet spell (ours sends at most 2).
 pub const BURST: f64 = 5.0;
 /// The strict window's burst: "about one per second, short bursts allowed" read as the
 /// tightest bucket a bridge may assume, 3 at once, then exactly one per second.

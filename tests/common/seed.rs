@@ -129,9 +129,39 @@ pub async fn mark_read<C: ConnectionLike + Send>(
             .arg(last_read),
     )
     .await;
-    let event = json!({"type": "read_receipt", "user_id": user_id, "last_read": last_read});
+    let event = read_receipt(&user_id, last_read);
     publish(con, &format!("chat:room:{room}"), &event).await;
     event
+}
+
+/// `mark_messages_read` of several readers at once (HSET, then PUBLISH, each), in one
+/// pipeline: receipts that reach the bridge together.
+pub async fn mark_read_burst<C: ConnectionLike + Send>(
+    con: &mut C,
+    room: &str,
+    readers: &[Value],
+    last_read: &str,
+) {
+    let key = format!("chat:room:{room}:read_receipts");
+    let mut pipe = ::redis::pipe();
+    for user_id in readers {
+        let event = pyjson::to_string(&read_receipt(user_id, last_read));
+        pipe.cmd("HSET")
+            .arg(&key)
+            .arg(id_arg(user_id))
+            .arg(last_read)
+            .ignore();
+        pipe.cmd("PUBLISH")
+            .arg(format!("chat:room:{room}"))
+            .arg(event)
+            .ignore();
+    }
+    let () = pipe.query_async(con).await.expect("receipts");
+}
+
+/// The seed's read-receipt event.
+fn read_receipt(user_id: &Value, last_read: &str) -> Value {
+    json!({"type": "read_receipt", "user_id": user_id, "last_read": last_read})
 }
 
 async fn presence<C: ConnectionLike + Send>(
