@@ -188,10 +188,11 @@ fn split_post(item: &Item, post: Post, style: &Style) -> Vec<Post> {
             };
             let lines = lines_of(text).join("\n");
             let lead = header.as_ref().map_or(0, |h| measure(h) + 1);
-            let quoted = |s: &str| measure(s) + QUOTE.len() * s.matches('\n').count();
+            let prefix = measure(QUOTE);
+            let quoted = |s: &str| measure(s) + prefix * s.matches('\n').count();
             let room = |index: usize| {
                 let lead = if index == 0 { lead } else { 0 };
-                style.limit.saturating_sub(lead + QUOTE.len())
+                style.limit.saturating_sub(lead + prefix)
             };
             split_fenced(&lines, room, quoted)
                 .into_iter()
@@ -746,5 +747,39 @@ mod tests {
         );
         let posts = super::posts(&[dm], &STYLE, &naming());
         assert_eq!(posts[0].text, "(DM to 9 **bob**: x) psst");
+    }
+
+    #[test]
+    fn every_line_break_a_viewer_shows_starts_a_quoted_line() {
+        let text = "a\r\nb\u{0b}c\u{0c}d\u{85}e\u{2028}f\u{2029}g\rh\ni";
+        let webhook = Style {
+            names_in_text: true,
+            ..STYLE
+        };
+        let posts = posts(&[said(1, "general", "al", text)], &webhook, &naming());
+        assert_eq!(
+            posts[0].text,
+            "**al**:\n> a\n> b\n> c\n> d\n> e\n> f\n> g\n> h\n> i"
+        );
+    }
+
+    #[test]
+    fn bidi_controls_leave_event_lines_and_dm_lines_too() {
+        let join = outbound(
+            1,
+            Scope::Room("general".into()),
+            EventKind::Join,
+            r#"{"type": "system", "content": "\u202eevil\u2066 joined", "timestamp": "2026-11-27T20:12:21"}"#.into(),
+        );
+        assert_eq!(posts(&[join], &STYLE, &naming())[0].text, "_evil joined_");
+        let dm = r#"{"id": "d", "user_id": 1001, "username": "al", "content": "\u200fpsst",
+            "room": null, "timestamp": "2026-11-27T20:12:21", "type": "message"}"#;
+        let dm = outbound(
+            2,
+            Scope::Dm("9\u{202e}9".into(), "1001".into()),
+            EventKind::Message,
+            dm.into(),
+        );
+        assert_eq!(posts(&[dm], &STYLE, &naming())[0].text, "(DM to 99) psst");
     }
 }
