@@ -492,22 +492,10 @@ async fn a_long_code_block_is_closed_and_reopened_in_every_part() {
         .map(|p| p.content().to_owned())
         .collect();
     assert!(parts.len() >= 3, "{} parts", parts.len());
-    let mut whole = String::new();
-    for (index, part) in parts.iter().enumerate() {
-        assert!(part.encode_utf16().count() <= 2000);
-        assert!(
-            part.starts_with("```rust\n") && part.ends_with("\n```"),
-            "{part}"
-        );
-        assert_eq!(part.matches("```").count(), 2, "one whole block: {part}");
-        let mut part = part.as_str();
-        if index > 0 {
-            part = &part["```rust\n".len()..];
-        }
-        if index + 1 < parts.len() {
-            part = &part[..part.len() - "\n```".len()];
-        }
-        whole.push_str(part);
-    }
+    assert!(
+        parts.iter().all(|p| p.starts_with("```rust\n")),
+        "{parts:?}"
+    );
+    let whole = common::parts::rejoin_code_block(&parts, "```rust\n", 2000);
     assert_eq!(whole, text, "every character once, the fence markers aside");
 }

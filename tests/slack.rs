@@ -72,6 +72,15 @@ pub async fn send_burst(con: &mut redis::aio::MultiplexedConnection, texts: &[St
     seed::send_burst(con, "general", &messages).await;
 }
 
+/// The texts of every post Slack accepted, once one of them satisfies `last`.
+async fn texts_once(slack: &FakeSlack, what: &str, last: impl Fn(&str) -> bool) -> Vec<String> {
+    eventually(what, WAIT, async || {
+        slack.posts().iter().any(|p| last(p.text())).then_some(())
+    })
+    .await;
+    slack.posts().iter().map(|p| p.text().to_owned()).collect()
+}
+
 async fn outbox_line(config: &ConfigDir, prefix: &str) -> Option<String> {
     let (code, out, err) = cli_async(config.path(), &["outbox"]).await;
     assert_eq!(code, 0, "chatbridge outbox failed: {err}");
@@ -540,15 +549,7 @@ async fn an_incoming_webhook_post_cannot_forge_a_header_and_blank_names_fall_bac
     for (id, name, text) in sent {
         seed::send_message(&mut con, "general", json!(id), name, text).await;
     }
-    eventually("every message", WAIT, async || {
-        slack
-            .posts()
-            .iter()
-            .any(|p| p.text().contains("evil"))
-            .then_some(())
-    })
-    .await;
-    let texts: Vec<String> = slack.posts().iter().map(|p| p.text().to_owned()).collect();
+    let texts = texts_once(&slack, "the last message", |t| t.contains("evil")).await;
     let unquoted: Vec<&str> = texts
         .iter()
         .flat_map(|t| t.lines())
@@ -580,31 +581,9 @@ async fn a_long_code_block_reaches_slack_closed_and_reopened_in_every_part() {
     }
     text.push_str("```\ndone");
     seed::send_message(&mut con, "general", json!(1001), "alice", &text).await;
-    eventually("the last part", WAIT, async || {
-        slack
-            .posts()
-            .iter()
-            .any(|p| p.text().ends_with("done"))
-            .then_some(())
-    })
-    .await;
-    let parts: Vec<String> = slack.posts().iter().map(|p| p.text().to_owned()).collect();
+    let parts = texts_once(&slack, "the last part", |t| t.ends_with("done")).await;
     assert!(parts.len() >= 3, "{} parts", parts.len());
-    let mut whole = String::new();
-    for (index, part) in parts.iter().enumerate() {
-        assert!(part.encode_utf16().count() <= 4000);
-        assert_eq!(part.matches("```").count(), 2, "one whole block: {part}");
-        let mut part = part.as_str();
-        if index > 0 {
-            part = part
-                .strip_prefix("```python\n")
-                .expect("reopened with its tag");
-        }
-        if index + 1 < parts.len() {
-            part = part.strip_suffix("\n```").expect("closed");
-        }
-        whole.push_str(part);
-    }
+    let whole = common::parts::rejoin_code_block(&parts, "```python\n", 4000);
     let escaped = text
         .replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -9,6 +9,7 @@ pub mod fake_socket_mode;
 pub mod history;
 pub mod notify;
 pub mod outbox;
+pub mod parts;
 pub mod receiver;
 pub mod redis;
 pub mod seed;
