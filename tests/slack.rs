@@ -50,6 +50,16 @@ fn config(redis: &RedisServer, slack: &FakeSlack, extra: &str, audit: Option<&Re
     toml
 }
 
+/// An incoming-webhook `slack` link `hook` (`extra` appended to its table) on room `general`.
+fn webhook_config(redis: &RedisServer, slack: &FakeSlack, extra: &str) -> String {
+    format!(
+        "[redis]\nurl = \"{}\"\n\n[links.hook]\nkind = \"slack\"\nwebhook_url = \"{}\"\n{extra}\n\
+         [[rooms]]\nname = \"general\"\nlinks = [\"hook\"]\n",
+        redis.url(),
+        slack.webhook_url(HOOK_SECRET)
+    )
+}
+
 /// Every line the accepted posts carried, in order.
 fn lines(posts: &[SlackPost]) -> Vec<String> {
     posts
@@ -196,13 +206,11 @@ async fn untrusted_text_is_escaped_and_names_and_icons_go_per_message() {
 async fn an_incoming_webhook_gets_the_name_in_the_text_joins_leaves_and_coalesced_receipts() {
     let redis = RedisServer::start();
     let slack = FakeSlack::start(BOT_TOKEN).await;
-    let toml = format!(
-        "[redis]\nurl = \"{}\"\n\n[links.hook]\nkind = \"slack\"\nwebhook_url = \"{}\"\n\
-         events = [\"message\", \"join\", \"leave\", \"read_receipt\"]\n\
-         receipt_interval_secs = 1\n\n\
-         [[rooms]]\nname = \"general\"\nlinks = [\"hook\"]\n",
-        redis.url(),
-        slack.webhook_url(HOOK_SECRET)
+    let toml = webhook_config(
+        &redis,
+        &slack,
+        "events = [\"message\", \"join\", \"leave\", \"read_receipt\"]\n\
+         receipt_interval_secs = 1\n",
     );
     let daemon = Daemon::start(&toml);
     wait_ready(&daemon);
@@ -531,12 +539,7 @@ async fn two_links_to_one_channel_share_its_rate_limit() {
 async fn an_incoming_webhook_post_cannot_forge_a_header_and_blank_names_fall_back() {
     let redis = RedisServer::start();
     let slack = FakeSlack::start(BOT_TOKEN).await;
-    let toml = format!(
-        "[redis]\nurl = \"{}\"\n\n[links.hook]\nkind = \"slack\"\nwebhook_url = \"{}\"\n\n\
-         [[rooms]]\nname = \"general\"\nlinks = [\"hook\"]\n",
-        redis.url(),
-        slack.webhook_url(HOOK_SECRET)
-    );
+    let toml = webhook_config(&redis, &slack, "");
     let daemon = Daemon::start(&toml);
     wait_ready(&daemon);
     let mut con = redis.connection().await;
