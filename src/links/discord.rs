@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use serde::{Deserialize, Serialize};
-use unicode_segmentation::UnicodeSegmentation;
 
+use super::names;
 use super::posting::{MakesPosts, NotBefore, Progress, Receipts, post_all, seconds, waiting};
 use super::render::{self, Naming, Post, Style};
 use super::split::utf16_units;
@@ -46,8 +46,6 @@ pub(crate) const DISCORD_USER_AGENT: &str = concat!(
 );
 /// The longest wait for an empty bucket done inside a send; longer waits go back to the worker.
 const INLINE_WAIT_MAX: Duration = Duration::from_secs(5);
-/// Discord's longest webhook username.
-const NAME_MAX: usize = 80;
 
 const STYLE: Style = Style {
     limit: CONTENT_LIMIT,
@@ -367,17 +365,7 @@ pub fn sanitize_username(name: &str) -> String {
             None => break,
         }
     }
-    let mut clean = clean.trim().to_owned();
-    if utf16_units(&clean) > NAME_MAX {
-        let mut cut = String::new();
-        for grapheme in clean.graphemes(true) {
-            if utf16_units(&cut) + utf16_units(grapheme) > NAME_MAX {
-                break;
-            }
-            cut.push_str(grapheme);
-        }
-        clean = cut.trim().to_owned();
-    }
+    let clean = names::cut(clean.trim());
     let reserved = ["everyone", "here"].contains(&clean.to_lowercase().as_str());
     if reserved { String::new() } else { clean }
 }
@@ -468,7 +456,7 @@ mod tests {
         assert_eq!(sanitize_username("   "), "");
         let long = "👨‍👩‍👧‍👦".repeat(20);
         let cut = sanitize_username(&long);
-        assert!(utf16_units(&cut) <= NAME_MAX);
+        assert!(utf16_units(&cut) <= names::NAME_MAX);
         assert_eq!(cut, "👨‍👩‍👧‍👦".repeat(7), "cut between whole clusters");
     }
 

@@ -12,10 +12,16 @@
 //!   removed, and the name is trimmed.
 //! - A name with nothing left is [`fallback`]: `user {user_id}`, never the app's or the
 //!   webhook's own name.
+//! - A name is at most [`NAME_MAX`] UTF-16 units ([`cut`] between grapheme clusters): Discord's
+//!   limit for a username, and short enough that a header never crowds a post's text out.
 
 use unicode_segmentation::UnicodeSegmentation;
 
+use super::split::utf16_units;
 use crate::printable::is_format;
+
+/// The longest name, in UTF-16 units (Discord's longest webhook username).
+pub const NAME_MAX: usize = 80;
 
 /// The waving black flag: the base of the subdivision flags that tags spell out.
 const TAG_FLAG_BASE: char = '\u{1f3f4}';
@@ -35,6 +41,18 @@ pub fn clean(name: &str) -> String {
                 out.push(c);
             }
         }
+    }
+    out.trim().to_owned()
+}
+
+/// `name` cut to at most [`NAME_MAX`] UTF-16 units between grapheme clusters, trimmed.
+pub fn cut(name: &str) -> String {
+    let mut out = String::new();
+    for grapheme in name.graphemes(true) {
+        if utf16_units(&out) + utf16_units(grapheme) > NAME_MAX {
+            break;
+        }
+        out.push_str(grapheme);
     }
     out.trim().to_owned()
 }
@@ -146,5 +164,16 @@ mod tests {
             assert_eq!(clean(blank), "", "{blank:?}");
         }
         assert_eq!(fallback("1001"), "user 1001");
+    }
+
+    #[test]
+    fn long_names_are_cut_between_clusters() {
+        assert_eq!(cut(&"a".repeat(200)), "a".repeat(80));
+        assert_eq!(
+            cut(&"👩‍💻".repeat(30)),
+            "👩‍💻".repeat(16),
+            "5 units each, never split"
+        );
+        assert_eq!(cut("short "), "short");
     }
 }

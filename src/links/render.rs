@@ -331,11 +331,12 @@ fn place_name(place: &str, style: &Style) -> String {
     if name.is_empty() { "room".into() } else { name }
 }
 
-/// A sender's name as the platform shows it, cleaned; `user {user_id}` when nothing is left.
+/// A sender's name as the platform shows it, cleaned and cut; `user {user_id}` when nothing
+/// is left.
 fn sender_name(name: &str, user_id: &str, style: &Style) -> String {
-    let name = (style.name_rules)(&names::clean(name));
+    let name = names::cut(&(style.name_rules)(&names::clean(name)));
     if name.is_empty() {
-        (style.name_rules)(&names::fallback(user_id))
+        names::cut(&(style.name_rules)(&names::fallback(user_id)))
     } else {
         name
     }
@@ -781,5 +782,28 @@ mod tests {
             dm.into(),
         );
         assert_eq!(posts(&[dm], &STYLE, &naming())[0].text, "(DM to 99) psst");
+    }
+
+    #[test]
+    fn a_huge_name_never_pushes_a_post_over_the_limit() {
+        let webhook = Style {
+            names_in_text: true,
+            ..STYLE
+        };
+        let name = "n".repeat(5000);
+        let posts = posts(
+            &[said(1, "general", &name, &"word ".repeat(40))],
+            &webhook,
+            &naming(),
+        );
+        assert!(
+            posts.iter().all(|p| utf16_units(&p.text) <= 100),
+            "{posts:?}"
+        );
+        assert!(
+            posts[0]
+                .text
+                .starts_with(&format!("**{}**:", "n".repeat(80)))
+        );
     }
 }
