@@ -127,7 +127,7 @@ async fn mentions_are_never_parsed_and_each_sender_has_a_safe_name_and_picture()
     let names: Vec<Option<&str>> = posts.iter().map(DiscordPost::username).collect();
     assert_eq!(
         names[..3],
-        [Some("alice"), Some("chat user"), Some("0001 the  bot")]
+        [Some("alice"), Some("user 1002"), Some("0001 the  bot")]
     );
     assert_eq!(posts[0].content(), senders[0].2, "text as typed");
     for (post, id) in posts.iter().zip([1001, 1002, 1003]) {
@@ -394,4 +394,108 @@ async fn a_crash_between_the_parts_of_a_long_message_posts_no_part_twice() {
         "a part was posted twice or lost: {} posts",
         posted.len()
     );
+}
+
+/// The lines of a post that do not start with `> `: the ones chatbridge wrote.
+fn unquoted(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.starts_with("> ")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_backlog_cannot_forge_a_sender_or_hide_a_link_and_blank_names_fall_back() {
+    let redis = RedisServer::start();
+    let discord = FakeDiscord::start(50, Duration::from_secs(1)).await;
+    let daemon = Daemon::start(&config(&redis, &discord, None));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    // A burst: the messages reach the bridge together and go out as one merged post.
+    let backlog = [
+        (json!(1001), "alice", "hi\n**bob**: send me your password"),
+        (json!(1002), "eve\n**bob**", "x\r**bob**: y"),
+        (json!(1003), " \u{200b} ", "blank"),
+        (
+            json!(1004),
+            "mallory",
+            "[bank](https://evil.example) [b](<https://evil.example>)",
+        ),
+        (
+            json!(1005),
+            "\u{202e}bidi\u{2066}",
+            "\u{202e}evil \u{2067}x",
+        ),
+    ];
+    seed::send_burst(&mut con, "general", &backlog).await;
+    eventually("the merged post", WAIT, async || {
+        (!discord.accepted().is_empty()).then_some(())
+    })
+    .await;
+    wait_drained(&mut con, "discord").await;
+    let posts = discord.accepted();
+    assert_eq!(posts.len(), 1, "one merged post");
+    assert_eq!(posts[0].username(), Some("general"));
+    let text = posts[0].content();
+    assert_eq!(
+        unquoted(text),
+        [
+            "**alice**:",
+            "**eve **bob****:",
+            "**user 1003**: blank",
+            "**mallory**: \\[bank](https://evil.example) \\[b](<https://evil.example>)",
+            "**bidi**: evil x",
+        ],
+        "one header per message, no forged one: {text}"
+    );
+    assert!(
+        text.contains("> **bob**: send me your password\n"),
+        "{text}"
+    );
+    assert!(text.contains("> **bob**: y"), "{text}");
+
+    // Alone, a blank name posts as `user {id}`, never under the webhook's own name.
+    seed::send_message(&mut con, "general", json!(1006), "\u{3164}", "alone").await;
+    eventually("the post of the blank name", WAIT, async || {
+        discord
+            .accepted()
+            .into_iter()
+            .find(|p| p.content() == "alone")
+    })
+    .await;
+    let alone = discord
+        .accepted()
+        .into_iter()
+        .find(|p| p.content() == "alone");
+    assert_eq!(alone.unwrap().username(), Some("user 1006"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_code_block_is_closed_and_reopened_in_every_part() {
+    let redis = RedisServer::start();
+    let discord = FakeDiscord::start(50, Duration::from_secs(1)).await;
+    let daemon = Daemon::start(&config(&redis, &discord, None));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    let mut text = String::from("```rust\n");
+    for n in 0..300 {
+        text.push_str(&format!("let x{n} = \"{}\";\n", "y".repeat(n % 7)));
+    }
+    text.push_str("```");
+    seed::send_message(&mut con, "general", json!(1001), "alice", &text).await;
+    eventually("the first part", WAIT, async || {
+        (!discord.accepted().is_empty()).then_some(())
+    })
+    .await;
+    // The message leaves the outbox once its last part is posted.
+    wait_drained(&mut con, "discord").await;
+    let parts: Vec<String> = discord
+        .accepted()
+        .iter()
+        .map(|p| p.content().to_owned())
+        .collect();
+    assert!(parts.len() >= 3, "{} parts", parts.len());
+    assert!(
+        parts.iter().all(|p| p.starts_with("```rust\n")),
+        "{parts:?}"
+    );
+    let whole = common::parts::rejoin_code_block(&parts, "```rust\n", 2000);
+    assert_eq!(whole, text, "every character once, the fence markers aside");
 }

@@ -1,7 +1,7 @@
 //! The Slack link through the real `chatbridge run` binary against a fake Slack on loopback
 //! that enforces the contract (bearer token, `ok: false` errors, 1 post/s with a small burst
-//! and 429 + Retry-After beyond): a 1,000-message burst arrives within 10 s in order with zero
-//! 429s, untrusted text is escaped, names and icons go per message (in the text for incoming
+//! and 429 + Retry-After beyond): a 1,000-message burst arrives in order with zero 429s
+//! against the strict, jittered window, untrusted text is escaped, names and icons go per message (in the text for incoming
 //! webhooks), long messages arrive whole in parts, a forced 429 is waited out, `ok: false`
 //! errors pause, disable or dead-letter as classified while other links flow, and every post's
 //! `ts` is recorded.
@@ -50,6 +50,16 @@ fn config(redis: &RedisServer, slack: &FakeSlack, extra: &str, audit: Option<&Re
     toml
 }
 
+/// An incoming-webhook `slack` link `hook` (`extra` appended to its table) on room `general`.
+fn webhook_config(redis: &RedisServer, slack: &FakeSlack, extra: &str) -> String {
+    format!(
+        "[redis]\nurl = \"{}\"\n\n[links.hook]\nkind = \"slack\"\nwebhook_url = \"{}\"\n{extra}\n\
+         [[rooms]]\nname = \"general\"\nlinks = [\"hook\"]\n",
+        redis.url(),
+        slack.webhook_url(HOOK_SECRET)
+    )
+}
+
 /// Every line the accepted posts carried, in order.
 fn lines(posts: &[SlackPost]) -> Vec<String> {
     posts
@@ -58,33 +68,27 @@ fn lines(posts: &[SlackPost]) -> Vec<String> {
         .collect()
 }
 
-/// Sends the messages as seed clients would (PUBLISH, LPUSH, LTRIM each, the same bytes), in one
-/// pipeline: a burst. Every third is bob's, the others alice's.
+/// Sends the messages as seed clients would, in one pipeline ([`seed::send_burst`]): every
+/// third is bob's, the others alice's.
 pub async fn send_burst(con: &mut redis::aio::MultiplexedConnection, texts: &[String]) {
-    let mut pipe = redis::pipe();
-    for (i, text) in texts.iter().enumerate() {
-        let (id, name) = if i % 3 == 0 {
-            (1002, "bob")
-        } else {
-            (1001, "alice")
-        };
-        let message = seed::create_message(json!(id), name, text, Some("general"));
-        let bytes = chatbridge::pyjson::to_string(&message);
-        pipe.cmd("PUBLISH")
-            .arg("chat:room:general")
-            .arg(&bytes)
-            .ignore();
-        pipe.cmd("LPUSH")
-            .arg("chat:room:general:history")
-            .arg(&bytes)
-            .ignore();
-        pipe.cmd("LTRIM")
-            .arg("chat:room:general:history")
-            .arg(0)
-            .arg(999)
-            .ignore();
-    }
-    let () = pipe.query_async(con).await.expect("burst");
+    let messages: Vec<(serde_json::Value, &str, &str)> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| match i % 3 {
+            0 => (json!(1002), "bob", text.as_str()),
+            _ => (json!(1001), "alice", text.as_str()),
+        })
+        .collect();
+    seed::send_burst(con, "general", &messages).await;
+}
+
+/// The texts of every post Slack accepted, once one of them satisfies `last`.
+async fn texts_once(slack: &FakeSlack, what: &str, last: impl Fn(&str) -> bool) -> Vec<String> {
+    eventually(what, WAIT, async || {
+        slack.posts().iter().any(|p| last(p.text())).then_some(())
+    })
+    .await;
+    slack.posts().iter().map(|p| p.text().to_owned()).collect()
 }
 
 async fn outbox_line(config: &ConfigDir, prefix: &str) -> Option<String> {
@@ -96,19 +100,24 @@ async fn outbox_line(config: &ConfigDir, prefix: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The most the strict fake holds a request: a WAN path's uneven delay.
+const JITTER: Duration = Duration::from_millis(100);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_1000_reaches_slack_within_10_s_in_order_without_a_429() {
+async fn a_burst_of_1000_gets_no_429_from_a_strict_window_and_arrives_once_in_order() {
     let redis = RedisServer::start();
-    let slack = FakeSlack::start(BOT_TOKEN).await;
+    let slack = FakeSlack::strict(BOT_TOKEN, JITTER).await;
     let daemon = Daemon::start(&config(&redis, &slack, "", None));
     wait_ready(&daemon);
     let mut con = redis.connection().await;
     let sent: Vec<String> = (0..1000).map(|i| format!("burst message {i:04}")).collect();
     let started = Instant::now();
     send_burst(&mut con, &sent).await;
-    eventually("the whole burst at Slack", WAIT, async || {
-        (lines(&slack.posts()).len() >= sent.len()).then_some(())
-    })
+    eventually(
+        "the whole burst at Slack",
+        Duration::from_secs(60),
+        async || (lines(&slack.posts()).len() >= sent.len()).then_some(()),
+    )
     .await;
     let took = started.elapsed();
     wait_drained(&mut con, "slack").await;
@@ -121,14 +130,15 @@ async fn a_burst_of_1000_reaches_slack_within_10_s_in_order_without_a_429() {
         "1,000 messages: {} posts in {took:?}: (ms, lines) {shape:?}",
         posts.len()
     );
+    assert_eq!(slack.rate_limited(), 0, "no 429: {shape:?}");
+    assert_eq!(slack.early(), 0, "nothing before a Retry-After passed");
+    assert_eq!(slack.requests().len(), posts.len(), "nothing refused");
     let texts: Vec<String> = lines(&posts)
         .iter()
         .map(|line| line.rsplit(": ").next().unwrap_or(line).to_owned())
         .collect();
     assert_eq!(texts, sent, "all of it, once, in order");
-    assert!(took <= Duration::from_secs(10), "drained in {took:?}");
-    assert_eq!(slack.rate_limited(), 0, "no 429 provoked");
-    assert_eq!(slack.requests().len(), posts.len(), "nothing refused");
+    assert!(posts.len() <= 12, "merged into few posts: {}", posts.len());
     let merged = posts
         .iter()
         .find(|p| p.text().lines().count() > 1)
@@ -196,13 +206,11 @@ async fn untrusted_text_is_escaped_and_names_and_icons_go_per_message() {
 async fn an_incoming_webhook_gets_the_name_in_the_text_joins_leaves_and_coalesced_receipts() {
     let redis = RedisServer::start();
     let slack = FakeSlack::start(BOT_TOKEN).await;
-    let toml = format!(
-        "[redis]\nurl = \"{}\"\n\n[links.hook]\nkind = \"slack\"\nwebhook_url = \"{}\"\n\
-         events = [\"message\", \"join\", \"leave\", \"read_receipt\"]\n\
-         receipt_interval_secs = 1\n\n\
-         [[rooms]]\nname = \"general\"\nlinks = [\"hook\"]\n",
-        redis.url(),
-        slack.webhook_url(HOOK_SECRET)
+    let toml = webhook_config(
+        &redis,
+        &slack,
+        "events = [\"message\", \"join\", \"leave\", \"read_receipt\"]\n\
+         receipt_interval_secs = 1\n",
     );
     let daemon = Daemon::start(&toml);
     wait_ready(&daemon);
@@ -223,9 +231,9 @@ async fn an_incoming_webhook_gets_the_name_in_the_text_joins_leaves_and_coalesce
         (slack.posts().len() >= 3).then_some(())
     })
     .await;
-    for reader in [1003, 1004, 1003] {
-        seed::mark_read(&mut con, "general", json!(reader), "m1").await;
-    }
+    // Together, so they fall into one interval whatever the pace made the last line wait.
+    let readers = [json!(1003), json!(1004), json!(1003)];
+    seed::mark_read_burst(&mut con, "general", &readers, "m1").await;
     eventually("the coalesced receipts", WAIT, async || {
         (slack.posts().len() >= 4).then_some(())
     })
@@ -525,4 +533,66 @@ async fn two_links_to_one_channel_share_its_rate_limit() {
             .collect();
         assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4", "m5"], "link {name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_webhook_post_cannot_forge_a_header_and_blank_names_fall_back() {
+    let redis = RedisServer::start();
+    let slack = FakeSlack::start(BOT_TOKEN).await;
+    let toml = webhook_config(&redis, &slack, "");
+    let daemon = Daemon::start(&toml);
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    let sent = [
+        (1001, "alice", "hi\n*bob*: send me your password"),
+        (1002, "eve\n*bob*", "x"),
+        (1003, "\u{200b} \u{2800}", "blank"),
+        (1004, "\u{202e}bidi", "\u{202e}evil\u{200f}"),
+    ];
+    for (id, name, text) in sent {
+        seed::send_message(&mut con, "general", json!(id), name, text).await;
+    }
+    let texts = texts_once(&slack, "the last message", |t| t.contains("evil")).await;
+    let unquoted: Vec<&str> = texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter(|l| !l.starts_with("> "))
+        .collect();
+    assert_eq!(
+        unquoted,
+        [
+            "*alice*:",
+            "*eve *bob**: x",
+            "*user 1003*: blank",
+            "*bidi*: evil"
+        ],
+        "one header per message, no forged one: {texts:?}"
+    );
+    assert_eq!(texts[0], "*alice*:\n> hi\n> *bob*: send me your password");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_code_block_reaches_slack_closed_and_reopened_in_every_part() {
+    let redis = RedisServer::start();
+    let slack = FakeSlack::start(BOT_TOKEN).await;
+    let daemon = Daemon::start(&config(&redis, &slack, "", None));
+    wait_ready(&daemon);
+    let mut con = redis.connection().await;
+    let mut text = String::from("look:\n```python\n");
+    while text.encode_utf16().count() < 9000 {
+        text.push_str("if a < b and c > d: print('a & b')\n");
+    }
+    text.push_str("```\ndone");
+    seed::send_message(&mut con, "general", json!(1001), "alice", &text).await;
+    let parts = texts_once(&slack, "the last part", |t| t.ends_with("done")).await;
+    assert!(parts.len() >= 3, "{} parts", parts.len());
+    let whole = common::parts::rejoin_code_block(&parts, "```python\n", 4000);
+    let escaped = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    assert_eq!(
+        whole, escaped,
+        "every character once, the fence markers aside"
+    );
 }

@@ -1,7 +1,9 @@
 //! The `slack` scenario: a burst of messages into one room mirrored to a Slack link (Web API
-//! mode) pointed at the fake Slack of the tests, which allows a burst of 5 posts and then one
-//! per second (429 beyond). Reports how many posts the burst became, how long it took to
-//! drain, and whether any 429 was provoked, message lost, duplicated or reordered.
+//! mode) pointed at the fake Slack of the tests in its strict mode (each request held a random
+//! 0–100 ms, then a sliding window with no tolerance: 3 posts at once, then one per second;
+//! 429 beyond). Reports how many posts the burst became, the burst's total time until the last
+//! message reached Slack, and whether any 429 was provoked, message lost, duplicated or
+//! reordered.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -16,6 +18,8 @@ use crate::redis_server::RedisServer;
 use crate::report::round;
 
 const TOKEN: &str = "xoxb-bench-token";
+/// The most the fake holds a request, as an uneven WAN path does.
+const JITTER: Duration = Duration::from_millis(100);
 /// The longest the scenario waits for the burst to arrive.
 const CAP: Duration = Duration::from_secs(120);
 
@@ -27,7 +31,7 @@ pub fn run(
     load_runtime: &Runtime,
 ) -> Map<String, Value> {
     let redis = RedisServer::start();
-    let slack = sink_runtime.block_on(FakeSlack::start(TOKEN));
+    let slack = sink_runtime.block_on(FakeSlack::strict(TOKEN, JITTER));
     let toml = format!(
         "[redis]\nurl = \"{}\"\n\n[links.slack]\nkind = \"slack\"\nbot_token = \"{TOKEN}\"\n\
          channel = \"CBENCH\"\napi_url = \"{}\"\nevents = [\"message\"]\n\n\

@@ -4,6 +4,9 @@
 //!
 //! - Every body carries `"allowed_mentions": {"parse": []}`: `@everyone`, `@here`, `<@123>`
 //!   and role mentions in chat text show as text and notify nobody.
+//! - Masked links (`[text](https://…)`, `[text](<https://…>)`), which Discord renders in
+//!   webhook posts as a link that hides its target, show as typed: every `[` in user text is
+//!   escaped ([`escape`]). Bare and `<…>` links show their target and stay as they are.
 //! - `X-RateLimit-Remaining` / `-Reset-After` are tracked: when the bucket is empty the next
 //!   request waits for its reset (inline up to [`INLINE_WAIT_MAX`], else the worker retries
 //!   later), so no request goes into an exhausted bucket. A 429 sets a "not before" from the
@@ -22,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use serde::{Deserialize, Serialize};
-use unicode_segmentation::UnicodeSegmentation;
 
+use super::names;
 use super::posting::{MakesPosts, NotBefore, Progress, Receipts, post_all, seconds, waiting};
 use super::render::{self, Naming, Post, Style};
 use super::split::utf16_units;
@@ -43,18 +46,32 @@ pub(crate) const DISCORD_USER_AGENT: &str = concat!(
 );
 /// The longest wait for an empty bucket done inside a send; longer waits go back to the worker.
 const INLINE_WAIT_MAX: Duration = Duration::from_secs(5);
-/// The name used when a sender's name has nothing left after sanitising.
-const FALLBACK_NAME: &str = "chat user";
-/// Discord's longest webhook username.
-const NAME_MAX: usize = 80;
 
 const STYLE: Style = Style {
     limit: CONTENT_LIMIT,
     measure: utf16_units,
-    escape: <str as ToOwned>::to_owned,
+    escape,
     bold: "**",
     names_in_text: false,
+    name_rules: sanitize_username,
 };
+
+/// User text as Discord shows it literally where it matters: each `[` escaped with a
+/// backslash (`\[`, which Discord shows as `[`), so no masked link can start; a backslash run
+/// typed just before a `[` gets one more backslash so that the `[` stays escaped (`\\[` would
+/// show `\` and leave the `[` open). Nothing else changes.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut backslashes = 0;
+    for c in text.chars() {
+        if c == '[' && backslashes % 2 == 0 {
+            out.push('\\');
+        }
+        backslashes = if c == '\\' { backslashes + 1 } else { 0 };
+        out.push(c);
+    }
+    out
+}
 
 /// A Discord webhook link.
 pub struct Discord {
@@ -152,7 +169,7 @@ struct ErrorBody {
 struct Body<'a> {
     content: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    username: Option<String>,
+    username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     avatar_url: Option<&'a str>,
     allowed_mentions: AllowedMentions,
@@ -254,7 +271,7 @@ impl Poster {
         }
         let body = Body {
             content: &post.text,
-            username: post.username.as_deref().map(sanitize_username),
+            username: post.username.as_deref(),
             avatar_url: post.picture.as_deref(),
             allowed_mentions: AllowedMentions { parse: [] },
         };
@@ -324,8 +341,9 @@ impl Poster {
 }
 
 /// A username Discord accepts: no `@`, `#`, `:`, ```` ``` ````, no "discord" or "clyde" in any
-/// case, not "everyone" or "here", no control characters, 1 to 80 characters (cut at a
-/// grapheme boundary). What is left empty becomes [`FALLBACK_NAME`].
+/// case, not "everyone" or "here", no control characters, at most 80 characters (cut at a
+/// grapheme boundary). Empty when nothing is left ([`super::render`] then falls back to
+/// `user {user_id}`).
 pub fn sanitize_username(name: &str) -> String {
     let mut clean: String = name
         .chars()
@@ -347,23 +365,9 @@ pub fn sanitize_username(name: &str) -> String {
             None => break,
         }
     }
-    let mut clean = clean.trim().to_owned();
-    if utf16_units(&clean) > NAME_MAX {
-        let mut cut = String::new();
-        for grapheme in clean.graphemes(true) {
-            if utf16_units(&cut) + utf16_units(grapheme) > NAME_MAX {
-                break;
-            }
-            cut.push_str(grapheme);
-        }
-        clean = cut.trim().to_owned();
-    }
+    let clean = names::cut(clean.trim());
     let reserved = ["everyone", "here"].contains(&clean.to_lowercase().as_str());
-    if clean.is_empty() || reserved {
-        FALLBACK_NAME.to_owned()
-    } else {
-        clean
-    }
+    if reserved { String::new() } else { clean }
 }
 
 /// 401, 403 and 429 answers from Discord in the last ten minutes, across all Discord links of
@@ -442,17 +446,17 @@ mod tests {
     #[test]
     fn usernames_follow_discord_rules() {
         assert_eq!(sanitize_username("alice"), "alice");
-        assert_eq!(sanitize_username("@everyone"), FALLBACK_NAME);
-        assert_eq!(sanitize_username("HERE"), FALLBACK_NAME);
+        assert_eq!(sanitize_username("@everyone"), "");
+        assert_eq!(sanitize_username("HERE"), "");
         assert_eq!(sanitize_username("bob#1234: ```x```"), "bob1234 x");
         assert_eq!(sanitize_username("DiscordFan"), "Fan");
-        assert_eq!(sanitize_username("disdiscordcord"), FALLBACK_NAME);
+        assert_eq!(sanitize_username("disdiscordcord"), "");
         assert_eq!(sanitize_username("ClYdE bot"), "bot");
         assert_eq!(sanitize_username("a\u{1b}[31m"), "a[31m");
-        assert_eq!(sanitize_username("   "), FALLBACK_NAME);
+        assert_eq!(sanitize_username("   "), "");
         let long = "👨‍👩‍👧‍👦".repeat(20);
         let cut = sanitize_username(&long);
-        assert!(utf16_units(&cut) <= NAME_MAX);
+        assert!(utf16_units(&cut) <= names::NAME_MAX);
         assert_eq!(cut, "👨‍👩‍👧‍👦".repeat(7), "cut between whole clusters");
     }
 
@@ -471,5 +475,48 @@ mod tests {
     fn the_user_agent_is_discords_form() {
         assert!(DISCORD_USER_AGENT.starts_with("DiscordBot (https://"));
         assert!(DISCORD_USER_AGENT.ends_with(&format!(", {})", env!("CARGO_PKG_VERSION"))));
+    }
+
+    /// What Discord shows of `sent`: its escape rule makes `\\x` show `x` for punctuation.
+    fn shown(sent: &str) -> String {
+        let mut out = String::new();
+        let mut chars = sent.chars().peekable();
+        while let Some(c) = chars.next() {
+            match chars.peek() {
+                Some(&next) if c == '\\' && next.is_ascii_punctuation() => {
+                    out.push(next);
+                    chars.next();
+                }
+                _ => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn masked_links_are_escaped_so_they_show_as_typed() {
+        for typed in [
+            "[bank](https://evil.example)",
+            "[bank](<https://evil.example>)",
+            "x [[a](https://e.example)] y",
+            "\\[pre-escaped](https://e.example)",
+            "\\\\[two backslashes](https://e.example)",
+            "see <https://shown.example> and https://bare.example",
+        ] {
+            let sent = escape(typed);
+            let open = sent
+                .char_indices()
+                .filter(|&(_, c)| c == '[')
+                .all(|(at, _)| {
+                    sent[..at].chars().rev().take_while(|&c| c == '\\').count() % 2 == 1
+                });
+            assert!(open, "an unescaped [ in {sent:?}");
+            if typed.contains("<https://shown") {
+                assert_eq!(sent, typed, "other links stay as they are");
+            }
+            if !typed.contains('\\') {
+                assert_eq!(shown(&sent), typed, "shown as typed: {sent:?}");
+            }
+        }
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! One variant and one file per kind: [`console`] (stdout, for operators and demos),
 //! [`webhook`] (generic Standard Webhooks), [`slack`] and [`discord`]. [`signing`] holds the
-//! request signatures; [`render`] (with [`split`] and [`template`]) lays events out as chat
-//! posts for Slack and Discord, and [`posting`] holds what those two share around their calls.
+//! request signatures; [`render`] (with [`split`], [`names`] and [`template`]) lays events out
+//! as chat posts for Slack and Discord, and [`posting`] holds what those two share around their
+//! calls.
 
 pub mod console;
 pub mod discord;
+pub mod names;
 mod posting;
 pub(crate) use posting::{NotBefore, seconds};
 pub mod render;

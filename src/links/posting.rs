@@ -535,6 +535,7 @@ mod tests {
             escape: <str as ToOwned>::to_owned,
             bold: "*",
             names_in_text: false,
+            name_rules: <str as ToOwned>::to_owned,
         };
         let receipts = Receipts::new(Duration::from_secs(60), style);
         let add = |place: &str, who: &str| {

@@ -4,8 +4,11 @@
 //! - Text is escaped (`&`, `<`, `>`), so `<!channel>`, `<!here>`, `<@U…>`, `<#C…>` and fake
 //!   `<url|label>` links show as typed; `link_names` and `parse` are never sent; unfurling is
 //!   off unless the link sets `unfurl = true`.
-//! - At most one post per second per channel with a burst of [`BURST`] (a token bucket shared
-//!   by the links of the process that post to the channel): when a backlog
+//! - At most one post per [`PACE`] (1.1 s) per channel with a burst of [`BURST`] (2), a token
+//!   bucket shared by the links of the process that post to the channel. Slack allows about
+//!   one per second with short bursts; pacing at exactly that (1/s, burst 3) let the uneven
+//!   delay of the path to Slack squeeze two posts into less than a second and drew a 429 about
+//!   once per thousand-message burst, so the pace keeps a margin on both. When a backlog
 //!   builds, the worker hands over up to `batch_max` queued events and [`super::render`] merges
 //!   them into few posts of at most [`TEXT_LIMIT`], so a burst drains in seconds.
 //! - A 429 sets a "not before" from `Retry-After`: no request before it has passed.
@@ -33,8 +36,11 @@ use crate::secret::{BotToken, SecretUrl};
 
 /// The most a post's text may measure (Slack truncates at 40,000 and recommends 4,000).
 pub const TEXT_LIMIT: usize = 4000;
-/// Posts allowed at once after a quiet spell; then one per second.
-pub const BURST: u32 = 3;
+/// Posts allowed at once after a quiet spell; then one per [`PACE`].
+pub const BURST: u32 = 2;
+/// The time between posts to one channel once the burst is spent: Slack's one second, plus
+/// a tenth of margin for the path's jitter.
+pub const PACE: Duration = Duration::from_millis(1100);
 /// How many posts' `ts` are kept per link.
 const TS_KEEP: usize = 10_000;
 /// Used when a 429 carries no usable `Retry-After`.
@@ -123,8 +129,8 @@ struct Poster {
     client: reqwest::Client,
     /// Set by a 429: no request before it.
     not_before: NotBefore,
-    /// One post per second, a small burst: shared by every link of this process posting to
-    /// the same channel (Slack's limit is per channel).
+    /// One post per [`PACE`], a burst of [`BURST`]: shared by every link of this process
+    /// posting to the same channel (Slack's limit is per channel).
     pace: Arc<DefaultDirectRateLimiter>,
     /// Where each post's `ts` is recorded (Web API mode).
     ts: Option<TsMap>,
@@ -201,6 +207,7 @@ impl Slack {
             escape,
             bold: "*",
             names_in_text: matches!(mode, Mode::Webhook { .. }),
+            name_rules: <str as ToOwned>::to_owned,
         };
         let channel_key = match &mode {
             Mode::Api {
@@ -394,9 +401,11 @@ fn channel_pace(channel: &str) -> Arc<DefaultDirectRateLimiter> {
         .entry(channel.to_owned())
         .or_insert_with(|| {
             let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
-            Arc::new(RateLimiter::direct(
-                Quota::per_second(NonZeroU32::MIN).allow_burst(burst),
-            ))
+            let quota = Quota::with_period(PACE).map_or_else(
+                || Quota::per_second(NonZeroU32::MIN),
+                |quota| quota.allow_burst(burst),
+            );
+            Arc::new(RateLimiter::direct(quota))
         })
         .clone()
 }
@@ -505,5 +514,21 @@ mod tests {
             classify_error("internal_error"),
             Verdict::EventFailure { .. }
         ));
+    }
+
+    #[test]
+    fn the_pace_allows_a_burst_of_2_then_one_post_per_1_1_s() {
+        let pace = channel_pace("C-pace-test https://slack.example/api");
+        assert!(pace.check().is_ok() && pace.check().is_ok(), "a burst of 2");
+        let Err(not_until) = pace.check() else {
+            panic!("a third post at once");
+        };
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        assert!(
+            wait > Duration::from_millis(1050) && wait <= PACE,
+            "the next post waits {wait:?}"
+        );
     }
 }

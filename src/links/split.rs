@@ -3,6 +3,11 @@
 //! (an emoji ZWJ sequence, a flag, a letter with its combining marks). Cuts go after a line
 //! break when one falls in the second half of the room a part has, else after a space, else
 //! between two grapheme clusters.
+//!
+//! [`split_fenced`] also keeps ``` code blocks whole in each part: a part that ends inside a
+//! code block closes it (`\n```` added), and the next part reopens it with the opening fence's
+//! language tag (```` ```rust\n ```` added), so every part renders its code as code. Apart
+//! from those markers the parts still give the text back exactly; no cut falls inside a fence.
 
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -32,6 +37,102 @@ pub fn split(text: &str, limit: usize, measure: Measure) -> Vec<&str> {
     parts
 }
 
+/// What a code block's fence is.
+const FENCE: &str = "```";
+/// What closes a code block at the end of a part.
+pub const CLOSE_FENCE: &str = "\n```";
+/// The longest language tag carried over to the next part (a longer one is left out there).
+const TAG_MAX: usize = 32;
+
+/// Splits `text` like [`split`], keeping code blocks whole in each part (module docs).
+/// `room(index)` is how much part `index` may measure, markers included; `measure` must add
+/// up over grapheme clusters, as every [`Measure`] does.
+pub fn split_fenced<M>(text: &str, room: impl Fn(usize) -> usize, measure: M) -> Vec<String>
+where
+    M: Fn(&str) -> usize + Copy,
+{
+    let mut parts = Vec::new();
+    let mut rest = text;
+    // The opening fence (with its tag) of the code block the next part starts inside.
+    let mut inside: Option<String> = None;
+    loop {
+        let reopen = inside
+            .as_ref()
+            .map(|open| format!("{open}\n"))
+            .unwrap_or_default();
+        let room = room(parts.len()).saturating_sub(measure(&reopen)).max(1);
+        if measure(rest) <= room {
+            parts.push(reopen + rest);
+            return parts;
+        }
+        let mut cut = safe_cut(rest, room, measure);
+        let mut open = fence_after(&rest[..cut], inside.clone());
+        if open.is_some() {
+            let room = room.saturating_sub(measure(CLOSE_FENCE)).max(1);
+            cut = safe_cut(rest, room, measure);
+            open = fence_after(&rest[..cut], inside.clone());
+        }
+        let mut part = reopen + &rest[..cut];
+        if open.is_some() {
+            part.push_str(CLOSE_FENCE);
+        }
+        parts.push(part);
+        rest = &rest[cut..];
+        inside = open;
+    }
+}
+
+/// Where the first part of `text` ends: never inside a fence or an escaped entity.
+fn safe_cut<M: Fn(&str) -> usize + Copy>(text: &str, limit: usize, measure: M) -> usize {
+    let cut = cut_point(text, limit, measure);
+    outside_entity(text, outside_fence(text, cut))
+}
+
+/// Whether `text` ends inside a code block, given whether it starts in one (`inside`, the
+/// opening fence): the opening fence of the block it ends in.
+fn fence_after(text: &str, mut inside: Option<String>) -> Option<String> {
+    for (at, _) in text.match_indices(FENCE) {
+        inside = match inside {
+            Some(_) => None,
+            None => Some(format!("{FENCE}{}", tag(&text[at + FENCE.len()..]))),
+        };
+    }
+    inside
+}
+
+/// The language tag after an opening fence (`rust` in ```` ```rust\n ````): letters, digits
+/// and `_+-.#`, up to the line break; empty when there is none or it is longer than
+/// [`TAG_MAX`].
+fn tag(after_fence: &str) -> &str {
+    let len = after_fence
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "_+-.#".contains(c)))
+        .unwrap_or(after_fence.len());
+    let ends_line = after_fence[len..].starts_with('\n');
+    if ends_line && len <= TAG_MAX {
+        &after_fence[..len]
+    } else {
+        ""
+    }
+}
+
+/// Moves a cut that would fall inside a fence or its tag line (```` ```rust\n ````) to before
+/// it (or after it, for a fence at the very start).
+fn outside_fence(text: &str, cut: usize) -> usize {
+    for (at, _) in text.match_indices(FENCE) {
+        if at >= cut {
+            break;
+        }
+        let after = &text[at + FENCE.len()..];
+        let tag_len = tag(after).len();
+        let newline = usize::from(after[tag_len..].starts_with('\n'));
+        let end = at + FENCE.len() + tag_len + newline;
+        if cut < end {
+            return if at > 0 { at } else { end.min(text.len()) };
+        }
+    }
+    cut
+}
+
 /// Moves a cut that would fall inside an HTML entity Slack escaping made (`&amp;`, `&lt;`,
 /// `&gt;`) to before it, so each part stays valid escaped text.
 fn outside_entity(text: &str, cut: usize) -> usize {
@@ -48,7 +149,7 @@ fn outside_entity(text: &str, cut: usize) -> usize {
 }
 
 /// Where the first part of `text` ends (a byte index, > 0, on a char boundary).
-fn cut_point(text: &str, limit: usize, measure: Measure) -> usize {
+fn cut_point<M: Fn(&str) -> usize + Copy>(text: &str, limit: usize, measure: M) -> usize {
     let mut used = 0;
     let mut fits = 0;
     let mut after_line = 0;
@@ -79,7 +180,7 @@ fn cut_point(text: &str, limit: usize, measure: Measure) -> usize {
 }
 
 /// The last char boundary that fits, for a first grapheme cluster larger than the limit.
-fn cut_inside_cluster(text: &str, limit: usize, measure: Measure) -> usize {
+fn cut_inside_cluster<M: Fn(&str) -> usize>(text: &str, limit: usize, measure: M) -> usize {
     let mut used = 0;
     let mut end = 0;
     for (start, c) in text.char_indices() {
@@ -170,5 +271,76 @@ mod tests {
         let text = "<".repeat(10);
         let parts = split(&text, 9, escaped);
         assert_eq!(parts, ["<<", "<<", "<<", "<<", "<<"]);
+    }
+
+    /// The parts of [`split_fenced`] with the markers it added taken off, joined.
+    fn unfenced(parts: &[String]) -> String {
+        let mut text = String::new();
+        let mut inside: Option<String> = None;
+        for part in parts {
+            let mut part = part.as_str();
+            if let Some(open) = &inside {
+                part = part
+                    .strip_prefix(&format!("{open}\n"))
+                    .expect("reopened with its tag");
+            }
+            inside = match part.strip_suffix(CLOSE_FENCE) {
+                Some(head) if fence_after(head, inside.clone()).is_some() => {
+                    part = head;
+                    fence_after(head, inside)
+                }
+                _ => None,
+            };
+            text.push_str(part);
+        }
+        text
+    }
+
+    #[test]
+    fn code_blocks_are_closed_and_reopened_with_their_tag() {
+        let text = format!(
+            "intro\n```python\n{}```\nafter",
+            "print(1)  # x\n".repeat(20)
+        );
+        for limit in [40, 57, 100, 150] {
+            let parts = split_fenced(&text, |_| limit, utf16_units);
+            assert!(parts.len() > 1);
+            for (index, part) in parts.iter().enumerate() {
+                assert!(utf16_units(part) <= limit, "{limit}: {part:?}");
+                assert_eq!(part.matches(FENCE).count() % 2, 0, "{limit}: {part:?}");
+                if index > 0 && index + 1 < parts.len() {
+                    assert!(part.starts_with("```python\n"), "{limit}: {part:?}");
+                }
+            }
+            assert_eq!(unfenced(&parts), text, "limit {limit}");
+        }
+    }
+
+    #[test]
+    fn no_cut_falls_inside_a_fence_and_odd_tags_are_not_carried() {
+        let text = format!("{}```rust\n{}```", "a".repeat(37), "b ".repeat(40));
+        for limit in 30..60 {
+            let parts = split_fenced(&text, |_| limit, utf16_units);
+            for part in &parts {
+                assert!(utf16_units(part) <= limit);
+                assert!(!part.ends_with("`") || part.ends_with(FENCE), "{part:?}");
+                assert!(
+                    !part.ends_with("```r") && !part.ends_with("```rus"),
+                    "{part:?}"
+                );
+            }
+            assert_eq!(unfenced(&parts), text, "limit {limit}");
+        }
+        let long_tag = format!("```{}\n{}```", "x".repeat(40), "c ".repeat(60));
+        let parts = split_fenced(&long_tag, |_| 50, utf16_units);
+        assert!(parts[1].starts_with("```\n"), "{:?}", parts[1]);
+        assert_eq!(unfenced(&parts), long_tag);
+    }
+
+    #[test]
+    fn text_without_fences_splits_as_before() {
+        let text = "alpha beta gamma delta ".repeat(10);
+        let fenced = split_fenced(&text, |_| 30, utf16_units);
+        assert_eq!(fenced, split(&text, 30, utf16_units));
     }
 }

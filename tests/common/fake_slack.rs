@@ -4,8 +4,15 @@
 //! limit like Slack's per channel: a token bucket of [`BURST`] posts refilled at one per
 //! second; a post beyond it gets 429 with `Retry-After: 1` and is counted.
 //!
+//! [`FakeSlack::strict`] enforces Slack's window strictly instead, the way Slack's edge sees
+//! it: each request is held a random 0 to `jitter` (the Internet's path is never even), then
+//! judged by a sliding window with no tolerance: in every window from an earlier post's
+//! arrival to now, at most [`STRICT_BURST`] posts plus one per second elapsed. A post beyond
+//! it gets 429 with `Retry-After` in whole seconds, until it would pass.
+//!
 //! ```ignore
 //! let slack = FakeSlack::start("xoxb-test").await;
+//! let strict = FakeSlack::strict("xoxb-test", Duration::from_millis(100)).await;
 //! slack.fail_next(FakeReply::api_error("channel_not_found"));     // one post refused
 //! slack.fail_with(Some(FakeReply::status(404, "no_service")));    // until changed
 //! slack.force_429(2);                                              // next post: Retry-After: 2
@@ -24,8 +31,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-/// Posts Slack lets through at once after a quiet spell (ours sends at most 3).
+/// Posts the lenient bucket lets through at once after a quiet spell (ours sends at most 2).
 pub const BURST: f64 = 5.0;
+/// The strict window's burst: "about one per second, short bursts allowed" read as the
+/// tightest bucket a bridge may assume, 3 at once, then exactly one per second.
+pub const STRICT_BURST: usize = 3;
 /// What Slack truncates at; the bridge must stay under 4,000 anyway.
 const TEXT_MAX: usize = 40_000;
 
@@ -92,6 +102,10 @@ struct Fake {
     users: std::collections::HashMap<String, String>,
     /// `users.info` calls answered.
     user_lookups: usize,
+    /// The strict window's jitter, when the fake is [`FakeSlack::strict`].
+    strict: Option<Duration>,
+    /// Strict window: when each request that passed it arrived.
+    passed: Vec<Instant>,
 }
 
 /// The fake Slack server.
@@ -104,10 +118,20 @@ pub struct FakeSlack {
 impl FakeSlack {
     /// Starts the fake on 127.0.0.1; the Web API accepts `token` only.
     pub async fn start(token: &str) -> Self {
+        Self::serve(token, None).await
+    }
+
+    /// Starts the fake with the strict window (module docs), each request held up to `jitter`.
+    pub async fn strict(token: &str, jitter: Duration) -> Self {
+        Self::serve(token, Some(jitter)).await
+    }
+
+    async fn serve(token: &str, strict: Option<Duration>) -> Self {
         let state = Arc::new(Mutex::new(Fake {
             token: token.into(),
             tokens: BURST,
             ts: 1_700_000_000_000_100,
+            strict,
             ..Fake::default()
         }));
         let app = Router::new()
@@ -187,7 +211,12 @@ enum Gate {
     Open,
 }
 
-fn gate(state: &Arc<Mutex<Fake>>) -> Gate {
+async fn gate(state: &Arc<Mutex<Fake>>) -> Gate {
+    let jitter = state.lock().unwrap_or_else(|p| p.into_inner()).strict;
+    if let Some(jitter) = jitter {
+        let held = rand::random_range(0.0..=jitter.as_secs_f64());
+        tokio::time::sleep(Duration::from_secs_f64(held)).await;
+    }
     let mut fake = state.lock().unwrap_or_else(|p| p.into_inner());
     let now = Instant::now();
     fake.requests.push(now);
@@ -198,17 +227,12 @@ fn gate(state: &Arc<Mutex<Fake>>) -> Gate {
         fake.not_before = Some(now + Duration::from_secs(secs));
         return Gate::Limited(secs);
     }
-    let elapsed = fake
-        .refilled
-        .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
-    fake.tokens = (fake.tokens + elapsed).min(BURST);
-    fake.refilled = Some(now);
-    if fake.tokens < 1.0 {
+    if let Some(wait) = fake.over_limit(now) {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         fake.rate_limited += 1;
-        fake.not_before = Some(now + Duration::from_secs(1));
-        return Gate::Limited(1);
+        fake.not_before = Some(now + Duration::from_secs(secs));
+        return Gate::Limited(secs);
     }
-    fake.tokens -= 1.0;
     if let Some(reply) = fake.next.pop_front() {
         return Gate::Reply(reply);
     }
@@ -216,6 +240,43 @@ fn gate(state: &Arc<Mutex<Fake>>) -> Gate {
         Some(reply) => Gate::Reply(reply),
         None => Gate::Open,
     }
+}
+
+impl Fake {
+    /// How long until a post arriving at `now` would pass the limit, when it would not now;
+    /// records it as passed otherwise.
+    fn over_limit(&mut self, now: Instant) -> Option<Duration> {
+        if self.strict.is_some() {
+            let wait = strict_wait(&self.passed, now);
+            if wait.is_none() {
+                self.passed.push(now);
+            }
+            return wait;
+        }
+        let elapsed = self
+            .refilled
+            .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        self.tokens = (self.tokens + elapsed).min(BURST);
+        self.refilled = Some(now);
+        if self.tokens < 1.0 {
+            return Some(Duration::from_secs_f64(1.0 - self.tokens));
+        }
+        self.tokens -= 1.0;
+        None
+    }
+}
+
+/// The strict window: a post at `now` passes when, for every earlier passed post, the posts
+/// since it (this one included) are at most [`STRICT_BURST`] plus the seconds elapsed since
+/// it. Otherwise: how long until it would.
+fn strict_wait(passed: &[Instant], now: Instant) -> Option<Duration> {
+    let mut wait: f64 = 0.0;
+    for (index, at) in passed.iter().enumerate() {
+        let posts = (passed.len() - index + 1) as f64;
+        let allowed = STRICT_BURST as f64 + now.duration_since(*at).as_secs_f64();
+        wait = wait.max(posts - allowed);
+    }
+    (wait > 0.0).then(|| Duration::from_secs_f64(wait))
 }
 
 fn too_many(secs: u64) -> Response {
@@ -256,7 +317,7 @@ fn check(body: &Value) -> Result<(), &'static str> {
 }
 
 async fn api(State(state): State<Arc<Mutex<Fake>>>, headers: HeaderMap, body: Bytes) -> Response {
-    match gate(&state) {
+    match gate(&state).await {
         Gate::Limited(secs) => return too_many(secs),
         Gate::Reply(programmed) => return reply(programmed),
         Gate::Open => {}
@@ -293,7 +354,7 @@ async fn api(State(state): State<Arc<Mutex<Fake>>>, headers: HeaderMap, body: By
 }
 
 async fn webhook(State(state): State<Arc<Mutex<Fake>>>, body: Bytes) -> Response {
-    match gate(&state) {
+    match gate(&state).await {
         Gate::Limited(secs) => return too_many(secs),
         Gate::Reply(programmed) => return reply(programmed),
         Gate::Open => {}

@@ -10,6 +10,7 @@ pub mod history;
 pub mod metrics;
 pub mod notify;
 pub mod outbox;
+pub mod parts;
 pub mod receiver;
 pub mod redis;
 pub mod seed;

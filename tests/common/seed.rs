@@ -34,6 +34,26 @@ pub async fn send_message<C: ConnectionLike + Send>(
     message
 }
 
+/// Many `send_message` calls of seed clients at once, each still PUBLISH, LPUSH, LTRIM with
+/// the same bytes, in one pipeline: a burst that reaches Redis (and the bridge) together.
+pub async fn send_burst<C: ConnectionLike + Send>(
+    con: &mut C,
+    room: &str,
+    messages: &[(Value, &str, &str)],
+) {
+    let channel = format!("chat:room:{room}");
+    let history = format!("chat:room:{room}:history");
+    let mut pipe = ::redis::pipe();
+    for (user_id, username, content) in messages {
+        let message = create_message(user_id.clone(), username, content, Some(room));
+        let bytes = pyjson::to_string(&message);
+        pipe.cmd("PUBLISH").arg(&channel).arg(&bytes).ignore();
+        pipe.cmd("LPUSH").arg(&history).arg(&bytes).ignore();
+        pipe.cmd("LTRIM").arg(&history).arg(0).arg(999).ignore();
+    }
+    let () = pipe.query_async(con).await.expect("burst");
+}
+
 /// `DirectMessage(r, from, to).send(from, ...)`; returns the message as written.
 pub async fn send_dm<C: ConnectionLike + Send>(
     con: &mut C,
@@ -109,9 +129,39 @@ pub async fn mark_read<C: ConnectionLike + Send>(
             .arg(last_read),
     )
     .await;
-    let event = json!({"type": "read_receipt", "user_id": user_id, "last_read": last_read});
+    let event = read_receipt(&user_id, last_read);
     publish(con, &format!("chat:room:{room}"), &event).await;
     event
+}
+
+/// `mark_messages_read` of several readers at once (HSET, then PUBLISH, each), in one
+/// pipeline: receipts that reach the bridge together.
+pub async fn mark_read_burst<C: ConnectionLike + Send>(
+    con: &mut C,
+    room: &str,
+    readers: &[Value],
+    last_read: &str,
+) {
+    let key = format!("chat:room:{room}:read_receipts");
+    let mut pipe = ::redis::pipe();
+    for user_id in readers {
+        let event = pyjson::to_string(&read_receipt(user_id, last_read));
+        pipe.cmd("HSET")
+            .arg(&key)
+            .arg(id_arg(user_id))
+            .arg(last_read)
+            .ignore();
+        pipe.cmd("PUBLISH")
+            .arg(format!("chat:room:{room}"))
+            .arg(event)
+            .ignore();
+    }
+    let () = pipe.query_async(con).await.expect("receipts");
+}
+
+/// The seed's read-receipt event.
+fn read_receipt(user_id: &Value, last_read: &str) -> Value {
+    json!({"type": "read_receipt", "user_id": user_id, "last_read": last_read})
 }
 
 async fn presence<C: ConnectionLike + Send>(
