@@ -15,6 +15,8 @@ mod fake_slack;
 mod inbound;
 #[path = "pipeline/load.rs"]
 mod load;
+#[path = "pipeline/peer.rs"]
+mod peer;
 #[path = "../tests/common/redis.rs"]
 #[allow(dead_code)] // shared with the tests, which use all of it
 mod redis_server;
@@ -51,7 +53,7 @@ const WAIT_CAP: Duration = Duration::from_secs(600);
 const ROOMS: usize = 10;
 
 /// The scenarios, in the order they run.
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "throughput",
     "throughput-single",
     "throughput-ordered",
@@ -61,6 +63,7 @@ const SCENARIOS: [&str; 9] = [
     "idle",
     "slack",
     "inbound",
+    "compare",
 ];
 /// Messages of the slack scenario's burst (the same in `--quick`: it is small).
 const SLACK_BURST: usize = 1_000;
@@ -247,6 +250,7 @@ impl Bench {
                 &self.sink_runtime,
                 &self.load_runtime,
             ),
+            "compare" => self.compare(),
             other => unreachable!("unknown scenario {other}"),
         }
     }
@@ -262,6 +266,30 @@ impl Bench {
             "bench: {name}: the generator sent {count} messages in {took:.2} s ({rate:.0}/s)"
         );
         self.finish(name, rig, link.max_in_flight == 1, None)
+    }
+
+    /// The Python seed-pattern bridge, then chatbridge single-POST (`max_in_flight = 32`) and
+    /// batched (`batch_max = 100`), the same burst over [`ROOMS`] rooms each.
+    fn compare(&self) -> Map<String, Value> {
+        let count = self.sizes.burst;
+        eprintln!("bench: compare: the Python peer");
+        let peer = peer::peer_run(
+            count,
+            ROOMS,
+            QUIET,
+            WAIT_CAP,
+            &self.sink_runtime,
+            &self.load_runtime,
+        );
+        eprintln!("bench: compare: chatbridge, one POST per event");
+        let single = Link {
+            batch_max: 1,
+            max_in_flight: 32,
+        };
+        let single = self.burst("compare-single", single, count);
+        eprintln!("bench: compare: chatbridge, batched");
+        let batched = self.burst("compare-batched", Link::BATCHED, count);
+        peer::compare_line(peer, single, batched)
     }
 
     /// One event per request, one request at a time; compared with a bare sequential client

@@ -1,5 +1,6 @@
 //! The HTTP endpoint the daemon's webhook link posts to: an axum server on the bench's sink
-//! runtime that parses every body (one `chat.message` envelope or a `chat.batch` of them) and
+//! runtime that parses every body (one `chat.message` envelope or a `chat.batch` of them, or a
+//! bare chat message as the `compare` scenario's Python peer posts it) and
 //! records, per event, the sequence number and send time the generator put into `content`, plus
 //! when the request arrived.
 
@@ -223,7 +224,11 @@ struct Event<'a> {
 /// Appends (seq, send nanos) of every generated event in `body`; returns how many other
 /// events it carried.
 fn collect(body: &[u8], out: &mut Vec<(u64, u64)>) -> Result<usize, serde_json::Error> {
-    let envelope: Envelope = serde_json::from_slice(body)?;
+    let envelope: Envelope = match serde_json::from_slice(body) {
+        Ok(envelope) => envelope,
+        // The Python peer of the `compare` scenario posts the seed's message itself.
+        Err(e) => return bare(body, out).ok_or(e),
+    };
     if envelope.kind != "chat.batch" {
         return one(&envelope, out);
     }
@@ -248,6 +253,29 @@ fn one(envelope: &Envelope, out: &mut Vec<(u64, u64)>) -> Result<usize, serde_js
         }
         None => Ok(1),
     }
+}
+
+/// A chat message posted as published (no envelope), as the Python peer does.
+#[derive(Deserialize)]
+struct Bare<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+}
+
+/// Appends the stamp of a bare message; `None` when `body` is not one.
+fn bare(body: &[u8], out: &mut Vec<(u64, u64)>) -> Option<usize> {
+    let message: Bare = serde_json::from_slice(body).ok()?;
+    let stamp = (message.kind == "message")
+        .then_some(message.content)
+        .flatten()
+        .and_then(|content| parse_stamp(&content));
+    match stamp {
+        Some(stamp) => out.push(stamp),
+        None => return Some(1),
+    }
+    Some(0)
 }
 
 /// `"<seq> <send nanos>"` → (seq, send nanos).
