@@ -289,21 +289,21 @@ pub async fn execute(cli: &Cli) -> Result<(), CliError> {
         }
     }
     let url = config.redis.redacted_url();
-    let client = crate::connect::client(&config.redis).map_err(failed)?;
+    let client = crate::redis::connect::client(&config.redis).map_err(failed)?;
     let unavailable = |e: &dyn std::fmt::Display| CliError::Unavailable {
         url: url.clone(),
         error: e.to_string(),
     };
     let con = tokio::time::timeout(
-        crate::connect::CONNECT_TIMEOUT * 2,
-        crate::connect::manager(&client, Duration::ZERO),
+        crate::redis::connect::CONNECT_TIMEOUT * 2,
+        crate::redis::connect::manager(&client, Duration::ZERO),
     )
     .await
     .map_err(|_| unavailable(&"timed out"))?
-    .map_err(|e| match crate::connect::denial(&e) {
+    .map_err(|e| match crate::redis::connect::denial(&e) {
         // Said the way `run` says it: what went wrong and what to fix (exit 69 too).
         Some((reason, fix)) => CliError::Denied(
-            crate::connect::Denied {
+            crate::redis::connect::Denied {
                 url: url.clone(),
                 reason,
                 fix,

@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catchup::Limits;
 use crate::config::{Changes, Config, ConfigErrors};
-use crate::connect;
 use crate::decode::Decoder;
 use crate::deliver::{Identity, Worker};
 use crate::eviction;
@@ -38,6 +37,7 @@ use crate::intake::Intake;
 use crate::links::{self, Target};
 use crate::notify::{self, Health};
 use crate::outbox::{Caps, Outbox, Reader};
+use crate::redis::connect;
 use crate::retry::Backoff;
 use crate::route::{Reroute, Routes};
 use crate::subscription::Listen;

@@ -59,7 +59,6 @@
 pub mod catchup;
 pub mod cli;
 pub mod config;
-pub mod connect;
 pub mod daemon;
 pub mod decode;
 pub mod deliver;
@@ -76,6 +75,7 @@ pub mod notify;
 pub mod outbox;
 pub mod printable;
 pub mod pyjson;
+pub mod redis;
 pub mod retry;
 pub mod route;
 pub mod secret;

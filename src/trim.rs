@@ -247,7 +247,7 @@ impl Trimmer {
             }
             let ready = match con.as_mut() {
                 Some(ready) => ready,
-                None => match crate::connect::manager(&client, Duration::ZERO).await {
+                None => match crate::redis::connect::manager(&client, Duration::ZERO).await {
                     Ok(fresh) => con.insert(fresh),
                     Err(e) => {
                         tracing::warn!(error = %e, "history trim: redis unavailable; next round later");

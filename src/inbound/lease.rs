@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::lease;
+use crate::redis::lease;
 
 /// Takes the lease only when nobody holds it.
 const ACQUIRE: &str = r"

@@ -33,7 +33,6 @@ mod acks;
 mod dlq;
 mod enqueue;
 mod entry;
-pub(crate) mod lease;
 mod reader;
 mod stats;
 mod status;
@@ -43,9 +42,9 @@ use redis::aio::ConnectionManager;
 
 use crate::model::{OutboundKind, Scope};
 
+pub use crate::redis::lease::{Acquired, LeaseHolder, lease_key};
 pub use dlq::{Damaged, DeadLetter};
 pub use enqueue::{Caps, Commit, Enqueue, Enqueued};
-pub use lease::{Acquired, LeaseHolder, lease_key};
 pub use reader::{ReadFrom, Reader};
 pub use stats::{INBOUND_STATE_KEY, IntakeStats, LastCatchup, PassRecord, STATS_KEY};
 pub use status::{FailureState, LinkStatus, Queue};

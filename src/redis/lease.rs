@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use redis::Script;
 
-use super::{Outbox, OutboxError, Result};
+use crate::outbox::{Outbox, OutboxError, Result};
 
 /// Takes the lease if nobody holds it (`SET NX PX`), numbering this tenure; else says who holds
 /// it and for how much longer.
