@@ -14,6 +14,7 @@ use crate::links::console;
 use crate::model::{ChatEvent, Outbound, OutboundKind, Scope, UserId};
 use crate::outbox::{LeaseHolder, Outbox};
 use crate::printable::{escape, escape_controls, json_line};
+use crate::redis::keys;
 use crate::store::{HistoryLimits, Store};
 
 /// `println!` for the operator commands, except that a closed stdout (`chatbridge tail | head`)
@@ -451,7 +452,7 @@ async fn tail(client: &redis::Client, rooms: &[String]) -> Result<(), CliError> 
     }
     for room in rooms {
         pubsub
-            .subscribe(format!("chat:room:{room}"))
+            .subscribe(keys::room_channel(room))
             .await
             .map_err(failed)?;
     }

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::HistoryConfig;
 use crate::model::Scope;
-use crate::outbox::checkpoint_key;
+use crate::redis::keys;
 use crate::route::Routes;
 
 /// Keys asked for per SCAN call.
@@ -276,7 +276,7 @@ impl Trimmer {
             let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg("chat:*:history")
+                .arg(keys::HISTORY_PATTERN)
                 .arg("COUNT")
                 .arg(SCAN_COUNT)
                 .query_async(con)
@@ -296,7 +296,7 @@ impl Trimmer {
 
     /// What to do with history key `key`, if anything.
     fn target(&self, key: &str, routes: &Routes, rooms: &HashSet<&str>) -> Option<Target> {
-        let scope = key.strip_suffix(":history").and_then(Scope::from_channel)?;
+        let scope = keys::channel_of_history(key).and_then(Scope::from_channel)?;
         let (watched, limit) = match &scope {
             Scope::Room(room) => (
                 rooms.contains(room.as_str()),
@@ -332,7 +332,7 @@ impl Trimmer {
             for target in &call {
                 invocation
                     .key(target.scope.history_key())
-                    .key(checkpoint_key(&target.scope))
+                    .key(keys::checkpoint(&target.scope.channel()))
                     .arg(target.limit)
                     .arg(u8::from(target.watched));
             }

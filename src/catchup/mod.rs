@@ -33,7 +33,8 @@ use redis::{AsyncCommands, Script, Value};
 
 use crate::decode::{Decoder, HistoryEntry, MAX_PAYLOAD_BYTES, RawEntry};
 use crate::model::{ChatEvent, EventKind, OutboundKind, Scope, SystemLine, Timestamp, content_id};
-use crate::outbox::{Commit, Enqueue, Outbox, OutboxError, checkpoint_key, seen_key, seen_member};
+use crate::outbox::{Commit, Enqueue, Outbox, OutboxError, seen_member};
+use crate::redis::keys;
 use crate::route::{Routes, origin_among};
 
 /// Checkpoint of a scope whose history was empty when a pass last read it.
@@ -43,10 +44,6 @@ const FINGERPRINT: &str = "v2:";
 /// How many of the newest entries a fingerprint covers: a client would have to re-post that
 /// many entries byte for byte, in order, to make the walk stop early.
 pub const FINGERPRINT_LEN: usize = 3;
-/// When DM mirroring began, then when a pass last completed (seed timestamp form).
-const DMS_SWEPT_AT: &str = "chatbridge:dms:swept_at";
-/// Before checkpoints had their own keys: channel → id of the last message enqueued.
-const LEGACY_CHECKPOINTS: &str = "chatbridge:checkpoints";
 /// History entries read per round trip.
 const PAGE: isize = 100;
 /// Scopes checked per round trip for "anything new?".
@@ -277,7 +274,7 @@ impl CatchUp<'_> {
         }
         if self.routes.mirrors_dms() {
             pass.dms = true;
-            let swept_at: Option<String> = self.con.get(DMS_SWEPT_AT).await?;
+            let swept_at: Option<String> = self.con.get(keys::DMS_SWEPT_AT).await?;
             let swept_at = swept_at.and_then(|at| Timestamp::parse(&at).ok());
             // Before DM mirroring ever ran, a conversation without checkpoint is old.
             let dms_since = swept_at.or(self
@@ -310,7 +307,7 @@ impl CatchUp<'_> {
         if dms {
             self.watched.dms = true;
             let now = Timestamp::now().to_string();
-            commit.marks.push((DMS_SWEPT_AT.to_owned(), now));
+            commit.marks.push((keys::DMS_SWEPT_AT.to_owned(), now));
         }
         Ok(commit)
     }
@@ -321,11 +318,13 @@ impl CatchUp<'_> {
         let mut unsettled = Vec::new();
         for chunk in scopes.chunks(CHUNK) {
             let mut invocation = UNSETTLED_SCRIPT.prepare_invoke();
-            invocation.key(LEGACY_CHECKPOINTS).arg(FINGERPRINT_LEN);
+            invocation
+                .key(keys::LEGACY_CHECKPOINTS)
+                .arg(FINGERPRINT_LEN);
             for scope in chunk {
                 invocation
                     .key(scope.history_key())
-                    .key(checkpoint_key(scope))
+                    .key(keys::checkpoint(&scope.channel()))
                     .arg(scope.channel());
             }
             let reply: Vec<(usize, String, u8)> = invocation.invoke_async(self.con).await?;
@@ -348,14 +347,14 @@ impl CatchUp<'_> {
             let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg("chat:dm:*:history")
+                .arg(keys::DM_HISTORY_PATTERN)
                 .arg("COUNT")
                 .arg(1000)
                 .query_async(self.con)
                 .await?;
             scopes.extend(
                 keys.iter()
-                    .filter_map(|key| key.strip_suffix(":history").and_then(Scope::from_channel)),
+                    .filter_map(|key| keys::channel_of_history(key).and_then(Scope::from_channel)),
             );
             if next == 0 {
                 scopes.sort();
@@ -368,10 +367,14 @@ impl CatchUp<'_> {
 
     /// The scope's checkpoint, from its key or (once, after an upgrade) the old hash.
     async fn checkpoint(&mut self, scope: &Scope) -> Result<Option<Checkpoint>, OutboxError> {
-        let stored: Option<String> = self.con.get(checkpoint_key(scope)).await?;
+        let stored: Option<String> = self.con.get(keys::checkpoint(&scope.channel())).await?;
         let stored = match stored {
             Some(stored) => Some(stored),
-            None => self.con.hget(LEGACY_CHECKPOINTS, scope.channel()).await?,
+            None => {
+                self.con
+                    .hget(keys::LEGACY_CHECKPOINTS, scope.channel())
+                    .await?
+            }
         };
         Ok(stored.as_deref().map(Checkpoint::parse))
     }
@@ -507,7 +510,7 @@ impl CatchUp<'_> {
                 .map(|link| seen_member(link, &key)),
         );
         let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
-            .arg(seen_key(scope))
+            .arg(keys::seen(&scope.channel()))
             .arg(&members)
             .query_async(&mut *self.con)
             .await?;
@@ -681,7 +684,7 @@ impl Pass {
         if self.dms {
             commit
                 .marks
-                .push((DMS_SWEPT_AT.to_owned(), self.started_at));
+                .push((keys::DMS_SWEPT_AT.to_owned(), self.started_at));
         }
         let events = merge(notices, walks, held, &mut summary);
         (events, commit, summary)

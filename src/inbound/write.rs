@@ -7,8 +7,8 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use crate::model::{ChatEvent, Scope, content_id};
-use crate::outbox::bridged_key;
 use crate::pyjson;
+use crate::redis::keys;
 
 /// How many bridged keys one scope remembers (as `store.rs` does): far more than a history holds.
 const BRIDGED_CAP: usize = 10_000;
@@ -125,9 +125,9 @@ impl Writer {
             .script
             .key(&write.dedup_key)
             .key(write.scope.history_key())
-            .key(bridged_key(&write.scope))
-            .key(format!("{channel}:members"))
-            .key(format!("{channel}:read_receipts"))
+            .key(keys::bridged(&write.scope.channel()))
+            .key(keys::members(&channel))
+            .key(keys::read_receipts(&channel))
             .arg(&channel)
             .arg(&payload)
             .arg(op)

@@ -7,10 +7,9 @@ use std::time::Duration;
 use chrono::Utc;
 use redis::AsyncCommands;
 
-use super::{
-    Outbox, Result, bridged_key, checkpoint_key, dlq_key, kind_seen_key, link_key, outbox_key,
-};
+use super::{Outbox, Result, kind_seen_key};
 use crate::model::{EventKind, OutboundKind, Scope};
+use crate::redis::keys;
 
 /// One event to put in the outboxes of `links`.
 #[derive(Debug, Clone)]
@@ -317,9 +316,9 @@ impl Outbox {
                         used.links.push(link.clone());
                     }
                     keys.get(if dead {
-                        dlq_key(link)
+                        keys::dlq(link)
                     } else {
-                        outbox_key(link)
+                        keys::outbox(link)
                     })
                 });
             }
@@ -349,8 +348,8 @@ impl Outbox {
                 .arg(event.dead.as_deref().unwrap_or(""));
             match &event.origin {
                 Some(origin) if event.dead.is_none() => invocation
-                    .arg(keys.get(outbox_key(origin)))
-                    .arg(keys.get(bridged_key(&event.scope))),
+                    .arg(keys.get(keys::outbox(origin)))
+                    .arg(keys.get(keys::bridged(&event.scope.channel()))),
                 _ => invocation.arg(0).arg(0),
             };
             invocation.arg(event.links.len());
@@ -368,7 +367,7 @@ impl Outbox {
             invocation.arg(keys.get(key.clone())).arg(value);
         }
         for (scope, value) in &commit.checkpoints {
-            let index = keys.get(checkpoint_key(scope));
+            let index = keys.get(keys::checkpoint(&scope.channel()));
             if matches!(scope, Scope::Dm(..)) {
                 used.dm_keys.push(index);
             }
@@ -390,8 +389,8 @@ impl Outbox {
         invocation.arg(used.links.len());
         let mut stream_links = HashMap::new();
         for link in used.links {
-            let stream = keys.get(outbox_key(&link));
-            invocation.arg(stream).arg(keys.get(link_key(&link)));
+            let stream = keys.get(keys::outbox(&link));
+            invocation.arg(stream).arg(keys.get(keys::link(&link)));
             stream_links.insert(stream, link);
         }
         for name in &keys.names {
@@ -415,6 +414,6 @@ impl Outbox {
 
     /// The scope's checkpoint (see [`crate::catchup`]), if it has one.
     pub async fn checkpoint(&mut self, scope: &Scope) -> Result<Option<String>> {
-        Ok(self.con.get(checkpoint_key(scope)).await?)
+        Ok(self.con.get(keys::checkpoint(&scope.channel())).await?)
     }
 }

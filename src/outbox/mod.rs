@@ -41,12 +41,15 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use crate::model::{OutboundKind, Scope};
+use crate::redis::keys;
 
-pub use crate::redis::lease::{Acquired, LeaseHolder, lease_key};
+/// The inbound connections' state hash, under the name its writers outside the Redis layer use.
+pub use crate::redis::keys::INBOUND_STATE as INBOUND_STATE_KEY;
+pub use crate::redis::lease::{Acquired, LeaseHolder};
 pub use dlq::{Damaged, DeadLetter};
 pub use enqueue::{Caps, Commit, Enqueue, Enqueued};
 pub use reader::{ReadFrom, Reader};
-pub use stats::{INBOUND_STATE_KEY, IntakeStats, LastCatchup, PassRecord, STATS_KEY};
+pub use stats::{IntakeStats, LastCatchup, PassRecord};
 pub use status::{FailureState, LinkStatus, Queue};
 
 /// The consumer group (and consumer) every worker reads through. Only the holder of a link's
@@ -65,46 +68,18 @@ pub enum OutboxError {
 
 pub type Result<T> = std::result::Result<T, OutboxError>;
 
-pub fn outbox_key(link: &str) -> String {
-    format!("chatbridge:outbox:{link}")
-}
-
-pub fn dlq_key(link: &str) -> String {
-    format!("chatbridge:dlq:{link}")
-}
-
-pub(crate) fn link_key(link: &str) -> String {
-    format!("chatbridge:link:{link}")
-}
-
-/// The payload keys of events chatbridge itself wrote into a scope on behalf of a link (the
-/// only events whose `origin` is honoured), scored by when (Unix ms).
-pub fn bridged_key(scope: &Scope) -> String {
-    format!("chatbridge:bridged:{}", scope.channel())
-}
-
-/// How far catch-up has read a scope's history.
-pub fn checkpoint_key(scope: &Scope) -> String {
-    format!("chatbridge:checkpoint:{}", scope.channel())
-}
-
-/// The seen set of a scope's messages.
-pub fn seen_key(scope: &Scope) -> String {
-    kind_seen_key(scope, OutboundKind::Event(crate::model::EventKind::Message))
-}
-
 /// What a scope's seen set records when `link` has been given the event with de-dup `key`:
 /// link names have no `:`, keys start with `h-` or `x-`, so members never collide.
 pub fn seen_member(link: &str, key: &str) -> String {
     format!("{link}:{key}")
 }
 
+/// The seen set a scope's events of `kind` are de-duplicated in: messages in one, signals in
+/// another (the most recent only).
 pub(crate) fn kind_seen_key(scope: &Scope, kind: OutboundKind) -> String {
     match kind {
-        OutboundKind::Event(crate::model::EventKind::Message) => {
-            format!("chatbridge:seen:{}", scope.channel())
-        }
-        _ => format!("chatbridge:seen:{}:signals", scope.channel()),
+        OutboundKind::Event(crate::model::EventKind::Message) => keys::seen(&scope.channel()),
+        _ => keys::seen_signals(&scope.channel()),
     }
 }
 

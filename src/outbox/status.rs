@@ -7,7 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use redis::{AsyncCommands, Value};
 
-use super::{GROUP, Outbox, Result, dlq_key, link_key, outbox_key};
+use super::{GROUP, Outbox, Result};
+use crate::redis::keys;
 
 /// Link hash fields: since when the link fails as a whole, and its last error.
 const FAILING_SINCE: &str = "failing_since";
@@ -29,7 +30,7 @@ impl Outbox {
         let _: () = self
             .con
             .hset_multiple(
-                link_key(link),
+                keys::link(link),
                 &[
                     ("disabled", reason.to_owned()),
                     ("disabled_at", Utc::now().to_rfc3339()),
@@ -41,14 +42,14 @@ impl Outbox {
 
     /// Why the link is disabled, if it is.
     pub async fn disabled(&mut self, link: &str) -> Result<Option<String>> {
-        Ok(self.con.hget(link_key(link), "disabled").await?)
+        Ok(self.con.hget(keys::link(link), "disabled").await?)
     }
 
     /// Re-enables a disabled link; returns whether it was disabled.
     pub async fn enable(&mut self, link: &str) -> Result<bool> {
         let removed: usize = self
             .con
-            .hdel(link_key(link), &["disabled", "disabled_at"])
+            .hdel(keys::link(link), &["disabled", "disabled_at"])
             .await?;
         Ok(removed > 0)
     }
@@ -59,7 +60,7 @@ impl Outbox {
         let _: () = self
             .con
             .hset_multiple(
-                link_key(link),
+                keys::link(link),
                 &[(FAILING_SINCE, since), (LAST_ERROR, error)],
             )
             .await?;
@@ -70,7 +71,7 @@ impl Outbox {
     pub async fn link_recovered(&mut self, link: &str) -> Result<()> {
         let _: () = self
             .con
-            .hdel(link_key(link), &[FAILING_SINCE, LAST_ERROR])
+            .hdel(keys::link(link), &[FAILING_SINCE, LAST_ERROR])
             .await?;
         Ok(())
     }
@@ -81,7 +82,7 @@ impl Outbox {
         let _: () = self
             .con
             .hset_multiple(
-                link_key(link),
+                keys::link(link),
                 &[(PAUSED_UNTIL, until), (PAUSED_REASON, reason)],
             )
             .await?;
@@ -92,7 +93,7 @@ impl Outbox {
     pub async fn link_resumed(&mut self, link: &str) -> Result<()> {
         let _: () = self
             .con
-            .hdel(link_key(link), &[PAUSED_UNTIL, PAUSED_REASON])
+            .hdel(keys::link(link), &[PAUSED_UNTIL, PAUSED_REASON])
             .await?;
         Ok(())
     }
@@ -106,7 +107,7 @@ impl Outbox {
             .iter()
             .map(|(id, ms)| (event_failing_field(id), *ms))
             .collect();
-        let _: () = self.con.hset_multiple(link_key(link), &fields).await?;
+        let _: () = self.con.hset_multiple(keys::link(link), &fields).await?;
         Ok(())
     }
 
@@ -116,7 +117,7 @@ impl Outbox {
             return Ok(());
         }
         let fields: Vec<String> = entry_ids.iter().map(|id| event_failing_field(id)).collect();
-        let _: () = self.con.hdel(link_key(link), &fields).await?;
+        let _: () = self.con.hdel(keys::link(link), &fields).await?;
         Ok(())
     }
 
@@ -124,7 +125,7 @@ impl Outbox {
     /// clocks of entries still in the outbox. Clocks of entries that are gone (settled by a
     /// process that stopped before it could forget them) are removed.
     pub async fn failure_state(&mut self, link: &str) -> Result<FailureState> {
-        let stats: HashMap<String, String> = self.con.hgetall(link_key(link)).await?;
+        let stats: HashMap<String, String> = self.con.hgetall(keys::link(link)).await?;
         let mut clocks: HashMap<String, i64> = stats
             .iter()
             .filter_map(|(field, value)| {
@@ -143,7 +144,7 @@ impl Outbox {
         ids.sort();
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.cmd("XRANGE").arg(outbox_key(link)).arg(id).arg(id);
+            pipe.cmd("XRANGE").arg(keys::outbox(link)).arg(id).arg(id);
         }
         let found: Vec<Vec<Value>> = pipe.query_async(&mut self.con).await?;
         let gone: Vec<String> = ids
@@ -165,7 +166,7 @@ impl Outbox {
     /// How many events wait in a link's outbox and how long the oldest has waited, by the Redis
     /// server's clock (the clock that stamped the entry ids): one round trip.
     pub async fn queue(&mut self, link: &str) -> Result<Queue> {
-        let key = outbox_key(link);
+        let key = keys::outbox(link);
         let (depth, oldest, time): (usize, Value, (u64, u64)) = redis::pipe()
             .xlen(&key)
             .cmd("XRANGE")
@@ -185,11 +186,11 @@ impl Outbox {
 
     /// Depth, pending, dead letters and progress of one link.
     pub async fn status(&mut self, link: &str) -> Result<LinkStatus> {
-        let key = outbox_key(link);
+        let key = keys::outbox(link);
         let (depth, dead, stats): (usize, usize, HashMap<String, String>) = redis::pipe()
             .xlen(&key)
-            .xlen(dlq_key(link))
-            .hgetall(link_key(link))
+            .xlen(keys::dlq(link))
+            .hgetall(keys::link(link))
             .query_async(&mut self.con)
             .await?;
         let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")

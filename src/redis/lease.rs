@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use redis::Script;
 
+use super::keys;
 use crate::outbox::{Outbox, OutboxError, Result};
 
 /// Takes the lease if nobody holds it (`SET NX PX`), numbering this tenure; else says who holds
@@ -42,14 +43,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
-
-pub fn lease_key(link: &str) -> String {
-    format!("chatbridge:lease:{link}")
-}
-
-fn epoch_key(link: &str) -> String {
-    format!("chatbridge:lease:{link}:epoch")
-}
 
 /// A lease as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,8 +111,8 @@ impl Outbox {
         ttl: Duration,
     ) -> Result<Acquired> {
         let (taken, value, ttl_ms): (i64, String, i64) = Script::new(ACQUIRE)
-            .key(lease_key(link))
-            .key(epoch_key(link))
+            .key(keys::delivery_lease(link))
+            .key(keys::delivery_lease_epoch(link))
             .arg(token)
             .arg(holder)
             .arg(millis(ttl))
@@ -141,7 +134,7 @@ impl Outbox {
     /// any more (expired, perhaps taken by another process).
     pub async fn lease_renew(&mut self, link: &str, value: &str, ttl: Duration) -> Result<bool> {
         let renewed: i64 = Script::new(RENEW)
-            .key(lease_key(link))
+            .key(keys::delivery_lease(link))
             .arg(value)
             .arg(millis(ttl))
             .invoke_async(&mut self.con)
@@ -153,7 +146,7 @@ impl Outbox {
     /// whether it was still ours.
     pub async fn lease_release(&mut self, link: &str, value: &str) -> Result<bool> {
         let released: i64 = Script::new(RELEASE)
-            .key(lease_key(link))
+            .key(keys::delivery_lease(link))
             .arg(value)
             .invoke_async(&mut self.con)
             .await?;
@@ -163,8 +156,8 @@ impl Outbox {
     /// Who holds `link`'s lease, if anyone.
     pub async fn lease_holder(&mut self, link: &str) -> Result<Option<LeaseHolder>> {
         let (value, ttl_ms): (Option<String>, i64) = redis::pipe()
-            .get(lease_key(link))
-            .pttl(lease_key(link))
+            .get(keys::delivery_lease(link))
+            .pttl(keys::delivery_lease(link))
             .query_async(&mut self.con)
             .await?;
         Ok(value.and_then(|v| parse(&v, ttl_ms)))
