@@ -56,70 +56,11 @@ pub const SEEN_SLACK: Duration = Duration::from_secs(60);
 /// while it was idle; this much clock skew between clients is tolerated.
 const DM_CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
-/// Reads a history, newest first, atomically (so writers cannot shift entries between pages),
-/// page by page until the sequence of SHA-1s in `ARGV[3..]` has been read (all of it when
-/// none is given). For each entry: its SHA-1, then the entry itself, or, for an entry over
-/// the size limit, `{length, first bytes}` so it never has to cross the wire.
-const HISTORY: &str = r#"
-local cap, page = tonumber(ARGV[1]), tonumber(ARGV[2])
-local want = {}
-for i = 3, #ARGV do want[#want + 1] = ARGV[i] end
-local shas, out, start = {}, {}, 0
-local function found()
-  if #want == 0 then return false end
-  for at = 1, #shas - #want + 1 do
-    local all = true
-    for j = 1, #want do
-      if shas[at + j - 1] ~= want[j] then all = false break end
-    end
-    if all then return true end
-  end
-  return false
-end
-while true do
-  local items = redis.call('LRANGE', KEYS[1], start, start + page - 1)
-  for _, e in ipairs(items) do
-    local sha = redis.sha1hex(e)
-    shas[#shas + 1] = sha
-    out[#out + 1] = sha
-    if #e > cap then
-      out[#out + 1] = {#e, string.sub(e, 1, 512)}
-    else
-      out[#out + 1] = e
-    end
-  end
-  if #items < page or found() then
-    return out
-  end
-  start = start + page
-end
-"#;
+/// Reads one history atomically down to a checkpoint (contract: the top of the file).
+const HISTORY: &str = include_str!("../redis/scripts/catchup_history.lua");
 
-/// For pairs (history key, checkpoint key) after `KEYS[1]` (the legacy checkpoint hash, field
-/// = the channel in `ARGV`): for each pair whose history does not start with its checkpoint's
-/// fingerprint (something may be new there), its 1-based index, the fingerprint of its history
-/// now, and whether it has a checkpoint at all.
-const UNSETTLED: &str = r#"
-local n, out = tonumber(ARGV[1]), {}
-for p = 1, (#KEYS - 1) / 2 do
-  local top = redis.call('LRANGE', KEYS[2 * p], 0, n - 1)
-  local fingerprint = '-'
-  if #top > 0 then
-    for i, e in ipairs(top) do top[i] = redis.sha1hex(e) end
-    fingerprint = 'v2:' .. table.concat(top, ',')
-  end
-  local checkpoint = redis.call('GET', KEYS[2 * p + 1])
-  if not checkpoint then
-    checkpoint = redis.call('HGET', KEYS[1], ARGV[p + 1])
-  end
-  if checkpoint ~= fingerprint then
-    table.insert(out, p)
-    table.insert(out, fingerprint)
-    table.insert(out, checkpoint and 1 or 0)
-  end
-end
-return out
-"#;
+/// Which scopes of a batch may have something new (contract: the top of the file).
+const UNSETTLED: &str = include_str!("../redis/scripts/catchup_unsettled.lua");
 
 /// The scripts, hashed once (EVALSHA, loaded again automatically after a Redis restart).
 static HISTORY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HISTORY));
