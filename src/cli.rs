@@ -12,9 +12,10 @@ use serde_json::Map;
 use crate::config::{self, Config};
 use crate::links::console;
 use crate::model::{ChatEvent, Outbound, OutboundKind, Scope, UserId};
-use crate::outbox::{LeaseHolder, Outbox};
+use crate::outbox::Outbox;
 use crate::printable::{escape, escape_controls, json_line};
 use crate::redis::keys;
+use crate::redis::lease::{Lease, LeaseHolder};
 use crate::store::{HistoryLimits, Store};
 
 /// `println!` for the operator commands, except that a closed stdout (`chatbridge tail | head`)
@@ -500,7 +501,12 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
         );
         out!(
             "  {}",
-            lease_line(outbox.lease_holder(link).await.map_err(failed)?)
+            lease_line(
+                Lease::delivery(link)
+                    .holder(&mut outbox.con)
+                    .await
+                    .map_err(failed)?
+            )
         );
         if let Some(reason) = &s.disabled {
             out!("  DISABLED: {} (chatbridge enable {link})", escape(reason));

@@ -45,7 +45,6 @@ use crate::redis::keys;
 
 /// The inbound connections' state hash, under the name its writers outside the Redis layer use.
 pub use crate::redis::keys::INBOUND_STATE as INBOUND_STATE_KEY;
-pub use crate::redis::lease::{Acquired, LeaseHolder};
 pub use dlq::{Damaged, DeadLetter};
 pub use enqueue::{Caps, Commit, Enqueue, Enqueued};
 pub use reader::{ReadFrom, Reader};
