@@ -6,7 +6,7 @@ use redis::{AsyncCommands, Value};
 
 use super::acks::remove_entries;
 use super::entry::{Fields, outbound_from_fields, range_reply};
-use super::status::event_failing_field;
+use super::failure::event_failing_field;
 use super::{Outbox, Result};
 use crate::model::Outbound;
 use crate::redis::keys;

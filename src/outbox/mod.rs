@@ -2,37 +2,21 @@
 //! anything is sent, read by that link's worker through a consumer group, acknowledged (and
 //! deleted) only after the target accepted.
 //!
-//! Keys (all ours, `WIRE.md`):
-//! - `chatbridge:outbox:{link}`: STREAM of events waiting for the link (depth = XLEN);
-//! - `chatbridge:dlq:{link}`: STREAM of events the link refused permanently, with why;
-//! - `chatbridge:seen:{channel}`: ZSET of the keys (payload hashes) of messages enqueued since
-//!   the scope's last catch-up pass, scored by Redis time (µs): the de-dup set;
-//! - `chatbridge:seen:{channel}:signals`: the same for signals, the most recent only;
-//! - `chatbridge:checkpoint:{channel}`: STRING, how far catch-up has read the scope's history
-//!   (see [`crate::catchup`]); DM keys expire when the conversation is idle;
-//! - `chatbridge:bridged:{channel}`: ZSET of the keys of events chatbridge wrote on behalf of a
-//!   link (the only ones whose `origin` is trusted), the most recent 10,000;
-//! - `chatbridge:link:{link}`: HASH of delivery stats, the `disabled` reason, if any, the
-//!   count of events `dropped` over the outbox caps, and the failure state: `failing_since`
-//!   and `last_error` while the link fails as a whole, `paused_until` and `paused_reason`
-//!   while its target rate-limits it, `event_failing_since:{entry id}`
-//!   (Unix ms) while an entry keeps failing.
-//! - `chatbridge:stats`: HASH of intake facts for `chatbridge status`: the last resolved
-//!   catch-up pass (`last_catchup_*`) and skipped payloads by kind (`malformed:{kind}`);
-//! - `chatbridge:lease:{link}`: STRING with a `PX` expiry, which process delivers the link
-//!   (`{token} {epoch} {place} {pid} {host}`); `chatbridge:lease:{link}:epoch`: how many times
-//!   it was taken (see [`lease`]).
+//! Keys (all ours; names, types and writers in [`crate::redis::keys`]): per link its outbox
+//! STREAM, dead-letter STREAM and stats HASH; per scope its seen sets, checkpoint and bridged
+//! set; the intake facts HASH. The delivery lease is [`crate::redis::lease`].
 //!
-//! Files: [`enqueue`] (the idempotent enqueue script), [`reader`] (a worker's blocking reads),
-//! [`entry`] (stream entries back into events, a damaged one in place),
-//! [`acks`] (consumer groups, acknowledgements), [`dlq`] (dead letters and their admin),
-//! [`status`] (per-link stats, the disabled flag, the failure state), [`stats`] (intake facts), [`lease`] (which process
-//! delivers a link).
+//! Files, each a few methods of [`Outbox`]: [`enqueue`] (the idempotent enqueue, checkpoints),
+//! [`reader`] (a worker's blocking reads), [`entry`] (stream entries back into events, a
+//! damaged one in place), [`acks`] (consumer groups, acknowledgements), [`dlq`] (dead letters
+//! and their admin), [`status`] (per-link stats, the disabled flag), [`failure`] (the failure
+//! state a worker resumes from), [`stats`] (intake facts).
 
 mod acks;
 mod dlq;
 mod enqueue;
 mod entry;
+mod failure;
 mod reader;
 mod stats;
 mod status;
@@ -47,9 +31,10 @@ use crate::redis::keys;
 pub use crate::redis::keys::INBOUND_STATE as INBOUND_STATE_KEY;
 pub use dlq::{Damaged, DeadLetter};
 pub use enqueue::{Caps, Commit, Enqueue, Enqueued};
+pub use failure::FailureState;
 pub use reader::{ReadFrom, Reader};
 pub use stats::{IntakeStats, LastCatchup, PassRecord};
-pub use status::{FailureState, LinkStatus, Queue};
+pub use status::{LinkStatus, Queue};
 
 /// The consumer group (and consumer) every worker reads through. Only the holder of a link's
 /// lease reads it: the consumer name is fixed so a restarted process, or a standby taking

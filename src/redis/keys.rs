@@ -97,8 +97,12 @@ pub fn dlq(link: &str) -> String {
     format!("chatbridge:dlq:{link}")
 }
 
-/// HASH `chatbridge:link:{link}`: delivery stats, the `disabled` reason, the `dropped` count and
-/// the failure state; written by the worker, the enqueue (drops) and the CLI. Tag: `{link}`.
+/// HASH `chatbridge:link:{link}`: delivery stats (`delivered`, `last_id`, `last_at`), the
+/// `disabled` reason, the count of events `dropped` over the outbox caps, and the failure state:
+/// `failing_since` and `last_error` while the link fails as a whole, `paused_until` and
+/// `paused_reason` while its target rate-limits it, `event_failing_since:{entry id}` (Unix ms)
+/// while an entry keeps failing. Written by the worker, the enqueue (drops) and the CLI.
+/// Tag: `{link}`.
 pub fn link(link: &str) -> String {
     format!("chatbridge:link:{link}")
 }
