@@ -12,8 +12,10 @@ use serde_json::Map;
 use crate::config::{self, Config};
 use crate::links::console;
 use crate::model::{ChatEvent, Outbound, OutboundKind, Scope, UserId};
-use crate::outbox::{LeaseHolder, Outbox};
+use crate::outbox::Outbox;
 use crate::printable::{escape, escape_controls, json_line};
+use crate::redis::keys;
+use crate::redis::lease::{Lease, LeaseHolder};
 use crate::store::{HistoryLimits, Store};
 
 /// `println!` for the operator commands, except that a closed stdout (`chatbridge tail | head`)
@@ -289,21 +291,21 @@ pub async fn execute(cli: &Cli) -> Result<(), CliError> {
         }
     }
     let url = config.redis.redacted_url();
-    let client = crate::connect::client(&config.redis).map_err(failed)?;
+    let client = crate::redis::connect::client(&config.redis).map_err(failed)?;
     let unavailable = |e: &dyn std::fmt::Display| CliError::Unavailable {
         url: url.clone(),
         error: e.to_string(),
     };
     let con = tokio::time::timeout(
-        crate::connect::CONNECT_TIMEOUT * 2,
-        crate::connect::manager(&client, Duration::ZERO),
+        crate::redis::connect::CONNECT_TIMEOUT * 2,
+        crate::redis::connect::manager(&client, Duration::ZERO),
     )
     .await
     .map_err(|_| unavailable(&"timed out"))?
-    .map_err(|e| match crate::connect::denial(&e) {
+    .map_err(|e| match crate::redis::connect::denial(&e) {
         // Said the way `run` says it: what went wrong and what to fix (exit 69 too).
         Some((reason, fix)) => CliError::Denied(
-            crate::connect::Denied {
+            crate::redis::connect::Denied {
                 url: url.clone(),
                 reason,
                 fix,
@@ -451,7 +453,7 @@ async fn tail(client: &redis::Client, rooms: &[String]) -> Result<(), CliError> 
     }
     for room in rooms {
         pubsub
-            .subscribe(format!("chat:room:{room}"))
+            .subscribe(keys::room_channel(room))
             .await
             .map_err(failed)?;
     }
@@ -499,7 +501,12 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
         );
         out!(
             "  {}",
-            lease_line(outbox.lease_holder(link).await.map_err(failed)?)
+            lease_line(
+                Lease::delivery(link)
+                    .holder(&mut outbox.con)
+                    .await
+                    .map_err(failed)?
+            )
         );
         if let Some(reason) = &s.disabled {
             out!("  DISABLED: {} (chatbridge enable {link})", escape(reason));

@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catchup::Limits;
 use crate::config::{Changes, Config, ConfigErrors};
-use crate::connect;
 use crate::decode::Decoder;
 use crate::deliver::{Identity, Worker};
 use crate::eviction;
@@ -38,6 +37,8 @@ use crate::intake::Intake;
 use crate::links::{self, Target};
 use crate::notify::{self, Health};
 use crate::outbox::{Caps, Outbox, Reader};
+use crate::redis::connect;
+use crate::redis::keys;
 use crate::retry::Backoff;
 use crate::route::{Reroute, Routes};
 use crate::subscription::Listen;
@@ -248,7 +249,7 @@ impl Bridge {
         }
         self.ops
             .supervise(&mut self.parts, con.clone(), self.status.clone(), &stop);
-        let barrier = format!("chatbridge:barrier:{}", uuid::Uuid::new_v4());
+        let barrier = keys::barrier(&uuid::Uuid::new_v4().to_string());
         self.parts.spawn(
             "notify",
             notify::run(self.health.clone(), self.status.clone(), stop.clone()),

@@ -14,7 +14,8 @@
 //! - [`printable`]: untrusted text escaped for terminals and logs (console link, CLI).
 //! - [`config`]: `config.toml` + environment overrides + `${VAR}` secrets, validated all at once;
 //!   what a reload changes.
-//! - [`connect`]: Redis connections with the timeouts each use needs.
+//! - [`redis`]: the Redis layer: connections with the timeouts each use needs, every key name
+//!   and its planned Cluster hash tag, the Lua scripts, the one lease type.
 //! - [`route`]: the routing table built from the config: scope and event kind → links; on
 //!   reload, new routes travel down the data path and switch at one point of the stream.
 //! - [`subscription`]: the PSUBSCRIBE session: reconnects with backoff, detects dead connections,
@@ -59,7 +60,6 @@
 pub mod catchup;
 pub mod cli;
 pub mod config;
-pub mod connect;
 pub mod daemon;
 pub mod decode;
 pub mod deliver;
@@ -76,6 +76,7 @@ pub mod notify;
 pub mod outbox;
 pub mod printable;
 pub mod pyjson;
+pub mod redis;
 pub mod retry;
 pub mod route;
 pub mod secret;

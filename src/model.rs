@@ -6,6 +6,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
+use crate::redis::keys;
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -679,10 +680,10 @@ impl Scope {
     /// Parses `chat:room:{room}` or `chat:dm:{a}:{b}`; `None` for anything else (including
     /// room names with `:` and the seed's `…:history`-style key names).
     pub fn from_channel(channel: &str) -> Option<Self> {
-        if let Some(room) = channel.strip_prefix("chat:room:") {
+        if let Some(room) = channel.strip_prefix(keys::ROOM_CHANNEL_PREFIX) {
             return valid_name(room).then(|| Self::Room(room.to_owned()));
         }
-        let pair = channel.strip_prefix("chat:dm:")?;
+        let pair = channel.strip_prefix(keys::DM_CHANNEL_PREFIX)?;
         let (a, b) = pair.split_once(':')?;
         (valid_name(a) && valid_name(b)).then(|| Self::Dm(a.to_owned(), b.to_owned()))
     }
@@ -690,14 +691,14 @@ impl Scope {
     /// The Pub/Sub channel.
     pub fn channel(&self) -> String {
         match self {
-            Self::Room(room) => format!("chat:room:{room}"),
-            Self::Dm(a, b) => format!("chat:dm:{a}:{b}"),
+            Self::Room(room) => keys::room_channel(room),
+            Self::Dm(a, b) => keys::dm_channel(a, b),
         }
     }
 
     /// The history list (newest first).
     pub fn history_key(&self) -> String {
-        format!("{}:history", self.channel())
+        keys::history(&self.channel())
     }
 
     pub fn room(&self) -> Option<&str> {

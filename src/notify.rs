@@ -28,13 +28,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use crate::redis::keys;
 use redis::aio::ConnectionManager;
 use sd_notify::NotifyState;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
-
-use crate::outbox::outbox_key;
 
 /// How often `STATUS=` is refreshed.
 pub const STATUS_EVERY: Duration = Duration::from_secs(10);
@@ -392,7 +391,7 @@ impl Status {
     async fn queued(&mut self, links: &[String]) -> Option<u64> {
         let mut pipe = redis::pipe();
         for link in links {
-            pipe.xlen(outbox_key(link));
+            pipe.xlen(keys::outbox(link));
         }
         let depths: Vec<u64> = timeout(DEPTH_TIMEOUT, pipe.query_async(&mut self.con))
             .await

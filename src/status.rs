@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::outbox::{IntakeStats, LeaseHolder, LinkStatus, Outbox, OutboxError, Queue};
+use crate::outbox::{IntakeStats, LinkStatus, Outbox, OutboxError, Queue};
 use crate::printable::{escape, escape_controls};
+use crate::redis::lease::{Lease, LeaseHolder};
 
 /// What `status` read for one link.
 struct LinkReport {
@@ -26,7 +27,7 @@ pub async fn report(config: &Config, outbox: &mut Outbox) -> Result<String, Outb
         links.push(LinkReport {
             status: outbox.status(link).await?,
             queue: outbox.queue(link).await?,
-            lease: outbox.lease_holder(link).await?,
+            lease: Lease::delivery(link).holder(&mut outbox.con).await?,
         });
     }
     let intake = outbox.intake_stats().await?;

@@ -9,6 +9,7 @@ use crate::model::{
     UserId, room_name_problem,
 };
 use crate::pyjson;
+use crate::redis::keys;
 
 /// The message fields the seed defines; an `extra` map may not repeat them.
 const MESSAGE_FIELDS: [&str; 7] = [
@@ -130,7 +131,7 @@ impl Store {
         let scope = room_scope(room)?;
         let line = SystemLine::presence(presence, user_id.clone(), username);
         let event = ChatEvent::System(line.clone());
-        let members = format!("{}:members", scope.channel());
+        let members = keys::members(&scope.channel());
         let command = match presence {
             Presence::Join => "SADD",
             Presence::Leave => "SREM",
@@ -287,7 +288,7 @@ impl Store {
     pub async fn members(&self, room: &str) -> Result<Vec<String>, StoreError> {
         let scope = room_scope(room)?;
         let raw: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
-            .arg(format!("{}:members", scope.channel()))
+            .arg(keys::members(&scope.channel()))
             .query_async(&mut self.con.clone())
             .await?;
         let mut members: Vec<String> = raw.iter().map(|m| lossy(m)).collect();
@@ -337,7 +338,7 @@ fn new_message(
 /// link (an `origin` field alone is a claim anyone can make). The most recent 10,000 per room
 /// or DM are kept, far more than a history holds.
 fn record_bridged(pipe: &mut redis::Pipeline, scope: &Scope, json: &str) {
-    let key = crate::outbox::bridged_key(scope);
+    let key = keys::bridged(&scope.channel());
     pipe.cmd("ZADD")
         .arg(&key)
         .arg(chrono::Utc::now().timestamp_millis())
@@ -385,7 +386,7 @@ fn check_scope(scope: &Scope) -> Result<(), StoreError> {
 }
 
 fn receipts_key(scope: &Scope) -> String {
-    format!("{}:read_receipts", scope.channel())
+    keys::read_receipts(&scope.channel())
 }
 
 /// The last index `LTRIM`/`LRANGE` keep for `n` entries (`n` ≥ 1).

@@ -328,7 +328,11 @@ impl Session<'_> {
     /// subscribed.
     async fn subscribe(&mut self, client: &redis::Client) -> Result<Subscribed, End> {
         let listen = self.listen;
-        let pubsub = match timeout(crate::connect::CONNECT_TIMEOUT, client.get_async_pubsub()).await
+        let pubsub = match timeout(
+            crate::redis::connect::CONNECT_TIMEOUT,
+            client.get_async_pubsub(),
+        )
+        .await
         {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(e)) => return Err(End::Disconnected(Cause::Connect, format!("connect: {e}"))),

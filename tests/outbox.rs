@@ -12,14 +12,14 @@ use common::redis::RedisServer;
 use redis::AsyncCommands;
 
 async fn outbox(redis: &RedisServer) -> Outbox {
-    let con = chatbridge::connect::manager(&redis.client(), Duration::ZERO)
+    let con = chatbridge::redis::connect::manager(&redis.client(), Duration::ZERO)
         .await
         .unwrap();
     Outbox::new(con)
 }
 
 async fn reader(redis: &RedisServer, link: &str) -> Reader {
-    let con = chatbridge::connect::manager(&redis.client(), Duration::from_secs(2))
+    let con = chatbridge::redis::connect::manager(&redis.client(), Duration::from_secs(2))
         .await
         .unwrap();
     Reader::new(con, link)
@@ -175,7 +175,7 @@ async fn keys_recorded_per_scope_by_an_earlier_version_still_count_for_every_lin
 #[tokio::test]
 async fn seen_sets_are_capped_and_pruned_by_a_commit() {
     let redis = RedisServer::start();
-    let con = chatbridge::connect::manager(&redis.client(), Duration::ZERO)
+    let con = chatbridge::redis::connect::manager(&redis.client(), Duration::ZERO)
         .await
         .unwrap();
     let caps = Caps {
@@ -216,7 +216,7 @@ async fn seen_sets_are_capped_and_pruned_by_a_commit() {
 #[tokio::test]
 async fn an_outbox_over_its_cap_drops_the_oldest_and_counts_them() {
     let redis = RedisServer::start();
-    let con = chatbridge::connect::manager(&redis.client(), Duration::ZERO)
+    let con = chatbridge::redis::connect::manager(&redis.client(), Duration::ZERO)
         .await
         .unwrap();
     let caps = Caps {

@@ -56,7 +56,7 @@ links = ["audit"]
 
 /// One trim round in-process, as the daemon's trimmer runs it.
 async fn round(redis: &RedisServer, config: &Config) -> Summary {
-    let mut con = chatbridge::connect::manager(&redis.client(), Duration::ZERO)
+    let mut con = chatbridge::redis::connect::manager(&redis.client(), Duration::ZERO)
         .await
         .expect("connect");
     let trimmer = Trimmer {
@@ -538,7 +538,7 @@ async fn dead_letter_streams_keep_at_most_dlq_max_len() {
     use chatbridge::outbox::{Caps, Enqueue, Outbox, ReadFrom, Reader};
     let redis = RedisServer::start();
     let client = redis.client();
-    let con = chatbridge::connect::manager(&client, Duration::ZERO)
+    let con = chatbridge::redis::connect::manager(&client, Duration::ZERO)
         .await
         .unwrap();
     let caps = Caps {
@@ -558,7 +558,7 @@ async fn dead_letter_streams_keep_at_most_dlq_max_len() {
         origin: None,
     };
     let mut reader = Reader::new(
-        chatbridge::connect::manager(&client, Duration::from_secs(2))
+        chatbridge::redis::connect::manager(&client, Duration::from_secs(2))
             .await
             .unwrap(),
         "a",

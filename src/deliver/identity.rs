@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::outbox::LeaseHolder;
+use crate::redis::lease::{self, LeaseHolder};
 
 /// The place of a process whose machine or pid namespace cannot be read: never taken as ours.
 const UNKNOWN: &str = "-";
@@ -49,7 +49,7 @@ impl Identity {
 
     /// How long before Redis would expire a lease we stop counting it as ours.
     pub(super) fn margin(&self) -> Duration {
-        self.ttl / 5
+        lease::margin(self.ttl)
     }
 
     /// Whether `held` is a lease this very process took (its token).

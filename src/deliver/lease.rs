@@ -23,18 +23,19 @@
 //! the new holder also sent only spares a third copy.
 
 use std::future::Future;
-use std::pin::pin;
-use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::sync::Arc;
 use std::time::Duration;
 
+use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::identity::Identity;
 use super::{BLOCK_MS, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, sleep_or_shutdown};
 use crate::notify::Part;
-use crate::outbox::{Acquired, LeaseHolder, Outbox};
+use crate::outbox::Outbox;
+pub(super) use crate::redis::lease::LeaseClock;
+use crate::redis::lease::{self, Acquired, LeaseHolder};
 use crate::retry::Backoff;
 
 /// The longest a standby waits between two looks at the lease.
@@ -51,68 +52,17 @@ pub(super) struct ReadFence {
     pub(super) block_ms: u64,
 }
 
-/// Until when the lease is certainly ours, by this process's monotonic clock; shared by the
-/// renewal task and every send of the tenure.
-#[derive(Debug, Default)]
-pub(super) struct LeaseClock {
-    /// `None` when not held.
-    valid_until: Mutex<Option<Instant>>,
-}
-
-impl LeaseClock {
-    fn until(&self) -> Option<Instant> {
-        *self
-            .valid_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn set(&self, until: Option<Instant>) {
-        *self
-            .valid_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = until;
-    }
-
-    /// Whether the lease is certainly ours now.
-    pub(super) fn valid(&self) -> bool {
-        self.until().is_some_and(|until| Instant::now() < until)
-    }
-
-    /// Runs `work` while the lease is ours: `None`, with `work` dropped, as soon as it may not
-    /// be (checked before `work` first runs and again before each time it is polled).
-    pub(super) async fn fenced<F: Future>(&self, work: F) -> Option<F::Output> {
-        let mut work = pin!(work);
-        let mut expiry = pin!(tokio::time::sleep_until(Instant::now()));
-        std::future::poll_fn(|cx| {
-            loop {
-                let Some(until) = self.until().filter(|u| Instant::now() < *u) else {
-                    return Poll::Ready(None);
-                };
-                if let Poll::Ready(out) = work.as_mut().poll(cx) {
-                    return Poll::Ready(Some(out));
-                }
-                if expiry.deadline() != until {
-                    expiry.as_mut().reset(until);
-                }
-                if expiry.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-            }
-        })
-        .await
-    }
-}
-
 /// One link's lease as this process sees it.
 pub(super) struct Lease {
-    /// The link's name, for keys and logs.
+    /// The link's name, for logs.
     link: String,
+    /// The link's delivery lease in Redis.
+    lease: lease::Lease,
     /// This process.
     me: Identity,
-    /// A clone of the shared handle: the connection is multiplexed, so a renewal does not
-    /// wait for other commands to finish.
-    outbox: Outbox,
+    /// A clone of the outbox's connection: it is multiplexed, so a renewal does not wait for
+    /// other commands to finish.
+    con: ConnectionManager,
     /// Until when it is ours.
     pub(super) clock: Arc<LeaseClock>,
     /// The watchdog's view of its Redis calls (each one a busy step).
@@ -131,8 +81,9 @@ impl Lease {
     pub(super) fn new(link: &str, me: Identity, outbox: Outbox, redis: Arc<Part>) -> Self {
         Self {
             link: link.to_owned(),
+            lease: lease::Lease::delivery(link),
             me,
-            outbox,
+            con: outbox.con,
             clock: Arc::default(),
             redis,
         }
@@ -155,8 +106,8 @@ impl Lease {
             let asked = Instant::now();
             let tried = self
                 .redis
-                .during(self.outbox.lease_acquire(
-                    &self.link,
+                .during(self.lease.acquire(
+                    &mut self.con,
                     &self.me.token,
                     &self.me.stored(),
                     self.me.ttl,
@@ -189,7 +140,7 @@ impl Lease {
                     );
                     if let Err(e) = self
                         .redis
-                        .during(self.outbox.lease_release(&self.link, &held.value))
+                        .during(self.lease.release(&mut self.con, &held.value))
                         .await
                     {
                         tracing::warn!(link = self.link, error = %e, "cannot take back the delivery lease yet");
@@ -226,7 +177,7 @@ impl Lease {
         );
         if let Err(e) = self
             .redis
-            .during(self.outbox.lease_release(&self.link, &held.value))
+            .during(self.lease.release(&mut self.con, &held.value))
             .await
         {
             tracing::warn!(link = self.link, error = %e, "cannot take over the delivery lease yet");
@@ -253,7 +204,8 @@ impl Lease {
     /// lost; on loss it cancels `lost` (the tenure's stop signal) at once.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn keep(
-        mut outbox: Outbox,
+        lease: lease::Lease,
+        mut con: ConnectionManager,
         link: String,
         tenure_value: String,
         me: Identity,
@@ -279,7 +231,7 @@ impl Lease {
             }
             let sent = Instant::now();
             match redis
-                .during(outbox.lease_renew(&link, &tenure_value, me.ttl))
+                .during(lease.renew(&mut con, &tenure_value, me.ttl))
                 .await
             {
                 Ok(true) => {
@@ -305,7 +257,8 @@ impl Lease {
         done: CancellationToken,
     ) -> impl Future<Output = ()> + use<> {
         Self::keep(
-            self.outbox.clone(),
+            self.lease.clone(),
+            self.con.clone(),
             self.link.clone(),
             tenure.value.clone(),
             self.me.clone(),
@@ -321,7 +274,7 @@ impl Lease {
         self.clock.set(None);
         match self
             .redis
-            .during(self.outbox.lease_release(&self.link, &tenure.value))
+            .during(self.lease.release(&mut self.con, &tenure.value))
             .await
         {
             Ok(true) => tracing::info!(
@@ -346,42 +299,4 @@ fn give_up(link: &str, clock: &LeaseClock, lost: &CancellationToken, why: &str) 
         why,
         "link {link}: lost the delivery lease: stopped sending, back to standby"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_fenced_send_is_dropped_when_the_lease_runs_out() {
-        let clock = LeaseClock::default();
-        clock.set(Some(Instant::now() + Duration::from_secs(1)));
-        let slow = tokio::time::sleep(Duration::from_secs(5));
-        assert_eq!(clock.fenced(slow).await, None);
-        assert!(!clock.valid());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_fenced_send_finishes_while_renewals_keep_the_lease() {
-        let clock = Arc::new(LeaseClock::default());
-        clock.set(Some(Instant::now() + Duration::from_secs(1)));
-        let renewer = clock.clone();
-        tokio::spawn(async move {
-            for _ in 0..10 {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                renewer.set(Some(Instant::now() + Duration::from_secs(1)));
-            }
-        });
-        let slow = tokio::time::sleep(Duration::from_secs(3));
-        assert_eq!(clock.fenced(slow).await, Some(()));
-    }
-
-    #[tokio::test]
-    async fn nothing_starts_without_the_lease() {
-        let clock = LeaseClock::default();
-        let started = std::sync::atomic::AtomicBool::new(false);
-        let work = async { started.store(true, std::sync::atomic::Ordering::SeqCst) };
-        assert_eq!(clock.fenced(work).await, None);
-        assert!(!started.load(std::sync::atomic::Ordering::SeqCst));
-    }
 }

@@ -16,6 +16,7 @@ use super::{HOOK_DEDUP_SECS, HookLink, Inbound, Outcome, Write, Written, now_sec
 use crate::http::AppState;
 use crate::links::signing;
 use crate::model::{ChatEvent, Message, ReadReceipt, Scope, SystemLine, Timestamp, Typing, UserId};
+use crate::redis::keys;
 
 const ROUTE: &str = "hooks";
 /// The longest `webhook-id` accepted (it becomes part of a Redis key name).
@@ -73,7 +74,7 @@ async fn handle(
     let write = Write {
         scope,
         event,
-        dedup_key: format!("chatbridge:inbound:hook:{link}:{id}"),
+        dedup_key: keys::hook_dedup(link, &id),
         dedup_secs: HOOK_DEDUP_SECS,
         history_limit,
     };

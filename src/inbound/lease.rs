@@ -1,29 +1,27 @@
-//! The lease that keeps an inbound connection (Slack Socket Mode, a Discord Gateway session)
-//! to one process per deployment: `SET NX PX` in Redis, renewed every third of its life,
-//! released on stop. The others stay passive and take over once it expires. The lease is
-//! fenced by this process's monotonic clock: when a renewal has not been answered by
-//! `lease − margin`, the connection is dropped.
+//! How an inbound connection (Slack Socket Mode, a Discord Gateway session) holds its lease, to
+//! keep it to one process per deployment: a plain [`Lease`] taken only when free, renewed every
+//! third of its life, released on stop. The others stay passive and take over once it
+//! expires. The lease is fenced by this process's monotonic clock: when a renewal has not been
+//! answered by `lease − margin`, the connection is dropped.
 
 use std::future::Future;
 use std::time::Duration;
 
-use redis::Script;
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox::lease;
+use crate::redis::lease::{Lease, margin};
 
-/// Takes the lease only when nobody holds it.
-const ACQUIRE: &str = r"
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-";
-
-/// One lease: its key, what it holds while ours, and for how long.
+/// One inbound connection's lease: which, who takes it, and for how long.
 pub struct Leased {
-    /// `chatbridge:lease:{what}:{id}`.
-    key: String,
-    /// A random token, host and pid.
+    /// `chatbridge:lease:{what}:{id}` ([`crate::redis::keys::inbound_lease`]).
+    lease: Lease,
+    /// A random token of this process.
+    token: String,
+    /// `host pid N`.
+    holder: String,
+    /// `{token} {holder}`: what the lease holds while ours (set when taken).
     value: String,
     /// How long the lease lasts unrenewed (`[delivery] lease_secs`).
     ttl: Duration,
@@ -36,8 +34,10 @@ impl Leased {
     pub fn new(key: String, ttl: Duration, con: ConnectionManager, what: &'static str) -> Self {
         let me = crate::deliver::Identity::of_this_process(ttl);
         Self {
-            key,
-            value: format!("{} {}", uuid::Uuid::new_v4().simple(), me.holder()),
+            lease: Lease::plain(key),
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            holder: me.holder(),
+            value: String::new(),
             ttl,
             con,
             what,
@@ -62,7 +62,7 @@ impl Leased {
                     waiting_logged = false;
                     let lost = CancellationToken::new();
                     let renew = Renewal {
-                        key: self.key.clone(),
+                        lease: self.lease.clone(),
                         value: self.value.clone(),
                         ttl: self.ttl,
                         con: self.con.clone(),
@@ -98,21 +98,18 @@ impl Leased {
     }
 
     async fn acquire(&mut self) -> redis::RedisResult<bool> {
-        let taken: i64 = Script::new(ACQUIRE)
-            .key(&self.key)
-            .arg(&self.value)
-            .arg(millis(self.ttl))
-            .invoke_async(&mut self.con)
+        let taken = self
+            .lease
+            .try_acquire(&mut self.con, &self.token, &self.holder, self.ttl)
             .await?;
-        Ok(taken == 1)
+        if let Some(value) = &taken {
+            value.clone_into(&mut self.value);
+        }
+        Ok(taken.is_some())
     }
 
     async fn release(&mut self) {
-        let released: redis::RedisResult<i64> = Script::new(lease::RELEASE)
-            .key(&self.key)
-            .arg(&self.value)
-            .invoke_async(&mut self.con)
-            .await;
+        let released = self.lease.release(&mut self.con, &self.value).await;
         if let Err(e) = released {
             let what = self.what;
             tracing::warn!(error = %e, "{what}: could not release the lease; it expires");
@@ -122,7 +119,7 @@ impl Leased {
 
 /// The renewal side of a held lease.
 struct Renewal {
-    key: String,
+    lease: Lease,
     value: String,
     ttl: Duration,
     con: ConnectionManager,
@@ -133,7 +130,7 @@ impl Renewal {
     /// Renews the lease every third of its life; returns once it may no longer be ours
     /// (refused, or unanswered until `ttl − margin` after the last confirmed renewal).
     async fn hold(mut self, lost: CancellationToken) {
-        let margin = self.ttl / 5;
+        let margin = margin(self.ttl);
         let mut valid_until = Instant::now() + self.ttl - margin;
         loop {
             tokio::select! {
@@ -147,19 +144,15 @@ impl Renewal {
                 }
                 let renewed = tokio::time::timeout(
                     valid_until - sent,
-                    Script::new(lease::RENEW)
-                        .key(&self.key)
-                        .arg(&self.value)
-                        .arg(millis(self.ttl))
-                        .invoke_async::<i64>(&mut self.con),
+                    self.lease.renew(&mut self.con, &self.value, self.ttl),
                 )
                 .await;
                 match renewed {
-                    Ok(Ok(1)) => {
+                    Ok(Ok(true)) => {
                         valid_until = sent + self.ttl - margin;
                         break;
                     }
-                    Ok(Ok(_)) => return,
+                    Ok(Ok(false)) => return,
                     Ok(Err(e)) => {
                         let what = self.what;
                         tracing::warn!(error = %e, "{what}: lease renewal failed; retrying");
@@ -170,8 +163,4 @@ impl Renewal {
             }
         }
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }

@@ -7,45 +7,14 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use crate::model::{ChatEvent, Scope, content_id};
-use crate::outbox::bridged_key;
 use crate::pyjson;
+use crate::redis::keys;
 
 /// How many bridged keys one scope remembers (as `store.rs` does): far more than a history holds.
 const BRIDGED_CAP: usize = 10_000;
 
-/// KEYS: de-dup key, history, bridged set, members, receipts. ARGV: channel, payload, op
-/// (`message`, `join`, `leave`, `read`, `signal`), last history index, payload key, de-dup
-/// ttl (s), answer id, user id, last read, bridged cap. A de-dup key already present: nothing
-/// is written, the first write's id is returned.
-const WRITE: &str = r#"
-local prior = redis.call('GET', KEYS[1])
-if prior then
-  return {0, prior}
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local newest = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')[2]
-if newest and tonumber(newest) >= now then
-  -- Several writes in one millisecond: keep them in write order, so the trim drops the oldest.
-  now = tonumber(newest) + 0.001
-end
-redis.call('ZADD', KEYS[3], now, ARGV[5])
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[10]) + 1))
-local op = ARGV[3]
-if op == 'join' then
-  redis.call('SADD', KEYS[4], ARGV[8])
-elseif op == 'leave' then
-  redis.call('SREM', KEYS[4], ARGV[8])
-elseif op == 'read' then
-  redis.call('HSET', KEYS[5], ARGV[8], ARGV[9])
-elseif op == 'message' then
-  redis.call('LPUSH', KEYS[2], ARGV[2])
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]))
-end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-redis.call('SET', KEYS[1], ARGV[7], 'EX', tonumber(ARGV[6]))
-return {1, ARGV[7]}
-"#;
+/// De-duplicates and writes one event (contract: the top of the file).
+const WRITE: &str = include_str!("../redis/scripts/inbound_write.lua");
 
 /// One event to write on behalf of a link.
 #[derive(Debug, Clone)]
@@ -125,9 +94,9 @@ impl Writer {
             .script
             .key(&write.dedup_key)
             .key(write.scope.history_key())
-            .key(bridged_key(&write.scope))
-            .key(format!("{channel}:members"))
-            .key(format!("{channel}:read_receipts"))
+            .key(keys::bridged(&write.scope.channel()))
+            .key(keys::members(&channel))
+            .key(keys::read_receipts(&channel))
             .arg(&channel)
             .arg(&payload)
             .arg(op)

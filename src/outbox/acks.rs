@@ -2,15 +2,16 @@
 
 use chrono::Utc;
 
-use super::{GROUP, Outbox, Result, link_key, outbox_key};
+use super::{GROUP, Outbox, Result};
 use crate::model::Outbound;
+use crate::redis::keys;
 
 impl Outbox {
     /// Creates the link's consumer group (and stream) if missing.
     pub async fn ensure_group(&mut self, link: &str) -> Result<()> {
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(outbox_key(link))
+            .arg(keys::outbox(link))
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")
@@ -30,11 +31,11 @@ impl Outbox {
         let ids: Vec<&str> = delivered.iter().map(|o| o.entry_id.as_str()).collect();
         let mut pipe = redis::pipe();
         remove_entries(pipe.atomic(), link, &ids)
-            .hincr(link_key(link), "delivered", delivered.len())
+            .hincr(keys::link(link), "delivered", delivered.len())
             .ignore()
-            .hset(link_key(link), "last_id", &last.event_id)
+            .hset(keys::link(link), "last_id", &last.event_id)
             .ignore()
-            .hset(link_key(link), "last_at", Utc::now().to_rfc3339())
+            .hset(keys::link(link), "last_at", Utc::now().to_rfc3339())
             .ignore()
             .query_async::<()>(&mut self.con)
             .await?;
@@ -58,7 +59,7 @@ pub(super) fn remove_entries<'p, I: redis::ToRedisArgs>(
     link: &str,
     entry_ids: &[I],
 ) -> &'p mut redis::Pipeline {
-    let key = outbox_key(link);
+    let key = keys::outbox(link);
     pipe.cmd("XACK")
         .arg(&key)
         .arg(GROUP)

@@ -6,9 +6,10 @@ use redis::{AsyncCommands, Value};
 
 use super::acks::remove_entries;
 use super::entry::{Fields, outbound_from_fields, range_reply};
-use super::status::event_failing_field;
-use super::{Outbox, Result, dlq_key, link_key, outbox_key};
+use super::failure::event_failing_field;
+use super::{Outbox, Result};
 use crate::model::Outbound;
+use crate::redis::keys;
 
 impl Outbox {
     /// Moves events to the link's dead-letter stream with the status and an excerpt of why,
@@ -28,7 +29,7 @@ impl Outbox {
         let status = status.map(|s| s.to_string()).unwrap_or_default();
         for entry in refused {
             pipe.cmd("XADD")
-                .arg(dlq_key(link))
+                .arg(keys::dlq(link))
                 .arg("*")
                 .arg(entry_fields(entry))
                 .arg(&[
@@ -38,18 +39,18 @@ impl Outbox {
                 ])
                 .ignore();
             remove_entries(&mut pipe, link, &[&entry.entry_id]);
-            pipe.hdel(link_key(link), event_failing_field(&entry.entry_id))
+            pipe.hdel(keys::link(link), event_failing_field(&entry.entry_id))
                 .ignore();
         }
         pipe.cmd("XTRIM")
-            .arg(dlq_key(link))
+            .arg(keys::dlq(link))
             .arg("MAXLEN")
             .arg(self.caps.dlq_max_len);
         let (dropped,): (u64,) = pipe.query_async(&mut self.con).await?;
         if dropped > 0 {
             let () = self
                 .con
-                .hincr(link_key(link), "dlq_dropped", dropped)
+                .hincr(keys::link(link), "dlq_dropped", dropped)
                 .await?;
             tracing::warn!(
                 link,
@@ -81,7 +82,7 @@ impl Outbox {
             return Ok(Vec::new());
         }
         let reply: Value = redis::cmd("XRANGE")
-            .arg(dlq_key(link))
+            .arg(keys::dlq(link))
             .arg(start)
             .arg("+")
             .arg("COUNT")
@@ -124,12 +125,12 @@ impl Outbox {
                     }
                 };
                 pipe.cmd("XADD")
-                    .arg(outbox_key(link))
+                    .arg(keys::outbox(link))
                     .arg("*")
                     .arg(entry_fields(&dead.entry))
                     .ignore();
                 pipe.cmd("XDEL")
-                    .arg(dlq_key(link))
+                    .arg(keys::dlq(link))
                     .arg(&dead.dlq_id)
                     .ignore();
                 moved += 1;
@@ -140,7 +141,7 @@ impl Outbox {
 
     /// Deletes every dead letter of a link; returns how many.
     pub async fn dlq_drop(&mut self, link: &str) -> Result<usize> {
-        let key = dlq_key(link);
+        let key = keys::dlq(link);
         let (count, _): (usize, ()) = redis::pipe()
             .atomic()
             .xlen(&key)

@@ -7,10 +7,9 @@ use std::time::Duration;
 use chrono::Utc;
 use redis::AsyncCommands;
 
-use super::{
-    Outbox, Result, bridged_key, checkpoint_key, dlq_key, kind_seen_key, link_key, outbox_key,
-};
+use super::{Outbox, Result, kind_seen_key};
 use crate::model::{EventKind, OutboundKind, Scope};
+use crate::redis::keys;
 
 /// One event to put in the outboxes of `links`.
 #[derive(Debug, Clone)]
@@ -100,112 +99,9 @@ impl Default for Caps {
     }
 }
 
-/// First (`m`, then `m` pairs of stream index and link name): which link each stream belongs
-/// to. Per event (`seen`, `key`, `id`, `scope`, `kind`, `payload`, `dead`, `origin`, `bridged`,
-/// `n`, `n` stream keys), per stream: add `{link}:{key}` to the scope's seen set (score: Redis
-/// time in µs); only if that link had not seen it, and no earlier version recorded the bare
-/// `key` (seen for every link), append the event to the stream (an outbox, or with `dead` set
-/// a dead-letter stream, kept to `dlq_max_len` entries), except to the `origin` link's outbox
-/// when chatbridge recorded writing the event (`key` in the scope's `bridged` set). So each
-/// link de-duplicates on its own: a process that enqueues an event for its links never hides
-/// it from another process's other links. Then: set the
-/// checkpoints, prune and cap the seen sets, expire idle DM keys, and trim each touched
-/// outbox to its length and age caps, counting what was dropped in the link's stats.
-pub(super) const ENQUEUE: &str = r#"
-local failed_at = ARGV[1]
-local max_len, min_id, dlq_max = tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local added, dup, seq = 0, 0, 0
-local touched = {}
-local names = {}
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
-  names[tonumber(ARGV[i])] = ARGV[i + 1] .. ':'
-  i = i + 2
-end
-for _ = 1, tonumber(ARGV[i]) do
-  i = i + 1
-  local seen, key, id = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]
-  local scope, kind, payload, dead = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  local origin, bridged = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
-  local n = tonumber(ARGV[i + 9])
-  seq = seq + 1
-  local fresh, legacy = 0, nil
-  for j = 1, n do
-    local stream = tonumber(ARGV[i + 9 + j])
-    if redis.call('ZADD', seen, 'NX', now + seq, names[stream] .. key) == 1 then
-      if legacy == nil then
-        -- the bare key: enqueued by a version that de-duplicated per scope, for every link
-        legacy = redis.call('ZSCORE', seen, key) ~= false
-      end
-      if not legacy then
-        fresh = fresh + 1
-        if origin > 0 and stream == origin and redis.call('ZSCORE', KEYS[bridged], key) then
-          -- chatbridge wrote it on behalf of this link: never send it back (no echo)
-        elseif dead == '' then
-          redis.call('XADD', KEYS[stream], '*',
-            'id', id, 'key', key, 'scope', scope, 'kind', kind, 'payload', payload)
-          touched[stream] = true
-        else
-          redis.call('XADD', KEYS[stream], 'MAXLEN', dlq_max, '*',
-            'id', id, 'key', key, 'scope', scope, 'kind', kind, 'payload', payload,
-            'status', '', 'detail', dead, 'failed_at', failed_at)
-        end
-      end
-    end
-  end
-  if fresh > 0 or n == 0 then
-    added = added + 1
-  else
-    dup = dup + 1
-  end
-  i = i + 9 + n
-end
-i = i + 1
-for _ = 1, tonumber(ARGV[i]) do
-  redis.call('SET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2])
-  i = i + 2
-end
-i = i + 1
-for _ = 1, tonumber(ARGV[i]) do
-  redis.call('ZREMRANGEBYSCORE', KEYS[tonumber(ARGV[i + 1])], '-inf', '(' .. ARGV[i + 2])
-  i = i + 2
-end
-i = i + 1
-for _ = 1, tonumber(ARGV[i]) do
-  local key, cap = KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
-  local excess = redis.call('ZCARD', key) - cap
-  if excess > 0 then
-    redis.call('ZREMRANGEBYRANK', key, 0, excess - 1)
-  end
-  i = i + 2
-end
-i = i + 1
-for _ = 1, tonumber(ARGV[i]) do
-  redis.call('EXPIRE', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2])
-  i = i + 2
-end
-i = i + 1
-local dropped = {}
-for _ = 1, tonumber(ARGV[i]) do
-  local stream, stats = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  if touched[stream] then
-    local n = 0
-    if redis.call('XLEN', KEYS[stream]) > max_len then
-      n = n + redis.call('XTRIM', KEYS[stream], 'MAXLEN', max_len)
-    end
-    n = n + redis.call('XTRIM', KEYS[stream], 'MINID', min_id)
-    if n > 0 then
-      redis.call('HINCRBY', KEYS[stats], 'dropped', n)
-      table.insert(dropped, stream)
-      table.insert(dropped, n)
-    end
-  end
-  i = i + 2
-end
-return {added, dup, dropped}
-"#;
+/// De-duplicates and enqueues a batch per link, then commits and caps (contract: the top of
+/// the file).
+pub(super) const ENQUEUE: &str = include_str!("../redis/scripts/enqueue.lua");
 
 /// Interns key names so the script gets each once and events refer to them by index.
 #[derive(Default)]
@@ -317,9 +213,9 @@ impl Outbox {
                         used.links.push(link.clone());
                     }
                     keys.get(if dead {
-                        dlq_key(link)
+                        keys::dlq(link)
                     } else {
-                        outbox_key(link)
+                        keys::outbox(link)
                     })
                 });
             }
@@ -349,8 +245,8 @@ impl Outbox {
                 .arg(event.dead.as_deref().unwrap_or(""));
             match &event.origin {
                 Some(origin) if event.dead.is_none() => invocation
-                    .arg(keys.get(outbox_key(origin)))
-                    .arg(keys.get(bridged_key(&event.scope))),
+                    .arg(keys.get(keys::outbox(origin)))
+                    .arg(keys.get(keys::bridged(&event.scope.channel()))),
                 _ => invocation.arg(0).arg(0),
             };
             invocation.arg(event.links.len());
@@ -368,7 +264,7 @@ impl Outbox {
             invocation.arg(keys.get(key.clone())).arg(value);
         }
         for (scope, value) in &commit.checkpoints {
-            let index = keys.get(checkpoint_key(scope));
+            let index = keys.get(keys::checkpoint(&scope.channel()));
             if matches!(scope, Scope::Dm(..)) {
                 used.dm_keys.push(index);
             }
@@ -390,8 +286,8 @@ impl Outbox {
         invocation.arg(used.links.len());
         let mut stream_links = HashMap::new();
         for link in used.links {
-            let stream = keys.get(outbox_key(&link));
-            invocation.arg(stream).arg(keys.get(link_key(&link)));
+            let stream = keys.get(keys::outbox(&link));
+            invocation.arg(stream).arg(keys.get(keys::link(&link)));
             stream_links.insert(stream, link);
         }
         for name in &keys.names {
@@ -415,6 +311,6 @@ impl Outbox {
 
     /// The scope's checkpoint (see [`crate::catchup`]), if it has one.
     pub async fn checkpoint(&mut self, scope: &Scope) -> Result<Option<String>> {
-        Ok(self.con.get(checkpoint_key(scope)).await?)
+        Ok(self.con.get(keys::checkpoint(&scope.channel())).await?)
     }
 }

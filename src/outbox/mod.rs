@@ -2,38 +2,21 @@
 //! anything is sent, read by that link's worker through a consumer group, acknowledged (and
 //! deleted) only after the target accepted.
 //!
-//! Keys (all ours, `docs/wire.md`):
-//! - `chatbridge:outbox:{link}`: STREAM of events waiting for the link (depth = XLEN);
-//! - `chatbridge:dlq:{link}`: STREAM of events the link refused permanently, with why;
-//! - `chatbridge:seen:{channel}`: ZSET of the keys (payload hashes) of messages enqueued since
-//!   the scope's last catch-up pass, scored by Redis time (µs): the de-dup set;
-//! - `chatbridge:seen:{channel}:signals`: the same for signals, the most recent only;
-//! - `chatbridge:checkpoint:{channel}`: STRING, how far catch-up has read the scope's history
-//!   (see [`crate::catchup`]); DM keys expire when the conversation is idle;
-//! - `chatbridge:bridged:{channel}`: ZSET of the keys of events chatbridge wrote on behalf of a
-//!   link (the only ones whose `origin` is trusted), the most recent 10,000;
-//! - `chatbridge:link:{link}`: HASH of delivery stats, the `disabled` reason, if any, the
-//!   count of events `dropped` over the outbox caps, and the failure state: `failing_since`
-//!   and `last_error` while the link fails as a whole, `paused_until` and `paused_reason`
-//!   while its target rate-limits it, `event_failing_since:{entry id}`
-//!   (Unix ms) while an entry keeps failing.
-//! - `chatbridge:stats`: HASH of intake facts for `chatbridge status`: the last resolved
-//!   catch-up pass (`last_catchup_*`) and skipped payloads by kind (`malformed:{kind}`);
-//! - `chatbridge:lease:{link}`: STRING with a `PX` expiry, which process delivers the link
-//!   (`{token} {epoch} {place} {pid} {host}`); `chatbridge:lease:{link}:epoch`: how many times
-//!   it was taken (see [`lease`]).
+//! Keys (all ours; names, types and writers in [`crate::redis::keys`]): per link its outbox
+//! STREAM, dead-letter STREAM and stats HASH; per scope its seen sets, checkpoint and bridged
+//! set; the intake facts HASH. The delivery lease is [`crate::redis::lease`].
 //!
-//! Files: [`enqueue`] (the idempotent enqueue script), [`reader`] (a worker's blocking reads),
-//! [`entry`] (stream entries back into events, a damaged one in place),
-//! [`acks`] (consumer groups, acknowledgements), [`dlq`] (dead letters and their admin),
-//! [`status`] (per-link stats, the disabled flag, the failure state), [`stats`] (intake facts), [`lease`] (which process
-//! delivers a link).
+//! Files, each a few methods of [`Outbox`]: [`enqueue`] (the idempotent enqueue, checkpoints),
+//! [`reader`] (a worker's blocking reads), [`entry`] (stream entries back into events, a
+//! damaged one in place), [`acks`] (consumer groups, acknowledgements), [`dlq`] (dead letters
+//! and their admin), [`status`] (per-link stats, the disabled flag), [`failure`] (the failure
+//! state a worker resumes from), [`stats`] (intake facts).
 
 mod acks;
 mod dlq;
 mod enqueue;
 mod entry;
-pub(crate) mod lease;
+mod failure;
 mod reader;
 mod stats;
 mod status;
@@ -42,13 +25,16 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use crate::model::{OutboundKind, Scope};
+use crate::redis::keys;
 
+/// The inbound connections' state hash, under the name its writers outside the Redis layer use.
+pub use crate::redis::keys::INBOUND_STATE as INBOUND_STATE_KEY;
 pub use dlq::{Damaged, DeadLetter};
 pub use enqueue::{Caps, Commit, Enqueue, Enqueued};
-pub use lease::{Acquired, LeaseHolder, lease_key};
+pub use failure::FailureState;
 pub use reader::{ReadFrom, Reader};
-pub use stats::{INBOUND_STATE_KEY, IntakeStats, LastCatchup, PassRecord, STATS_KEY};
-pub use status::{FailureState, LinkStatus, Queue};
+pub use stats::{IntakeStats, LastCatchup, PassRecord};
+pub use status::{LinkStatus, Queue};
 
 /// The consumer group (and consumer) every worker reads through. Only the holder of a link's
 /// lease reads it: the consumer name is fixed so a restarted process, or a standby taking
@@ -66,46 +52,18 @@ pub enum OutboxError {
 
 pub type Result<T> = std::result::Result<T, OutboxError>;
 
-pub fn outbox_key(link: &str) -> String {
-    format!("chatbridge:outbox:{link}")
-}
-
-pub fn dlq_key(link: &str) -> String {
-    format!("chatbridge:dlq:{link}")
-}
-
-pub(crate) fn link_key(link: &str) -> String {
-    format!("chatbridge:link:{link}")
-}
-
-/// The payload keys of events chatbridge itself wrote into a scope on behalf of a link (the
-/// only events whose `origin` is honoured), scored by when (Unix ms).
-pub fn bridged_key(scope: &Scope) -> String {
-    format!("chatbridge:bridged:{}", scope.channel())
-}
-
-/// How far catch-up has read a scope's history.
-pub fn checkpoint_key(scope: &Scope) -> String {
-    format!("chatbridge:checkpoint:{}", scope.channel())
-}
-
-/// The seen set of a scope's messages.
-pub fn seen_key(scope: &Scope) -> String {
-    kind_seen_key(scope, OutboundKind::Event(crate::model::EventKind::Message))
-}
-
 /// What a scope's seen set records when `link` has been given the event with de-dup `key`:
 /// link names have no `:`, keys start with `h-` or `x-`, so members never collide.
 pub fn seen_member(link: &str, key: &str) -> String {
     format!("{link}:{key}")
 }
 
+/// The seen set a scope's events of `kind` are de-duplicated in: messages in one, signals in
+/// another (the most recent only).
 pub(crate) fn kind_seen_key(scope: &Scope, kind: OutboundKind) -> String {
     match kind {
-        OutboundKind::Event(crate::model::EventKind::Message) => {
-            format!("chatbridge:seen:{}", scope.channel())
-        }
-        _ => format!("chatbridge:seen:{}:signals", scope.channel()),
+        OutboundKind::Event(crate::model::EventKind::Message) => keys::seen(&scope.channel()),
+        _ => keys::seen_signals(&scope.channel()),
     }
 }
 

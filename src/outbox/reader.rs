@@ -4,8 +4,9 @@ use redis::Value;
 use redis::aio::ConnectionManager;
 
 use super::entry::{Entry, read_reply};
-use super::{CONSUMER, GROUP, Result, outbox_key};
+use super::{CONSUMER, GROUP, Result};
 use crate::model::Outbound;
+use crate::redis::keys;
 
 /// Where a worker reads from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +38,7 @@ impl Reader {
     pub fn new(con: ConnectionManager, link: &str) -> Self {
         Self {
             con,
-            key: outbox_key(link),
+            key: keys::outbox(link),
         }
     }
 

@@ -9,12 +9,8 @@ use chrono::Utc;
 use redis::AsyncCommands;
 
 use super::{Outbox, Result};
+use crate::redis::keys;
 
-/// The hash.
-pub const STATS_KEY: &str = "chatbridge:stats";
-/// Per inbound connection (`discord-gateway:{token hash}`), what its holder last reported:
-/// `{state} since {RFC 3339}` and, when it matters, why.
-pub const INBOUND_STATE_KEY: &str = "chatbridge:inbound:state";
 /// Fields of the last resolved catch-up pass.
 const CATCHUP_AT: &str = "last_catchup_at";
 const CATCHUP_TRIGGER: &str = "last_catchup_trigger";
@@ -66,7 +62,7 @@ impl Outbox {
         let trigger = if pass.subscribe { "subscribe" } else { "sweep" };
         let mut pipe = redis::pipe();
         pipe.hset_multiple(
-            STATS_KEY,
+            keys::STATS,
             &[
                 (CATCHUP_AT, Utc::now().to_rfc3339()),
                 (CATCHUP_TRIGGER, trigger.to_owned()),
@@ -77,7 +73,7 @@ impl Outbox {
         )
         .ignore();
         for (kind, count) in malformed {
-            pipe.hincr(STATS_KEY, format!("{MALFORMED}{kind}"), *count)
+            pipe.hincr(keys::STATS, format!("{MALFORMED}{kind}"), *count)
                 .ignore();
         }
         let () = pipe.query_async(&mut self.con).await?;
@@ -86,7 +82,7 @@ impl Outbox {
 
     /// The intake facts as recorded.
     pub async fn intake_stats(&mut self) -> Result<IntakeStats> {
-        let fields: HashMap<String, String> = self.con.hgetall(STATS_KEY).await?;
+        let fields: HashMap<String, String> = self.con.hgetall(keys::STATS).await?;
         let number = |field: &str| fields.get(field).and_then(|v| v.parse().ok()).unwrap_or(0);
         let last_catchup = fields.get(CATCHUP_AT).map(|at| LastCatchup {
             at: at.clone(),
@@ -112,6 +108,6 @@ impl Outbox {
 
     /// The inbound connections' states as last reported, by connection.
     pub async fn inbound_states(&mut self) -> Result<BTreeMap<String, String>> {
-        Ok(self.con.hgetall(INBOUND_STATE_KEY).await?)
+        Ok(self.con.hgetall(keys::INBOUND_STATE).await?)
     }
 }

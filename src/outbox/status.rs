@@ -1,5 +1,5 @@
-//! Per-link delivery stats, the disabled flag, and the failure state a worker keeps: whether
-//! the link is failing, and since when each failing event has failed (the give-up rule).
+//! Per-link delivery stats and the disabled flag: what `chatbridge outbox` and `chatbridge
+//! status` show of a link (the failure marks they show are written by [`super::failure`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,21 +7,9 @@ use std::time::Duration;
 use chrono::Utc;
 use redis::{AsyncCommands, Value};
 
-use super::{GROUP, Outbox, Result, dlq_key, link_key, outbox_key};
-
-/// Link hash fields: since when the link fails as a whole, and its last error.
-const FAILING_SINCE: &str = "failing_since";
-const LAST_ERROR: &str = "last_error";
-/// Link hash fields: until when the target asked us to wait (429), and what it answered.
-const PAUSED_UNTIL: &str = "paused_until";
-const PAUSED_REASON: &str = "paused_reason";
-/// Prefix of the link hash fields `event_failing_since:{entry id}` → Unix milliseconds.
-const EVENT_FAILING_SINCE: &str = "event_failing_since:";
-
-/// The link hash field holding since when an outbox entry keeps failing.
-pub(super) fn event_failing_field(entry_id: &str) -> String {
-    format!("{EVENT_FAILING_SINCE}{entry_id}")
-}
+use super::failure::{FAILING_SINCE, LAST_ERROR, PAUSED_REASON, PAUSED_UNTIL};
+use super::{GROUP, Outbox, Result};
+use crate::redis::keys;
 
 impl Outbox {
     /// Marks a link disabled (the target said it is gone); its outbox keeps filling.
@@ -29,7 +17,7 @@ impl Outbox {
         let _: () = self
             .con
             .hset_multiple(
-                link_key(link),
+                keys::link(link),
                 &[
                     ("disabled", reason.to_owned()),
                     ("disabled_at", Utc::now().to_rfc3339()),
@@ -41,131 +29,22 @@ impl Outbox {
 
     /// Why the link is disabled, if it is.
     pub async fn disabled(&mut self, link: &str) -> Result<Option<String>> {
-        Ok(self.con.hget(link_key(link), "disabled").await?)
+        Ok(self.con.hget(keys::link(link), "disabled").await?)
     }
 
     /// Re-enables a disabled link; returns whether it was disabled.
     pub async fn enable(&mut self, link: &str) -> Result<bool> {
         let removed: usize = self
             .con
-            .hdel(link_key(link), &["disabled", "disabled_at"])
+            .hdel(keys::link(link), &["disabled", "disabled_at"])
             .await?;
         Ok(removed > 0)
-    }
-
-    /// Marks the link as failing as a whole (credentials, URL, connection): since when, and
-    /// the last error, which the link has already stripped of the URL and any secret.
-    pub async fn link_failing(&mut self, link: &str, since: &str, error: &str) -> Result<()> {
-        let _: () = self
-            .con
-            .hset_multiple(
-                link_key(link),
-                &[(FAILING_SINCE, since), (LAST_ERROR, error)],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Clears the failing mark: the link works again.
-    pub async fn link_recovered(&mut self, link: &str) -> Result<()> {
-        let _: () = self
-            .con
-            .hdel(link_key(link), &[FAILING_SINCE, LAST_ERROR])
-            .await?;
-        Ok(())
-    }
-
-    /// Marks the link paused: its target rate-limits it (429) and the next try waits until
-    /// `until` (RFC 3339).
-    pub async fn link_paused(&mut self, link: &str, until: &str, reason: &str) -> Result<()> {
-        let _: () = self
-            .con
-            .hset_multiple(
-                link_key(link),
-                &[(PAUSED_UNTIL, until), (PAUSED_REASON, reason)],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Clears the paused mark: the target answered without rate-limiting.
-    pub async fn link_resumed(&mut self, link: &str) -> Result<()> {
-        let _: () = self
-            .con
-            .hdel(link_key(link), &[PAUSED_UNTIL, PAUSED_REASON])
-            .await?;
-        Ok(())
-    }
-
-    /// Records since when (Unix milliseconds) each of these outbox entries keeps failing.
-    pub async fn event_failing_since(&mut self, link: &str, since: &[(String, i64)]) -> Result<()> {
-        if since.is_empty() {
-            return Ok(());
-        }
-        let fields: Vec<(String, i64)> = since
-            .iter()
-            .map(|(id, ms)| (event_failing_field(id), *ms))
-            .collect();
-        let _: () = self.con.hset_multiple(link_key(link), &fields).await?;
-        Ok(())
-    }
-
-    /// Forgets the failure clocks of these outbox entries (they were delivered).
-    pub async fn events_settled(&mut self, link: &str, entry_ids: &[String]) -> Result<()> {
-        if entry_ids.is_empty() {
-            return Ok(());
-        }
-        let fields: Vec<String> = entry_ids.iter().map(|id| event_failing_field(id)).collect();
-        let _: () = self.con.hdel(link_key(link), &fields).await?;
-        Ok(())
-    }
-
-    /// What a starting worker resumes from: whether the link was failing, and the failure
-    /// clocks of entries still in the outbox. Clocks of entries that are gone (settled by a
-    /// process that stopped before it could forget them) are removed.
-    pub async fn failure_state(&mut self, link: &str) -> Result<FailureState> {
-        let stats: HashMap<String, String> = self.con.hgetall(link_key(link)).await?;
-        let mut clocks: HashMap<String, i64> = stats
-            .iter()
-            .filter_map(|(field, value)| {
-                let id = field.strip_prefix(EVENT_FAILING_SINCE)?;
-                Some((id.to_owned(), value.parse().ok()?))
-            })
-            .collect();
-        let failing_since = stats.get(FAILING_SINCE).cloned();
-        if clocks.is_empty() {
-            return Ok(FailureState {
-                failing_since,
-                event_failing_since: clocks,
-            });
-        }
-        let mut ids: Vec<String> = clocks.keys().cloned().collect();
-        ids.sort();
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("XRANGE").arg(outbox_key(link)).arg(id).arg(id);
-        }
-        let found: Vec<Vec<Value>> = pipe.query_async(&mut self.con).await?;
-        let gone: Vec<String> = ids
-            .into_iter()
-            .zip(found)
-            .filter(|(_, entries)| entries.is_empty())
-            .map(|(id, _)| id)
-            .collect();
-        for id in &gone {
-            clocks.remove(id);
-        }
-        self.events_settled(link, &gone).await?;
-        Ok(FailureState {
-            failing_since,
-            event_failing_since: clocks,
-        })
     }
 
     /// How many events wait in a link's outbox and how long the oldest has waited, by the Redis
     /// server's clock (the clock that stamped the entry ids): one round trip.
     pub async fn queue(&mut self, link: &str) -> Result<Queue> {
-        let key = outbox_key(link);
+        let key = keys::outbox(link);
         let (depth, oldest, time): (usize, Value, (u64, u64)) = redis::pipe()
             .xlen(&key)
             .cmd("XRANGE")
@@ -185,11 +64,11 @@ impl Outbox {
 
     /// Depth, pending, dead letters and progress of one link.
     pub async fn status(&mut self, link: &str) -> Result<LinkStatus> {
-        let key = outbox_key(link);
+        let key = keys::outbox(link);
         let (depth, dead, stats): (usize, usize, HashMap<String, String>) = redis::pipe()
             .xlen(&key)
-            .xlen(dlq_key(link))
-            .hgetall(link_key(link))
+            .xlen(keys::dlq(link))
+            .hgetall(keys::link(link))
             .query_async(&mut self.con)
             .await?;
         let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
@@ -281,13 +160,4 @@ fn first_entry_ms(reply: &Value) -> Option<u64> {
         _ => return None,
     };
     id.split('-').next()?.parse().ok()
-}
-
-/// The failure state a worker resumes from after a restart.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FailureState {
-    /// Since when the link was failing (RFC 3339), if it was when the last process stopped.
-    pub failing_since: Option<String>,
-    /// Outbox entry id → since when (Unix milliseconds) it keeps failing, for the give-up rule.
-    pub event_failing_since: HashMap<String, i64>,
 }
