@@ -1,5 +1,6 @@
 //! The worker's side of the link's lease: wait as a standby until it is free, hold it while
-//! delivering, and stop sending the moment it may no longer be ours.
+//! delivering, and stop sending the moment it may no longer be ours. The lease itself (what is
+//! stored, the scripts, the fencing clock) is [`crate::redis::lease`]; this is the policy.
 //!
 //! Fencing is by this process's own monotonic clock: a renewal sent at `t` and answered keeps
 //! the lease ours until `t + lease` in Redis, so we count it valid until `t + lease − margin`.

@@ -7,6 +7,7 @@
 //! - [`socket`]: Slack Socket Mode (`[slack] app_token`), the same events over a websocket.
 //! - [`gateway`]: Discord channels read through the Gateway (Discord links' `bot_token`).
 //! - [`names`]: Slack user names (`users.info`, short deadline, cached).
+//! - [`lease`]: how a Socket Mode or Gateway connection holds its [`crate::redis::lease`].
 //! - [`write`]: the one atomic write (de-dup, seed operation, trusted `origin`).
 //!
 //! What the routes accept comes from the configuration in force: [`Shared`] holds it and the

@@ -231,7 +231,85 @@ pub fn posted(link: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+
+    /// Files that still build key names themselves, to move here: the platform files another
+    /// part of issue 18 restructures, and the subscription's patterns and the routing table's
+    /// channel parsing.
+    const NOT_YET: &[&str] = &[
+        "src/links/slack.rs",
+        "src/links/posting.rs",
+        "src/inbound/slack.rs",
+        "src/inbound/socket.rs",
+        "src/inbound/gateway.rs",
+        "src/subscription.rs",
+        "src/route.rs",
+    ];
+
+    /// The lines of `text` before its tests that hold a key-name literal: `"chat:…` or
+    /// `"chatbridge:…` (not `"chatbridge: ` as log and error messages begin).
+    fn key_literals(text: &str) -> Vec<String> {
+        text.lines()
+            .take_while(|line| !line.starts_with("#[cfg(test)]"))
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .filter(|line| {
+                line.contains("\"chat:")
+                    || line
+                        .match_indices("\"chatbridge:")
+                        .any(|(at, m)| !line[at + m.len()..].starts_with(' '))
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn no_other_file_builds_a_key_name() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        sources(&root.join("src"), &mut files);
+        let mut found = Vec::new();
+        for file in files {
+            let name = file
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if name == "src/redis/keys.rs" || NOT_YET.contains(&name.as_str()) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            found.extend(
+                key_literals(&text)
+                    .into_iter()
+                    .map(|l| format!("{name}: {l}")),
+            );
+        }
+        assert!(
+            found.is_empty(),
+            "key names built outside redis::keys: {found:#?}"
+        );
+    }
+
+    #[test]
+    fn the_check_sees_a_key_literal_but_not_a_log_line() {
+        assert_eq!(key_literals("let k = \"chatbridge:x\";").len(), 1);
+        assert_eq!(key_literals("let k = \"chat:room:x\";").len(), 1);
+        assert!(key_literals("eprintln!(\"chatbridge: oops\");").is_empty());
+        assert!(key_literals("#[cfg(test)]\nlet k = \"chat:room:x\";").is_empty());
+    }
 
     #[test]
     fn names_are_the_ones_deployments_already_hold() {
