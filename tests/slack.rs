@@ -189,14 +189,19 @@ async fn untrusted_text_is_escaped_and_names_and_icons_go_per_message() {
         assert!(post.body.get("link_names").is_none());
         assert!(post.body.get("parse").is_none());
     }
-    // Each post's ts is recorded under the event's key, in a bounded map.
-    let recorded: HashMap<String, String> = con
-        .hgetall("chatbridge:slack_ts:slack")
-        .await
-        .expect("HGETALL");
+    // Each post's ts is recorded under the event's key, in a bounded map (written once Slack's
+    // answer is back, so a moment after the fake saw the post).
+    let answered: Vec<String> = posts.iter().filter_map(|p| p.ts.clone()).collect();
+    let recorded: HashMap<String, String> = eventually("every ts recorded", WAIT, async || {
+        let recorded: HashMap<String, String> = con
+            .hgetall("chatbridge:slack_ts:slack")
+            .await
+            .expect("HGETALL");
+        (recorded.len() >= answered.len()).then_some(recorded)
+    })
+    .await;
     let mut values: Vec<&String> = recorded.values().collect();
     values.sort();
-    let answered: Vec<String> = posts.iter().filter_map(|p| p.ts.clone()).collect();
     assert_eq!(values, answered.iter().collect::<Vec<_>>());
     assert!(recorded.keys().all(|k| k.starts_with("h-")), "{recorded:?}");
     assert!(!daemon.log().contains("sekrit"));
