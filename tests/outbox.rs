@@ -59,6 +59,16 @@ async fn seen(redis: &RedisServer, keys: &[&str]) -> Vec<bool> {
     scores.into_iter().map(|s| s.is_some()).collect()
 }
 
+/// The event ids a fresh reader of `link`'s outbox gets, in order.
+async fn new_event_ids(redis: &RedisServer, link: &str) -> Vec<String> {
+    let mut reader = reader(redis, link).await;
+    read_all(&mut reader, ReadFrom::New)
+        .await
+        .into_iter()
+        .map(|o| o.event_id)
+        .collect()
+}
+
 #[tokio::test]
 async fn enqueue_is_idempotent_per_event_and_fans_out_in_order() {
     let redis = RedisServer::start();
@@ -75,12 +85,7 @@ async fn enqueue_is_idempotent_per_event_and_fans_out_in_order() {
         .unwrap();
     assert_eq!((again.added, again.duplicates), (1, 1));
 
-    let mut a = reader(&redis, "a").await;
-    let got: Vec<String> = read_all(&mut a, ReadFrom::New)
-        .await
-        .into_iter()
-        .map(|o| o.event_id)
-        .collect();
+    let got = new_event_ids(&redis, "a").await;
     assert_eq!(got, ["m1", "m2", "m3"]);
     let mut b = reader(&redis, "b").await;
     let got = read_all(&mut b, ReadFrom::New).await;
@@ -163,12 +168,7 @@ async fn keys_recorded_per_scope_by_an_earlier_version_still_count_for_every_lin
         .await
         .unwrap();
     assert_eq!((done.added, done.duplicates), (1, 1));
-    let mut a = reader(&redis, "a").await;
-    let got: Vec<String> = read_all(&mut a, ReadFrom::New)
-        .await
-        .into_iter()
-        .map(|o| o.event_id)
-        .collect();
+    let got = new_event_ids(&redis, "a").await;
     assert_eq!(got, ["m2"]);
 }
 

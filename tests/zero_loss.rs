@@ -443,13 +443,18 @@ async fn a_live_lone_surrogate_is_delivered_once() {
     assert!(String::from_utf8_lossy(&receiver.requests()[0].body).contains("\\udc00 live"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_only_bot_causes_no_replay_and_no_notice() {
+/// A Redis, a receiver, and a ready daemon bridging room `general` to it, 100 per batch.
+async fn batched_bridge() -> (RedisServer, Receiver, Daemon) {
     let redis = RedisServer::start();
     let receiver = Receiver::start().await;
-    let toml = config(&redis, &receiver, "batch_max = 100", "");
-    let daemon = Daemon::start(&toml);
+    let daemon = Daemon::start(&config(&redis, &receiver, "batch_max = 100", ""));
     wait_ready(&daemon);
+    (redis, receiver, daemon)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_only_bot_causes_no_replay_and_no_notice() {
+    let (redis, receiver, daemon) = batched_bridge().await;
     let mut con = redis.connection().await;
     for i in 0..40 {
         seed::send_message(&mut con, "general", json!(1), "a", &format!("real {i}")).await;
@@ -773,11 +778,7 @@ impl Drop for CpuHog {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_only_flood_beside_a_cpu_hog_arrives_whole_and_once() {
-    let redis = RedisServer::start();
-    let receiver = Receiver::start().await;
-    let toml = config(&redis, &receiver, "batch_max = 100", "");
-    let daemon = Daemon::start(&toml);
-    wait_ready(&daemon);
+    let (redis, receiver, daemon) = batched_bridge().await;
     let mut con = redis.connection().await;
     let hog = CpuHog::start(3);
     let started = Instant::now();
