@@ -518,7 +518,7 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
                 escape_controls(error, 400)
             );
         }
-        if let Some((until, reason)) = crate::status::paused(&s) {
+        if let Some((until, reason)) = crate::ops::status::paused(&s) {
             out!(
                 "  PAUSED until {}: rate limited by the target ({})",
                 escape(until),
@@ -536,7 +536,7 @@ async fn show_outbox(config: &Config, mut outbox: Outbox) -> Result<(), CliError
 }
 
 async fn show_status(config: &Config, mut outbox: Outbox) -> Result<(), CliError> {
-    let report = crate::status::report(config, &mut outbox)
+    let report = crate::ops::status::report(config, &mut outbox)
         .await
         .map_err(failed)?;
     out_raw!("{report}");
@@ -638,7 +638,7 @@ async fn enable(config: &Config, mut outbox: Outbox, link: &str) -> Result<(), C
 mod tests {
     use super::*;
     use crate::daemon::DaemonError;
-    use crate::supervise::Failure;
+    use crate::ops::supervise::Failure;
 
     #[test]
     fn a_failed_part_exits_70_for_the_service_manager_to_restart() {

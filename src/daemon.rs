@@ -2,7 +2,7 @@
 //! them, reloads the configuration when asked, and shuts them down in order: stop intake, let
 //! in-flight sends finish within the grace period, log what was cut off, return. Whatever was
 //! not sent stays in the outbox for the next start. A part that fails stops the whole daemon
-//! ([`crate::supervise`]).
+//! ([`crate::ops::supervise`]).
 //!
 //! The running [`Bridge`] owns one handle per link (a worker part with its own stop token) and
 //! the routes, so a reload changes only what the file changed:
@@ -31,18 +31,18 @@ use crate::catchup::Limits;
 use crate::config::{Changes, Config, ConfigErrors};
 use crate::decode::Decoder;
 use crate::deliver::{Identity, Worker};
-use crate::eviction;
-use crate::http::Operations;
 use crate::intake::Intake;
 use crate::links::{self, Target};
-use crate::notify::{self, Health};
+use crate::ops::eviction;
+use crate::ops::http::Operations;
+use crate::ops::notify::{self, Health};
+use crate::ops::supervise::{Failure, PartId, Supervisor};
 use crate::outbox::{Caps, Outbox, Reader};
 use crate::redis::connect;
 use crate::redis::keys;
 use crate::retry::Backoff;
 use crate::route::{Reroute, Routes};
 use crate::subscription::Listen;
-use crate::supervise::{Failure, PartId, Supervisor};
 
 /// Payloads buffered between the subscription and the intake. When full, the subscription
 /// stops reading and Redis buffers (or drops the connection, after which catch-up recovers).
@@ -61,7 +61,7 @@ pub enum DaemonError {
     Denied(#[from] connect::Denied),
     /// The HTTP server could not start (`[http]`).
     #[error(transparent)]
-    Http(#[from] crate::http::HttpError),
+    Http(#[from] crate::ops::http::HttpError),
     /// A part of the running daemon failed; the daemon stopped.
     #[error("{0}; stopped")]
     PartFailed(#[from] Failure),
@@ -93,7 +93,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     // Sockets are files: before any is opened, so Redis, outbound HTTP and the HTTP server's
     // cap all see the raised limit.
-    crate::fdlimit::raise();
+    crate::ops::fdlimit::raise();
     // Bound first: /readyz answers while Redis is still unreachable.
     let ops = Operations::start_with_routes(&config, &stop, crate::inbound::routes()).await?;
     let mut bridge = tokio::select! {

@@ -49,9 +49,9 @@ pub struct Decoder {
     /// Skips per kind not yet added to the totals kept in Redis ([`Decoder::take_unsaved`]).
     unsaved: HashMap<&'static str, u64>,
     /// The metrics of live events decoded, by kind.
-    received: crate::metrics::Received,
+    received: crate::ops::metrics::Received,
     /// The metrics of skips, by kind.
-    malformed: crate::metrics::Malformed,
+    malformed: crate::ops::metrics::Malformed,
     /// When each kind was last logged, and the count then.
     logged: HashMap<&'static str, (Instant, u64)>,
 }

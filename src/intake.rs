@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catchup::{CatchUp, Limits, Pass, Watched, enqueue_pass};
 use crate::decode::Decoder;
 use crate::model::{EventKind, OutboundKind, Scope, content_id};
-use crate::notify::Health;
+use crate::ops::notify::Health;
 use crate::outbox::{Enqueue, Enqueued, Outbox, OutboxError, PassRecord};
 use crate::retry::Backoff;
 use crate::route::{Filter, Reroute, Routes, origin_among};
@@ -419,7 +419,7 @@ impl Intake {
     /// Counts a resolved pass in the metrics and records it, with the skips since the last
     /// record, in Redis for `chatbridge status` (once per pass; a failure only loses a count).
     async fn record(&mut self, pass: PassRecord) {
-        crate::metrics::catchup_resolved(pass.subscribe, pass.recovered, pass.gaps);
+        crate::ops::metrics::catchup_resolved(pass.subscribe, pass.recovered, pass.gaps);
         let malformed = self.decoder.take_unsaved();
         if let Err(e) = self.outbox.record_pass(pass, &malformed).await {
             tracing::debug!(error = %e, "could not record the catch-up pass in redis");

@@ -34,26 +34,14 @@
 //!   and the chat-post rendering Slack and Discord share (merging, splitting, names).
 //! - [`trim`]: keeps every history list bounded (limit, age) in bounded rounds, never removing
 //!   what catch-up has not read.
-//! - [`logging`]: log lines as text or JSON, level from `RUST_LOG` or `[log] level`.
-//! - [`metrics`]: every exported metric's name, cheap per-link and per-kind handles, the
-//!   Prometheus recorder and the sampler of outbox depth and age.
-//! - [`eviction`]: at `run` start, refuses a Redis whose `maxmemory-policy` may evict our keys.
-//! - [`notify`]: systemd's notify protocol: READY=1 once subscribed and caught up, STATUS=,
-//!   WATCHDOG=1 only while the subscription and the intake show progress, RELOADING=1 … READY=1
-//!   around a reload, STOPPING=1.
-//! - [`http`]: the HTTP server (`[http]`): `/healthz`, `/readyz`, `/metrics`, and a router
-//!   other routes join; bound before Redis is connected; hostile clients bounded (header and
-//!   idle timeouts, a connection cap, health routes outside the request limit).
-//! - [`fdlimit`]: raises the open-file limit at start and keeps descriptors for Redis and
-//!   outbound HTTP beside the HTTP server's connections.
 //! - [`inbound`]: `POST /hooks/{link}` (signed generic webhooks) and `POST /slack/events`
 //!   (Slack Events API): verify, de-duplicate, then one atomic write into the chat marked with
 //!   a trusted `origin`, from where the normal path relays it to every other link.
-//! - [`supervise`]: the daemon's parts as named tasks, each stoppable on its own; the first one
-//!   to end or panic unasked stops the daemon, which exits non-zero.
 //! - [`daemon`]: wires it all together, one worker per link; `run(config, requests, load)`
 //!   reloads on request and returns once drained.
-//! - [`status`]: what `chatbridge status` prints, read from Redis.
+//! - [`ops`]: running as a service: supervision, systemd notify and watchdog, the HTTP server
+//!   (health, readiness, metrics; hostile-client limits), metrics, logging, `status`, the eviction
+//!   check and the open-file limit.
 //! - [`cli`]: the operator commands behind the `chatbridge` binary.
 #![forbid(unsafe_code)]
 
@@ -63,16 +51,11 @@ pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod deliver;
-pub mod eviction;
-pub mod fdlimit;
-pub mod http;
 pub mod inbound;
 pub mod intake;
 pub mod links;
-pub mod logging;
-pub mod metrics;
 pub mod model;
-pub mod notify;
+pub mod ops;
 pub mod outbox;
 pub mod printable;
 pub mod pyjson;
@@ -80,8 +63,6 @@ pub mod redis;
 pub mod retry;
 pub mod route;
 pub mod secret;
-pub mod status;
 pub mod store;
 pub mod subscription;
-pub mod supervise;
 pub mod trim;

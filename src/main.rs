@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let log = matches!(cli.command, Command::Run)
         .then(|| cli::load_config(&cli).ok().map(|config| config.log))
         .flatten();
-    chatbridge::logging::init(log.as_ref());
+    chatbridge::ops::logging::init(log.as_ref());
     let outcome = match cli.command {
         Command::Check => cli::check(&cli),
         _ => match tokio::runtime::Builder::new_current_thread()

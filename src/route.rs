@@ -154,7 +154,7 @@ impl Routes {
 
 /// The link an event's `origin` field names, when it is one of the event's `links`: only then
 /// can the claim matter. Whether it is honoured depends on who wrote the event (see
-/// [`crate::outbox::bridged_key`]).
+/// [`crate::redis::keys::bridged`]).
 pub fn origin_among(links: &[String], origin: Option<&str>) -> Option<String> {
     let origin = origin?;
     links.iter().find(|link| *link == origin).cloned()

@@ -7,7 +7,7 @@
 //! this process. Messages are also in history, and catch-up finds them; signals (join, leave,
 //! typing, read receipts) and messages that are only published are not. So every end of a
 //! session that is followed by a new one is a possible gap: it is counted by reason
-//! ([`crate::metrics::SUBSCRIPTION_GAPS`]) and logged with how long it lasted. The reason
+//! ([`crate::ops::metrics::SUBSCRIPTION_GAPS`]) and logged with how long it lasted. The reason
 //! comes from how the session ended and from what Redis says before and after (`INFO`): a
 //! new `run_id` means Redis restarted; more `client_output_buffer_limit_disconnections`
 //! (Redis 7.2 and later) means Redis dropped a subscriber that read too slowly.
@@ -30,7 +30,7 @@ use tokio::time::{Instant, interval, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::MAX_PAYLOAD_BYTES;
-use crate::notify::Health;
+use crate::ops::notify::Health;
 use crate::retry::Backoff;
 use crate::route::{Filter, Reroute};
 
@@ -184,7 +184,7 @@ impl Gap {
     fn closed(self, now: &ServerFacts) {
         let reason = self.reason(now);
         let lasted = self.since.elapsed();
-        crate::metrics::subscription_gap(reason, lasted);
+        crate::ops::metrics::subscription_gap(reason, lasted);
         tracing::warn!(
             reason,
             detail = %self.why,
@@ -206,7 +206,7 @@ struct Skipped {
 impl Skipped {
     fn oversized(&mut self, channel: &str, len: usize) {
         self.oversized += 1;
-        metrics::counter!(crate::metrics::MALFORMED, "kind" => "oversized").increment(1);
+        metrics::counter!(crate::ops::metrics::MALFORMED, "kind" => "oversized").increment(1);
         if self
             .last_logged
             .is_none_or(|at| at.elapsed() >= SKIP_LOG_EVERY)
@@ -259,7 +259,7 @@ pub async fn run(
             End::Disconnected(cause, why) => {
                 let healthy = started.elapsed() >= HEALTHY_AFTER;
                 if cause != Cause::Connect {
-                    crate::metrics::redis_reconnect();
+                    crate::ops::metrics::redis_reconnect();
                     parts.gap.get_or_insert_with(|| Gap {
                         since: Instant::now(),
                         cause,
@@ -527,7 +527,10 @@ mod tests {
             Cause::Error,
         ] {
             let reason = gap(cause, before.clone()).reason(&facts("z", None));
-            assert!(crate::metrics::GAP_REASONS.contains(&reason), "{reason}");
+            assert!(
+                crate::ops::metrics::GAP_REASONS.contains(&reason),
+                "{reason}"
+            );
         }
     }
 }

@@ -31,7 +31,7 @@ pub struct HttpConfig {
     /// (`idle_timeout_secs`, 1 to 3600). Default: 60 seconds.
     pub idle_timeout: Duration,
     /// Connections open at once (`max_connections`, 1 to 100000). Default: 512, lowered at
-    /// start when the open-file limit cannot hold it beside [`crate::fdlimit::RESERVE`].
+    /// start when the open-file limit cannot hold it beside [`crate::ops::fdlimit::RESERVE`].
     pub max_connections: usize,
 }
 

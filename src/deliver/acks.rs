@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, pause_after_redis_error};
 use crate::model::Outbound;
-use crate::notify::Part;
+use crate::ops::notify::Part;
 use crate::outbox::Outbox;
 use crate::retry::Backoff;
 

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::links::SendOutcome;
-use crate::metrics::LinkMetrics;
 use crate::model::Outbound;
+use crate::ops::metrics::LinkMetrics;
 use crate::outbox::{FailureState, Outbox};
 use crate::retry::Verdict;
 

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::identity::Identity;
 use super::{BLOCK_MS, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, sleep_or_shutdown};
-use crate::notify::Part;
+use crate::ops::notify::Part;
 use crate::outbox::Outbox;
 pub(super) use crate::redis::lease::LeaseClock;
 use crate::redis::lease::{self, Acquired, LeaseHolder};

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::links::{SendOutcome, Target};
 use crate::model::Outbound;
-use crate::notify::Part;
+use crate::ops::notify::Part;
 use crate::outbox::{Outbox, OutboxError, Reader};
 use crate::retry::Backoff;
 
@@ -156,7 +156,7 @@ pub struct Worker {
     acks: mpsc::Sender<Ack>,
     /// The ack task's end of `acks`, until `run` starts it.
     pending_acks: Option<mpsc::Receiver<Ack>>,
-    /// The worker's watched parts (see [`crate::notify::Part`]): the worker's and the lease's
+    /// The worker's watched parts (see [`crate::ops::notify::Part`]): the worker's and the lease's
     /// Redis calls, the fetch task's reads, the ack task's writes (sending is the sender's).
     redis: Arc<Part>,
     reading: Arc<Part>,
@@ -177,7 +177,7 @@ impl Worker {
         max_backoff: Duration,
         give_up_after: Duration,
         me: Identity,
-        health: &crate::notify::Health,
+        health: &crate::ops::notify::Health,
     ) -> Self {
         let link = target.name().to_owned();
         let (acks, pending_acks) = mpsc::channel(ACK_BACKLOG);

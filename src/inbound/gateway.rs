@@ -51,8 +51,8 @@ use super::{Inbound, Shared, Write, Written};
 use crate::config::{Config, DiscordTarget, GatewaySettings, is_snowflake};
 use crate::links::NotBefore;
 use crate::links::discord::{DISCORD_USER_AGENT, RateBucket, api_pause, note_refusal, retry_after};
-use crate::metrics::ConnectedGauge;
 use crate::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
+use crate::ops::metrics::ConnectedGauge;
 use crate::retry::Backoff;
 
 /// The metric's `route` label.
@@ -261,7 +261,7 @@ impl Gateway {
     /// close Discord says not to retry (bad token, intents not enabled); then a new one is
     /// tried after a growing pause, in case the operator fixed it in the Developer Portal.
     async fn connected(&self) {
-        let gauge = crate::metrics::ConnectedGauge::new(ROUTE);
+        let gauge = crate::ops::metrics::ConnectedGauge::new(ROUTE);
         let gauge = &gauge;
         let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(600));
         loop {
@@ -1026,7 +1026,7 @@ fn snowflake_now() -> String {
 }
 
 fn count(result: &'static str) {
-    metrics::counter!(crate::metrics::INBOUND_REQUESTS, "route" => ROUTE, "result" => result)
+    metrics::counter!(crate::ops::metrics::INBOUND_REQUESTS, "route" => ROUTE, "result" => result)
         .increment(1);
 }
 

@@ -13,9 +13,9 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::{HOOK_DEDUP_SECS, HookLink, Inbound, Outcome, Write, Written, now_secs};
-use crate::http::AppState;
 use crate::links::signing;
 use crate::model::{ChatEvent, Message, ReadReceipt, Scope, SystemLine, Timestamp, Typing, UserId};
+use crate::ops::http::AppState;
 use crate::redis::keys;
 
 const ROUTE: &str = "hooks";

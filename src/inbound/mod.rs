@@ -35,7 +35,7 @@ use redis::aio::ConnectionManager;
 use serde_json::json;
 
 use crate::config::{Config, LinkKind, SlackAppConfig, SlackInbound};
-use crate::http::AppState;
+use crate::ops::http::AppState;
 use crate::secret::WebhookSecret;
 
 pub use write::{Write, Writer, Written};
@@ -232,7 +232,7 @@ impl Outcome {
                 "inbound request refused"
             );
         }
-        metrics::counter!(crate::metrics::INBOUND_REQUESTS, "route" => route, "result" => self.result)
+        metrics::counter!(crate::ops::metrics::INBOUND_REQUESTS, "route" => route, "result" => self.result)
             .increment(1);
         (self.status, Json(self.body)).into_response()
     }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::lease::Leased;
 use crate::config::Config;
-use crate::metrics::ConnectedGauge;
+use crate::ops::metrics::ConnectedGauge;
 use crate::retry::Backoff;
 use crate::secret::{BotToken, SecretUrl};
 
@@ -257,6 +257,6 @@ impl SocketMode {
 }
 
 fn count(result: &'static str) {
-    metrics::counter!(crate::metrics::INBOUND_REQUESTS, "route" => ROUTE, "result" => result)
+    metrics::counter!(crate::ops::metrics::INBOUND_REQUESTS, "route" => ROUTE, "result" => result)
         .increment(1);
 }

@@ -261,7 +261,7 @@ where
         }
         progress.record(post, keys).await;
         // The worker's watchdog: this send made progress (see `notify::progress`).
-        crate::notify::progress();
+        crate::ops::notify::progress();
         made += 1;
         last = outcome.status;
     }

@@ -31,7 +31,7 @@ pub struct Enqueue {
     pub dead: Option<String>,
     /// The link the event's `origin` field names, when it is one of `links`: a claim that the
     /// event came from that link, honoured (the link skipped, no echo) only if chatbridge
-    /// itself recorded writing the event ([`bridged_key`]); anyone can write an `origin`.
+    /// itself recorded writing the event ([`crate::redis::keys::bridged`]); anyone can write an `origin`.
     pub origin: Option<String>,
 }
 

@@ -29,7 +29,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{HTTP_CONNECTIONS_CLOSED, HTTP_CONNECTIONS_OPEN, HTTP_CONNECTIONS_REFUSED};
+use crate::ops::metrics::{
+    HTTP_CONNECTIONS_CLOSED, HTTP_CONNECTIONS_OPEN, HTTP_CONNECTIONS_REFUSED,
+};
 
 /// How long a request must have been unanswered before its connection may give way to a new
 /// one at the cap: far longer than the inbound routes take (milliseconds), far shorter than a
@@ -253,7 +255,7 @@ impl AsyncWrite for Tracked {
 
 /// The open connections, at most `cap` of them.
 pub struct Connections {
-    /// `max_connections` as in force ([`crate::fdlimit::connection_cap`]).
+    /// `max_connections` as in force ([`crate::ops::fdlimit::connection_cap`]).
     cap: usize,
     /// By connection number: oldest first.
     open: Mutex<Open>,

@@ -6,7 +6,7 @@
 //! stays bounded. Without an installed recorder (no `[http]` section) every handle is a no-op.
 //!
 //! The recorder is `metrics-exporter-prometheus`'s; `/metrics` renders it on request
-//! ([`crate::http`]), and the outbox gauges are sampled from Redis every [`SAMPLE_EVERY`]
+//! ([`crate::ops::http`]), and the outbox gauges are sampled from Redis every [`SAMPLE_EVERY`]
 //! ([`sample`]).
 
 use std::collections::HashMap;
@@ -383,7 +383,7 @@ pub fn subscription_gap(reason: &'static str, lasted: Duration) {
 /// gauges at their last values (logged at debug level).
 pub async fn sample(
     con: ConnectionManager,
-    status: crate::notify::Status,
+    status: crate::ops::notify::Status,
     handle: PrometheusHandle,
     stop: CancellationToken,
 ) {

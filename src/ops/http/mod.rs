@@ -13,7 +13,7 @@
 //!
 //! Connections are bounded by [`serve`]: header and idle timeouts, and at most
 //! `max_connections` open ([`connections`]), lowered at start to what the open-file limit
-//! holds beside [`crate::fdlimit::RESERVE`].
+//! holds beside [`crate::ops::fdlimit::RESERVE`].
 
 mod connections;
 mod health;
@@ -36,8 +36,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::{Config, HttpConfig};
-use crate::notify::Health;
-use crate::supervise::Supervisor;
+use crate::ops::notify::Health;
+use crate::ops::supervise::Supervisor;
 
 pub use workers::{WorkerState, Workers};
 
@@ -170,7 +170,7 @@ impl Operations {
         &mut self,
         parts: &mut Supervisor,
         con: ConnectionManager,
-        status: crate::notify::Status,
+        status: crate::ops::notify::Status,
         stop: &CancellationToken,
     ) {
         if let Some(server) = self.server.take() {
@@ -185,28 +185,28 @@ impl Operations {
         if let Some(handle) = self.state.metrics.clone() {
             parts.spawn(
                 "metrics sampler",
-                crate::metrics::sample(con, status, handle, stop.clone()),
+                crate::ops::metrics::sample(con, status, handle, stop.clone()),
             );
         }
     }
 }
 
 /// The connection bounds of `http`, with `max_connections` lowered (and a warning logged)
-/// when the open-file limit cannot hold it beside [`crate::fdlimit::RESERVE`].
+/// when the open-file limit cannot hold it beside [`crate::ops::fdlimit::RESERVE`].
 fn connection_limits(http: &HttpConfig) -> serve::ConnectionLimits {
-    let soft = crate::fdlimit::soft_limit();
-    let cap = crate::fdlimit::connection_cap(http.max_connections, soft);
+    let soft = crate::ops::fdlimit::soft_limit();
+    let cap = crate::ops::fdlimit::connection_cap(http.max_connections, soft);
     if cap.lowered {
         tracing::warn!(
             max_connections = http.max_connections,
             effective = cap.connections,
             open_file_limit = soft,
-            reserve = crate::fdlimit::RESERVE,
+            reserve = crate::ops::fdlimit::RESERVE,
             "[http] max_connections lowered to {}: the open-file limit is {} and {} descriptors \
              are kept for Redis and outbound HTTP (raise LimitNOFILE to allow more)",
             cap.connections,
             soft.unwrap_or_default(),
-            crate::fdlimit::RESERVE,
+            crate::ops::fdlimit::RESERVE,
         );
     }
     serve::ConnectionLimits {
@@ -224,7 +224,7 @@ fn recorder() -> Result<PrometheusHandle, HttpError> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
-    let handle = crate::metrics::install().map_err(|e| HttpError::Metrics(e.to_string()))?;
+    let handle = crate::ops::metrics::install().map_err(|e| HttpError::Metrics(e.to_string()))?;
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 

@@ -1,5 +1,5 @@
 //! `GET /healthz` (the process answers), `GET /readyz` (Redis subscribed and caught up, every
-//! configured link's worker running and none stuck (see [`crate::notify::Part`]), not
+//! configured link's worker running and none stuck (see [`crate::ops::notify::Part`]), not
 //! shutting down: 200, else 503 with the reasons, both
 //! as JSON) and
 //! `GET /metrics` (Prometheus text format).

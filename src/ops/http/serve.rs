@@ -32,7 +32,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How connections are bounded.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
-    /// Connections open at once (after [`crate::fdlimit::connection_cap`]).
+    /// Connections open at once (after [`crate::ops::fdlimit::connection_cap`]).
     pub max_connections: usize,
     /// The header and idle timeouts.
     pub timeouts: Timeouts,
