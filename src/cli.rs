@@ -9,10 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use serde_json::Map;
 
+use crate::bridge::outbox::Outbox;
 use crate::config::{self, Config};
 use crate::links::console;
 use crate::model::{ChatEvent, Outbound, OutboundKind, Scope, UserId};
-use crate::outbox::Outbox;
 use crate::printable::{escape, escape_controls, json_line};
 use crate::redis::keys;
 use crate::redis::lease::{Lease, LeaseHolder};
@@ -447,7 +447,10 @@ fn as_outbound(scope: &Scope, payload: String) -> Outbound {
 async fn tail(client: &redis::Client, rooms: &[String]) -> Result<(), CliError> {
     let mut pubsub = client.get_async_pubsub().await.map_err(failed)?;
     if rooms.is_empty() {
-        for pattern in [crate::subscription::ROOMS, crate::subscription::DMS] {
+        for pattern in [
+            crate::bridge::subscription::ROOMS,
+            crate::bridge::subscription::DMS,
+        ] {
             pubsub.psubscribe(pattern).await.map_err(failed)?;
         }
     }

@@ -12,7 +12,7 @@
 //!   `chatbridge outbox` and `dlq`), links changed stop theirs and start a new one (in-flight
 //!   sends finish, their acknowledgements are written and the lease is given back first);
 //!   untouched links keep running, connections and all;
-//! - new routes switch at one point of the event stream ([`crate::route::Reroute`]), and rooms
+//! - new routes switch at one point of the event stream ([`crate::bridge::route::Reroute`]), and rooms
 //!   they add start from now;
 //! - settings read only at start (the Redis URL, …) keep their running value, with a warning
 //!   that a restart is needed.
@@ -27,22 +27,22 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::catchup::Limits;
+use crate::bridge::catchup::Limits;
+use crate::bridge::decode::Decoder;
+use crate::bridge::deliver::{Identity, Worker};
+use crate::bridge::intake::Intake;
+use crate::bridge::outbox::{Caps, Outbox, Reader};
+use crate::bridge::retry::Backoff;
+use crate::bridge::route::{Reroute, Routes};
+use crate::bridge::subscription::Listen;
 use crate::config::{Changes, Config, ConfigErrors};
-use crate::decode::Decoder;
-use crate::deliver::{Identity, Worker};
-use crate::intake::Intake;
 use crate::links::{self, Target};
 use crate::ops::eviction;
 use crate::ops::http::Operations;
 use crate::ops::notify::{self, Health};
 use crate::ops::supervise::{Failure, PartId, Supervisor};
-use crate::outbox::{Caps, Outbox, Reader};
 use crate::redis::connect;
 use crate::redis::keys;
-use crate::retry::Backoff;
-use crate::route::{Reroute, Routes};
-use crate::subscription::Listen;
 
 /// Payloads buffered between the subscription and the intake. When full, the subscription
 /// stops reading and Redis buffers (or drops the connection, after which catch-up recovers).
@@ -226,7 +226,7 @@ impl Bridge {
         let (feed_tx, feed_rx) = mpsc::channel(FEED_CAPACITY);
         let routes = Arc::new(Routes::new(config));
         let filter = Arc::new(ArcSwap::new(routes.clone()));
-        let trimmer = crate::trim::Trimmer {
+        let trimmer = crate::bridge::trim::Trimmer {
             history: config.history.clone(),
             routes: filter.clone(),
         };
@@ -260,7 +260,7 @@ impl Bridge {
         };
         self.parts.spawn(
             "subscription",
-            crate::subscription::run(
+            crate::bridge::subscription::run(
                 self.client.clone(),
                 listen,
                 reroutes,

@@ -16,24 +16,10 @@
 //!   what a reload changes.
 //! - [`redis`]: the Redis layer: connections with the timeouts each use needs, every key name
 //!   and its planned Cluster hash tag, the Lua scripts, the one lease type.
-//! - [`route`]: the routing table built from the config: scope and event kind → links; on
-//!   reload, new routes travel down the data path and switch at one point of the stream.
-//! - [`subscription`]: the PSUBSCRIBE session: reconnects with backoff, detects dead connections,
-//!   skips what nothing mirrors before copying it, and passes on this process's catch-up barriers.
-//! - [`decode`]: turns a raw Pub/Sub payload or history entry into an event once; counts and logs
-//!   what it skips.
-//! - [`catchup`]: reads each history down to its checkpoint (a fingerprint only history moves)
-//!   after every (re)subscribe and every sweep; what it finds is resolved against live events.
-//! - [`intake`]: the task between subscription and outboxes: decode, route, enqueue in batches;
-//!   runs the catch-up passes in order with live events (barriers, held events).
-//! - [`outbox`]: the durable per-link Redis Streams: idempotent enqueue, reads, acks, dead letters.
-//! - [`deliver`]: one worker per link: read outbox, render, send, retry, acknowledge; only
-//!   while it holds the link's lease (one delivering process per link, the others standby).
-//! - [`retry`]: the one place that decides whether a failed send is retried, and how long to wait.
+//! - [`bridge`]: the data path as it reads: subscription → decode → route → intake (with
+//!   catch-up) → outbox → deliver (with retry), and history trimming beside it.
 //! - [`links`]: the link kinds (console, webhook, Slack, Discord) behind one [`links::Target`],
 //!   and the chat-post rendering Slack and Discord share (merging, splitting, names).
-//! - [`trim`]: keeps every history list bounded (limit, age) in bounded rounds, never removing
-//!   what catch-up has not read.
 //! - [`inbound`]: `POST /hooks/{link}` (signed generic webhooks) and `POST /slack/events`
 //!   (Slack Events API): verify, de-duplicate, then one atomic write into the chat marked with
 //!   a trusted `origin`, from where the normal path relays it to every other link.
@@ -45,24 +31,16 @@
 //! - [`cli`]: the operator commands behind the `chatbridge` binary.
 #![forbid(unsafe_code)]
 
-pub mod catchup;
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod decode;
-pub mod deliver;
 pub mod inbound;
-pub mod intake;
 pub mod links;
 pub mod model;
 pub mod ops;
-pub mod outbox;
 pub mod printable;
 pub mod pyjson;
 pub mod redis;
-pub mod retry;
-pub mod route;
 pub mod secret;
 pub mod store;
-pub mod subscription;
-pub mod trim;

@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
+use chatbridge::bridge::outbox::{Caps, Commit, Enqueue, Outbox, ReadFrom, Reader};
 use chatbridge::model::{EventKind, Outbound, OutboundKind, Scope};
-use chatbridge::outbox::{Caps, Commit, Enqueue, Outbox, ReadFrom, Reader};
 use common::redis::RedisServer;
 use redis::AsyncCommands;
 

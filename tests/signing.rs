@@ -7,9 +7,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use chatbridge::bridge::retry::Verdict;
 use chatbridge::links::{SendOutcome, Target, Webhook, http_client};
 use chatbridge::model::{EventKind, Outbound, OutboundKind, Scope};
-use chatbridge::retry::Verdict;
 use chatbridge::secret::{SecretUrl, WebhookSecret};
 use common::receiver::{Receiver, Recorded, Reply};
 

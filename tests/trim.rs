@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use ::redis::AsyncCommands;
 use ::redis::aio::MultiplexedConnection;
+use chatbridge::bridge::route::Routes;
+use chatbridge::bridge::trim::{Summary, Trimmer};
 use chatbridge::config::{self, Config, Env};
 use chatbridge::model::Timestamp;
 use chatbridge::pyjson;
-use chatbridge::route::Routes;
-use chatbridge::trim::{Summary, Trimmer};
 use common::daemon::Daemon;
 use common::receiver::Receiver;
 use common::redis::RedisServer;
@@ -369,11 +369,11 @@ async fn a_mirrored_room_is_held_back_when_its_checkpoint_is_empty_or_too_deep()
     // The checkpoint lies deeper than the search goes: held back, not guessed.
     let top: Vec<String> = con.lrange(key, 0, 2).await.unwrap();
     set_checkpoint(&mut con, "general", &top).await;
-    push(&mut con, key, "b", chatbridge::trim::SEARCH_CAP).await;
+    push(&mut con, key, "b", chatbridge::bridge::trim::SEARCH_CAP).await;
     let summary = round(&redis, &config).await;
     assert_eq!(
         (len(&mut con, key).await, summary.held),
-        (20 + chatbridge::trim::SEARCH_CAP, 1)
+        (20 + chatbridge::bridge::trim::SEARCH_CAP, 1)
     );
 }
 
@@ -534,8 +534,8 @@ async fn a_large_keyspace_is_trimmed_while_delivery_goes_on() {
 /// link refused the events or catch-up dead-lettered history entries.
 #[tokio::test]
 async fn dead_letter_streams_keep_at_most_dlq_max_len() {
+    use chatbridge::bridge::outbox::{Caps, Enqueue, Outbox, ReadFrom, Reader};
     use chatbridge::model::{EventKind, OutboundKind, Scope};
-    use chatbridge::outbox::{Caps, Enqueue, Outbox, ReadFrom, Reader};
     let redis = RedisServer::start();
     let client = redis.client();
     let con = chatbridge::redis::connect::manager(&client, Duration::ZERO)
@@ -580,7 +580,7 @@ async fn dead_letter_streams_keep_at_most_dlq_max_len() {
             .await
             .unwrap();
     }
-    let ids = |letters: Vec<Result<chatbridge::outbox::DeadLetter, _>>| -> Vec<String> {
+    let ids = |letters: Vec<Result<chatbridge::bridge::outbox::DeadLetter, _>>| -> Vec<String> {
         letters
             .into_iter()
             .map(|l| l.unwrap().entry.event_id)

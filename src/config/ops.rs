@@ -57,7 +57,7 @@ pub struct LogConfig {
     /// JSON object per line, for log shippers). Default: `text`.
     pub format: LogFormat,
     /// Which events are logged, as a `tracing` filter (`info`, `debug`,
-    /// `warn,chatbridge::deliver=debug`). `RUST_LOG`, when set, wins. Default: `info`.
+    /// `warn,chatbridge::bridge::deliver=debug`). `RUST_LOG`, when set, wins. Default: `info`.
     pub level: String,
 }
 
@@ -221,12 +221,12 @@ mod tests {
     fn settings_are_read_and_json_logs_chosen() {
         let config = load(
             "[http]\nlisten = \"[::1]:9000\"\nmax_body_bytes = 2048\n\
-             [log]\nformat = \"json\"\nlevel = \"warn,chatbridge::deliver=debug\"\n",
+             [log]\nformat = \"json\"\nlevel = \"warn,chatbridge::bridge::deliver=debug\"\n",
         )
         .expect("valid");
         assert_eq!(config.http.unwrap().listen, "[::1]:9000".parse().unwrap());
         assert_eq!(config.log.format, LogFormat::Json);
-        assert_eq!(config.log.level, "warn,chatbridge::deliver=debug");
+        assert_eq!(config.log.level, "warn,chatbridge::bridge::deliver=debug");
     }
 
     #[test]

@@ -48,12 +48,12 @@ use twilight_gateway::{Intents, Message as GatewayMessage, Shard, ShardId};
 
 use super::lease::Leased;
 use super::{Inbound, Shared, Write, Written};
+use crate::bridge::retry::Backoff;
 use crate::config::{Config, DiscordTarget, GatewaySettings, is_snowflake};
 use crate::links::NotBefore;
 use crate::links::discord::{DISCORD_USER_AGENT, RateBucket, api_pause, note_refusal, retry_after};
 use crate::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
 use crate::ops::metrics::ConnectedGauge;
-use crate::retry::Backoff;
 
 /// The metric's `route` label.
 const ROUTE: &str = "discord_gateway";
@@ -249,7 +249,7 @@ impl Gateway {
         let mut con = self.con.clone();
         let written = tokio::time::timeout(
             Duration::from_secs(1),
-            con.hset::<_, _, _, ()>(crate::outbox::INBOUND_STATE_KEY, field, value),
+            con.hset::<_, _, _, ()>(crate::bridge::outbox::INBOUND_STATE_KEY, field, value),
         )
         .await;
         if !matches!(written, Ok(Ok(()))) {

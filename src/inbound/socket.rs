@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::lease::Leased;
+use crate::bridge::retry::Backoff;
 use crate::config::Config;
 use crate::ops::metrics::ConnectedGauge;
-use crate::retry::Backoff;
 use crate::secret::{BotToken, SecretUrl};
 
 /// The metric's `route` label for envelopes.

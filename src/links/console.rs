@@ -17,9 +17,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::SendOutcome;
+use crate::bridge::retry::Verdict;
 use crate::model::{ChatEvent, Outbound, OutboundKind, Scope};
 use crate::printable::escape_controls;
-use crate::retry::Verdict;
 
 /// The most events printed per write.
 pub const BATCH_MAX: usize = 256;

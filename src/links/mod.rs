@@ -1,5 +1,5 @@
 //! The outbound link kinds behind one [`Target`]: each takes a batch of outbox entries, sends it,
-//! and reports a [`SendOutcome`] whose [`Verdict`] comes from [`crate::retry`].
+//! and reports a [`SendOutcome`] whose [`Verdict`] comes from [`crate::bridge::retry`].
 //!
 //! One variant and one file per kind: [`console`] (stdout, for operators and demos),
 //! [`webhook`] (generic Standard Webhooks), [`slack`] and [`discord`]. [`signing`] holds the
@@ -28,10 +28,10 @@ pub use discord::Discord;
 pub use slack::Slack;
 pub use webhook::Webhook;
 
+use crate::bridge::retry::{self, Verdict};
 use crate::config::{LinkConfig, LinkKind};
 use crate::model::Outbound;
 use crate::printable::escape_controls;
-use crate::retry::{self, Verdict};
 use crate::secret::SecretUrl;
 
 /// How much of a response body is read: enough for an error excerpt, bounded against huge replies.

@@ -22,8 +22,8 @@ use tokio::sync::Notify;
 
 use super::SendOutcome;
 use super::render::{Post, Style, seen_post};
+use crate::bridge::retry::Verdict;
 use crate::model::Outbound;
-use crate::retry::Verdict;
 
 /// How many entries [`Progress`] remembers at most; beyond, it forgets (a few repeats, never
 /// a loss).

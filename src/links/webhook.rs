@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 
 use super::signing::sign;
 use super::{SendOutcome, error_outcome, response_outcome};
+use crate::bridge::retry::Verdict;
 use crate::model::{Outbound, Scope};
-use crate::retry::Verdict;
 use crate::secret::{SecretUrl, WebhookSecret};
 
 /// A Standard Webhooks endpoint.

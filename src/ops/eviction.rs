@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 
-use crate::retry::Backoff;
+use crate::bridge::retry::Backoff;
 
 /// What the server says about evicting keys.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,9 +17,9 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+use crate::bridge::outbox::Outbox;
+use crate::bridge::retry::Verdict;
 use crate::model::{EventKind, Outbound};
-use crate::outbox::Outbox;
-use crate::retry::Verdict;
 
 /// Live events decoded from the subscription, by `kind` (message, join, leave, typing,
 /// read_receipt, system: a system line that is neither join nor leave).

@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::bridge::outbox::{IntakeStats, LinkStatus, Outbox, OutboxError, Queue};
 use crate::config::Config;
-use crate::outbox::{IntakeStats, LinkStatus, Outbox, OutboxError, Queue};
 use crate::printable::{escape, escape_controls};
 use crate::redis::lease::{Lease, LeaseHolder};
 

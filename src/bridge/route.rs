@@ -94,13 +94,13 @@ impl Routes {
     /// Whether anything published on `channel` may be mirrored: a configured room's channel,
     /// or any DM channel when DMs are mirrored. Cheap: no allocation, no validation.
     pub fn watches_channel(&self, channel: &str) -> bool {
-        if let Some(room) = channel.strip_prefix("chat:room:") {
+        if let Some(room) = channel.strip_prefix(crate::redis::keys::ROOM_CHANNEL_PREFIX) {
             return self
                 .rooms
                 .get(room)
                 .is_some_and(|routes| !routes.is_empty());
         }
-        channel.starts_with("chat:dm:") && self.mirrors_dms()
+        channel.starts_with(crate::redis::keys::DM_CHANNEL_PREFIX) && self.mirrors_dms()
     }
 
     /// Whether anything in this scope is mirrored at all.

@@ -6,10 +6,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, pause_after_redis_error};
+use crate::bridge::outbox::Outbox;
+use crate::bridge::retry::Backoff;
 use crate::model::Outbound;
 use crate::ops::notify::Part;
-use crate::outbox::Outbox;
-use crate::retry::Backoff;
 
 /// What the ack task is told.
 pub(super) enum Ack {

@@ -3,7 +3,7 @@
 //!
 //! - Failures are retried in place with backoff (honouring `Retry-After`) without skipping
 //!   ahead: per-link order holds and nothing is dropped. A failing link (401, 404, connection
-//!   refused, … see [`crate::retry`]) and rate limits (429) are retried for as long as they
+//!   refused, … see [`crate::bridge::retry`]) and rate limits (429) are retried for as long as they
 //!   last; the link is shown failing meanwhile. An event that keeps failing with event failures
 //!   (5xx, 408, timeouts) for longer than `give_up_after` is given up: dead-lettered with its
 //!   last error, so one poison event cannot block an ordered link forever.
@@ -46,11 +46,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::bridge::outbox::{Outbox, OutboxError, Reader};
+use crate::bridge::retry::Backoff;
 use crate::links::{SendOutcome, Target};
 use crate::model::Outbound;
 use crate::ops::notify::Part;
-use crate::outbox::{Outbox, OutboxError, Reader};
-use crate::retry::Backoff;
 
 use acks::{Ack, acknowledge};
 use fetch::fetch;

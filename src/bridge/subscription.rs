@@ -29,15 +29,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, interval, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::decode::MAX_PAYLOAD_BYTES;
+use crate::bridge::decode::MAX_PAYLOAD_BYTES;
+use crate::bridge::retry::Backoff;
+use crate::bridge::route::{Filter, Reroute};
 use crate::ops::notify::Health;
-use crate::retry::Backoff;
-use crate::route::{Filter, Reroute};
 
 /// The room pattern every session subscribes to.
-pub const ROOMS: &str = "chat:room:*";
+pub const ROOMS: &str = crate::redis::keys::ROOM_CHANNELS;
 /// The DM pattern, subscribed only when DMs are mirrored.
-pub const DMS: &str = "chat:dm:*";
+pub const DMS: &str = crate::redis::keys::DM_CHANNELS;
 /// The most payload bytes handed to the intake and not yet processed: beyond it a flood of
 /// large payloads makes this loop wait. (redis-rs keeps reading the socket meanwhile, into its
 /// own unbounded queue, so Redis only ever buffers for this process when the process cannot

@@ -33,11 +33,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::identity::Identity;
 use super::{BLOCK_MS, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, sleep_or_shutdown};
+use crate::bridge::outbox::Outbox;
+use crate::bridge::retry::Backoff;
 use crate::ops::notify::Part;
-use crate::outbox::Outbox;
 pub(super) use crate::redis::lease::LeaseClock;
 use crate::redis::lease::{self, Acquired, LeaseHolder};
-use crate::retry::Backoff;
 
 /// The longest a standby waits between two looks at the lease.
 const STANDBY_POLL: Duration = Duration::from_millis(500);

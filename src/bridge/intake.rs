@@ -1,7 +1,7 @@
 //! Intake: the one task between the subscription and the outboxes. It decodes each payload,
 //! routes it, and enqueues in batches (whatever arrived together, one script call).
 //!
-//! It also runs the catch-up passes ([`crate::catchup`]), so live events and catch-up never
+//! It also runs the catch-up passes ([`crate::bridge::catchup`]), so live events and catch-up never
 //! race: a pass reads history, then publishes a barrier on this process's own channel; every
 //! event published before the history read arrives on the subscription before the barrier.
 //! - After a (re)subscribe, live events are held back until the pass is resolved: what history
@@ -26,14 +26,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::catchup::{CatchUp, Limits, Pass, Watched, enqueue_pass};
-use crate::decode::Decoder;
+use crate::bridge::catchup::{CatchUp, Limits, Pass, Watched, enqueue_pass};
+use crate::bridge::decode::Decoder;
+use crate::bridge::outbox::{Enqueue, Enqueued, Outbox, OutboxError, PassRecord};
+use crate::bridge::retry::Backoff;
+use crate::bridge::route::{Filter, Reroute, Routes, origin_among};
+use crate::bridge::subscription::Feed;
 use crate::model::{EventKind, OutboundKind, Scope, content_id};
 use crate::ops::notify::Health;
-use crate::outbox::{Enqueue, Enqueued, Outbox, OutboxError, PassRecord};
-use crate::retry::Backoff;
-use crate::route::{Filter, Reroute, Routes, origin_among};
-use crate::subscription::Feed;
 
 /// Most events enqueued in one script call.
 const BATCH: usize = 1024;

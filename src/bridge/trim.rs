@@ -10,7 +10,7 @@
 //!
 //! **Catch-up comes first.** A mirrored room (or a DM, when `[dms]` is set) has a catch-up
 //! checkpoint: the SHA-1s of the newest entries the last catch-up pass read
-//! ([`crate::catchup`]). Everything above it has not been read yet; trimming it away would
+//! ([`crate::bridge::catchup`]). Everything above it has not been read yet; trimming it away would
 //! lose a message stored but never published, and make the next pass miss its checkpoint (a
 //! gap notice, a replay). So for those lists only entries *below* the checkpoint sequence are
 //! ever removed; a list whose checkpoint is missing (not read yet), empty, or not within the
@@ -33,10 +33,10 @@ use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 use tokio_util::sync::CancellationToken;
 
+use crate::bridge::route::Routes;
 use crate::config::HistoryConfig;
 use crate::model::Scope;
 use crate::redis::keys;
-use crate::route::Routes;
 
 /// Keys asked for per SCAN call.
 const SCAN_COUNT: usize = 1000;
@@ -54,7 +54,7 @@ const AGE_CHUNK: usize = 1000;
 const CALLS_PER_KEY: usize = 200;
 
 /// Trims a batch of histories as the module docs say (contract: the top of the file).
-const TRIM: &str = include_str!("redis/scripts/trim.lua");
+const TRIM: &str = include_str!("../redis/scripts/trim.lua");
 
 static TRIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TRIM));
 

@@ -101,7 +101,7 @@ impl Default for Caps {
 
 /// De-duplicates and enqueues a batch per link, then commits and caps (contract: the top of
 /// the file).
-pub(super) const ENQUEUE: &str = include_str!("../redis/scripts/enqueue.lua");
+pub(super) const ENQUEUE: &str = include_str!("../../redis/scripts/enqueue.lua");
 
 /// Interns key names so the script gets each once and events refer to them by index.
 #[derive(Default)]
@@ -309,7 +309,7 @@ impl Outbox {
         })
     }
 
-    /// The scope's checkpoint (see [`crate::catchup`]), if it has one.
+    /// The scope's checkpoint (see [`crate::bridge::catchup`]), if it has one.
     pub async fn checkpoint(&mut self, scope: &Scope) -> Result<Option<String>> {
         Ok(self.con.get(keys::checkpoint(&scope.channel())).await?)
     }

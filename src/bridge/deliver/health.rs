@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use crate::bridge::outbox::{FailureState, Outbox};
+use crate::bridge::retry::Verdict;
 use crate::links::SendOutcome;
 use crate::model::Outbound;
 use crate::ops::metrics::LinkMetrics;
-use crate::outbox::{FailureState, Outbox};
-use crate::retry::Verdict;
 
 /// The least time between two failure lines of one link.
 const LOG_EVERY: Duration = Duration::from_secs(60);

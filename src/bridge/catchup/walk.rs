@@ -10,16 +10,16 @@ use super::{
     CHUNK, CatchUp, Checkpoint, DM_CLOCK_SKEW, FINGERPRINT_LEN, Found, PAGE, Read, Walk,
     fingerprint,
 };
-use crate::decode::{HistoryEntry, MAX_PAYLOAD_BYTES, RawEntry};
+use crate::bridge::decode::{HistoryEntry, MAX_PAYLOAD_BYTES, RawEntry};
+use crate::bridge::outbox::{OutboxError, seen_member};
 use crate::model::{ChatEvent, EventKind, OutboundKind, Scope, Timestamp, content_id};
-use crate::outbox::{OutboxError, seen_member};
 use crate::redis::keys;
 
 /// Reads one history atomically down to a checkpoint (contract: the top of the file).
-const HISTORY: &str = include_str!("../redis/scripts/catchup_history.lua");
+const HISTORY: &str = include_str!("../../redis/scripts/catchup_history.lua");
 
 /// Which scopes of a batch may have something new (contract: the top of the file).
-const UNSETTLED: &str = include_str!("../redis/scripts/catchup_unsettled.lua");
+const UNSETTLED: &str = include_str!("../../redis/scripts/catchup_unsettled.lua");
 
 /// The scripts, hashed once (EVALSHA, loaded again automatically after a Redis restart).
 static HISTORY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HISTORY));

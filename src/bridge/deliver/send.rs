@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 use super::health::Health;
 use super::lease::LeaseClock;
 use super::{Settled, TARGET_BACKOFF_MIN, sleep_or_shutdown};
+use crate::bridge::retry::{self, Backoff, GiveUpClock, Verdict};
 use crate::links::{SendOutcome, Target};
 use crate::model::Outbound;
 use crate::ops::notify::{Part, with_part};
-use crate::retry::{self, Backoff, GiveUpClock, Verdict};
 
 /// Sends batches to one target, retrying until each settles. Cheap to clone, so several
 /// sends can be in flight at once.

@@ -34,11 +34,11 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
-use crate::decode::{Decoder, RawEntry};
+use crate::bridge::decode::{Decoder, RawEntry};
+use crate::bridge::outbox::{Commit, OutboxError};
+use crate::bridge::route::Routes;
 use crate::model::{Scope, Timestamp};
-use crate::outbox::{Commit, OutboxError};
 use crate::redis::keys;
-use crate::route::Routes;
 
 mod resolve;
 mod walk;

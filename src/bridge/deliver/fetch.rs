@@ -7,10 +7,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease::ReadFence;
 use super::{READ_COUNT, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, pause_after_redis_error};
+use crate::bridge::outbox::{Outbox, ReadFrom, Reader};
+use crate::bridge::retry::Backoff;
 use crate::model::Outbound;
 use crate::ops::notify::Part;
-use crate::outbox::{Outbox, ReadFrom, Reader};
-use crate::retry::Backoff;
 
 /// Reads the outbox ahead of the sender: pending entries first, then new ones. Returns the
 /// reader when the sender hangs up, shutdown comes or the lease is no longer certainly ours

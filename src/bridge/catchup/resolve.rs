@@ -4,10 +4,10 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{Found, Pass, SEEN_SLACK, Summary};
+use crate::bridge::outbox::{Commit, Enqueue, Outbox, OutboxError};
+use crate::bridge::route::{Routes, origin_among};
 use crate::model::{ChatEvent, EventKind, OutboundKind, Scope, SystemLine, Timestamp, content_id};
-use crate::outbox::{Commit, Enqueue, Outbox, OutboxError};
 use crate::redis::keys;
-use crate::route::{Routes, origin_among};
 
 impl Pass {
     /// The events to enqueue for this pass, merged with `held` (live events that arrived
