@@ -10,13 +10,13 @@ use futures_util::StreamExt;
 use serde_json::Map;
 
 use crate::bridge::outbox::Outbox;
+use crate::chat::model::{ChatEvent, Outbound, OutboundKind, Scope, UserId};
+use crate::chat::store::{HistoryLimits, Store};
 use crate::config::{self, Config};
 use crate::links::console;
-use crate::model::{ChatEvent, Outbound, OutboundKind, Scope, UserId};
 use crate::printable::{escape, escape_controls, json_line};
 use crate::redis::keys;
 use crate::redis::lease::{Lease, LeaseHolder};
-use crate::store::{HistoryLimits, Store};
 
 /// `println!` for the operator commands, except that a closed stdout (`chatbridge tail | head`)
 /// ends the command quietly with success instead of a panic, as Unix tools do.
@@ -287,7 +287,7 @@ pub async fn execute(cli: &Cli) -> Result<(), CliError> {
     let config = load_config(cli)?;
     if let Command::Tail { rooms } = &cli.command {
         for room in rooms {
-            crate::store::room_scope(room).map_err(failed)?;
+            crate::chat::store::room_scope(room).map_err(failed)?;
         }
     }
     let url = config.redis.redacted_url();

@@ -4,12 +4,8 @@
 //! # Layout
 //! The data path reads in file order: `subscription → decode → route → outbox → deliver → links`.
 //!
-//! - [`model`]: the typed chat events of `docs/wire.md` (message, system line, typing, read receipt),
-//!   timestamps in every accepted form, user ids that keep their JSON type, room/DM scopes.
-//! - [`pyjson`]: serialises JSON byte-for-byte like Python's `json.dumps`, so what we write
-//!   matches what the seed writes, and reads what Python writes that strict parsers refuse.
-//! - [`store`]: the seed's operations (join, leave, send, DM, typing, read, history, members,
-//!   receipts) on Redis, each one atomic.
+//! - [`chat`]: the seed's world: the typed chat events of `docs/wire.md`, scopes and ids,
+//!   JSON byte for byte as Python writes it, and the seed's operations on Redis.
 //! - [`secret`]: URLs and signing secrets that print redacted, never in full.
 //! - [`printable`]: untrusted text escaped for terminals and logs (console link, CLI).
 //! - [`config`]: `config.toml` + environment overrides + `${VAR}` secrets, validated all at once;
@@ -32,15 +28,13 @@
 #![forbid(unsafe_code)]
 
 pub mod bridge;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod inbound;
 pub mod links;
-pub mod model;
 pub mod ops;
 pub mod printable;
-pub mod pyjson;
 pub mod redis;
 pub mod secret;
-pub mod store;

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chatbridge::chat::model::EventKind;
 use chatbridge::config::{self, Config, ConfigErrors, Env, LinkKind};
-use chatbridge::model::EventKind;
 
 const HOOK_URL: &str = "https://hooks.example.com/services/T1/B2/SEKRIT-PATH-TOKEN";
 const HOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";

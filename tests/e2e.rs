@@ -118,9 +118,9 @@ async fn every_seed_event_kind_reaches_the_webhook_signed_and_in_order() {
         got[1].header("webhook-id").unwrap(),
         format!(
             "msg_{}",
-            chatbridge::model::content_id(
+            chatbridge::chat::model::content_id(
                 "chat:room:general",
-                chatbridge::pyjson::to_string(&hello)
+                chatbridge::chat::pyjson::to_string(&hello)
             )
         ),
         "the idempotency key comes from the room and the exact payload"

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chatbridge::pyjson;
+use chatbridge::chat::pyjson;
 use common::daemon::{ConfigDir, Daemon, cli_async, wait_ready};
 use common::outbox::wait_drained;
 use common::receiver::{Receiver, Recorded, Reply};
@@ -477,7 +477,7 @@ async fn only_what_chatbridge_wrote_is_kept_from_its_origin_link() {
     let mut con = redis.connection().await;
 
     // What chatbridge writes on behalf of a link (inbound): never sent back to that link.
-    let store = chatbridge::store::Store::connect(redis.client(), Default::default())
+    let store = chatbridge::chat::store::Store::connect(redis.client(), Default::default())
         .await
         .expect("store");
     let origin: serde_json::Map<String, Value> = [("origin".to_owned(), json!("slackish"))]
@@ -486,7 +486,7 @@ async fn only_what_chatbridge_wrote_is_kept_from_its_origin_link() {
     let bridged = store
         .send(
             "general",
-            &chatbridge::model::UserId::Text("U7".into()),
+            &chatbridge::chat::model::UserId::Text("U7".into()),
             "bob",
             "from slack",
             origin,

@@ -299,7 +299,7 @@ async fn a_signed_hook_writes_the_seed_events_and_reaches_only_the_other_links()
         .unwrap();
     assert_eq!(
         bridged,
-        [chatbridge::model::content_id(
+        [chatbridge::chat::model::content_id(
             "chat:room:general",
             &published
         )]
@@ -934,8 +934,8 @@ async fn without_redis_the_routes_answer_503_and_the_sender_s_retry_is_written_l
 
 #[tokio::test]
 async fn the_write_keeps_the_bridged_set_bounded_and_remembers_ids_for_a_while() {
+    use chatbridge::chat::model::{ChatEvent, Message, Scope, Timestamp, UserId};
     use chatbridge::inbound::{Write, Writer, Written};
-    use chatbridge::model::{ChatEvent, Message, Scope, Timestamp, UserId};
     let redis = RedisServer::start();
     let manager = redis::aio::ConnectionManager::new(redis.client())
         .await
@@ -955,7 +955,7 @@ async fn the_write_keeps_the_bridged_set_bounded_and_remembers_ids_for_a_while()
             extra,
         };
         let event = ChatEvent::Message(message);
-        payloads.push(chatbridge::pyjson::to_string(&event));
+        payloads.push(chatbridge::chat::pyjson::to_string(&event));
         let write = Write {
             scope: Scope::Room("general".into()),
             event,
@@ -979,7 +979,7 @@ async fn the_write_keeps_the_bridged_set_bounded_and_remembers_ids_for_a_while()
         .unwrap();
     let newest: Vec<String> = payloads[2..]
         .iter()
-        .map(|p| chatbridge::model::content_id("chat:room:general", p))
+        .map(|p| chatbridge::chat::model::content_id("chat:room:general", p))
         .collect();
     assert_eq!(bridged, newest, "the newest 3, by time");
     let kept = history(&mut con, "chat:room:general:history").await;

@@ -380,7 +380,7 @@ fn outbox_entry(content: &str) -> Vec<(&'static str, String)> {
         ("scope", "chat:room:general".to_owned()),
         ("kind", "message".to_owned()),
         ("at", chrono::Utc::now().timestamp_millis().to_string()),
-        ("payload", chatbridge::pyjson::to_string(&message)),
+        ("payload", chatbridge::chat::pyjson::to_string(&message)),
     ]
 }
 

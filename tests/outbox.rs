@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use chatbridge::bridge::outbox::{Caps, Commit, Enqueue, Outbox, ReadFrom, Reader};
-use chatbridge::model::{EventKind, Outbound, OutboundKind, Scope};
+use chatbridge::chat::model::{EventKind, Outbound, OutboundKind, Scope};
 use common::redis::RedisServer;
 use redis::AsyncCommands;
 

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chatbridge::bridge::retry::Verdict;
+use chatbridge::chat::model::{EventKind, Outbound, OutboundKind, Scope};
 use chatbridge::links::{SendOutcome, Target, Webhook, http_client};
-use chatbridge::model::{EventKind, Outbound, OutboundKind, Scope};
 use chatbridge::secret::{SecretUrl, WebhookSecret};
 use common::receiver::{Receiver, Recorded, Reply};
 

@@ -11,9 +11,9 @@ use ::redis::AsyncCommands;
 use ::redis::aio::MultiplexedConnection;
 use chatbridge::bridge::route::Routes;
 use chatbridge::bridge::trim::{Summary, Trimmer};
+use chatbridge::chat::model::Timestamp;
+use chatbridge::chat::pyjson;
 use chatbridge::config::{self, Config, Env};
-use chatbridge::model::Timestamp;
-use chatbridge::pyjson;
 use common::daemon::Daemon;
 use common::receiver::Receiver;
 use common::redis::RedisServer;
@@ -535,7 +535,7 @@ async fn a_large_keyspace_is_trimmed_while_delivery_goes_on() {
 #[tokio::test]
 async fn dead_letter_streams_keep_at_most_dlq_max_len() {
     use chatbridge::bridge::outbox::{Caps, Enqueue, Outbox, ReadFrom, Reader};
-    use chatbridge::model::{EventKind, OutboundKind, Scope};
+    use chatbridge::chat::model::{EventKind, OutboundKind, Scope};
     let redis = RedisServer::start();
     let client = redis.client();
     let con = chatbridge::redis::connect::manager(&client, Duration::ZERO)

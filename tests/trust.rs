@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use chatbridge::pyjson;
+use chatbridge::chat::pyjson;
 use common::daemon::{Daemon, wait_ready};
 use common::receiver::{Receiver, Recorded};
 use common::redis::RedisServer;

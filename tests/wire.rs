@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use chatbridge::model::{ChatEvent, EventError, Scope, UserId};
-use chatbridge::pyjson;
-use chatbridge::store::{HistoryLimits, Store, StoreError};
+use chatbridge::chat::model::{ChatEvent, EventError, Scope, UserId};
+use chatbridge::chat::pyjson;
+use chatbridge::chat::store::{HistoryLimits, Store, StoreError};
 use common::redis::RedisServer;
 use common::seed;
 use futures_util::StreamExt;
@@ -107,7 +107,7 @@ fn normalized(payload: &[u8]) -> String {
         out = out.replacen(&format!("\"id\": \"{id}\""), "\"id\": \"ID\"", 1);
     }
     if let Some(Value::String(ts)) = object.get("timestamp") {
-        let parsed = chatbridge::model::Timestamp::parse(ts).expect("a timestamp");
+        let parsed = chatbridge::chat::model::Timestamp::parse(ts).expect("a timestamp");
         assert_eq!(&parsed.to_string(), ts, "timestamp not in the seed's form");
         out = out.replacen(
             &format!("\"timestamp\": \"{ts}\""),

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chatbridge::pyjson;
+use chatbridge::chat::pyjson;
 use common::daemon::{Daemon, cli, wait_ready};
 use common::outbox::wait_drained;
 use common::receiver::{Receiver, Recorded};
@@ -625,7 +625,7 @@ async fn send_dm_aged(
     age: chrono::TimeDelta,
 ) {
     let mut message = seed::create_message(json!(from), "u", content, None);
-    let at = chatbridge::model::Timestamp::from_naive(chrono::Utc::now().naive_utc() - age);
+    let at = chatbridge::chat::model::Timestamp::from_naive(chrono::Utc::now().naive_utc() - age);
     message["timestamp"] = json!(at.to_string());
     let channel = format!("chat:dm:{}:{}", from.min(to), from.max(to));
     let text = pyjson::to_string(&message);

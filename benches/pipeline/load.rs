@@ -123,7 +123,7 @@ impl Generator {
 fn message_json(seq: u64, sent_ns: u64, room: &str) -> String {
     let user_id = json!(1000 + seq % 50);
     let message = create_message(user_id, "bench", &format!("{seq} {sent_ns}"), Some(room));
-    chatbridge::pyjson::to_string(&message)
+    chatbridge::chat::pyjson::to_string(&message)
 }
 
 /// POSTs `count` single-event webhook bodies (as the daemon renders them) to `url`, one after

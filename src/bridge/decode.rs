@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::model::{ChatEvent, EventError, Received, Scope};
+use crate::chat::model::{ChatEvent, EventError, Received, Scope};
 
 /// Payloads larger than this are skipped unread when published, and dead-lettered (with an
 /// excerpt) when found in history. The seed has no limit; Slack's is 40,000 characters, so a

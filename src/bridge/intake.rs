@@ -32,7 +32,7 @@ use crate::bridge::outbox::{Enqueue, Enqueued, Outbox, OutboxError, PassRecord};
 use crate::bridge::retry::Backoff;
 use crate::bridge::route::{Filter, Reroute, Routes, origin_among};
 use crate::bridge::subscription::Feed;
-use crate::model::{EventKind, OutboundKind, Scope, content_id};
+use crate::chat::model::{EventKind, OutboundKind, Scope, content_id};
 use crate::ops::notify::Health;
 
 /// Most events enqueued in one script call.

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
 
+use crate::chat::model::{EventKind, OutboundKind, Scope};
 use crate::config::Config;
-use crate::model::{EventKind, OutboundKind, Scope};
 
 /// The routes the subscription filters by (which channels are worth copying), swapped
 /// atomically on reload and read per message without a lock.
@@ -163,7 +163,7 @@ pub fn origin_among(links: &[String], origin: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::EventKind::*;
+    use crate::chat::model::EventKind::*;
 
     fn routes() -> Routes {
         let toml = r#"

@@ -17,7 +17,7 @@
 //! newest [`SEARCH_CAP`] entries is left alone this round ("held back") and trimmed once
 //! catch-up has read it, at most a `sweep_secs` later.
 //!
-//! **Age.** An entry's age is its JSON `timestamp` (every form [`crate::model::Timestamp`]
+//! **Age.** An entry's age is its JSON `timestamp` (every form [`crate::chat::model::Timestamp`]
 //! reads: seed form with or without fraction, `Z`, or a `±HH:MM` offset). Walking from the
 //! oldest entry up, the cut goes just above the newest *readable* entry older than
 //! `max_age`, and the walk stops at the first readable entry that is not. An entry whose
@@ -34,8 +34,8 @@ use redis::{RedisError, Script};
 use tokio_util::sync::CancellationToken;
 
 use crate::bridge::route::Routes;
+use crate::chat::model::Scope;
 use crate::config::HistoryConfig;
-use crate::model::Scope;
 use crate::redis::keys;
 
 /// Keys asked for per SCAN call.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::error::Problems;
 use super::reader::Table;
+use crate::chat::model::EventKind;
 use crate::links::template::Template;
-use crate::model::EventKind;
 use crate::secret::{BotToken, SecretUrl, WebhookSecret};
 
 /// The kinds a link may have, as written in `kind = "…"`.

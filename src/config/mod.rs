@@ -322,7 +322,7 @@ fn parse_room_limits(section: Option<Table>, problems: &mut Problems) -> BTreeMa
     let mut limits = BTreeMap::new();
     for (room, value) in section.drain() {
         let path = section.path_of(&room);
-        if let Some(problem) = crate::model::room_name_problem(&room) {
+        if let Some(problem) = crate::chat::model::room_name_problem(&room) {
             problems.add(&path, problem);
         }
         let limit = reader::integer_at(&path, value, 1..=10_000_000, 1000, problems);

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::error::Problems;
 use super::reader::{Table, Text};
-use crate::model::room_name_problem;
+use crate::chat::model::room_name_problem;
 
 /// Where one platform channel's inbound events go: the link whose channel it is, and its room.
 pub(super) struct ChannelRoom<'a> {

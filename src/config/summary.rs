@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::Config;
-use crate::model::EventKind;
+use crate::chat::model::EventKind;
 
 /// Replaces the password of a Redis URL (user info, or `pass=` in a unix socket URL's query).
 pub(super) fn redact_redis_url(raw: &str) -> String {

@@ -49,10 +49,10 @@ use twilight_gateway::{Intents, Message as GatewayMessage, Shard, ShardId};
 use super::lease::Leased;
 use super::{Inbound, Shared, Write, Written};
 use crate::bridge::retry::Backoff;
+use crate::chat::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
 use crate::config::{Config, DiscordTarget, GatewaySettings, is_snowflake};
 use crate::links::NotBefore;
 use crate::links::discord::{DISCORD_USER_AGENT, RateBucket, api_pause, note_refusal, retry_after};
-use crate::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
 use crate::ops::metrics::ConnectedGauge;
 
 /// The metric's `route` label.

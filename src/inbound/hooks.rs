@@ -13,8 +13,10 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::{HOOK_DEDUP_SECS, HookLink, Inbound, Outcome, Write, Written, now_secs};
+use crate::chat::model::{
+    ChatEvent, Message, ReadReceipt, Scope, SystemLine, Timestamp, Typing, UserId,
+};
 use crate::links::signing;
-use crate::model::{ChatEvent, Message, ReadReceipt, Scope, SystemLine, Timestamp, Typing, UserId};
 use crate::ops::http::AppState;
 use crate::redis::keys;
 
@@ -332,7 +334,7 @@ fn scope_of(
     let scope = Scope::dm(a, b);
     let ambiguous = [a, b]
         .iter()
-        .any(|id| crate::model::room_name_problem(&id.to_string()).is_some());
+        .any(|id| crate::chat::model::room_name_problem(&id.to_string()).is_some());
     if ambiguous {
         return Err(bad(
             "dm",
@@ -361,9 +363,9 @@ fn build(request: &Request, scope: &Scope, link: &str, id: &str) -> ChatEvent {
         }),
         Kind::Join | Kind::Leave => {
             let presence = if request.kind == Kind::Join {
-                crate::model::Presence::Join
+                crate::chat::model::Presence::Join
             } else {
-                crate::model::Presence::Leave
+                crate::chat::model::Presence::Leave
             };
             let mut line = SystemLine::presence(presence, user_id, &username);
             line.extra = extra;

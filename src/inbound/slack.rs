@@ -19,8 +19,8 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::{Inbound, Outcome, SLACK_DEDUP_SECS, SlackApp, Write, Written, now_secs};
+use crate::chat::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
 use crate::links::signing;
-use crate::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
 use crate::ops::http::AppState;
 use crate::secret::SigningSecret;
 

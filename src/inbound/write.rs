@@ -6,8 +6,8 @@
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use crate::model::{ChatEvent, Scope, content_id};
-use crate::pyjson;
+use crate::chat::model::{ChatEvent, Scope, content_id};
+use crate::chat::pyjson;
 use crate::redis::keys;
 
 /// How many bridged keys one scope remembers (as `store.rs` does): far more than a history holds.
@@ -74,8 +74,8 @@ impl Writer {
             ChatEvent::Message(m) => ("message", m.user_id.to_string(), "", m.id.clone()),
             ChatEvent::System(line) => {
                 let op = match line.presence_kind() {
-                    Some(crate::model::Presence::Join) => "join",
-                    Some(crate::model::Presence::Leave) => "leave",
+                    Some(crate::chat::model::Presence::Join) => "join",
+                    Some(crate::chat::model::Presence::Leave) => "leave",
                     None => "signal",
                 };
                 let user = line.user_id.as_ref().map(|u| u.to_string());

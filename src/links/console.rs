@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 use super::SendOutcome;
 use crate::bridge::retry::Verdict;
-use crate::model::{ChatEvent, Outbound, OutboundKind, Scope};
+use crate::chat::model::{ChatEvent, Outbound, OutboundKind, Scope};
 use crate::printable::escape_controls;
 
 /// The most events printed per write.
@@ -138,7 +138,7 @@ mod tests {
         outbound(Scope::Room("general".into()), kind, payload)
     }
 
-    use crate::model::EventKind::{Join, Leave, Message, ReadReceipt, Typing};
+    use crate::chat::model::EventKind::{Join, Leave, Message, ReadReceipt, Typing};
     use OutboundKind::{Event, Notice};
 
     #[tokio::test]

@@ -32,8 +32,8 @@ use super::render::{self, Naming, Post, Style};
 use super::split::utf16_units;
 use super::{SendOutcome, error_outcome, excerpt, read_prefix};
 use crate::bridge::retry::{self, Verdict};
+use crate::chat::model::Outbound;
 use crate::config::{DiscordLinkConfig, LinkCommon};
-use crate::model::Outbound;
 use crate::secret::SecretUrl;
 
 /// Discord's content limit, counted in UTF-16 units (never less than Discord's own count).

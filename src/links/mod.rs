@@ -29,8 +29,8 @@ pub use slack::Slack;
 pub use webhook::Webhook;
 
 use crate::bridge::retry::{self, Verdict};
+use crate::chat::model::Outbound;
 use crate::config::{LinkConfig, LinkKind};
-use crate::model::Outbound;
 use crate::printable::escape_controls;
 use crate::secret::SecretUrl;
 

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use super::SendOutcome;
 use super::render::{Post, Style, seen_post};
 use crate::bridge::retry::Verdict;
-use crate::model::Outbound;
+use crate::chat::model::Outbound;
 
 /// How many entries [`Progress`] remembers at most; beyond, it forgets (a few repeats, never
 /// a loss).
@@ -449,7 +449,7 @@ pub(crate) fn seconds(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EventKind, OutboundKind, Scope};
+    use crate::chat::model::{EventKind, OutboundKind, Scope};
 
     fn entry(n: usize) -> Outbound {
         Outbound {

@@ -27,7 +27,7 @@ use serde_json::Value;
 use super::names;
 use super::split::{Measure, split, split_fenced};
 use super::template::{Fields, Template};
-use crate::model::{ChatEvent, EventKind, Outbound, OutboundKind, Scope};
+use crate::chat::model::{ChatEvent, EventKind, Outbound, OutboundKind, Scope};
 use crate::printable::is_bidi_control;
 
 /// What starts each quoted line: a message line that can never read as a header.

@@ -30,8 +30,8 @@ use super::render::{self, Naming, Post, Style};
 use super::split::utf16_units;
 use super::{SendOutcome, error_outcome, excerpt, read_prefix};
 use crate::bridge::retry::{self, Verdict};
+use crate::chat::model::Outbound;
 use crate::config::{LinkCommon, SlackLinkConfig, SlackMode};
-use crate::model::Outbound;
 use crate::secret::{BotToken, SecretUrl};
 
 /// The most a post's text may measure (Slack truncates at 40,000 and recommends 4,000).

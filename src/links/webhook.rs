@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::signing::sign;
 use super::{SendOutcome, error_outcome, response_outcome};
 use crate::bridge::retry::Verdict;
-use crate::model::{Outbound, Scope};
+use crate::chat::model::{Outbound, Scope};
 use crate::secret::{SecretUrl, WebhookSecret};
 
 /// A Standard Webhooks endpoint.
@@ -225,8 +225,8 @@ fn rfc3339(item: &Outbound) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::model::{EventKind, OutboundKind};
     use crate::links::signing::verify;
-    use crate::model::{EventKind, OutboundKind};
     use axum::http::HeaderMap;
     use chrono::TimeZone;
     use serde_json::{Value, json};

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bridge::outbox::Outbox;
 use crate::bridge::retry::Verdict;
-use crate::model::{EventKind, Outbound};
+use crate::chat::model::{EventKind, Outbound};
 
 /// Live events decoded from the subscription, by `kind` (message, join, leave, typing,
 /// read_receipt, system: a system line that is neither join nor leave).
@@ -421,7 +421,7 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::model::{OutboundKind, Scope};
+    use crate::chat::model::{OutboundKind, Scope};
 
     fn event(waited_ms: i64) -> Outbound {
         Outbound {

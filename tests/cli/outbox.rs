@@ -38,7 +38,7 @@ fn add_dead_letter(con: &mut redis::Connection, link: &str, content: &str) {
 
 fn pyjson_message(content: &str) -> String {
     let message = seed::create_message(json!(1001), "alice", content, Some("general"));
-    chatbridge::pyjson::to_string(&message)
+    chatbridge::chat::pyjson::to_string(&message)
 }
 
 #[test]

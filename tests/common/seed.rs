@@ -1,10 +1,10 @@
 //! The seed's Python chat client ported to Rust for generating traffic in tests: the same keys,
-//! the same JSON bytes (via `chatbridge::pyjson`), and the same NON-atomic separate commands
+//! the same JSON bytes (via `chatbridge::chat::pyjson`), and the same NON-atomic separate commands
 //! (PUBLISH, then LPUSH, then LTRIM), so tests see exactly what real seed clients do.
 
 use ::redis::aio::ConnectionLike;
-use chatbridge::model::{Scope, Timestamp, UserId};
-use chatbridge::pyjson;
+use chatbridge::chat::model::{Scope, Timestamp, UserId};
+use chatbridge::chat::pyjson;
 use serde_json::{Value, json};
 
 /// The seed's `create_message`: fields in the seed's dict order.

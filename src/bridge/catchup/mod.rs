@@ -37,7 +37,7 @@ use redis::aio::ConnectionManager;
 use crate::bridge::decode::{Decoder, RawEntry};
 use crate::bridge::outbox::{Commit, OutboxError};
 use crate::bridge::route::Routes;
-use crate::model::{Scope, Timestamp};
+use crate::chat::model::{Scope, Timestamp};
 use crate::redis::keys;
 
 mod resolve;

@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use super::{Found, Pass, SEEN_SLACK, Summary};
 use crate::bridge::outbox::{Commit, Enqueue, Outbox, OutboxError};
 use crate::bridge::route::{Routes, origin_among};
-use crate::model::{ChatEvent, EventKind, OutboundKind, Scope, SystemLine, Timestamp, content_id};
+use crate::chat::model::{
+    ChatEvent, EventKind, OutboundKind, Scope, SystemLine, Timestamp, content_id,
+};
 use crate::redis::keys;
 
 impl Pass {
@@ -170,7 +172,7 @@ fn gap_notice(scope: &Scope, routes: &Routes) -> Enqueue {
         username: None,
         extra: [("notice".to_owned(), "gap".into())].into_iter().collect(),
     };
-    let payload = crate::pyjson::to_string(&ChatEvent::System(line));
+    let payload = crate::chat::pyjson::to_string(&ChatEvent::System(line));
     let key = content_id(&scope.channel(), &payload);
     Enqueue {
         event_id: key.clone(),

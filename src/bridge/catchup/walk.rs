@@ -12,7 +12,7 @@ use super::{
 };
 use crate::bridge::decode::{HistoryEntry, MAX_PAYLOAD_BYTES, RawEntry};
 use crate::bridge::outbox::{OutboxError, seen_member};
-use crate::model::{ChatEvent, EventKind, OutboundKind, Scope, Timestamp, content_id};
+use crate::chat::model::{ChatEvent, EventKind, OutboundKind, Scope, Timestamp, content_id};
 use crate::redis::keys;
 
 /// Reads one history atomically down to a checkpoint (contract: the top of the file).

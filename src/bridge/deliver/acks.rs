@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::{REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, pause_after_redis_error};
 use crate::bridge::outbox::Outbox;
 use crate::bridge::retry::Backoff;
-use crate::model::Outbound;
+use crate::chat::model::Outbound;
 use crate::ops::notify::Part;
 
 /// What the ack task is told.

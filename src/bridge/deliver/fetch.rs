@@ -9,7 +9,7 @@ use super::lease::ReadFence;
 use super::{READ_COUNT, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, pause_after_redis_error};
 use crate::bridge::outbox::{Outbox, ReadFrom, Reader};
 use crate::bridge::retry::Backoff;
-use crate::model::Outbound;
+use crate::chat::model::Outbound;
 use crate::ops::notify::Part;
 
 /// Reads the outbox ahead of the sender: pending entries first, then new ones. Returns the

@@ -15,8 +15,8 @@ use chrono::Utc;
 
 use crate::bridge::outbox::{FailureState, Outbox};
 use crate::bridge::retry::Verdict;
+use crate::chat::model::Outbound;
 use crate::links::SendOutcome;
-use crate::model::Outbound;
 use crate::ops::metrics::LinkMetrics;
 
 /// The least time between two failure lines of one link.

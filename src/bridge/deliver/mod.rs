@@ -48,8 +48,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bridge::outbox::{Outbox, OutboxError, Reader};
 use crate::bridge::retry::Backoff;
+use crate::chat::model::Outbound;
 use crate::links::{SendOutcome, Target};
-use crate::model::Outbound;
 use crate::ops::notify::Part;
 
 use acks::{Ack, acknowledge};

@@ -3,7 +3,7 @@
 use chrono::Utc;
 
 use super::{GROUP, Outbox, Result};
-use crate::model::Outbound;
+use crate::chat::model::Outbound;
 use crate::redis::keys;
 
 impl Outbox {

@@ -8,7 +8,7 @@ use super::acks::remove_entries;
 use super::entry::{Fields, outbound_from_fields, range_reply};
 use super::failure::event_failing_field;
 use super::{Outbox, Result};
-use crate::model::Outbound;
+use crate::chat::model::Outbound;
 use crate::redis::keys;
 
 impl Outbox {

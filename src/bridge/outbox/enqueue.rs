@@ -8,14 +8,14 @@ use chrono::Utc;
 use redis::AsyncCommands;
 
 use super::{Outbox, Result, kind_seen_key};
-use crate::model::{EventKind, OutboundKind, Scope};
+use crate::chat::model::{EventKind, OutboundKind, Scope};
 use crate::redis::keys;
 
 /// One event to put in the outboxes of `links`.
 #[derive(Debug, Clone)]
 pub struct Enqueue {
     pub scope: Scope,
-    /// The de-dup key: a hash of the channel and the exact payload ([`crate::model::content_id`]).
+    /// The de-dup key: a hash of the channel and the exact payload ([`crate::chat::model::content_id`]).
     /// Never the message `id`, which a client chooses and can reuse.
     pub key: String,
     /// The id shown to operators and receivers: the message `id`, or `key` for id-less events.

@@ -6,7 +6,7 @@ use redis::streams::StreamRangeReply;
 use redis::{FromRedisValue, Value};
 
 use super::{OutboxError, Result};
-use crate::model::{Outbound, OutboundKind, Scope};
+use crate::chat::model::{Outbound, OutboundKind, Scope};
 
 /// One stream entry: its id, and its fields as text or why they are not.
 #[derive(Debug, Clone, PartialEq, Eq)]

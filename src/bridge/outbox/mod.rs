@@ -24,7 +24,7 @@ mod status;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use crate::model::{OutboundKind, Scope};
+use crate::chat::model::{OutboundKind, Scope};
 use crate::redis::keys;
 
 /// The inbound connections' state hash, under the name its writers outside the Redis layer use.
@@ -62,7 +62,7 @@ pub fn seen_member(link: &str, key: &str) -> String {
 /// another (the most recent only).
 pub(crate) fn kind_seen_key(scope: &Scope, kind: OutboundKind) -> String {
     match kind {
-        OutboundKind::Event(crate::model::EventKind::Message) => keys::seen(&scope.channel()),
+        OutboundKind::Event(crate::chat::model::EventKind::Message) => keys::seen(&scope.channel()),
         _ => keys::seen_signals(&scope.channel()),
     }
 }

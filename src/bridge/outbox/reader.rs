@@ -5,7 +5,7 @@ use redis::aio::ConnectionManager;
 
 use super::entry::{Entry, read_reply};
 use super::{CONSUMER, GROUP, Result};
-use crate::model::Outbound;
+use crate::chat::model::Outbound;
 use crate::redis::keys;
 
 /// Where a worker reads from.

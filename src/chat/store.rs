@@ -4,11 +4,11 @@
 use redis::aio::ConnectionManager;
 use serde_json::{Map, Value};
 
-use crate::model::{
+use crate::chat::model::{
     ChatEvent, EventError, Message, Presence, ReadReceipt, Scope, SystemLine, Timestamp, Typing,
     UserId, room_name_problem,
 };
-use crate::pyjson;
+use crate::chat::pyjson;
 use crate::redis::keys;
 
 /// The message fields the seed defines; an `extra` map may not repeat them.
@@ -342,7 +342,7 @@ fn record_bridged(pipe: &mut redis::Pipeline, scope: &Scope, json: &str) {
     pipe.cmd("ZADD")
         .arg(&key)
         .arg(chrono::Utc::now().timestamp_millis())
-        .arg(crate::model::content_id(&scope.channel(), json))
+        .arg(crate::chat::model::content_id(&scope.channel(), json))
         .ignore()
         .cmd("ZREMRANGEBYRANK")
         .arg(&key)

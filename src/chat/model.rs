@@ -370,7 +370,7 @@ impl ChatEvent {
         let fields: Fields = match serde_json::from_str(text) {
             Ok(fields) => fields,
             // What a Python client can write (lone surrogates, NaN) is still a chat event.
-            Err(e) => crate::pyjson::tolerant(text)
+            Err(e) => crate::chat::pyjson::tolerant(text)
                 .and_then(|fixed| serde_json::from_str(&fixed).ok())
                 .ok_or_else(|| EventError::NotJson(e.to_string()))?,
         };
@@ -958,7 +958,7 @@ mod tests {
 
     #[test]
     fn cli_integers_of_any_size_are_written_as_python_writes_them() {
-        let id = |s: &str| crate::pyjson::to_string(&UserId::from_cli(s));
+        let id = |s: &str| crate::chat::pyjson::to_string(&UserId::from_cli(s));
         assert_eq!(
             id("1000000000000000000000000000000"),
             "1000000000000000000000000000000"
