@@ -10,9 +10,9 @@ use futures_util::StreamExt;
 use serde_json::Map;
 
 use crate::config::{self, Config};
-use crate::links::console;
 use crate::model::{ChatEvent, Outbound, OutboundKind, Scope, UserId};
 use crate::outbox::{LeaseHolder, Outbox};
+use crate::platforms::console;
 use crate::printable::{escape, escape_controls, json_line};
 use crate::store::{HistoryLimits, Store};
 

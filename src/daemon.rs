@@ -35,9 +35,9 @@ use crate::deliver::{Identity, Worker};
 use crate::eviction;
 use crate::http::Operations;
 use crate::intake::Intake;
-use crate::links::{self, Target};
 use crate::notify::{self, Health};
 use crate::outbox::{Caps, Outbox, Reader};
+use crate::platforms::{self as links, Target};
 use crate::retry::Backoff;
 use crate::route::{Reroute, Routes};
 use crate::subscription::Listen;
@@ -231,7 +231,7 @@ impl Bridge {
         };
         self.parts
             .spawn("trim", trimmer.run(self.client.clone(), stop.clone()));
-        if let Some(socket) = crate::inbound::socket::SocketMode::from_config(
+        if let Some(socket) = crate::platforms::slack::socket::SocketMode::from_config(
             config,
             self.ops.inbound().clone(),
             con.clone(),
@@ -240,9 +240,12 @@ impl Bridge {
             self.parts
                 .spawn("slack socket mode", socket.run(stop.clone()));
         }
-        for gateway in
-            crate::inbound::gateway::from_config(config, self.ops.inbound(), &con, &self.http)
-        {
+        for gateway in crate::platforms::discord::gateway::from_config(
+            config,
+            self.ops.inbound(),
+            &con,
+            &self.http,
+        ) {
             self.parts
                 .spawn("discord gateway", gateway.run(stop.clone()));
         }

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use chatbridge::links::{SendOutcome, Target, Webhook, http_client};
 use chatbridge::model::{EventKind, Outbound, OutboundKind, Scope};
+use chatbridge::platforms::{SendOutcome, Target, Webhook, http_client};
 use chatbridge::retry::Verdict;
 use chatbridge::secret::{SecretUrl, WebhookSecret};
 use common::receiver::{Receiver, Recorded, Reply};

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::error::Problems;
 use super::reader::Table;
-use crate::links::template::Template;
 use crate::model::EventKind;
+use crate::platforms::chatpost::template::Template;
 use crate::secret::{BotToken, SecretUrl, WebhookSecret};
 
 /// The kinds a link may have, as written in `kind = "…"`.
@@ -88,7 +88,7 @@ impl Rules {
         allowed_events: &EventKind::ALL,
         why_not: "",
         names: false,
-        batch_max: (None, crate::links::console::BATCH_MAX as u64),
+        batch_max: (None, crate::platforms::console::BATCH_MAX as u64),
         max_in_flight: (None, 1),
         timeout: false,
     };
@@ -423,7 +423,7 @@ pub struct DiscordLinkConfig {
     pub webhook_id: String,
     /// Reading the channel through the Gateway (`bot_token`, `channel_id`, …). Default: none
     /// (outbound only).
-    pub inbound: Option<super::discord::DiscordInbound>,
+    pub inbound: Option<super::DiscordInbound>,
 }
 
 impl DiscordLinkConfig {
@@ -439,7 +439,7 @@ impl DiscordLinkConfig {
         let avatar_url = link
             .string("avatar_url", problems)
             .map(|raw| Template::url(&raw.value).map_err(|e| problems.add(&raw.path, e)));
-        let inbound = super::discord::DiscordInbound::parse(link, problems);
+        let inbound = super::DiscordInbound::parse(link, problems);
         let url = url?;
         let webhook_id = url
             .expose()

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::links::SendOutcome;
 use crate::metrics::LinkMetrics;
 use crate::model::Outbound;
 use crate::outbox::{FailureState, Outbox};
+use crate::platforms::SendOutcome;
 use crate::retry::Verdict;
 
 /// The least time between two failure lines of one link.

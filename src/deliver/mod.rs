@@ -46,10 +46,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::links::{SendOutcome, Target};
 use crate::model::Outbound;
 use crate::notify::Part;
 use crate::outbox::{Outbox, OutboxError, Reader};
+use crate::platforms::{SendOutcome, Target};
 use crate::retry::Backoff;
 
 use acks::{Ack, acknowledge};

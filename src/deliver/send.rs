@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 use super::health::Health;
 use super::lease::LeaseClock;
 use super::{Settled, TARGET_BACKOFF_MIN, sleep_or_shutdown};
-use crate::links::{SendOutcome, Target};
 use crate::model::Outbound;
 use crate::notify::{Part, with_part};
+use crate::platforms::{SendOutcome, Target};
 use crate::retry::{self, Backoff, GiveUpClock, Verdict};
 
 /// Sends batches to one target, retrying until each settles. Cheap to clone, so several

@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 
 use super::{HOOK_DEDUP_SECS, HookLink, Inbound, Outcome, Write, Written, now_secs};
 use crate::http::AppState;
-use crate::links::signing;
 use crate::model::{ChatEvent, Message, ReadReceipt, Scope, SystemLine, Timestamp, Typing, UserId};
+use crate::platforms::webhook::signing;
 
 const ROUTE: &str = "hooks";
 /// The longest `webhook-id` accepted (it becomes part of a Redis key name).

@@ -13,12 +13,9 @@
 //! daemon replaces it on every reload ([`Inbound::from_config`]). Until Redis is connected it
 //! is empty and the routes answer 503.
 
-pub mod gateway;
 mod hooks;
-mod lease;
-mod names;
-mod slack;
-pub mod socket;
+pub(crate) mod lease;
+pub(crate) mod names;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,24 +42,24 @@ pub type Shared = Arc<ArcSwapOption<Inbound>>;
 /// How long a generic hook's `webhook-id` is remembered: senders retry for hours.
 const HOOK_DEDUP_SECS: u64 = 86_400;
 /// How long a Slack `event_id` is remembered: Slack retries for about 5 minutes.
-const SLACK_DEDUP_SECS: u64 = 3_600;
+pub(crate) const SLACK_DEDUP_SECS: u64 = 3_600;
 
 /// What the inbound routes accept, from one configuration.
 pub struct Inbound {
     /// Writes into Redis.
-    writer: Writer,
+    pub(crate) writer: Writer,
     /// Webhook links with `inbound = true`, by name.
     hooks: BTreeMap<String, HookLink>,
     /// `[slack]` and the channel → room mapping.
-    slack: Option<SlackApp>,
+    pub(crate) slack: Option<SlackApp>,
     /// History limits per room (`[history]`), and for DMs.
-    history: crate::config::HistoryConfig,
+    pub(crate) history: crate::config::HistoryConfig,
     /// Slack user names, kept across reloads.
-    names: Arc<names::Names>,
+    pub(crate) names: Arc<names::Names>,
     /// Discord channel id → where its messages go (Discord links with `bot_token`).
-    discord: BTreeMap<String, crate::config::DiscordTarget>,
+    pub(crate) discord: BTreeMap<String, crate::config::DiscordTarget>,
     /// The ids of our Discord links' webhooks: their posts coming back are ours.
-    discord_webhooks: BTreeSet<String>,
+    pub(crate) discord_webhooks: BTreeSet<String>,
 }
 
 /// One webhook link that accepts inbound events.
@@ -78,13 +75,13 @@ struct HookLink {
 }
 
 /// The Slack app and where each channel's events go.
-struct SlackApp {
+pub(crate) struct SlackApp {
     /// `[slack]`: the signing secret and our own app and bot ids.
-    config: SlackAppConfig,
+    pub(crate) config: SlackAppConfig,
     /// Slack channel id → the room (and link) its events go to.
-    channels: BTreeMap<String, SlackInbound>,
+    pub(crate) channels: BTreeMap<String, SlackInbound>,
     /// Per Slack link (Web API mode): its token and API base, for `users.info`.
-    directories: BTreeMap<String, names::Directory>,
+    pub(crate) directories: BTreeMap<String, names::Directory>,
 }
 
 impl Inbound {
@@ -163,21 +160,24 @@ fn directories(config: &Config) -> BTreeMap<String, names::Directory> {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/hooks/{link}", post(hooks::receive))
-        .route("/slack/events", post(slack::receive))
+        .route(
+            "/slack/events",
+            post(crate::platforms::slack::events::receive),
+        )
 }
 
 /// A request's outcome: its status, body and the bounded `result` label it is counted under.
-struct Outcome {
+pub(crate) struct Outcome {
     /// The HTTP status answered.
-    status: StatusCode,
+    pub(crate) status: StatusCode,
     /// The JSON body answered.
-    body: serde_json::Value,
+    pub(crate) body: serde_json::Value,
     /// The metric's `result` label: one of a fixed set.
-    result: &'static str,
+    pub(crate) result: &'static str,
 }
 
 impl Outcome {
-    fn ok(status: StatusCode, body: serde_json::Value, result: &'static str) -> Self {
+    pub(crate) fn ok(status: StatusCode, body: serde_json::Value, result: &'static str) -> Self {
         Self {
             status,
             body,
@@ -186,11 +186,15 @@ impl Outcome {
     }
 
     /// An error answer: `{"error": message}` plus `field` when one field is at fault.
-    fn error(status: StatusCode, result: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn error(
+        status: StatusCode,
+        result: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self::ok(status, json!({ "error": message.into() }), result)
     }
 
-    fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
         let result = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "too_large"
         } else {
@@ -203,7 +207,7 @@ impl Outcome {
         )
     }
 
-    fn unavailable() -> Self {
+    pub(crate) fn unavailable() -> Self {
         Self::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -211,7 +215,7 @@ impl Outcome {
         )
     }
 
-    fn redis_failed(e: &redis::RedisError) -> Self {
+    pub(crate) fn redis_failed(e: &redis::RedisError) -> Self {
         tracing::warn!(error = %e, "inbound write failed");
         Self::error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -221,7 +225,7 @@ impl Outcome {
     }
 
     /// Counts the request (and logs a refusal at debug level) and answers.
-    fn respond(self, route: &'static str) -> Response {
+    pub(crate) fn respond(self, route: &'static str) -> Response {
         if !self.status.is_success() {
             tracing::debug!(
                 route,
@@ -238,6 +242,6 @@ impl Outcome {
 }
 
 /// Unix seconds now.
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }

@@ -16,8 +16,8 @@ use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::SendOutcome;
 use crate::model::{ChatEvent, Outbound, OutboundKind, Scope};
+use crate::platforms::SendOutcome;
 use crate::printable::escape_controls;
 use crate::retry::Verdict;
 

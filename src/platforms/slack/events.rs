@@ -18,15 +18,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::{Inbound, Outcome, SLACK_DEDUP_SECS, SlackApp, Write, Written, now_secs};
 use crate::http::AppState;
-use crate::links::signing;
+use crate::inbound::{Inbound, Outcome, SLACK_DEDUP_SECS, SlackApp, Write, Written, now_secs};
 use crate::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
+use crate::platforms::webhook::signing;
 use crate::secret::SigningSecret;
 
 const ROUTE: &str = "slack";
 
-pub(super) async fn receive(
+pub(crate) async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
@@ -103,7 +103,7 @@ fn ignored(why: &str) -> Outcome {
 
 /// One `event_callback` envelope, once its origin is established (a verified signature over
 /// HTTP, or our own Socket Mode connection): the one code path of both transports.
-pub(super) async fn callback(
+pub(crate) async fn callback(
     inbound: &Inbound,
     app: &SlackApp,
     envelope: &Value,

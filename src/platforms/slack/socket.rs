@@ -8,7 +8,7 @@
 //!
 //! The holder calls `apps.connections.open` with the app token, connects to the `wss://` URL it
 //! answers and, for each `events_api` envelope, hands the payload to the Events API handling
-//! ([`super::slack::callback`]: de-dup on `event_id`, echo guard, the atomic Redis write) and
+//! ([`super::events::callback`]: de-dup on `event_id`, echo guard, the atomic Redis write) and
 //! only then acknowledges `{"envelope_id": …}`. When Redis cannot take the write the envelope
 //! is left unacknowledged, so Slack sends it again. On `disconnect` the new connection is opened
 //! first and the old one closed after; a broken connection is reopened with backoff.
@@ -23,9 +23,9 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
-use super::lease::Leased;
 use crate::config::Config;
+use crate::inbound::Shared;
+use crate::inbound::lease::Leased;
 use crate::metrics::ConnectedGauge;
 use crate::retry::Backoff;
 use crate::secret::{BotToken, SecretUrl};
@@ -196,7 +196,7 @@ impl SocketMode {
                 count("not_found");
                 return Flow::Continue;
             };
-            match super::slack::callback(&inbound, app, &envelope["payload"]).await {
+            match super::events::callback(&inbound, app, &envelope["payload"]).await {
                 Ok(outcome) => outcome.result,
                 Err(outcome) if outcome.status.is_server_error() => {
                     // Not acknowledged: Slack sends the envelope again.

@@ -1,12 +1,12 @@
 //! Discord inbound through the Gateway: a Discord link with `bot_token` + `channel_id` also
-//! brings that channel's messages into the rooms the link mirrors ([`crate::inbound::gateway`]).
+//! brings that channel's messages into the rooms the link mirrors ([`crate::platforms::discord::gateway`]).
 //! Links sharing one bot token share one Gateway connection.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::error::Problems;
-use super::reader::Table;
-use super::{LinkConfig, LinkKind, RoomConfig};
+use crate::config::error::Problems;
+use crate::config::reader::Table;
+use crate::config::{LinkConfig, LinkKind, RoomConfig};
 use crate::secret::{BotToken, SecretUrl};
 
 /// Discord's REST API base, without version (`/v10` is always added).
@@ -39,7 +39,7 @@ pub struct DiscordInbound {
 impl DiscordInbound {
     /// The inbound keys of a Discord link; `None` when neither `bot_token` nor `channel_id`
     /// is set.
-    pub(super) fn parse(link: &mut Table, problems: &mut Problems) -> Option<Self> {
+    pub(crate) fn parse(link: &mut Table, problems: &mut Problems) -> Option<Self> {
         let token = link.string("bot_token", problems);
         let channel = link.string("channel_id", problems);
         let api_base = link.string("api_base", problems);
@@ -153,7 +153,7 @@ pub struct GatewaySettings {
 
 /// The Gateway connections the links ask for, one per bot token. Links that share a token but
 /// not its `api_base` / `gateway_url` are reported when `report` is given (the first wins).
-pub(super) fn gateways(
+pub(crate) fn gateways(
     links: &BTreeMap<String, LinkConfig>,
     mut report: Option<&mut Problems>,
 ) -> Vec<GatewaySettings> {
@@ -198,7 +198,7 @@ pub(super) fn gateways(
 
 /// Discord channel id → the one room (and link) its messages go to. A channel read for two
 /// rooms is ambiguous: reported as a problem when `report` is given.
-pub(super) fn discord_channels(
+pub(crate) fn discord_channels(
     links: &BTreeMap<String, LinkConfig>,
     rooms: &[RoomConfig],
     report: Option<&mut Problems>,
@@ -213,7 +213,7 @@ pub(super) fn discord_channels(
         inbound(link).map(|i| i.channel_id.as_str())
     }
     let gateways = gateways(links, None);
-    super::rooms::inbound_channels(links, rooms, "Discord", channel_of, report)
+    crate::config::rooms::inbound_channels(links, rooms, "Discord", channel_of, report)
         .into_iter()
         .filter_map(|(channel, to)| {
             let settings = inbound(links.get(to.link)?)?;

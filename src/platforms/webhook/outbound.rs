@@ -15,8 +15,8 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::signing::sign;
-use super::{SendOutcome, error_outcome, response_outcome};
 use crate::model::{Outbound, Scope};
+use crate::platforms::{SendOutcome, error_outcome, response_outcome};
 use crate::retry::Verdict;
 use crate::secret::{SecretUrl, WebhookSecret};
 
@@ -225,8 +225,8 @@ fn rfc3339(item: &Outbound) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::links::signing::verify;
     use crate::model::{EventKind, OutboundKind};
+    use crate::platforms::webhook::signing::verify;
     use axum::http::HeaderMap;
     use chrono::TimeZone;
     use serde_json::{Value, json};
@@ -413,7 +413,7 @@ mod tests {
             Duration::from_secs(5),
             1,
             1,
-            super::super::http_client(),
+            crate::platforms::http_client(),
         );
         let outcome = link.send(&[room_message("3f1c")]).await;
         assert_eq!(outcome.verdict, Verdict::Delivered, "{}", outcome.detail);
@@ -439,7 +439,7 @@ mod tests {
     #[tokio::test]
     async fn unsigned_requests_still_carry_id_and_timestamp() {
         let (url, mut requests) = capture().await;
-        let client = super::super::http_client();
+        let client = crate::platforms::http_client();
         let link = Webhook::new("hook", url, None, Duration::from_secs(5), 10, 1, client);
         let batch = [room_message("a"), room_message("b")];
         assert_eq!(link.send(&batch).await.verdict, Verdict::Delivered);

@@ -7,16 +7,11 @@
 //! as chat posts for Slack and Discord, and [`posting`] holds what those two share around their
 //! calls.
 
+pub mod chatpost;
 pub mod console;
 pub mod discord;
-pub mod names;
-mod posting;
-pub(crate) use posting::{NotBefore, seconds};
-pub mod render;
-pub mod signing;
+pub(crate) use chatpost::{NotBefore, seconds};
 pub mod slack;
-pub mod split;
-pub mod template;
 pub mod webhook;
 
 use std::time::Duration;

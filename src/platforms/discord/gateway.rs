@@ -46,13 +46,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use twilight_gateway::{Intents, Message as GatewayMessage, Shard, ShardId};
 
-use super::lease::Leased;
-use super::{Inbound, Shared, Write, Written};
 use crate::config::{Config, DiscordTarget, GatewaySettings, is_snowflake};
-use crate::links::NotBefore;
-use crate::links::discord::{DISCORD_USER_AGENT, RateBucket, api_pause, note_refusal, retry_after};
+use crate::inbound::lease::Leased;
+use crate::inbound::{Inbound, Shared, Write, Written};
 use crate::metrics::ConnectedGauge;
 use crate::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
+use crate::platforms::NotBefore;
+use crate::platforms::discord::{
+    DISCORD_USER_AGENT, RateBucket, api_pause, note_refusal, retry_after,
+};
 use crate::retry::Backoff;
 
 /// The metric's `route` label.
@@ -727,7 +729,7 @@ impl Gateway {
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(crate::links::seconds);
+                .and_then(crate::platforms::seconds);
             let body = response.bytes().await.unwrap_or_default();
             match status {
                 200 => {

@@ -1,13 +1,13 @@
 //! `[slack]`: the Slack app that sends Events API requests to `POST /slack/events` (or, with
-//! `app_token`, through Socket Mode: [`crate::inbound::socket`]). Each Slack
+//! `app_token`, through Socket Mode: [`crate::platforms::slack::socket`]). Each Slack
 //! link's `channel` (Web API mode) doubles as the inbound mapping: events from that channel
 //! are written into the rooms that link mirrors, with `origin` = the link.
 
 use std::collections::BTreeMap;
 
-use super::error::Problems;
-use super::reader::Table;
-use super::{LinkKind, RoomConfig, SlackLinkConfig, SlackMode};
+use crate::config::error::Problems;
+use crate::config::reader::Table;
+use crate::config::{LinkKind, RoomConfig, SlackLinkConfig, SlackMode};
 use crate::secret::{BotToken, SecretUrl, SigningSecret};
 
 /// `[slack]`: present only when the section is; without it `/slack/events` answers 404.
@@ -41,7 +41,7 @@ pub struct SlackInbound {
     pub room: String,
 }
 
-pub(super) fn parse_slack(
+pub(crate) fn parse_slack(
     section: Option<Table>,
     problems: &mut Problems,
 ) -> Option<SlackAppConfig> {
@@ -86,12 +86,12 @@ pub(super) fn parse_slack(
 
 /// Slack channel id → the one room (and link) its inbound events go to. A channel mirrored
 /// to two rooms is ambiguous: reported as a problem when `report` is given.
-pub(super) fn slack_channels(
-    links: &BTreeMap<String, super::LinkConfig>,
+pub(crate) fn slack_channels(
+    links: &BTreeMap<String, crate::config::LinkConfig>,
     rooms: &[RoomConfig],
     report: Option<&mut Problems>,
 ) -> BTreeMap<String, SlackInbound> {
-    fn channel_of(link: &super::LinkConfig) -> Option<&str> {
+    fn channel_of(link: &crate::config::LinkConfig) -> Option<&str> {
         match &link.kind {
             LinkKind::Slack(SlackLinkConfig {
                 mode: SlackMode::Api { channel, .. },
@@ -100,7 +100,7 @@ pub(super) fn slack_channels(
             _ => None,
         }
     }
-    super::rooms::inbound_channels(links, rooms, "Slack", channel_of, report)
+    crate::config::rooms::inbound_channels(links, rooms, "Slack", channel_of, report)
         .into_iter()
         .map(|(channel, to)| {
             let target = SlackInbound {

@@ -26,13 +26,15 @@ use std::time::{Duration, Instant};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use serde::{Deserialize, Serialize};
 
-use super::names;
-use super::posting::{MakesPosts, NotBefore, Progress, Receipts, post_all, seconds, waiting};
-use super::render::{self, Naming, Post, Style};
-use super::split::utf16_units;
-use super::{SendOutcome, error_outcome, excerpt, read_prefix};
 use crate::config::{DiscordLinkConfig, LinkCommon};
 use crate::model::Outbound;
+use crate::platforms::chatpost::names;
+use crate::platforms::chatpost::posting::{
+    MakesPosts, NotBefore, Progress, Receipts, post_all, seconds, waiting,
+};
+use crate::platforms::chatpost::render::{self, Naming, Post, Style};
+use crate::platforms::chatpost::split::utf16_units;
+use crate::platforms::{SendOutcome, error_outcome, excerpt, read_prefix};
 use crate::retry::{self, Verdict};
 use crate::secret::SecretUrl;
 
