@@ -37,7 +37,7 @@ use crate::http::Operations;
 use crate::intake::Intake;
 use crate::notify::{self, Health};
 use crate::outbox::{Caps, Outbox, Reader};
-use crate::platforms::{self as links, Target};
+use crate::platforms::{self, Platforms, Target};
 use crate::retry::Backoff;
 use crate::route::{Reroute, Routes};
 use crate::subscription::Listen;
@@ -168,6 +168,8 @@ struct Bridge {
     outbox: Outbox,
     /// Shared by the webhook links (connection pool).
     http: reqwest::Client,
+    /// What every link and source of this process shares: pacing and rate limits.
+    platforms: Platforms,
     /// This process, as the delivery leases name it.
     me: Identity,
     /// Hands new routes to the subscription, which hands them on to the intake.
@@ -203,7 +205,8 @@ impl Bridge {
             parts: Supervisor::new(stop),
             links: BTreeMap::new(),
             client,
-            http: links::http_client(),
+            http: platforms::http_client(),
+            platforms: Platforms::default(),
             reroutes,
             health: ops.health(),
             status: notify::Status::new(con.clone(), links),
@@ -231,23 +234,14 @@ impl Bridge {
         };
         self.parts
             .spawn("trim", trimmer.run(self.client.clone(), stop.clone()));
-        if let Some(socket) = crate::platforms::slack::socket::SocketMode::from_config(
-            config,
-            self.ops.inbound().clone(),
-            con.clone(),
-            self.http.clone(),
-        ) {
-            self.parts
-                .spawn("slack socket mode", socket.run(stop.clone()));
-        }
-        for gateway in crate::platforms::discord::gateway::from_config(
+        for source in platforms::sources(
             config,
             self.ops.inbound(),
             &con,
             &self.http,
+            &self.platforms,
         ) {
-            self.parts
-                .spawn("discord gateway", gateway.run(stop.clone()));
+            self.parts.spawn(source.task(), source.run(stop.clone()));
         }
         self.ops
             .supervise(&mut self.parts, con.clone(), self.status.clone(), &stop);
@@ -300,6 +294,7 @@ impl Bridge {
             link,
             self.http.clone(),
             self.outbox.con.clone(),
+            &self.platforms,
         ));
         let mut outbox = self.outbox.clone();
         while let Err(e) = outbox.ensure_group(name).await {

@@ -37,7 +37,7 @@ fn message(id: &str) -> Outbound {
 fn webhook(url: &str, secret: Option<&str>, timeout: Duration) -> Target {
     let url = SecretUrl::parse(url).expect("test URL");
     let secret = secret.map(|s| WebhookSecret::parse(s).expect("test secret"));
-    Target::Webhook(Webhook::new(
+    Target::new(Webhook::new(
         "hook",
         url,
         secret,

@@ -25,16 +25,17 @@ use std::time::Duration;
 
 use redis::IntoConnectionInfo;
 
+pub use crate::platforms::discord::config::DiscordLinkConfig;
 pub use crate::platforms::discord::config::{
     DiscordInbound, DiscordTarget, GatewaySettings, is_snowflake,
 };
 pub use crate::platforms::slack::config::{SlackAppConfig, SlackInbound};
+pub use crate::platforms::slack::config::{SlackLinkConfig, SlackMode};
+pub use crate::platforms::webhook::config::WebhookLinkConfig;
 pub use diff::Changes;
 pub use error::{ConfigError, ConfigErrors};
-pub use links::{
-    DeliveryPolicy, DiscordLinkConfig, LinkCommon, LinkConfig, LinkKind, SlackLinkConfig,
-    SlackMode, WebhookLinkConfig,
-};
+pub(crate) use links::{DEFAULT_EVENTS, Rules};
+pub use links::{DeliveryPolicy, LinkCommon, LinkConfig, LinkKind};
 pub use ops::{HttpConfig, LogConfig, LogFormat};
 pub use rooms::{DmsConfig, RoomConfig};
 pub use tls::{ClientIdentity, PemFile, RedisTls};
@@ -392,11 +393,7 @@ impl Config {
 
     /// Whether anything inbound is configured (`[slack]`, or a webhook link with `inbound`).
     pub fn has_inbound(&self) -> bool {
-        self.slack.is_some()
-            || self
-                .links
-                .values()
-                .any(|link| matches!(&link.kind, LinkKind::Webhook(w) if w.inbound))
+        self.slack.is_some() || self.links.values().any(|link| link.kind.accepts_hooks())
     }
 
     /// The HTTP server's settings: `[http]`, or its defaults when only inbound routes need it;

@@ -30,7 +30,7 @@ use axum::routing::post;
 use redis::aio::ConnectionManager;
 use serde_json::json;
 
-use crate::config::{Config, LinkKind, SlackAppConfig, SlackInbound};
+use crate::config::{Config, SlackAppConfig, SlackInbound};
 use crate::http::AppState;
 use crate::secret::WebhookSecret;
 
@@ -92,9 +92,7 @@ impl Inbound {
             .links
             .iter()
             .filter_map(|(name, link)| {
-                let LinkKind::Webhook(w) = &link.kind else {
-                    return None;
-                };
+                let w = link.kind.webhook()?;
                 let secret = w.secret.clone().filter(|_| w.inbound)?;
                 let rooms = config
                     .rooms
@@ -126,10 +124,7 @@ impl Inbound {
             discord_webhooks: config
                 .links
                 .values()
-                .filter_map(|link| match &link.kind {
-                    LinkKind::Discord(d) => Some(d.webhook_id.clone()),
-                    _ => None,
-                })
+                .filter_map(|link| Some(link.kind.discord()?.webhook_id.clone()))
                 .collect(),
         }
     }
@@ -140,18 +135,15 @@ fn directories(config: &Config) -> BTreeMap<String, names::Directory> {
     config
         .links
         .iter()
-        .filter_map(|(name, link)| match &link.kind {
-            LinkKind::Slack(slack) => match &slack.mode {
-                crate::config::SlackMode::Api { token, api_url, .. } => Some((
-                    name.clone(),
-                    names::Directory {
-                        token: token.clone(),
-                        api_url: api_url.clone(),
-                    },
-                )),
-                crate::config::SlackMode::Webhook { .. } => None,
-            },
-            _ => None,
+        .filter_map(|(name, link)| match &link.kind.slack()?.mode {
+            crate::config::SlackMode::Api { token, api_url, .. } => Some((
+                name.clone(),
+                names::Directory {
+                    token: token.clone(),
+                    api_url: api_url.clone(),
+                },
+            )),
+            crate::config::SlackMode::Webhook { .. } => None,
         })
         .collect()
 }

@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
@@ -103,6 +103,8 @@ struct Poster {
     not_before: NotBefore,
     /// The webhook route's rate-limit bucket as the last answer described it.
     bucket: RateBucket,
+    /// This process's Discord-wide limits.
+    limits: Limits,
 }
 
 /// A Discord route's rate-limit bucket as the last answer's `X-RateLimit-*` headers described
@@ -189,6 +191,7 @@ impl Discord {
         config: &DiscordLinkConfig,
         client: reqwest::Client,
         redis: redis::aio::ConnectionManager,
+        limits: &Limits,
     ) -> Self {
         let poster = Poster {
             url: config.url.clone(),
@@ -196,6 +199,7 @@ impl Discord {
             client,
             not_before: NotBefore::default(),
             bucket: RateBucket::default(),
+            limits: limits.clone(),
         };
         Self {
             name: name.to_owned(),
@@ -251,11 +255,11 @@ impl MakesPosts for Poster {
 
 impl Poster {
     async fn post(&self, post: &Post) -> SendOutcome {
-        let global = global_not_before().remaining();
+        let global = self.limits.global().remaining();
         if let Some(wait) = self.not_before.remaining().max(global) {
             return waiting(wait, "Discord asked to slow down (429)");
         }
-        if let Some(wait) = invalid_requests().paused() {
+        if let Some(wait) = self.limits.refused().paused() {
             return SendOutcome {
                 verdict: Verdict::LinkFailure { after: Some(wait) },
                 status: None,
@@ -301,7 +305,7 @@ impl Poster {
         let raw = read_prefix(&mut response).await;
         let body: ErrorBody = serde_json::from_slice(&raw).unwrap_or_default();
         if matches!(status, 401 | 403 | 429) {
-            invalid_requests().count();
+            self.limits.refused().count();
         }
         let verdict = match (status, body.code) {
             (200..=299, _) => Verdict::Delivered,
@@ -309,7 +313,7 @@ impl Poster {
                 let after = retry_after(body.retry_after, retry_after_header);
                 self.not_before.wait(after);
                 if body.global == Some(true) {
-                    global_not_before().wait(after);
+                    self.limits.global().wait(after);
                 }
                 Verdict::RateLimited { after: Some(after) }
             }
@@ -413,32 +417,67 @@ impl InvalidRequests {
     }
 }
 
-/// Set by a 429 whose body says `"global": true`: no Discord link of this process calls before.
-fn global_not_before() -> &'static NotBefore {
-    static GLOBAL: OnceLock<NotBefore> = OnceLock::new();
-    GLOBAL.get_or_init(NotBefore::default)
-}
+/// Discord's limits on this whole process, created once per daemon ([`super::super::Platforms`])
+/// and shared by every Discord link and the Gateway's REST catch-up: the "not before" a 429 whose
+/// body says `"global": true` sets, and the count of refused (401, 403, 429) requests.
+#[derive(Clone)]
+pub struct Limits(Arc<(NotBefore, InvalidRequests)>);
 
-/// For other callers of Discord's API (the Gateway's REST backfill): how long to wait before
-/// the next call, after a global 429 or while this process's refusals are at the limit.
-pub(crate) fn api_pause() -> Option<Duration> {
-    let global = global_not_before().remaining();
-    let refused = invalid_requests().paused();
-    global.max(refused)
-}
-
-/// For other callers of Discord's API: a 401, 403 or 429 answer (counted towards the pause),
-/// and, for a global 429, how long every caller must wait.
-pub(crate) fn note_refusal(global_wait: Option<Duration>) {
-    invalid_requests().count();
-    if let Some(wait) = global_wait {
-        global_not_before().wait(wait);
+impl Default for Limits {
+    fn default() -> Self {
+        Self(Arc::new((
+            NotBefore::default(),
+            InvalidRequests::new(InvalidRequests::LIMIT),
+        )))
     }
 }
 
-fn invalid_requests() -> &'static InvalidRequests {
-    static COUNT: OnceLock<InvalidRequests> = OnceLock::new();
-    COUNT.get_or_init(|| InvalidRequests::new(InvalidRequests::LIMIT))
+impl Limits {
+    /// Set by a global 429: no Discord call of this process before it.
+    fn global(&self) -> &NotBefore {
+        &self.0.0
+    }
+
+    /// This process's refused requests.
+    fn refused(&self) -> &InvalidRequests {
+        &self.0.1
+    }
+
+    /// For other callers of Discord's API (the Gateway's REST backfill): how long to wait
+    /// before the next call, after a global 429 or while this process's refusals are at the
+    /// limit.
+    pub(crate) fn pause(&self) -> Option<Duration> {
+        let global = self.global().remaining();
+        let refused = self.refused().paused();
+        global.max(refused)
+    }
+
+    /// For other callers of Discord's API: a 401, 403 or 429 answer (counted towards the
+    /// pause), and, for a global 429, how long every caller must wait.
+    pub(crate) fn note_refusal(&self, global_wait: Option<Duration>) {
+        self.refused().count();
+        if let Some(wait) = global_wait {
+            self.global().wait(wait);
+        }
+    }
+}
+
+impl crate::platforms::Sink for Discord {
+    fn name(&self) -> &str {
+        Discord::name(self)
+    }
+
+    fn batch_max(&self) -> usize {
+        Discord::batch_max(self)
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.timeout()
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Outbound]) -> crate::platforms::Sending<'a> {
+        Box::pin(Discord::send(self, batch))
+    }
 }
 
 #[cfg(test)]

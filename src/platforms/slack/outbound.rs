@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -180,6 +180,7 @@ impl Slack {
         config: &SlackLinkConfig,
         client: reqwest::Client,
         redis: ConnectionManager,
+        paces: &Paces,
     ) -> Self {
         let (mode, picture, ts) = match &config.mode {
             SlackMode::Api {
@@ -223,7 +224,7 @@ impl Slack {
             timeout: common.delivery.timeout,
             client,
             not_before: NotBefore::default(),
-            pace: channel_pace(&channel_key),
+            pace: paces.channel(&channel_key),
             ts,
         };
         Self {
@@ -391,25 +392,28 @@ impl Poster {
     }
 }
 
-/// The token bucket of one channel (a Web API channel at an API base, or an incoming webhook,
-/// which is bound to one channel), shared by the links of this process that post there.
-fn channel_pace(channel: &str) -> Arc<DefaultDirectRateLimiter> {
-    static PACES: OnceLock<Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>> = OnceLock::new();
-    let mut paces = PACES
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    paces
-        .entry(channel.to_owned())
-        .or_insert_with(|| {
-            let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
-            let quota = Quota::with_period(PACE).map_or_else(
-                || Quota::per_second(NonZeroU32::MIN),
-                |quota| quota.allow_burst(burst),
-            );
-            Arc::new(RateLimiter::direct(quota))
-        })
-        .clone()
+/// The token buckets of Slack channels (a Web API channel at an API base, or an incoming
+/// webhook, which is bound to one channel), one per channel: created once per daemon
+/// ([`super::super::Platforms`]) and shared by the links of this process that post there.
+#[derive(Clone, Default)]
+pub struct Paces(Arc<Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>>);
+
+impl Paces {
+    /// The bucket of `channel`, made on first use.
+    fn channel(&self, channel: &str) -> Arc<DefaultDirectRateLimiter> {
+        let mut paces = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        paces
+            .entry(channel.to_owned())
+            .or_insert_with(|| {
+                let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
+                let quota = Quota::with_period(PACE).map_or_else(
+                    || Quota::per_second(NonZeroU32::MIN),
+                    |quota| quota.allow_burst(burst),
+                );
+                Arc::new(RateLimiter::direct(quota))
+            })
+            .clone()
+    }
 }
 
 /// Event key → the `ts` of the post that carries it (the first part of a split message), so
@@ -474,6 +478,24 @@ impl TsMap {
     }
 }
 
+impl crate::platforms::Sink for Slack {
+    fn name(&self) -> &str {
+        Slack::name(self)
+    }
+
+    fn batch_max(&self) -> usize {
+        Slack::batch_max(self)
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.timeout()
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Outbound]) -> crate::platforms::Sending<'a> {
+        Box::pin(Slack::send(self, batch))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,7 +542,7 @@ mod tests {
 
     #[test]
     fn the_pace_allows_a_burst_of_2_then_one_post_per_1_1_s() {
-        let pace = channel_pace("C-pace-test https://slack.example/api");
+        let pace = Paces::default().channel("C-pace-test https://slack.example/api");
         assert!(pace.check().is_ok() && pace.check().is_ok(), "a burst of 2");
         let Err(not_until) = pace.check() else {
             panic!("a third post at once");

@@ -55,6 +55,19 @@ pub struct SocketMode {
     http: reqwest::Client,
 }
 
+impl crate::platforms::Source for SocketMode {
+    fn task(&self) -> &'static str {
+        "slack socket mode"
+    }
+
+    fn run(
+        self: Box<Self>,
+        stop: CancellationToken,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(SocketMode::run(*self, stop))
+    }
+}
+
 /// What to do after one frame.
 enum Flow {
     Continue,

@@ -60,6 +60,25 @@ impl Webhook {
         }
     }
 
+    /// The link a `[links.<name>]` section of kind `webhook` describes.
+    pub fn from_config(
+        name: &str,
+        common: &crate::config::LinkCommon,
+        config: &super::config::WebhookLinkConfig,
+        client: reqwest::Client,
+    ) -> Self {
+        let delivery = &common.delivery;
+        Self::new(
+            name,
+            config.url.clone(),
+            config.secret.clone(),
+            delivery.timeout,
+            delivery.batch_max,
+            delivery.max_in_flight,
+            client,
+        )
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -133,6 +152,28 @@ fn render(batch: &[Outbound]) -> Result<(Vec<u8>, String), serde_json::Error> {
         })?,
     };
     Ok((body, msg_id))
+}
+
+impl crate::platforms::Sink for Webhook {
+    fn name(&self) -> &str {
+        Webhook::name(self)
+    }
+
+    fn batch_max(&self) -> usize {
+        Webhook::batch_max(self)
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.timeout()
+    }
+
+    fn max_in_flight(&self) -> usize {
+        Webhook::max_in_flight(self)
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Outbound]) -> crate::platforms::Sending<'a> {
+        Box::pin(Webhook::send(self, batch))
+    }
 }
 
 /// [`batch_id`] of a batch.

@@ -8,9 +8,7 @@ use serde_json::Value;
 
 use crate::inbound::Inbound;
 use crate::platforms::NotBefore;
-use crate::platforms::discord::{
-    DISCORD_USER_AGENT, RateBucket, api_pause, note_refusal, retry_after,
-};
+use crate::platforms::discord::{DISCORD_USER_AGENT, RateBucket, retry_after};
 use crate::retry::Backoff;
 
 use super::Gateway;
@@ -99,7 +97,7 @@ impl Gateway {
         );
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
-            if let Some(wait) = rest.wait().max(api_pause()) {
+            if let Some(wait) = rest.wait().max(self.limits.pause()) {
                 tokio::time::sleep(wait).await;
             }
             let sent = self
@@ -140,7 +138,7 @@ impl Gateway {
                     let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
                     let wait = retry_after(answer["retry_after"].as_f64(), header_wait);
                     let global = answer["global"] == true;
-                    note_refusal(global.then_some(wait));
+                    self.limits.note_refusal(global.then_some(wait));
                     rest.not_before.wait(wait);
                     tracing::info!(
                         wait_ms = wait.as_millis() as u64,
@@ -150,7 +148,7 @@ impl Gateway {
                 }
                 401 | 403 | 404 => {
                     if status != 404 {
-                        note_refusal(None);
+                        self.limits.note_refusal(None);
                     }
                     let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
                     return Err(format!(

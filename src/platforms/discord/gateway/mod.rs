@@ -50,6 +50,7 @@ use twilight_gateway::Intents;
 use crate::config::{Config, DiscordTarget, GatewaySettings};
 use crate::inbound::lease::Leased;
 use crate::inbound::{Inbound, Shared, Write, Written};
+use crate::platforms::discord::Limits;
 use crate::retry::Backoff;
 
 mod catchup;
@@ -71,6 +72,21 @@ pub struct Gateway {
     /// The newest message id handled per channel, in this process: where the catch-up starts
     /// when Redis lost `chatbridge:discord:last:{channel}` (restarted without persistence).
     seen: std::sync::Mutex<BTreeMap<String, String>>,
+    /// This process's Discord-wide limits, shared with the Discord links.
+    limits: Limits,
+}
+
+impl crate::platforms::Source for Gateway {
+    fn task(&self) -> &'static str {
+        "discord gateway"
+    }
+
+    fn run(
+        self: Box<Self>,
+        stop: CancellationToken,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(Gateway::run(*self, stop))
+    }
 }
 
 /// The Gateway connections `config` asks for.
@@ -79,6 +95,7 @@ pub fn from_config(
     inbound: &Shared,
     con: &ConnectionManager,
     http: &reqwest::Client,
+    limits: &Limits,
 ) -> Vec<Gateway> {
     config
         .discord_gateways()
@@ -90,6 +107,7 @@ pub fn from_config(
             con: con.clone(),
             http: http.clone(),
             seen: std::sync::Mutex::default(),
+            limits: limits.clone(),
         })
         .collect()
 }
