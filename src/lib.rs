@@ -2,7 +2,7 @@
 //! without losing a message.
 //!
 //! # Layout
-//! The data path reads in file order: `subscription → decode → route → outbox → deliver → links`.
+//! The data path reads in file order: `subscription → decode → route → outbox → deliver → platforms`.
 //!
 //! - [`model`]: the typed chat events of `docs/wire.md` (message, system line, typing, read receipt),
 //!   timestamps in every accepted form, user ids that keep their JSON type, room/DM scopes.
@@ -29,8 +29,9 @@
 //! - [`deliver`]: one worker per link: read outbox, render, send, retry, acknowledge; only
 //!   while it holds the link's lease (one delivering process per link, the others standby).
 //! - [`retry`]: the one place that decides whether a failed send is retried, and how long to wait.
-//! - [`links`]: the link kinds (console, webhook, Slack, Discord) behind one [`links::Target`],
-//!   and the chat-post rendering Slack and Discord share (merging, splitting, names).
+//! - [`platforms`]: one folder per platform (console, webhook, Slack, Discord: config, outbound
+//!   sink, inbound sources), the chat-post rendering the chat platforms share, and the one
+//!   registry ([`platforms::LinkKind`]) that matches on the kind.
 //! - [`trim`]: keeps every history list bounded (limit, age) in bounded rounds, never removing
 //!   what catch-up has not read.
 //! - [`logging`]: log lines as text or JSON, level from `RUST_LOG` or `[log] level`.
@@ -45,9 +46,10 @@
 //!   idle timeouts, a connection cap, health routes outside the request limit).
 //! - [`fdlimit`]: raises the open-file limit at start and keeps descriptors for Redis and
 //!   outbound HTTP beside the HTTP server's connections.
-//! - [`inbound`]: `POST /hooks/{link}` (signed generic webhooks) and `POST /slack/events`
-//!   (Slack Events API): verify, de-duplicate, then one atomic write into the chat marked with
-//!   a trusted `origin`, from where the normal path relays it to every other link.
+//! - [`inbound`]: what every inbound source shares: `POST /hooks/{link}` (signed generic
+//!   webhooks) and the platforms' routes; verify, de-duplicate, then one atomic write into the
+//!   chat marked with a trusted `origin`, from where the normal path relays it to every other
+//!   link.
 //! - [`supervise`]: the daemon's parts as named tasks, each stoppable on its own; the first one
 //!   to end or panic unasked stops the daemon, which exits non-zero.
 //! - [`daemon`]: wires it all together, one worker per link; `run(config, requests, load)`

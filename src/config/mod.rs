@@ -221,11 +221,7 @@ pub fn load_str(toml: &str, env: &Env) -> Result<Config, ConfigErrors> {
         root.optional_table("slack", &mut problems),
         &mut problems,
     );
-    if slack.is_some() {
-        crate::platforms::slack::config::slack_channels(&links, &rooms, Some(&mut problems));
-    }
-    crate::platforms::discord::config::discord_channels(&links, &rooms, Some(&mut problems));
-    crate::platforms::discord::config::gateways(&links, Some(&mut problems));
+    crate::platforms::check(&links, &rooms, slack.is_some(), &mut problems);
     root.finish(&mut problems);
     problems.into_result(Config {
         redis,

@@ -3,11 +3,13 @@
 //!
 //! - [`hooks`]: `POST /hooks/{link}`, Standard Webhooks-signed events from a webhook link
 //!   with `inbound = true`.
-//! - [`slack`]: `POST /slack/events`, the Slack Events API (`[slack]`).
-//! - [`socket`]: Slack Socket Mode (`[slack] app_token`), the same events over a websocket.
-//! - [`gateway`]: Discord channels read through the Gateway (Discord links' `bot_token`).
 //! - [`names`]: Slack user names (`users.info`, short deadline, cached).
 //! - [`write`]: the one atomic write (de-dup, seed operation, trusted `origin`).
+//! - [`lease`]: the lease that keeps one connection-holding source per deployment.
+//!
+//! The platforms' own sources live in their folders ([`crate::platforms`]): their HTTP routes
+//! join [`routes`] through [`crate::platforms::routes`], the connection-holding ones are
+//! started by the daemon from [`crate::platforms::sources`].
 //!
 //! What the routes accept comes from the configuration in force: [`Shared`] holds it and the
 //! daemon replaces it on every reload ([`Inbound::from_config`]). Until Redis is connected it
@@ -152,10 +154,7 @@ fn directories(config: &Config) -> BTreeMap<String, names::Directory> {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/hooks/{link}", post(hooks::receive))
-        .route(
-            "/slack/events",
-            post(crate::platforms::slack::events::receive),
-        )
+        .merge(crate::platforms::routes())
 }
 
 /// A request's outcome: its status, body and the bounded `result` label it is counted under.

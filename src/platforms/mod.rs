@@ -26,6 +26,7 @@ pub(crate) use chatpost::{NotBefore, seconds};
 pub use http::http_client;
 pub(crate) use http::{error_outcome, excerpt, read_prefix, response_outcome};
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -39,7 +40,7 @@ use crate::config::error::Problems;
 use crate::config::reader::Table;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, LinkConfig, Rules};
+use crate::config::{Config, LinkConfig, RoomConfig, Rules};
 use crate::model::Outbound;
 use crate::retry::Verdict;
 use discord::config::DiscordLinkConfig;
@@ -111,6 +112,28 @@ impl Target {
     pub async fn send(&self, batch: &[Outbound]) -> SendOutcome {
         self.0.send(batch).await
     }
+}
+
+/// The checks each platform makes across links and rooms, reported into `problems`: a
+/// channel read into two rooms, Gateway links that share a token but disagree. `app` says
+/// whether `[slack]` is set (Slack channels are read only then).
+pub(crate) fn check(
+    links: &BTreeMap<String, LinkConfig>,
+    rooms: &[RoomConfig],
+    app: bool,
+    problems: &mut Problems,
+) {
+    if app {
+        slack::config::slack_channels(links, rooms, Some(problems));
+    }
+    discord::config::discord_channels(links, rooms, Some(problems));
+    discord::config::gateways(links, Some(problems));
+}
+
+/// The HTTP routes of the platforms' inbound sources that come in through the server
+/// (`POST /slack/events`); the daemon adds them beside the generic webhooks' route.
+pub(crate) fn routes() -> axum::Router<crate::http::AppState> {
+    axum::Router::new().route("/slack/events", axum::routing::post(slack::events::receive))
 }
 
 /// An inbound source: runs until `stop`, writing what it receives through the shared inbound

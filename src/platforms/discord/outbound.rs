@@ -348,7 +348,7 @@ impl Poster {
 
 /// A username Discord accepts: no `@`, `#`, `:`, ```` ``` ````, no "discord" or "clyde" in any
 /// case, not "everyone" or "here", no control characters, at most 80 characters (cut at a
-/// grapheme boundary). Empty when nothing is left ([`super::render`] then falls back to
+/// grapheme boundary). Empty when nothing is left ([`crate::platforms::chatpost::render`] then falls back to
 /// `user {user_id}`).
 pub fn sanitize_username(name: &str) -> String {
     let mut clean: String = name

@@ -9,7 +9,7 @@
 //!   one per second with short bursts; pacing at exactly that (1/s, burst 3) let the uneven
 //!   delay of the path to Slack squeeze two posts into less than a second and drew a 429 about
 //!   once per thousand-message burst, so the pace keeps a margin on both. When a backlog
-//!   builds, the worker hands over up to `batch_max` queued events and [`super::render`] merges
+//!   builds, the worker hands over up to `batch_max` queued events and [`crate::platforms::chatpost::render`] merges
 //!   them into few posts of at most [`TEXT_LIMIT`], so a burst drains in seconds.
 //! - A 429 sets a "not before" from `Retry-After`: no request before it has passed.
 //! - HTTP 200 with `"ok": false` is a failure, classified by its `error` ([`classify_error`]).
