@@ -32,8 +32,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use console::Console;
-pub use discord::Discord;
-pub use slack::Slack;
+pub(crate) use discord::Discord;
+pub(crate) use slack::Slack;
 pub use webhook::Webhook;
 
 use crate::config::error::Problems;

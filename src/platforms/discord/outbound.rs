@@ -27,12 +27,12 @@ use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{DiscordLinkConfig, LinkCommon};
-use crate::model::Outbound;
+use crate::platforms::chatpost::ChatLink;
 use crate::platforms::chatpost::names;
 use crate::platforms::chatpost::posting::{
-    MakesPosts, NotBefore, Progress, Receipts, post_all, seconds, waiting,
+    MakesPosts, NotBefore, Progress, Receipts, seconds, waiting,
 };
-use crate::platforms::chatpost::render::{self, Naming, Post, Style};
+use crate::platforms::chatpost::render::{Naming, Post, Style};
 use crate::platforms::chatpost::split::utf16_units;
 use crate::platforms::{SendOutcome, error_outcome, excerpt, read_prefix};
 use crate::retry::{self, Verdict};
@@ -75,24 +75,11 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// A Discord webhook link.
-pub struct Discord {
-    /// The link's configured name.
-    name: String,
-    /// How many queued events one send may merge.
-    batch_max: usize,
-    /// `name_format` and `avatar_url`.
-    naming: Naming,
-    /// Posts already made by attempts not yet acknowledged.
-    progress: Progress,
-    /// Makes the posts; shared with the receipt coalescer's task.
-    poster: Arc<Poster>,
-    /// Read receipts waiting to become "seen by …" lines.
-    receipts: Arc<Receipts>,
-}
+/// A Discord webhook link: the shared chat-post link with Discord's poster.
+pub(crate) type Discord = ChatLink<Poster>;
 
 /// What making one post takes: where, and what the rate limits said.
-struct Poster {
+pub(crate) struct Poster {
     /// The execute-webhook URL (v10); a secret, only ever printed redacted.
     url: SecretUrl,
     /// One request's deadline.
@@ -204,46 +191,16 @@ impl Discord {
         Self {
             name: name.to_owned(),
             batch_max: common.delivery.batch_max.max(1),
+            timeout: common.delivery.timeout,
             naming: Naming {
                 name: common.name_format.clone(),
                 picture: config.avatar_url.clone(),
             },
+            style: STYLE,
             progress: Progress::durable(redis, name),
             poster: Arc::new(poster),
             receipts: Receipts::new(common.receipt_interval, STYLE),
         }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// One request's deadline.
-    pub fn timeout(&self) -> Duration {
-        self.poster.timeout
-    }
-
-    pub fn batch_max(&self) -> usize {
-        self.batch_max
-    }
-
-    /// Posts the batch (merged and split as [`render`] lays it out), in order; hands its read
-    /// receipts to the coalescer.
-    pub async fn send(&self, batch: &[Outbound]) -> SendOutcome {
-        let pending = self.progress.pending(batch).await;
-        let posts = render::posts(&pending, &STYLE, &self.naming);
-        let outcome = post_all(batch, &posts, &self.progress, |post| async move {
-            self.poster.post(&post).await
-        })
-        .await;
-        if outcome.verdict == Verdict::Disable {
-            self.receipts.clear();
-        }
-        if outcome.verdict == Verdict::Delivered {
-            self.receipts
-                .add(render::readers(&pending, &STYLE), &self.poster);
-        }
-        outcome
     }
 }
 
@@ -459,24 +416,6 @@ impl Limits {
         if let Some(wait) = global_wait {
             self.global().wait(wait);
         }
-    }
-}
-
-impl crate::platforms::Sink for Discord {
-    fn name(&self) -> &str {
-        Discord::name(self)
-    }
-
-    fn batch_max(&self) -> usize {
-        Discord::batch_max(self)
-    }
-
-    fn request_timeout(&self) -> Duration {
-        self.timeout()
-    }
-
-    fn send<'a>(&'a self, batch: &'a [Outbound]) -> crate::platforms::Sending<'a> {
-        Box::pin(Discord::send(self, batch))
     }
 }
 

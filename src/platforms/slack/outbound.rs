@@ -26,11 +26,11 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{LinkCommon, SlackLinkConfig, SlackMode};
-use crate::model::Outbound;
+use crate::platforms::chatpost::ChatLink;
 use crate::platforms::chatpost::posting::{
-    MakesPosts, NotBefore, Progress, Receipts, post_all, seconds, waiting,
+    MakesPosts, NotBefore, Progress, Receipts, seconds, waiting,
 };
-use crate::platforms::chatpost::render::{self, Naming, Post, Style};
+use crate::platforms::chatpost::render::{Naming, Post, Style};
 use crate::platforms::chatpost::split::utf16_units;
 use crate::platforms::{SendOutcome, error_outcome, excerpt, read_prefix};
 use crate::retry::{self, Verdict};
@@ -101,26 +101,11 @@ pub fn classify_error(error: &str) -> Verdict {
     }
 }
 
-/// A Slack link.
-pub struct Slack {
-    /// The link's configured name.
-    name: String,
-    /// How many queued events one send may merge.
-    batch_max: usize,
-    /// `name_format` and `icon_url`.
-    naming: Naming,
-    /// How text is laid out (webhooks put the name in the text).
-    style: Style,
-    /// Posts already made by attempts not yet acknowledged.
-    progress: Progress,
-    /// Makes the posts; shared with the receipt coalescer's task.
-    poster: Arc<Poster>,
-    /// Read receipts waiting to become "seen by …" lines.
-    receipts: Arc<Receipts>,
-}
+/// A Slack link: the shared chat-post link with Slack's poster.
+pub(crate) type Slack = ChatLink<Poster>;
 
 /// What making one post takes: where, how, and the link's pacing.
-struct Poster {
+pub(crate) struct Poster {
     /// Where and how to post.
     mode: Mode,
     /// `unfurl_links` / `unfurl_media`.
@@ -230,6 +215,7 @@ impl Slack {
         Self {
             name: name.to_owned(),
             batch_max: common.delivery.batch_max.max(1),
+            timeout: common.delivery.timeout,
             naming: Naming {
                 name: common.name_format.clone(),
                 picture,
@@ -239,38 +225,6 @@ impl Slack {
             poster: Arc::new(poster),
             receipts: Receipts::new(common.receipt_interval, style),
         }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// One request's deadline.
-    pub fn timeout(&self) -> Duration {
-        self.poster.timeout
-    }
-
-    pub fn batch_max(&self) -> usize {
-        self.batch_max
-    }
-
-    /// Posts the batch (merged and split as [`render`] lays it out), in order, paced; hands
-    /// its read receipts to the coalescer.
-    pub async fn send(&self, batch: &[Outbound]) -> SendOutcome {
-        let pending = self.progress.pending(batch).await;
-        let posts = render::posts(&pending, &self.style, &self.naming);
-        let outcome = post_all(batch, &posts, &self.progress, |post| async move {
-            self.poster.post(&post).await
-        })
-        .await;
-        if outcome.verdict == Verdict::Disable {
-            self.receipts.clear();
-        }
-        if outcome.verdict == Verdict::Delivered {
-            self.receipts
-                .add(render::readers(&pending, &self.style), &self.poster);
-        }
-        outcome
     }
 }
 
@@ -475,24 +429,6 @@ impl TsMap {
         if let Err(e) = done {
             tracing::warn!(map = self.map, error = %e, "could not record Slack message ts");
         }
-    }
-}
-
-impl crate::platforms::Sink for Slack {
-    fn name(&self) -> &str {
-        Slack::name(self)
-    }
-
-    fn batch_max(&self) -> usize {
-        Slack::batch_max(self)
-    }
-
-    fn request_timeout(&self) -> Duration {
-        self.timeout()
-    }
-
-    fn send<'a>(&'a self, batch: &'a [Outbound]) -> crate::platforms::Sending<'a> {
-        Box::pin(Slack::send(self, batch))
     }
 }
 
