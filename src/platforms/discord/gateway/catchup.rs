@@ -11,8 +11,8 @@ use crate::platforms::NotBefore;
 use crate::platforms::discord::{DISCORD_USER_AGENT, RateBucket, retry_after};
 use crate::retry::Backoff;
 
-use super::Gateway;
 use super::events::DiscordMessage;
+use super::{Gateway, last_key};
 
 /// Messages per backfill request: Discord's maximum.
 const PAGE: usize = 100;
@@ -182,11 +182,6 @@ impl Rest {
     pub(super) fn wait(&self) -> Option<Duration> {
         self.bucket.wait().max(self.not_before.remaining())
     }
-}
-
-/// `chatbridge:discord:last:{channel}`: the newest message id seen in the channel.
-pub(super) fn last_key(channel: &str) -> String {
-    format!("chatbridge:discord:last:{channel}")
 }
 
 /// A snowflake for this moment: messages sent from now on have larger ids.

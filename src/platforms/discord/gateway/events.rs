@@ -11,8 +11,7 @@ use crate::config::{DiscordTarget, is_snowflake};
 use crate::inbound::{Inbound, Write, Written};
 use crate::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
 
-use super::catchup::last_key;
-use super::{Gateway, count};
+use super::{Gateway, count, last_key};
 
 /// How long a message id (or a member event) is remembered against a second write.
 const DEDUP_SECS: u64 = 86_400;

@@ -221,6 +221,11 @@ impl Gateway {
     }
 }
 
+/// `chatbridge:discord:last:{channel}`: the newest message id seen in the channel.
+fn last_key(channel: &str) -> String {
+    format!("chatbridge:discord:last:{channel}")
+}
+
 /// A Redis call retried with backoff until it succeeds: what the Gateway reads must not be
 /// dropped because Redis is away for a while.
 async fn retrying<T, F, Fut>(what: &str, mut call: F) -> T
