@@ -36,11 +36,11 @@ use crate::bridge::retry::Backoff;
 use crate::bridge::route::{Reroute, Routes};
 use crate::bridge::subscription::Listen;
 use crate::config::{Changes, Config, ConfigErrors};
-use crate::links::{self, Target};
 use crate::ops::eviction;
 use crate::ops::http::Operations;
 use crate::ops::notify::{self, Health};
 use crate::ops::supervise::{Failure, PartId, Supervisor};
+use crate::platforms::{self, Platforms, Target};
 use crate::redis::connect;
 use crate::redis::keys;
 
@@ -169,6 +169,8 @@ struct Bridge {
     outbox: Outbox,
     /// Shared by the webhook links (connection pool).
     http: reqwest::Client,
+    /// What every link and source of this process shares: pacing and rate limits.
+    platforms: Platforms,
     /// This process, as the delivery leases name it.
     me: Identity,
     /// Hands new routes to the subscription, which hands them on to the intake.
@@ -204,7 +206,8 @@ impl Bridge {
             parts: Supervisor::new(stop),
             links: BTreeMap::new(),
             client,
-            http: links::http_client(),
+            http: platforms::http_client(),
+            platforms: Platforms::default(),
             reroutes,
             health: ops.health(),
             status: notify::Status::new(con.clone(), links),
@@ -232,20 +235,14 @@ impl Bridge {
         };
         self.parts
             .spawn("trim", trimmer.run(self.client.clone(), stop.clone()));
-        if let Some(socket) = crate::inbound::socket::SocketMode::from_config(
+        for source in platforms::sources(
             config,
-            self.ops.inbound().clone(),
-            con.clone(),
-            self.http.clone(),
+            self.ops.inbound(),
+            &con,
+            &self.http,
+            &self.platforms,
         ) {
-            self.parts
-                .spawn("slack socket mode", socket.run(stop.clone()));
-        }
-        for gateway in
-            crate::inbound::gateway::from_config(config, self.ops.inbound(), &con, &self.http)
-        {
-            self.parts
-                .spawn("discord gateway", gateway.run(stop.clone()));
+            self.parts.spawn(source.task(), source.run(stop.clone()));
         }
         self.ops
             .supervise(&mut self.parts, con.clone(), self.status.clone(), &stop);
@@ -298,6 +295,7 @@ impl Bridge {
             link,
             self.http.clone(),
             self.outbox.con.clone(),
+            &self.platforms,
         ));
         let mut outbox = self.outbox.clone();
         while let Err(e) = outbox.ensure_group(name).await {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use chatbridge::links::signing;
+use chatbridge::platforms::webhook::signing;
 use chatbridge::secret::WebhookSecret;
 use common::daemon::Daemon;
 use common::outbox::wait_drained;

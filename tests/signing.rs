@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chatbridge::bridge::retry::Verdict;
 use chatbridge::chat::model::{EventKind, Outbound, OutboundKind, Scope};
-use chatbridge::links::{SendOutcome, Target, Webhook, http_client};
+use chatbridge::platforms::{SendOutcome, Target, Webhook, http_client};
 use chatbridge::secret::{SecretUrl, WebhookSecret};
 use common::receiver::{Receiver, Recorded, Reply};
 
@@ -37,7 +37,7 @@ fn message(id: &str) -> Outbound {
 fn webhook(url: &str, secret: Option<&str>, timeout: Duration) -> Target {
     let url = SecretUrl::parse(url).expect("test URL");
     let secret = secret.map(|s| WebhookSecret::parse(s).expect("test secret"));
-    Target::Webhook(Webhook::new(
+    Target::new(Webhook::new(
         "hook",
         url,
         secret,

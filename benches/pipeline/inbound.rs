@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use tokio::runtime::Runtime;
 
-use chatbridge::links::signing;
+use chatbridge::platforms::webhook::signing;
 use chatbridge::secret::WebhookSecret;
 
 use crate::daemon::{Daemon, cpu_ticks, ticks_per_second};

@@ -102,7 +102,11 @@ fn known_link<'a>(config: &Config, link: &'a str) -> Result<&'a str, CliError> {
     }
 }
 
-pub(super) async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction) -> Result<(), CliError> {
+pub(super) async fn dlq(
+    config: &Config,
+    mut outbox: Outbox,
+    action: &DlqAction,
+) -> Result<(), CliError> {
     match action {
         DlqAction::List { link, count } => {
             let link = known_link(config, link)?;
@@ -150,7 +154,11 @@ pub(super) async fn dlq(config: &Config, mut outbox: Outbox, action: &DlqAction)
     Ok(())
 }
 
-pub(super) async fn enable(config: &Config, mut outbox: Outbox, link: &str) -> Result<(), CliError> {
+pub(super) async fn enable(
+    config: &Config,
+    mut outbox: Outbox,
+    link: &str,
+) -> Result<(), CliError> {
     let link = known_link(config, link)?;
     if outbox.enable(link).await.map_err(failed)? {
         out!("{link} enabled: a running daemon resumes delivery within seconds");

@@ -10,10 +10,11 @@ use futures_util::StreamExt;
 use serde_json::Map;
 
 use crate::bridge::outbox::Outbox;
+
 use crate::chat::model::{ChatEvent, Outbound, OutboundKind, Scope, UserId};
 use crate::chat::store::{HistoryLimits, Store};
 use crate::config::{self, Config};
-use crate::links::console;
+use crate::platforms::console;
 use crate::printable::{escape, escape_controls, json_line};
 use crate::redis::keys;
 use crate::redis::lease::{Lease, LeaseHolder};

@@ -54,10 +54,10 @@ impl std::error::Error for ConfigErrors {}
 
 /// Collects problems while the configuration is read, so reading never stops at the first one.
 #[derive(Debug, Default)]
-pub(super) struct Problems(Vec<ConfigError>);
+pub(crate) struct Problems(Vec<ConfigError>);
 
 impl Problems {
-    pub(super) fn add(&mut self, path: &str, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, path: &str, message: impl Into<String>) {
         self.0.push(ConfigError {
             path: path.to_owned(),
             message: message.into(),
@@ -65,7 +65,7 @@ impl Problems {
     }
 
     /// Whether a problem was already recorded at `path` (to avoid reporting a key twice).
-    pub(super) fn any_at(&self, path: &str) -> bool {
+    pub(crate) fn any_at(&self, path: &str) -> bool {
         self.0.iter().any(|e| e.path == path)
     }
 

@@ -1,7 +1,7 @@
 //! `[links.<name>]`: where events go. Every link has the common part, [`LinkCommon`]
 //! (`events`, `name_format`, delivery policy), read the same way for every kind under that kind's
-//! [`Rules`]; each kind adds only its own keys in its own struct. Adding a kind means one struct
-//! with a `parse`, one [`LinkKind`] variant and one arm in [`LinkConfig::parse`].
+//! [`Rules`]; each kind adds only its own keys in its own struct, in its platform's folder. Which kinds
+//! exist, their rules and their own parsers come from the registry ([`LinkKind`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
@@ -10,11 +10,8 @@ use std::time::Duration;
 use super::error::Problems;
 use super::reader::Table;
 use crate::chat::model::EventKind;
-use crate::links::template::Template;
-use crate::secret::{BotToken, SecretUrl, WebhookSecret};
-
-/// The kinds a link may have, as written in `kind = "…"`.
-const KINDS: &str = "console, webhook, slack, discord";
+pub use crate::platforms::LinkKind;
+use crate::platforms::chatpost::template::Template;
 
 /// One configured link: a place events are sent to.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,62 +53,30 @@ pub struct DeliveryPolicy {
     pub max_in_flight: usize,
 }
 
-/// What a kind accepts of the common keys.
-struct Rules {
+/// What a kind accepts of the common keys; each platform defines its own (the registry,
+/// [`crate::platforms::LinkKind::rules`], says which).
+pub(crate) struct Rules {
     /// `events` when absent.
-    default_events: &'static [EventKind],
+    pub(crate) default_events: &'static [EventKind],
     /// Events this kind can show; others are refused with `why_not`.
-    allowed_events: &'static [EventKind],
-    why_not: &'static str,
+    pub(crate) allowed_events: &'static [EventKind],
+    pub(crate) why_not: &'static str,
     /// Whether `name_format` and `receipt_interval_secs` are read (chat platforms).
-    names: bool,
+    pub(crate) names: bool,
     /// `batch_max`: allowed range and default; `None` when the key is not read (fixed value).
-    batch_max: (Option<RangeInclusive<u64>>, u64),
+    pub(crate) batch_max: (Option<RangeInclusive<u64>>, u64),
     /// `max_in_flight`: allowed range and default; `None` when not read.
-    max_in_flight: (Option<RangeInclusive<u64>>, u64),
+    pub(crate) max_in_flight: (Option<RangeInclusive<u64>>, u64),
     /// Whether `timeout_secs` is read.
-    timeout: bool,
+    pub(crate) timeout: bool,
 }
 
-const DEFAULT_EVENTS: [EventKind; 3] = [EventKind::Message, EventKind::Join, EventKind::Leave];
-/// What Slack and Discord can show: typing indicators never go there.
-const CHAT_EVENTS: [EventKind; 4] = [
-    EventKind::Message,
-    EventKind::Join,
-    EventKind::Leave,
-    EventKind::ReadReceipt,
-];
+/// The events most kinds receive when `events` is absent.
+pub(crate) const DEFAULT_EVENTS: [EventKind; 3] =
+    [EventKind::Message, EventKind::Join, EventKind::Leave];
 
 impl Rules {
-    const CONSOLE: Self = Self {
-        default_events: &DEFAULT_EVENTS,
-        allowed_events: &EventKind::ALL,
-        why_not: "",
-        names: false,
-        batch_max: (None, crate::links::console::BATCH_MAX as u64),
-        max_in_flight: (None, 1),
-        timeout: false,
-    };
-    const WEBHOOK: Self = Self {
-        default_events: &EventKind::ALL,
-        allowed_events: &EventKind::ALL,
-        why_not: "",
-        names: false,
-        batch_max: (Some(1..=1000), 1),
-        max_in_flight: (Some(1..=256), 1),
-        timeout: true,
-    };
-    /// Slack and Discord: ordered (one send at a time), backlog merged up to `batch_max`.
-    const CHAT: Self = Self {
-        default_events: &DEFAULT_EVENTS,
-        allowed_events: &CHAT_EVENTS,
-        why_not: "typing indicators are never sent to Slack or Discord",
-        names: true,
-        batch_max: (Some(1..=1000), 1000),
-        max_in_flight: (None, 1),
-        timeout: true,
-    };
-
+    /// Reads the common keys of one link under these rules.
     fn parse(&self, link: &mut Table, problems: &mut Problems) -> Option<LinkCommon> {
         let events = events(link, self, problems);
         let name_format = if self.names {
@@ -168,19 +133,6 @@ fn default_name_format() -> Template {
     Template::text("{username}").unwrap_or_else(|_| unreachable!("the default name format"))
 }
 
-/// What each kind adds to [`LinkCommon`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum LinkKind {
-    /// `kind = "console"`: prints events to standard output.
-    Console,
-    /// `kind = "webhook"`: POSTs events to an HTTP endpoint, signed per Standard Webhooks.
-    Webhook(WebhookLinkConfig),
-    /// `kind = "slack"`: posts to a Slack channel (Web API or incoming webhook).
-    Slack(SlackLinkConfig),
-    /// `kind = "discord"`: posts through a Discord channel webhook.
-    Discord(DiscordLinkConfig),
-}
-
 impl LinkConfig {
     /// The event kinds this link receives.
     pub fn events(&self) -> &[EventKind] {
@@ -189,68 +141,30 @@ impl LinkConfig {
 
     /// The `kind` as written in the config.
     pub fn kind_name(&self) -> &'static str {
-        match self.kind {
-            LinkKind::Console => "console",
-            LinkKind::Webhook(_) => "webhook",
-            LinkKind::Slack(_) => "slack",
-            LinkKind::Discord(_) => "discord",
-        }
+        self.kind.name()
     }
 
     /// Where this link sends, safe to print (a URL shows only scheme and host).
     pub(super) fn describe_target(&self) -> String {
-        match &self.kind {
-            LinkKind::Console => String::new(),
-            LinkKind::Webhook(w) => {
-                let signed = if w.secret.is_some() {
-                    "signed"
-                } else {
-                    "unsigned"
-                };
-                let inbound = if w.inbound { ", inbound" } else { "" };
-                format!("{}  {signed}{inbound}", w.url.redacted())
-            }
-            LinkKind::Slack(s) => match &s.mode {
-                SlackMode::Api {
-                    channel, api_url, ..
-                } => {
-                    format!("chat.postMessage {} channel {channel}", api_url.redacted())
-                }
-                SlackMode::Webhook { url } => format!("incoming webhook {}", url.redacted()),
-            },
-            LinkKind::Discord(d) => format!("webhook {}", d.url.redacted()),
-        }
+        self.kind.describe()
     }
 
     /// Reads one `[links.<name>]` table. `None` when it cannot be built (problems recorded).
     fn parse(mut link: Table, problems: &mut Problems) -> Option<Self> {
         let kind = link.required_string("kind", problems)?;
-        let parsed = match kind.value.as_str() {
-            "console" => Rules::CONSOLE
-                .parse(&mut link, problems)
-                .map(|common| (common, Some(LinkKind::Console))),
-            "webhook" => Rules::WEBHOOK.parse(&mut link, problems).map(|common| {
-                let kind = WebhookLinkConfig::parse(&mut link, problems).map(LinkKind::Webhook);
-                (common, kind)
-            }),
-            "slack" => Rules::CHAT.parse(&mut link, problems).map(|common| {
-                let kind = SlackLinkConfig::parse(&mut link, problems).map(LinkKind::Slack);
-                (common, kind)
-            }),
-            "discord" => Rules::CHAT.parse(&mut link, problems).map(|common| {
-                let kind = DiscordLinkConfig::parse(&mut link, problems).map(LinkKind::Discord);
-                (common, kind)
-            }),
-            _ => {
-                let message = format!(
-                    "unknown link kind {} (expected one of: {KINDS})",
-                    kind.shown()
-                );
-                problems.add(&kind.path, message);
-                // Its other keys belong to a kind we do not know: do not call them unknown.
-                return None;
-            }
+        let Some(rules) = LinkKind::rules(&kind.value) else {
+            let message = format!(
+                "unknown link kind {} (expected one of: {})",
+                kind.shown(),
+                LinkKind::NAMES
+            );
+            problems.add(&kind.path, message);
+            // Its other keys belong to a kind we do not know: do not call them unknown.
+            return None;
         };
+        let parsed = rules
+            .parse(&mut link, problems)
+            .map(|common| (common, LinkKind::parse(&kind.value, &mut link, problems)));
         link.finish(problems);
         let (common, kind) = parsed?;
         Some(Self {
@@ -258,248 +172,6 @@ impl LinkConfig {
             kind: kind?,
         })
     }
-}
-
-/// POSTs events as JSON to an HTTP endpoint, signed the Standard Webhooks way when a secret is
-/// set. Failed deliveries are retried with backoff (`[delivery]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct WebhookLinkConfig {
-    /// The endpoint (`http` or `https`). Required. Its path often holds a token, so it is
-    /// only ever shown as `scheme://host/…`; put it in an environment variable with
-    /// `url = "${MY_HOOK_URL}"`.
-    pub url: SecretUrl,
-    /// The Standard Webhooks signing secret (`whsec_` + base64 of 24 to 64 bytes). When set,
-    /// every request carries `webhook-signature`. Default: unsigned. With `inbound`, the same
-    /// secret verifies what the link's sender posts to `/hooks/{link}`.
-    pub secret: Option<WebhookSecret>,
-    /// Whether the link also accepts signed events at `POST /hooks/{link}` (`inbound`), written
-    /// into its rooms (and DMs, when `[dms]` routes them to it) with `origin` = the link.
-    /// Needs `secret`. Default: false.
-    pub inbound: bool,
-    /// The longest inbound `content` accepted, in characters; longer gets 413
-    /// (`max_content_chars`, 1 to 1000000). Default: 4000.
-    pub max_content_chars: usize,
-}
-
-impl WebhookLinkConfig {
-    fn parse(link: &mut Table, problems: &mut Problems) -> Option<Self> {
-        let url = secret_url(link, "url", problems);
-        let secret = link
-            .string("secret", problems)
-            .map(|raw| WebhookSecret::parse(&raw.value).map_err(|e| problems.add(&raw.path, e)));
-        let inbound_path = link.path_of("inbound");
-        let inbound = link.boolean("inbound", false, problems);
-        if inbound && secret.is_none() {
-            problems.add(
-                &inbound_path,
-                "inbound webhooks must be signed: set `secret` (`whsec_…`)",
-            );
-        }
-        let max_content = link.integer("max_content_chars", 1..=1_000_000, 4000, problems);
-        Some(Self {
-            url: url?,
-            secret: secret.transpose().ok()?,
-            inbound,
-            max_content_chars: usize::try_from(max_content).unwrap_or(4000),
-        })
-    }
-}
-
-/// Posts to one Slack channel, each chat user under their own name.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SlackLinkConfig {
-    /// Web API with a bot token (preferred), or an incoming webhook.
-    pub mode: SlackMode,
-    /// Whether Slack may unfurl links and media in relayed text (`unfurl`). Default: false.
-    pub unfurl: bool,
-}
-
-/// How a Slack link posts.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SlackMode {
-    /// `bot_token` + `channel`: `chat.postMessage`, per-message `username` and `icon_url` (the
-    /// app needs `chat:write` and `chat:write.customize`); each post's `ts` is recorded.
-    Api {
-        /// `xoxb-…`; put it in an environment variable (`bot_token = "${SLACK_BOT_TOKEN}"`).
-        token: BotToken,
-        /// The channel id (`C…`) or name.
-        channel: String,
-        /// The Web API base (`api_url`). Default: `https://slack.com/api`.
-        api_url: SecretUrl,
-        /// The sender's picture (`icon_url`), a format such as
-        /// `"https://avatars.example/{user_id}.png"`. Default: the app's own icon.
-        icon_url: Option<Template>,
-    },
-    /// `webhook_url`: an incoming webhook, bound to one channel; it ignores per-message names,
-    /// so the sender's name goes into the text.
-    Webhook {
-        /// `https://hooks.slack.com/services/…`: a secret, only shown redacted.
-        url: SecretUrl,
-    },
-}
-
-impl SlackLinkConfig {
-    fn parse(link: &mut Table, problems: &mut Problems) -> Option<Self> {
-        let path = link.path_of("bot_token");
-        let token = link.string("bot_token", problems);
-        let channel = link.string("channel", problems);
-        let webhook = link.string("webhook_url", problems);
-        let api_url = link.string("api_url", problems);
-        let icon_url = link.string("icon_url", problems);
-        let unfurl = link.boolean("unfurl", false, problems);
-        let mode = match (token, channel, webhook) {
-            (Some(token), Some(channel), None) => {
-                let token = BotToken::parse(&token.value)
-                    .map_err(|e| problems.add(&token.path, e))
-                    .ok();
-                if channel.value.trim().is_empty() {
-                    problems.add(&channel.path, "is empty");
-                }
-                let api_url = match api_url {
-                    Some(raw) => SecretUrl::parse(raw.value.trim_end_matches('/'))
-                        .map_err(|e| problems.add(&raw.path, e))
-                        .ok(),
-                    None => SecretUrl::parse("https://slack.com/api").ok(),
-                };
-                let icon_url = icon_url.and_then(|raw| {
-                    Template::url(&raw.value)
-                        .map_err(|e| problems.add(&raw.path, e))
-                        .map(Some)
-                        .ok()
-                });
-                SlackMode::Api {
-                    token: token?,
-                    channel: channel.value,
-                    api_url: api_url?,
-                    icon_url: icon_url.unwrap_or(None),
-                }
-            }
-            (None, None, Some(raw)) => {
-                for (unused, key) in [(api_url, "api_url"), (icon_url, "icon_url")] {
-                    if let Some(unused) = unused {
-                        problems.add(
-                            &unused.path,
-                            format!("`{key}` needs `bot_token` + `channel` (incoming webhooks ignore it)"),
-                        );
-                    }
-                }
-                let url = SecretUrl::parse(&raw.value)
-                    .map_err(|e| problems.add(&raw.path, e))
-                    .ok()?;
-                SlackMode::Webhook { url }
-            }
-            (_, _, Some(webhook)) => {
-                problems.add(
-                    &webhook.path,
-                    "set either `webhook_url` or `bot_token` + `channel`, not both",
-                );
-                return None;
-            }
-            (token, channel, None) => {
-                let message = match (token.is_some(), channel.is_some()) {
-                    (true, false) => "`bot_token` needs `channel` (the channel id, `C…`)",
-                    (false, true) => "`channel` needs `bot_token` (`xoxb-…`)",
-                    _ => "missing: set `bot_token` + `channel` (Web API) or `webhook_url`",
-                };
-                problems.add(&path, message);
-                return None;
-            }
-        };
-        Some(Self { mode, unfurl })
-    }
-}
-
-/// Posts through a Discord channel webhook, each chat user under their own name.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DiscordLinkConfig {
-    /// The execute-webhook URL (`webhook_url`), always sent to `/api/v10/webhooks/{id}/{token}`
-    /// (an unversioned or other-version URL is rewritten). A secret: only shown redacted.
-    pub url: SecretUrl,
-    /// The sender's picture (`avatar_url`), a format such as
-    /// `"https://avatars.example/{user_id}.png"`. Default: the webhook's own.
-    pub avatar_url: Option<Template>,
-    /// The webhook's id (the URL's `{id}`, not a secret): posts that come back through the
-    /// Gateway with this `webhook_id` are ours and never mirrored again.
-    pub webhook_id: String,
-    /// Reading the channel through the Gateway (`bot_token`, `channel_id`, …). Default: none
-    /// (outbound only).
-    pub inbound: Option<super::discord::DiscordInbound>,
-}
-
-impl DiscordLinkConfig {
-    fn parse(link: &mut Table, problems: &mut Problems) -> Option<Self> {
-        let url = link
-            .required_string("webhook_url", problems)
-            .and_then(|raw| {
-                SecretUrl::parse(&raw.value)
-                    .and_then(|url| discord_v10(&url))
-                    .map_err(|e| problems.add(&raw.path, e))
-                    .ok()
-            });
-        let avatar_url = link
-            .string("avatar_url", problems)
-            .map(|raw| Template::url(&raw.value).map_err(|e| problems.add(&raw.path, e)));
-        let inbound = super::discord::DiscordInbound::parse(link, problems);
-        let url = url?;
-        let webhook_id = url
-            .expose()
-            .path_segments()
-            .and_then(|mut s| s.nth_back(1))
-            .unwrap_or_default()
-            .to_owned();
-        Some(Self {
-            url,
-            avatar_url: avatar_url.transpose().ok()?,
-            webhook_id,
-            inbound,
-        })
-    }
-}
-
-/// The execute-webhook URL with API version 10 in its path: `…/api/webhooks/…` and
-/// `…/api/v9/webhooks/…` become `…/api/v10/webhooks/…`. Anything not shaped
-/// `…/api[/vN]/webhooks/{id}/{token}` is refused (without echoing it).
-fn discord_v10(url: &SecretUrl) -> Result<SecretUrl, String> {
-    let mut exposed = url.expose().clone();
-    let segments: Vec<String> = exposed
-        .path_segments()
-        .map(|s| s.map(str::to_owned).collect())
-        .unwrap_or_default();
-    let api = segments.iter().position(|s| s == "api");
-    let shaped = api.and_then(|api| {
-        let rest = &segments[api + 1..];
-        let rest = match rest.first() {
-            Some(v) if v.starts_with('v') && v[1..].bytes().all(|b| b.is_ascii_digit()) => {
-                &rest[1..]
-            }
-            _ => rest,
-        };
-        match rest {
-            [hooks, id, token] if hooks == "webhooks" && !id.is_empty() && !token.is_empty() => {
-                Some((api, rest.to_vec()))
-            }
-            _ => None,
-        }
-    });
-    let Some((api, rest)) = shaped else {
-        return Err(
-            "not a Discord execute-webhook URL (expected …/api/webhooks/{id}/{token})".into(),
-        );
-    };
-    let mut path: Vec<String> = segments[..=api].to_vec();
-    path.push("v10".into());
-    path.extend(rest);
-    exposed.set_path(&path.join("/"));
-    SecretUrl::parse(exposed.as_str())
-}
-
-/// A required URL whose value is a secret.
-fn secret_url(link: &mut Table, key: &'static str, problems: &mut Problems) -> Option<SecretUrl> {
-    link.required_string(key, problems).and_then(|raw| {
-        SecretUrl::parse(&raw.value)
-            .map_err(|e| problems.add(&raw.path, e))
-            .ok()
-    })
 }
 
 /// The `events` list of a link, or the kind's default when absent. Unknown names and events

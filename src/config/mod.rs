@@ -8,14 +8,12 @@
 //! On reload, [`Changes`] says what the newly loaded file changes in the running one.
 
 mod diff;
-mod discord;
-mod error;
+pub(crate) mod error;
 mod links;
 mod ops;
 mod origin;
-mod reader;
-mod rooms;
-mod slack;
+pub(crate) mod reader;
+pub(crate) mod rooms;
 mod source;
 mod summary;
 mod tls;
@@ -27,16 +25,19 @@ use std::time::Duration;
 
 use redis::IntoConnectionInfo;
 
-pub use diff::Changes;
-pub use discord::{DiscordInbound, DiscordTarget, GatewaySettings, is_snowflake};
-pub use error::{ConfigError, ConfigErrors};
-pub use links::{
-    DeliveryPolicy, DiscordLinkConfig, LinkCommon, LinkConfig, LinkKind, SlackLinkConfig,
-    SlackMode, WebhookLinkConfig,
+pub use crate::platforms::discord::config::DiscordLinkConfig;
+pub use crate::platforms::discord::config::{
+    DiscordInbound, DiscordTarget, GatewaySettings, is_snowflake,
 };
+pub use crate::platforms::slack::config::{SlackAppConfig, SlackInbound};
+pub use crate::platforms::slack::config::{SlackLinkConfig, SlackMode};
+pub use crate::platforms::webhook::config::WebhookLinkConfig;
+pub use diff::Changes;
+pub use error::{ConfigError, ConfigErrors};
+pub(crate) use links::{DEFAULT_EVENTS, Rules};
+pub use links::{DeliveryPolicy, LinkCommon, LinkConfig, LinkKind};
 pub use ops::{HttpConfig, LogConfig, LogFormat};
 pub use rooms::{DmsConfig, RoomConfig};
-pub use slack::{SlackAppConfig, SlackInbound};
 pub use tls::{ClientIdentity, PemFile, RedisTls};
 
 use error::Problems;
@@ -216,12 +217,11 @@ pub fn load_str(toml: &str, env: &Env) -> Result<Config, ConfigErrors> {
     let dms = rooms::parse_dms(&mut root, &declared, &mut problems);
     let http = ops::parse_http(root.optional_table("http", &mut problems), &mut problems);
     let log = ops::parse_log(root.table("log", &mut problems), &mut problems);
-    let slack = slack::parse_slack(root.optional_table("slack", &mut problems), &mut problems);
-    if slack.is_some() {
-        slack::slack_channels(&links, &rooms, Some(&mut problems));
-    }
-    discord::discord_channels(&links, &rooms, Some(&mut problems));
-    discord::gateways(&links, Some(&mut problems));
+    let slack = crate::platforms::slack::config::parse_slack(
+        root.optional_table("slack", &mut problems),
+        &mut problems,
+    );
+    crate::platforms::check(&links, &rooms, slack.is_some(), &mut problems);
     root.finish(&mut problems);
     problems.into_result(Config {
         redis,
@@ -374,26 +374,22 @@ impl Config {
 
     /// Slack channel id → the room (and Slack link) its inbound events are written into.
     pub fn slack_channels(&self) -> BTreeMap<String, SlackInbound> {
-        slack::slack_channels(&self.links, &self.rooms, None)
+        crate::platforms::slack::config::slack_channels(&self.links, &self.rooms, None)
     }
 
     /// Discord channel id → the room (and link) its messages go to, through the Gateway.
     pub fn discord_channels(&self) -> BTreeMap<String, DiscordTarget> {
-        discord::discord_channels(&self.links, &self.rooms, None)
+        crate::platforms::discord::config::discord_channels(&self.links, &self.rooms, None)
     }
 
     /// The Discord Gateway connections to hold: one per bot token.
     pub fn discord_gateways(&self) -> Vec<GatewaySettings> {
-        discord::gateways(&self.links, None)
+        crate::platforms::discord::config::gateways(&self.links, None)
     }
 
     /// Whether anything inbound is configured (`[slack]`, or a webhook link with `inbound`).
     pub fn has_inbound(&self) -> bool {
-        self.slack.is_some()
-            || self
-                .links
-                .values()
-                .any(|link| matches!(&link.kind, LinkKind::Webhook(w) if w.inbound))
+        self.slack.is_some() || self.links.values().any(|link| link.kind.accepts_hooks())
     }
 
     /// The HTTP server's settings: `[http]`, or its defaults when only inbound routes need it;

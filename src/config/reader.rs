@@ -13,7 +13,7 @@ use super::origin::{
 
 /// A string from the configuration with its key path.
 #[derive(Debug, Clone)]
-pub(super) struct Text {
+pub(crate) struct Text {
     /// Where it was read, for problems found later (unknown link, duplicate name).
     pub path: String,
     /// The string itself, `${NAME}` references already replaced.
@@ -37,7 +37,7 @@ impl Text {
 /// A table being read. Each key is taken at most once; whatever is left when the table is
 /// finished was not expected and is reported as unknown.
 #[derive(Debug)]
-pub(super) struct Table {
+pub(crate) struct Table {
     /// Where the table is (`links.audit`), the prefix of every problem found in it.
     path: String,
     /// The keys not read yet.

@@ -7,7 +7,7 @@ use super::reader::{Table, Text};
 use crate::chat::model::room_name_problem;
 
 /// Where one platform channel's inbound events go: the link whose channel it is, and its room.
-pub(super) struct ChannelRoom<'a> {
+pub(crate) struct ChannelRoom<'a> {
     pub link: &'a str,
     pub room: &'a str,
 }
@@ -15,7 +15,7 @@ pub(super) struct ChannelRoom<'a> {
 /// Platform channel → the one room (and link) its inbound events go to, over the links for
 /// which `channel_of` names a channel. A channel in two rooms is ambiguous: the first wins,
 /// and the others are reported when `report` is given (`platform`: "Slack", "Discord").
-pub(super) fn inbound_channels<'a>(
+pub(crate) fn inbound_channels<'a>(
     links: &'a BTreeMap<String, super::LinkConfig>,
     rooms: &'a [RoomConfig],
     platform: &str,

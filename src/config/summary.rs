@@ -94,7 +94,7 @@ fn write_inbound(out: &mut String, config: &Config) {
     }
     out.push_str("inbound:\n");
     for (name, link) in &config.links {
-        if matches!(&link.kind, super::LinkKind::Webhook(w) if w.inbound) {
+        if link.kind.accepts_hooks() {
             let rooms: Vec<&str> = config
                 .rooms
                 .iter()

@@ -16,8 +16,8 @@ use super::{HOOK_DEDUP_SECS, HookLink, Inbound, Outcome, Write, Written, now_sec
 use crate::chat::model::{
     ChatEvent, Message, ReadReceipt, Scope, SystemLine, Timestamp, Typing, UserId,
 };
-use crate::links::signing;
 use crate::ops::http::AppState;
+use crate::platforms::webhook::signing;
 use crate::redis::keys;
 
 const ROUTE: &str = "hooks";

@@ -3,23 +3,22 @@
 //!
 //! - [`hooks`]: `POST /hooks/{link}`, Standard Webhooks-signed events from a webhook link
 //!   with `inbound = true`.
-//! - [`slack`]: `POST /slack/events`, the Slack Events API (`[slack]`).
-//! - [`socket`]: Slack Socket Mode (`[slack] app_token`), the same events over a websocket.
-//! - [`gateway`]: Discord channels read through the Gateway (Discord links' `bot_token`).
 //! - [`names`]: Slack user names (`users.info`, short deadline, cached).
 //! - [`lease`]: how a Socket Mode or Gateway connection holds its [`crate::redis::lease`].
 //! - [`write`]: the one atomic write (de-dup, seed operation, trusted `origin`).
+//! - [`lease`]: the lease that keeps one connection-holding source per deployment.
+//!
+//! The platforms' own sources live in their folders ([`crate::platforms`]): their HTTP routes
+//! join [`routes`] through [`crate::platforms::routes`], the connection-holding ones are
+//! started by the daemon from [`crate::platforms::sources`].
 //!
 //! What the routes accept comes from the configuration in force: [`Shared`] holds it and the
 //! daemon replaces it on every reload ([`Inbound::from_config`]). Until Redis is connected it
 //! is empty and the routes answer 503.
 
-pub mod gateway;
 mod hooks;
-mod lease;
-mod names;
-mod slack;
-pub mod socket;
+pub(crate) mod lease;
+pub(crate) mod names;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,7 +33,7 @@ use axum::routing::post;
 use redis::aio::ConnectionManager;
 use serde_json::json;
 
-use crate::config::{Config, LinkKind, SlackAppConfig, SlackInbound};
+use crate::config::{Config, SlackAppConfig, SlackInbound};
 use crate::ops::http::AppState;
 use crate::secret::WebhookSecret;
 
@@ -46,24 +45,24 @@ pub type Shared = Arc<ArcSwapOption<Inbound>>;
 /// How long a generic hook's `webhook-id` is remembered: senders retry for hours.
 const HOOK_DEDUP_SECS: u64 = 86_400;
 /// How long a Slack `event_id` is remembered: Slack retries for about 5 minutes.
-const SLACK_DEDUP_SECS: u64 = 3_600;
+pub(crate) const SLACK_DEDUP_SECS: u64 = 3_600;
 
 /// What the inbound routes accept, from one configuration.
 pub struct Inbound {
     /// Writes into Redis.
-    writer: Writer,
+    pub(crate) writer: Writer,
     /// Webhook links with `inbound = true`, by name.
     hooks: BTreeMap<String, HookLink>,
     /// `[slack]` and the channel → room mapping.
-    slack: Option<SlackApp>,
+    pub(crate) slack: Option<SlackApp>,
     /// History limits per room (`[history]`), and for DMs.
-    history: crate::config::HistoryConfig,
+    pub(crate) history: crate::config::HistoryConfig,
     /// Slack user names, kept across reloads.
-    names: Arc<names::Names>,
+    pub(crate) names: Arc<names::Names>,
     /// Discord channel id → where its messages go (Discord links with `bot_token`).
-    discord: BTreeMap<String, crate::config::DiscordTarget>,
+    pub(crate) discord: BTreeMap<String, crate::config::DiscordTarget>,
     /// The ids of our Discord links' webhooks: their posts coming back are ours.
-    discord_webhooks: BTreeSet<String>,
+    pub(crate) discord_webhooks: BTreeSet<String>,
 }
 
 /// One webhook link that accepts inbound events.
@@ -79,13 +78,13 @@ struct HookLink {
 }
 
 /// The Slack app and where each channel's events go.
-struct SlackApp {
+pub(crate) struct SlackApp {
     /// `[slack]`: the signing secret and our own app and bot ids.
-    config: SlackAppConfig,
+    pub(crate) config: SlackAppConfig,
     /// Slack channel id → the room (and link) its events go to.
-    channels: BTreeMap<String, SlackInbound>,
+    pub(crate) channels: BTreeMap<String, SlackInbound>,
     /// Per Slack link (Web API mode): its token and API base, for `users.info`.
-    directories: BTreeMap<String, names::Directory>,
+    pub(crate) directories: BTreeMap<String, names::Directory>,
 }
 
 impl Inbound {
@@ -96,9 +95,7 @@ impl Inbound {
             .links
             .iter()
             .filter_map(|(name, link)| {
-                let LinkKind::Webhook(w) = &link.kind else {
-                    return None;
-                };
+                let w = link.kind.webhook()?;
                 let secret = w.secret.clone().filter(|_| w.inbound)?;
                 let rooms = config
                     .rooms
@@ -130,10 +127,7 @@ impl Inbound {
             discord_webhooks: config
                 .links
                 .values()
-                .filter_map(|link| match &link.kind {
-                    LinkKind::Discord(d) => Some(d.webhook_id.clone()),
-                    _ => None,
-                })
+                .filter_map(|link| Some(link.kind.discord()?.webhook_id.clone()))
                 .collect(),
         }
     }
@@ -144,18 +138,15 @@ fn directories(config: &Config) -> BTreeMap<String, names::Directory> {
     config
         .links
         .iter()
-        .filter_map(|(name, link)| match &link.kind {
-            LinkKind::Slack(slack) => match &slack.mode {
-                crate::config::SlackMode::Api { token, api_url, .. } => Some((
-                    name.clone(),
-                    names::Directory {
-                        token: token.clone(),
-                        api_url: api_url.clone(),
-                    },
-                )),
-                crate::config::SlackMode::Webhook { .. } => None,
-            },
-            _ => None,
+        .filter_map(|(name, link)| match &link.kind.slack()?.mode {
+            crate::config::SlackMode::Api { token, api_url, .. } => Some((
+                name.clone(),
+                names::Directory {
+                    token: token.clone(),
+                    api_url: api_url.clone(),
+                },
+            )),
+            crate::config::SlackMode::Webhook { .. } => None,
         })
         .collect()
 }
@@ -164,21 +155,21 @@ fn directories(config: &Config) -> BTreeMap<String, names::Directory> {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/hooks/{link}", post(hooks::receive))
-        .route("/slack/events", post(slack::receive))
+        .merge(crate::platforms::routes())
 }
 
 /// A request's outcome: its status, body and the bounded `result` label it is counted under.
-struct Outcome {
+pub(crate) struct Outcome {
     /// The HTTP status answered.
-    status: StatusCode,
+    pub(crate) status: StatusCode,
     /// The JSON body answered.
-    body: serde_json::Value,
+    pub(crate) body: serde_json::Value,
     /// The metric's `result` label: one of a fixed set.
-    result: &'static str,
+    pub(crate) result: &'static str,
 }
 
 impl Outcome {
-    fn ok(status: StatusCode, body: serde_json::Value, result: &'static str) -> Self {
+    pub(crate) fn ok(status: StatusCode, body: serde_json::Value, result: &'static str) -> Self {
         Self {
             status,
             body,
@@ -187,11 +178,15 @@ impl Outcome {
     }
 
     /// An error answer: `{"error": message}` plus `field` when one field is at fault.
-    fn error(status: StatusCode, result: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn error(
+        status: StatusCode,
+        result: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self::ok(status, json!({ "error": message.into() }), result)
     }
 
-    fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn field(status: StatusCode, field: &str, message: impl Into<String>) -> Self {
         let result = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "too_large"
         } else {
@@ -204,7 +199,7 @@ impl Outcome {
         )
     }
 
-    fn unavailable() -> Self {
+    pub(crate) fn unavailable() -> Self {
         Self::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -212,7 +207,7 @@ impl Outcome {
         )
     }
 
-    fn redis_failed(e: &redis::RedisError) -> Self {
+    pub(crate) fn redis_failed(e: &redis::RedisError) -> Self {
         tracing::warn!(error = %e, "inbound write failed");
         Self::error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -222,7 +217,7 @@ impl Outcome {
     }
 
     /// Counts the request (and logs a refusal at debug level) and answers.
-    fn respond(self, route: &'static str) -> Response {
+    pub(crate) fn respond(self, route: &'static str) -> Response {
         if !self.status.is_success() {
             tracing::debug!(
                 route,
@@ -239,6 +234,6 @@ impl Outcome {
 }
 
 /// Unix seconds now.
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }

@@ -17,7 +17,7 @@ const CAPACITY: usize = 10_000;
 
 /// Where and how one Slack link looks users up.
 #[derive(Clone)]
-pub(super) struct Directory {
+pub(crate) struct Directory {
     /// The Slack link's bot token (`xoxb-…`, needs `users:read`).
     pub token: BotToken,
     /// The Slack link's Web API base (`api_url`).
@@ -25,7 +25,7 @@ pub(super) struct Directory {
 }
 
 /// The name cache, shared by every request.
-pub(super) struct Names {
+pub(crate) struct Names {
     /// Pooled connections to Slack.
     http: reqwest::Client,
     /// User id → name.
@@ -35,7 +35,7 @@ pub(super) struct Names {
 impl Names {
     pub fn new() -> Self {
         Self {
-            http: crate::links::http_client(),
+            http: crate::platforms::http_client(),
             cache: Mutex::new(HashMap::new()),
         }
     }

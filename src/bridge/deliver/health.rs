@@ -16,8 +16,8 @@ use chrono::Utc;
 use crate::bridge::outbox::{FailureState, Outbox};
 use crate::bridge::retry::Verdict;
 use crate::chat::model::Outbound;
-use crate::links::SendOutcome;
 use crate::ops::metrics::LinkMetrics;
+use crate::platforms::SendOutcome;
 
 /// The least time between two failure lines of one link.
 const LOG_EVERY: Duration = Duration::from_secs(60);

@@ -49,8 +49,8 @@ use tokio_util::sync::CancellationToken;
 use crate::bridge::outbox::{Outbox, OutboxError, Reader};
 use crate::bridge::retry::Backoff;
 use crate::chat::model::Outbound;
-use crate::links::{SendOutcome, Target};
 use crate::ops::notify::Part;
+use crate::platforms::{SendOutcome, Target};
 
 use acks::{Ack, acknowledge};
 use fetch::fetch;

@@ -11,8 +11,8 @@ use super::lease::LeaseClock;
 use super::{Settled, TARGET_BACKOFF_MIN, sleep_or_shutdown};
 use crate::bridge::retry::{self, Backoff, GiveUpClock, Verdict};
 use crate::chat::model::Outbound;
-use crate::links::{SendOutcome, Target};
 use crate::ops::notify::{Part, with_part};
+use crate::platforms::{SendOutcome, Target};
 
 /// Sends batches to one target, retrying until each settles. Cheap to clone, so several
 /// sends can be in flight at once.

@@ -1,36 +1,13 @@
-//! The outbound link kinds behind one [`Target`]: each takes a batch of outbox entries, sends it,
-//! and reports a [`SendOutcome`] whose [`Verdict`] comes from [`crate::bridge::retry`].
-//!
-//! One variant and one file per kind: [`console`] (stdout, for operators and demos),
-//! [`webhook`] (generic Standard Webhooks), [`slack`] and [`discord`]. [`signing`] holds the
-//! request signatures; [`render`] (with [`split`], [`names`] and [`template`]) lays events out
-//! as chat posts for Slack and Discord, and [`posting`] holds what those two share around their
-//! calls.
-
-pub mod console;
-pub mod discord;
-pub mod names;
-mod posting;
-pub(crate) use posting::{NotBefore, seconds};
-pub mod render;
-pub mod signing;
-pub mod slack;
-pub mod split;
-pub mod template;
-pub mod webhook;
+//! What every HTTP-calling link shares: the one pooled client, and turning a response (or a
+//! failed request) into a [`SendOutcome`]: its status, `Retry-After` and body facts go to
+//! [`crate::bridge::retry`], which decides; the body excerpt is scrubbed of anything from the URL.
 
 use std::time::Duration;
 
 use reqwest::header::RETRY_AFTER;
 
-pub use console::Console;
-pub use discord::Discord;
-pub use slack::Slack;
-pub use webhook::Webhook;
-
-use crate::bridge::retry::{self, Verdict};
-use crate::chat::model::Outbound;
-use crate::config::{LinkConfig, LinkKind};
+use super::SendOutcome;
+use crate::bridge::retry;
 use crate::printable::escape_controls;
 use crate::secret::SecretUrl;
 
@@ -38,105 +15,6 @@ use crate::secret::SecretUrl;
 const BODY_READ_LIMIT: usize = 16 * 1024;
 /// How many characters of a response body an outcome's `detail` quotes.
 const EXCERPT_CHARS: usize = 200;
-
-/// One configured outbound link.
-pub enum Target {
-    Console(Console),
-    Webhook(Webhook),
-    Slack(Slack),
-    Discord(Discord),
-}
-
-impl Target {
-    /// Builds the link a `[links.<name>]` section describes, sharing the pooled HTTP client
-    /// (and Redis, where Slack records the `ts` of its posts).
-    pub fn from_config(
-        name: &str,
-        config: &LinkConfig,
-        client: reqwest::Client,
-        redis: redis::aio::ConnectionManager,
-    ) -> Self {
-        let common = &config.common;
-        let delivery = &common.delivery;
-        match &config.kind {
-            LinkKind::Console => Self::Console(Console::new(name)),
-            LinkKind::Webhook(hook) => Self::Webhook(Webhook::new(
-                name,
-                hook.url.clone(),
-                hook.secret.clone(),
-                delivery.timeout,
-                delivery.batch_max,
-                delivery.max_in_flight,
-                client,
-            )),
-            LinkKind::Slack(slack) => Self::Slack(Slack::new(name, common, slack, client, redis)),
-            LinkKind::Discord(discord) => {
-                Self::Discord(Discord::new(name, common, discord, client, redis))
-            }
-        }
-    }
-
-    /// The link's configured name: the outbox key, the `origin` of events it relays back.
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Console(link) => link.name(),
-            Self::Webhook(link) => link.name(),
-            Self::Slack(link) => link.name(),
-            Self::Discord(link) => link.name(),
-        }
-    }
-
-    /// The most outbox entries one `send` may carry.
-    pub fn batch_max(&self) -> usize {
-        match self {
-            Self::Console(_) => console::BATCH_MAX,
-            Self::Webhook(link) => link.batch_max(),
-            Self::Slack(link) => link.batch_max(),
-            Self::Discord(link) => link.batch_max(),
-        }
-    }
-
-    /// One request's deadline (`timeout_secs`); zero for the console, which makes none.
-    pub fn request_timeout(&self) -> Duration {
-        match self {
-            Self::Console(_) => Duration::ZERO,
-            Self::Webhook(link) => link.timeout(),
-            Self::Slack(link) => link.timeout(),
-            Self::Discord(link) => link.timeout(),
-        }
-    }
-
-    /// How many sends may be outstanding at once (1 keeps delivery in order; chat platforms
-    /// are always ordered).
-    pub fn max_in_flight(&self) -> usize {
-        match self {
-            Self::Console(_) | Self::Slack(_) | Self::Discord(_) => 1,
-            Self::Webhook(link) => link.max_in_flight(),
-        }
-    }
-
-    /// Sends one batch (at most [`Self::batch_max`] entries, in outbox order) once.
-    pub async fn send(&self, batch: &[Outbound]) -> SendOutcome {
-        match self {
-            Self::Console(link) => link.send(batch).await,
-            Self::Webhook(link) => link.send(batch).await,
-            Self::Slack(link) => link.send(batch).await,
-            Self::Discord(link) => link.send(batch).await,
-        }
-    }
-}
-
-/// What one send attempt came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendOutcome {
-    /// What the delivery worker does next: acknowledge, retry, dead-letter or disable.
-    pub verdict: Verdict,
-    /// The HTTP status, when a response arrived at all (metrics, logs).
-    pub status: Option<u16>,
-    /// A short description for logs and alerts, e.g. `HTTP 400: invalid_payload` or
-    /// `connect error: Connection refused (os error 111)`. Never holds the URL or a secret.
-    pub detail: String,
-}
 
 /// The one HTTP client all links share: pooled keep-alive connections, redirects never followed
 /// (Standard Webhooks: a 3xx is a failure), no proxy picked up from the environment.

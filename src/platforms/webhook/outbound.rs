@@ -15,9 +15,9 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::signing::sign;
-use super::{SendOutcome, error_outcome, response_outcome};
 use crate::bridge::retry::Verdict;
 use crate::chat::model::{Outbound, Scope};
+use crate::platforms::{SendOutcome, error_outcome, response_outcome};
 use crate::secret::{SecretUrl, WebhookSecret};
 
 /// A Standard Webhooks endpoint.
@@ -58,6 +58,25 @@ impl Webhook {
             max_in_flight: max_in_flight.max(1),
             client,
         }
+    }
+
+    /// The link a `[links.<name>]` section of kind `webhook` describes.
+    pub fn from_config(
+        name: &str,
+        common: &crate::config::LinkCommon,
+        config: &super::config::WebhookLinkConfig,
+        client: reqwest::Client,
+    ) -> Self {
+        let delivery = &common.delivery;
+        Self::new(
+            name,
+            config.url.clone(),
+            config.secret.clone(),
+            delivery.timeout,
+            delivery.batch_max,
+            delivery.max_in_flight,
+            client,
+        )
     }
 
     pub fn name(&self) -> &str {
@@ -133,6 +152,28 @@ fn render(batch: &[Outbound]) -> Result<(Vec<u8>, String), serde_json::Error> {
         })?,
     };
     Ok((body, msg_id))
+}
+
+impl crate::platforms::Sink for Webhook {
+    fn name(&self) -> &str {
+        Webhook::name(self)
+    }
+
+    fn batch_max(&self) -> usize {
+        Webhook::batch_max(self)
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.timeout()
+    }
+
+    fn max_in_flight(&self) -> usize {
+        Webhook::max_in_flight(self)
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Outbound]) -> crate::platforms::Sending<'a> {
+        Box::pin(Webhook::send(self, batch))
+    }
 }
 
 /// [`batch_id`] of a batch.
@@ -226,7 +267,7 @@ fn rfc3339(item: &Outbound) -> String {
 mod tests {
     use super::*;
     use crate::chat::model::{EventKind, OutboundKind};
-    use crate::links::signing::verify;
+    use crate::platforms::webhook::signing::verify;
     use axum::http::HeaderMap;
     use chrono::TimeZone;
     use serde_json::{Value, json};
@@ -413,7 +454,7 @@ mod tests {
             Duration::from_secs(5),
             1,
             1,
-            super::super::http_client(),
+            crate::platforms::http_client(),
         );
         let outcome = link.send(&[room_message("3f1c")]).await;
         assert_eq!(outcome.verdict, Verdict::Delivered, "{}", outcome.detail);
@@ -439,7 +480,7 @@ mod tests {
     #[tokio::test]
     async fn unsigned_requests_still_carry_id_and_timestamp() {
         let (url, mut requests) = capture().await;
-        let client = super::super::http_client();
+        let client = crate::platforms::http_client();
         let link = Webhook::new("hook", url, None, Duration::from_secs(5), 10, 1, client);
         let batch = [room_message("a"), room_message("b")];
         assert_eq!(link.send(&batch).await.verdict, Verdict::Delivered);

@@ -1,12 +1,13 @@
 //! Discord inbound through the Gateway: a Discord link with `bot_token` + `channel_id` also
-//! brings that channel's messages into the rooms the link mirrors ([`crate::inbound::gateway`]).
+//! brings that channel's messages into the rooms the link mirrors ([`crate::platforms::discord::gateway`]).
 //! Links sharing one bot token share one Gateway connection.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::error::Problems;
-use super::reader::Table;
-use super::{LinkConfig, LinkKind, RoomConfig};
+use crate::config::error::Problems;
+use crate::config::reader::Table;
+use crate::config::{LinkConfig, RoomConfig};
+use crate::platforms::chatpost::template::Template;
 use crate::secret::{BotToken, SecretUrl};
 
 /// Discord's REST API base, without version (`/v10` is always added).
@@ -39,7 +40,7 @@ pub struct DiscordInbound {
 impl DiscordInbound {
     /// The inbound keys of a Discord link; `None` when neither `bot_token` nor `channel_id`
     /// is set.
-    pub(super) fn parse(link: &mut Table, problems: &mut Problems) -> Option<Self> {
+    pub(crate) fn parse(link: &mut Table, problems: &mut Problems) -> Option<Self> {
         let token = link.string("bot_token", problems);
         let channel = link.string("channel_id", problems);
         let api_base = link.string("api_base", problems);
@@ -153,13 +154,13 @@ pub struct GatewaySettings {
 
 /// The Gateway connections the links ask for, one per bot token. Links that share a token but
 /// not its `api_base` / `gateway_url` are reported when `report` is given (the first wins).
-pub(super) fn gateways(
+pub(crate) fn gateways(
     links: &BTreeMap<String, LinkConfig>,
     mut report: Option<&mut Problems>,
 ) -> Vec<GatewaySettings> {
     let mut by_token: Vec<GatewaySettings> = Vec::new();
     for (name, link) in links {
-        let LinkKind::Discord(discord) = &link.kind else {
+        let Some(discord) = link.kind.discord() else {
             continue;
         };
         let Some(inbound) = &discord.inbound else {
@@ -198,22 +199,19 @@ pub(super) fn gateways(
 
 /// Discord channel id → the one room (and link) its messages go to. A channel read for two
 /// rooms is ambiguous: reported as a problem when `report` is given.
-pub(super) fn discord_channels(
+pub(crate) fn discord_channels(
     links: &BTreeMap<String, LinkConfig>,
     rooms: &[RoomConfig],
     report: Option<&mut Problems>,
 ) -> BTreeMap<String, DiscordTarget> {
     fn inbound(link: &LinkConfig) -> Option<&DiscordInbound> {
-        match &link.kind {
-            LinkKind::Discord(discord) => discord.inbound.as_ref(),
-            _ => None,
-        }
+        link.kind.discord()?.inbound.as_ref()
     }
     fn channel_of(link: &LinkConfig) -> Option<&str> {
         inbound(link).map(|i| i.channel_id.as_str())
     }
     let gateways = gateways(links, None);
-    super::rooms::inbound_channels(links, rooms, "Discord", channel_of, report)
+    crate::config::rooms::inbound_channels(links, rooms, "Discord", channel_of, report)
         .into_iter()
         .filter_map(|(channel, to)| {
             let settings = inbound(links.get(to.link)?)?;
@@ -232,6 +230,95 @@ pub(super) fn discord_channels(
             Some((channel.to_owned(), target))
         })
         .collect()
+}
+
+/// Posts through a Discord channel webhook, each chat user under their own name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscordLinkConfig {
+    /// The execute-webhook URL (`webhook_url`), always sent to `/api/v10/webhooks/{id}/{token}`
+    /// (an unversioned or other-version URL is rewritten). A secret: only shown redacted.
+    pub url: SecretUrl,
+    /// The sender's picture (`avatar_url`), a format such as
+    /// `"https://avatars.example/{user_id}.png"`. Default: the webhook's own.
+    pub avatar_url: Option<Template>,
+    /// The webhook's id (the URL's `{id}`, not a secret): posts that come back through the
+    /// Gateway with this `webhook_id` are ours and never mirrored again.
+    pub webhook_id: String,
+    /// Reading the channel through the Gateway (`bot_token`, `channel_id`, …). Default: none
+    /// (outbound only).
+    pub inbound: Option<DiscordInbound>,
+}
+
+impl DiscordLinkConfig {
+    /// Where the link posts, safe to print.
+    pub(crate) fn describe(&self) -> String {
+        format!("webhook {}", self.url.redacted())
+    }
+
+    pub(crate) fn parse(link: &mut Table, problems: &mut Problems) -> Option<Self> {
+        let url = link
+            .required_string("webhook_url", problems)
+            .and_then(|raw| {
+                SecretUrl::parse(&raw.value)
+                    .and_then(|url| discord_v10(&url))
+                    .map_err(|e| problems.add(&raw.path, e))
+                    .ok()
+            });
+        let avatar_url = link
+            .string("avatar_url", problems)
+            .map(|raw| Template::url(&raw.value).map_err(|e| problems.add(&raw.path, e)));
+        let inbound = DiscordInbound::parse(link, problems);
+        let url = url?;
+        let webhook_id = url
+            .expose()
+            .path_segments()
+            .and_then(|mut s| s.nth_back(1))
+            .unwrap_or_default()
+            .to_owned();
+        Some(Self {
+            url,
+            avatar_url: avatar_url.transpose().ok()?,
+            webhook_id,
+            inbound,
+        })
+    }
+}
+
+/// The execute-webhook URL with API version 10 in its path: `…/api/webhooks/…` and
+/// `…/api/v9/webhooks/…` become `…/api/v10/webhooks/…`. Anything not shaped
+/// `…/api[/vN]/webhooks/{id}/{token}` is refused (without echoing it).
+fn discord_v10(url: &SecretUrl) -> Result<SecretUrl, String> {
+    let mut exposed = url.expose().clone();
+    let segments: Vec<String> = exposed
+        .path_segments()
+        .map(|s| s.map(str::to_owned).collect())
+        .unwrap_or_default();
+    let api = segments.iter().position(|s| s == "api");
+    let shaped = api.and_then(|api| {
+        let rest = &segments[api + 1..];
+        let rest = match rest.first() {
+            Some(v) if v.starts_with('v') && v[1..].bytes().all(|b| b.is_ascii_digit()) => {
+                &rest[1..]
+            }
+            _ => rest,
+        };
+        match rest {
+            [hooks, id, token] if hooks == "webhooks" && !id.is_empty() && !token.is_empty() => {
+                Some((api, rest.to_vec()))
+            }
+            _ => None,
+        }
+    });
+    let Some((api, rest)) = shaped else {
+        return Err(
+            "not a Discord execute-webhook URL (expected …/api/webhooks/{id}/{token})".into(),
+        );
+    };
+    let mut path: Vec<String> = segments[..=api].to_vec();
+    path.push("v10".into());
+    path.extend(rest);
+    exposed.set_path(&path.join("/"));
+    SecretUrl::parse(exposed.as_str())
 }
 
 #[cfg(test)]

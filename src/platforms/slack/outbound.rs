@@ -9,7 +9,7 @@
 //!   one per second with short bursts; pacing at exactly that (1/s, burst 3) let the uneven
 //!   delay of the path to Slack squeeze two posts into less than a second and drew a 429 about
 //!   once per thousand-message burst, so the pace keeps a margin on both. When a backlog
-//!   builds, the worker hands over up to `batch_max` queued events and [`super::render`] merges
+//!   builds, the worker hands over up to `batch_max` queued events and [`crate::platforms::chatpost::render`] merges
 //!   them into few posts of at most [`TEXT_LIMIT`], so a burst drains in seconds.
 //! - A 429 sets a "not before" from `Retry-After`: no request before it has passed.
 //! - HTTP 200 with `"ok": false` is a failure, classified by its `error` ([`classify_error`]).
@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -25,13 +25,15 @@ use redis::aio::ConnectionManager;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 
-use super::posting::{MakesPosts, NotBefore, Progress, Receipts, post_all, seconds, waiting};
-use super::render::{self, Naming, Post, Style};
-use super::split::utf16_units;
-use super::{SendOutcome, error_outcome, excerpt, read_prefix};
 use crate::bridge::retry::{self, Verdict};
-use crate::chat::model::Outbound;
 use crate::config::{LinkCommon, SlackLinkConfig, SlackMode};
+use crate::platforms::chatpost::ChatLink;
+use crate::platforms::chatpost::posting::{
+    MakesPosts, NotBefore, Progress, Receipts, seconds, waiting,
+};
+use crate::platforms::chatpost::render::{Naming, Post, Style};
+use crate::platforms::chatpost::split::utf16_units;
+use crate::platforms::{SendOutcome, error_outcome, excerpt, read_prefix};
 use crate::secret::{BotToken, SecretUrl};
 
 /// The most a post's text may measure (Slack truncates at 40,000 and recommends 4,000).
@@ -99,26 +101,11 @@ pub fn classify_error(error: &str) -> Verdict {
     }
 }
 
-/// A Slack link.
-pub struct Slack {
-    /// The link's configured name.
-    name: String,
-    /// How many queued events one send may merge.
-    batch_max: usize,
-    /// `name_format` and `icon_url`.
-    naming: Naming,
-    /// How text is laid out (webhooks put the name in the text).
-    style: Style,
-    /// Posts already made by attempts not yet acknowledged.
-    progress: Progress,
-    /// Makes the posts; shared with the receipt coalescer's task.
-    poster: Arc<Poster>,
-    /// Read receipts waiting to become "seen by …" lines.
-    receipts: Arc<Receipts>,
-}
+/// A Slack link: the shared chat-post link with Slack's poster.
+pub(crate) type Slack = ChatLink<Poster>;
 
 /// What making one post takes: where, how, and the link's pacing.
-struct Poster {
+pub(crate) struct Poster {
     /// Where and how to post.
     mode: Mode,
     /// `unfurl_links` / `unfurl_media`.
@@ -178,6 +165,7 @@ impl Slack {
         config: &SlackLinkConfig,
         client: reqwest::Client,
         redis: ConnectionManager,
+        paces: &Paces,
     ) -> Self {
         let (mode, picture, ts) = match &config.mode {
             SlackMode::Api {
@@ -221,12 +209,13 @@ impl Slack {
             timeout: common.delivery.timeout,
             client,
             not_before: NotBefore::default(),
-            pace: channel_pace(&channel_key),
+            pace: paces.channel(&channel_key),
             ts,
         };
         Self {
             name: name.to_owned(),
             batch_max: common.delivery.batch_max.max(1),
+            timeout: common.delivery.timeout,
             naming: Naming {
                 name: common.name_format.clone(),
                 picture,
@@ -236,38 +225,6 @@ impl Slack {
             poster: Arc::new(poster),
             receipts: Receipts::new(common.receipt_interval, style),
         }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// One request's deadline.
-    pub fn timeout(&self) -> Duration {
-        self.poster.timeout
-    }
-
-    pub fn batch_max(&self) -> usize {
-        self.batch_max
-    }
-
-    /// Posts the batch (merged and split as [`render`] lays it out), in order, paced; hands
-    /// its read receipts to the coalescer.
-    pub async fn send(&self, batch: &[Outbound]) -> SendOutcome {
-        let pending = self.progress.pending(batch).await;
-        let posts = render::posts(&pending, &self.style, &self.naming);
-        let outcome = post_all(batch, &posts, &self.progress, |post| async move {
-            self.poster.post(&post).await
-        })
-        .await;
-        if outcome.verdict == Verdict::Disable {
-            self.receipts.clear();
-        }
-        if outcome.verdict == Verdict::Delivered {
-            self.receipts
-                .add(render::readers(&pending, &self.style), &self.poster);
-        }
-        outcome
     }
 }
 
@@ -389,25 +346,28 @@ impl Poster {
     }
 }
 
-/// The token bucket of one channel (a Web API channel at an API base, or an incoming webhook,
-/// which is bound to one channel), shared by the links of this process that post there.
-fn channel_pace(channel: &str) -> Arc<DefaultDirectRateLimiter> {
-    static PACES: OnceLock<Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>> = OnceLock::new();
-    let mut paces = PACES
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    paces
-        .entry(channel.to_owned())
-        .or_insert_with(|| {
-            let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
-            let quota = Quota::with_period(PACE).map_or_else(
-                || Quota::per_second(NonZeroU32::MIN),
-                |quota| quota.allow_burst(burst),
-            );
-            Arc::new(RateLimiter::direct(quota))
-        })
-        .clone()
+/// The token buckets of Slack channels (a Web API channel at an API base, or an incoming
+/// webhook, which is bound to one channel), one per channel: created once per daemon
+/// ([`super::super::Platforms`]) and shared by the links of this process that post there.
+#[derive(Clone, Default)]
+pub struct Paces(Arc<Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>>);
+
+impl Paces {
+    /// The bucket of `channel`, made on first use.
+    fn channel(&self, channel: &str) -> Arc<DefaultDirectRateLimiter> {
+        let mut paces = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        paces
+            .entry(channel.to_owned())
+            .or_insert_with(|| {
+                let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
+                let quota = Quota::with_period(PACE).map_or_else(
+                    || Quota::per_second(NonZeroU32::MIN),
+                    |quota| quota.allow_burst(burst),
+                );
+                Arc::new(RateLimiter::direct(quota))
+            })
+            .clone()
+    }
 }
 
 /// Event key → the `ts` of the post that carries it (the first part of a split message), so
@@ -441,8 +401,8 @@ return 0
 impl TsMap {
     fn new(link: &str, con: ConnectionManager) -> Self {
         Self {
-            map: format!("chatbridge:slack_ts:{link}"),
-            order: format!("chatbridge:slack_ts:{link}:order"),
+            map: crate::redis::keys::slack_ts(link),
+            order: crate::redis::keys::slack_ts_order(link),
             con,
         }
     }
@@ -518,7 +478,7 @@ mod tests {
 
     #[test]
     fn the_pace_allows_a_burst_of_2_then_one_post_per_1_1_s() {
-        let pace = channel_pace("C-pace-test https://slack.example/api");
+        let pace = Paces::default().channel("C-pace-test https://slack.example/api");
         assert!(pace.check().is_ok() && pace.check().is_ok(), "a burst of 2");
         let Err(not_until) = pace.check() else {
             panic!("a third post at once");

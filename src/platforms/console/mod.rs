@@ -16,9 +16,9 @@ use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::SendOutcome;
 use crate::bridge::retry::Verdict;
-use crate::chat::model::{ChatEvent, Outbound, OutboundKind, Scope};
+use crate::chat::model::{ChatEvent, EventKind, Outbound, OutboundKind, Scope};
+use crate::platforms::SendOutcome;
 use crate::printable::escape_controls;
 
 /// The most events printed per write.
@@ -116,6 +116,35 @@ fn notice_text(payload: &str) -> String {
 fn safe(text: &str) -> String {
     escape_controls(text, MAX_TEXT_CHARS)
 }
+
+impl crate::platforms::Sink for Console {
+    fn name(&self) -> &str {
+        Console::name(self)
+    }
+
+    fn batch_max(&self) -> usize {
+        BATCH_MAX
+    }
+
+    fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Outbound]) -> crate::platforms::Sending<'a> {
+        Box::pin(Console::send(self, batch))
+    }
+}
+
+/// What a console link accepts of the common keys: every event, no delivery tuning.
+pub(crate) const RULES: crate::config::Rules = crate::config::Rules {
+    default_events: &crate::config::DEFAULT_EVENTS,
+    allowed_events: &EventKind::ALL,
+    why_not: "",
+    names: false,
+    batch_max: (None, BATCH_MAX as u64),
+    max_in_flight: (None, 1),
+    timeout: false,
+};
 
 #[cfg(test)]
 mod tests {

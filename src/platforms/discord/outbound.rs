@@ -20,20 +20,22 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use serde::{Deserialize, Serialize};
 
-use super::names;
-use super::posting::{MakesPosts, NotBefore, Progress, Receipts, post_all, seconds, waiting};
-use super::render::{self, Naming, Post, Style};
-use super::split::utf16_units;
-use super::{SendOutcome, error_outcome, excerpt, read_prefix};
 use crate::bridge::retry::{self, Verdict};
-use crate::chat::model::Outbound;
 use crate::config::{DiscordLinkConfig, LinkCommon};
+use crate::platforms::chatpost::ChatLink;
+use crate::platforms::chatpost::names;
+use crate::platforms::chatpost::posting::{
+    MakesPosts, NotBefore, Progress, Receipts, seconds, waiting,
+};
+use crate::platforms::chatpost::render::{Naming, Post, Style};
+use crate::platforms::chatpost::split::utf16_units;
+use crate::platforms::{SendOutcome, error_outcome, excerpt, read_prefix};
 use crate::secret::SecretUrl;
 
 /// Discord's content limit, counted in UTF-16 units (never less than Discord's own count).
@@ -73,24 +75,11 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// A Discord webhook link.
-pub struct Discord {
-    /// The link's configured name.
-    name: String,
-    /// How many queued events one send may merge.
-    batch_max: usize,
-    /// `name_format` and `avatar_url`.
-    naming: Naming,
-    /// Posts already made by attempts not yet acknowledged.
-    progress: Progress,
-    /// Makes the posts; shared with the receipt coalescer's task.
-    poster: Arc<Poster>,
-    /// Read receipts waiting to become "seen by …" lines.
-    receipts: Arc<Receipts>,
-}
+/// A Discord webhook link: the shared chat-post link with Discord's poster.
+pub(crate) type Discord = ChatLink<Poster>;
 
 /// What making one post takes: where, and what the rate limits said.
-struct Poster {
+pub(crate) struct Poster {
     /// The execute-webhook URL (v10); a secret, only ever printed redacted.
     url: SecretUrl,
     /// One request's deadline.
@@ -101,6 +90,8 @@ struct Poster {
     not_before: NotBefore,
     /// The webhook route's rate-limit bucket as the last answer described it.
     bucket: RateBucket,
+    /// This process's Discord-wide limits.
+    limits: Limits,
 }
 
 /// A Discord route's rate-limit bucket as the last answer's `X-RateLimit-*` headers described
@@ -187,6 +178,7 @@ impl Discord {
         config: &DiscordLinkConfig,
         client: reqwest::Client,
         redis: redis::aio::ConnectionManager,
+        limits: &Limits,
     ) -> Self {
         let poster = Poster {
             url: config.url.clone(),
@@ -194,50 +186,21 @@ impl Discord {
             client,
             not_before: NotBefore::default(),
             bucket: RateBucket::default(),
+            limits: limits.clone(),
         };
         Self {
             name: name.to_owned(),
             batch_max: common.delivery.batch_max.max(1),
+            timeout: common.delivery.timeout,
             naming: Naming {
                 name: common.name_format.clone(),
                 picture: config.avatar_url.clone(),
             },
+            style: STYLE,
             progress: Progress::durable(redis, name),
             poster: Arc::new(poster),
             receipts: Receipts::new(common.receipt_interval, STYLE),
         }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// One request's deadline.
-    pub fn timeout(&self) -> Duration {
-        self.poster.timeout
-    }
-
-    pub fn batch_max(&self) -> usize {
-        self.batch_max
-    }
-
-    /// Posts the batch (merged and split as [`render`] lays it out), in order; hands its read
-    /// receipts to the coalescer.
-    pub async fn send(&self, batch: &[Outbound]) -> SendOutcome {
-        let pending = self.progress.pending(batch).await;
-        let posts = render::posts(&pending, &STYLE, &self.naming);
-        let outcome = post_all(batch, &posts, &self.progress, |post| async move {
-            self.poster.post(&post).await
-        })
-        .await;
-        if outcome.verdict == Verdict::Disable {
-            self.receipts.clear();
-        }
-        if outcome.verdict == Verdict::Delivered {
-            self.receipts
-                .add(render::readers(&pending, &STYLE), &self.poster);
-        }
-        outcome
     }
 }
 
@@ -249,11 +212,11 @@ impl MakesPosts for Poster {
 
 impl Poster {
     async fn post(&self, post: &Post) -> SendOutcome {
-        let global = global_not_before().remaining();
+        let global = self.limits.global().remaining();
         if let Some(wait) = self.not_before.remaining().max(global) {
             return waiting(wait, "Discord asked to slow down (429)");
         }
-        if let Some(wait) = invalid_requests().paused() {
+        if let Some(wait) = self.limits.refused().paused() {
             return SendOutcome {
                 verdict: Verdict::LinkFailure { after: Some(wait) },
                 status: None,
@@ -299,7 +262,7 @@ impl Poster {
         let raw = read_prefix(&mut response).await;
         let body: ErrorBody = serde_json::from_slice(&raw).unwrap_or_default();
         if matches!(status, 401 | 403 | 429) {
-            invalid_requests().count();
+            self.limits.refused().count();
         }
         let verdict = match (status, body.code) {
             (200..=299, _) => Verdict::Delivered,
@@ -307,7 +270,7 @@ impl Poster {
                 let after = retry_after(body.retry_after, retry_after_header);
                 self.not_before.wait(after);
                 if body.global == Some(true) {
-                    global_not_before().wait(after);
+                    self.limits.global().wait(after);
                 }
                 Verdict::RateLimited { after: Some(after) }
             }
@@ -342,7 +305,7 @@ impl Poster {
 
 /// A username Discord accepts: no `@`, `#`, `:`, ```` ``` ````, no "discord" or "clyde" in any
 /// case, not "everyone" or "here", no control characters, at most 80 characters (cut at a
-/// grapheme boundary). Empty when nothing is left ([`super::render`] then falls back to
+/// grapheme boundary). Empty when nothing is left ([`crate::platforms::chatpost::render`] then falls back to
 /// `user {user_id}`).
 pub fn sanitize_username(name: &str) -> String {
     let mut clean: String = name
@@ -411,32 +374,49 @@ impl InvalidRequests {
     }
 }
 
-/// Set by a 429 whose body says `"global": true`: no Discord link of this process calls before.
-fn global_not_before() -> &'static NotBefore {
-    static GLOBAL: OnceLock<NotBefore> = OnceLock::new();
-    GLOBAL.get_or_init(NotBefore::default)
-}
+/// Discord's limits on this whole process, created once per daemon ([`super::super::Platforms`])
+/// and shared by every Discord link and the Gateway's REST catch-up: the "not before" a 429 whose
+/// body says `"global": true` sets, and the count of refused (401, 403, 429) requests.
+#[derive(Clone)]
+pub struct Limits(Arc<(NotBefore, InvalidRequests)>);
 
-/// For other callers of Discord's API (the Gateway's REST backfill): how long to wait before
-/// the next call, after a global 429 or while this process's refusals are at the limit.
-pub(crate) fn api_pause() -> Option<Duration> {
-    let global = global_not_before().remaining();
-    let refused = invalid_requests().paused();
-    global.max(refused)
-}
-
-/// For other callers of Discord's API: a 401, 403 or 429 answer (counted towards the pause),
-/// and, for a global 429, how long every caller must wait.
-pub(crate) fn note_refusal(global_wait: Option<Duration>) {
-    invalid_requests().count();
-    if let Some(wait) = global_wait {
-        global_not_before().wait(wait);
+impl Default for Limits {
+    fn default() -> Self {
+        Self(Arc::new((
+            NotBefore::default(),
+            InvalidRequests::new(InvalidRequests::LIMIT),
+        )))
     }
 }
 
-fn invalid_requests() -> &'static InvalidRequests {
-    static COUNT: OnceLock<InvalidRequests> = OnceLock::new();
-    COUNT.get_or_init(|| InvalidRequests::new(InvalidRequests::LIMIT))
+impl Limits {
+    /// Set by a global 429: no Discord call of this process before it.
+    fn global(&self) -> &NotBefore {
+        &self.0.0
+    }
+
+    /// This process's refused requests.
+    fn refused(&self) -> &InvalidRequests {
+        &self.0.1
+    }
+
+    /// For other callers of Discord's API (the Gateway's REST backfill): how long to wait
+    /// before the next call, after a global 429 or while this process's refusals are at the
+    /// limit.
+    pub(crate) fn pause(&self) -> Option<Duration> {
+        let global = self.global().remaining();
+        let refused = self.refused().paused();
+        global.max(refused)
+    }
+
+    /// For other callers of Discord's API: a 401, 403 or 429 answer (counted towards the
+    /// pause), and, for a global 429, how long every caller must wait.
+    pub(crate) fn note_refusal(&self, global_wait: Option<Duration>) {
+        self.refused().count();
+        if let Some(wait) = global_wait {
+            self.global().wait(wait);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,15 +18,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::{Inbound, Outcome, SLACK_DEDUP_SECS, SlackApp, Write, Written, now_secs};
 use crate::chat::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
-use crate::links::signing;
+use crate::inbound::{Inbound, Outcome, SLACK_DEDUP_SECS, SlackApp, Write, Written, now_secs};
 use crate::ops::http::AppState;
+use crate::platforms::webhook::signing;
 use crate::secret::SigningSecret;
 
 const ROUTE: &str = "slack";
 
-pub(super) async fn receive(
+pub(crate) async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
@@ -103,7 +103,7 @@ fn ignored(why: &str) -> Outcome {
 
 /// One `event_callback` envelope, once its origin is established (a verified signature over
 /// HTTP, or our own Socket Mode connection): the one code path of both transports.
-pub(super) async fn callback(
+pub(crate) async fn callback(
     inbound: &Inbound,
     app: &SlackApp,
     envelope: &Value,
@@ -165,7 +165,7 @@ pub(super) async fn callback(
     let write = Write {
         scope: Scope::Room(target.room.clone()),
         event: chat,
-        dedup_key: format!("chatbridge:inbound:slack:{event_id}"),
+        dedup_key: crate::redis::keys::slack_dedup(event_id),
         dedup_secs: SLACK_DEDUP_SECS,
         history_limit: inbound.history.room_limit_of(&target.room),
     };

@@ -1,13 +1,14 @@
 //! `[slack]`: the Slack app that sends Events API requests to `POST /slack/events` (or, with
-//! `app_token`, through Socket Mode: [`crate::inbound::socket`]). Each Slack
+//! `app_token`, through Socket Mode: [`crate::platforms::slack::socket`]). Each Slack
 //! link's `channel` (Web API mode) doubles as the inbound mapping: events from that channel
 //! are written into the rooms that link mirrors, with `origin` = the link.
 
 use std::collections::BTreeMap;
 
-use super::error::Problems;
-use super::reader::Table;
-use super::{LinkKind, RoomConfig, SlackLinkConfig, SlackMode};
+use crate::config::RoomConfig;
+use crate::config::error::Problems;
+use crate::config::reader::Table;
+use crate::platforms::chatpost::template::Template;
 use crate::secret::{BotToken, SecretUrl, SigningSecret};
 
 /// `[slack]`: present only when the section is; without it `/slack/events` answers 404.
@@ -41,7 +42,7 @@ pub struct SlackInbound {
     pub room: String,
 }
 
-pub(super) fn parse_slack(
+pub(crate) fn parse_slack(
     section: Option<Table>,
     problems: &mut Problems,
 ) -> Option<SlackAppConfig> {
@@ -86,21 +87,18 @@ pub(super) fn parse_slack(
 
 /// Slack channel id → the one room (and link) its inbound events go to. A channel mirrored
 /// to two rooms is ambiguous: reported as a problem when `report` is given.
-pub(super) fn slack_channels(
-    links: &BTreeMap<String, super::LinkConfig>,
+pub(crate) fn slack_channels(
+    links: &BTreeMap<String, crate::config::LinkConfig>,
     rooms: &[RoomConfig],
     report: Option<&mut Problems>,
 ) -> BTreeMap<String, SlackInbound> {
-    fn channel_of(link: &super::LinkConfig) -> Option<&str> {
-        match &link.kind {
-            LinkKind::Slack(SlackLinkConfig {
-                mode: SlackMode::Api { channel, .. },
-                ..
-            }) => Some(channel.as_str()),
-            _ => None,
+    fn channel_of(link: &crate::config::LinkConfig) -> Option<&str> {
+        match &link.kind.slack()?.mode {
+            SlackMode::Api { channel, .. } => Some(channel.as_str()),
+            SlackMode::Webhook { .. } => None,
         }
     }
-    super::rooms::inbound_channels(links, rooms, "Slack", channel_of, report)
+    crate::config::rooms::inbound_channels(links, rooms, "Slack", channel_of, report)
         .into_iter()
         .map(|(channel, to)| {
             let target = SlackInbound {
@@ -110,6 +108,122 @@ pub(super) fn slack_channels(
             (channel.to_owned(), target)
         })
         .collect()
+}
+
+/// Posts to one Slack channel, each chat user under their own name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackLinkConfig {
+    /// Web API with a bot token (preferred), or an incoming webhook.
+    pub mode: SlackMode,
+    /// Whether Slack may unfurl links and media in relayed text (`unfurl`). Default: false.
+    pub unfurl: bool,
+}
+
+/// How a Slack link posts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlackMode {
+    /// `bot_token` + `channel`: `chat.postMessage`, per-message `username` and `icon_url` (the
+    /// app needs `chat:write` and `chat:write.customize`); each post's `ts` is recorded.
+    Api {
+        /// `xoxb-…`; put it in an environment variable (`bot_token = "${SLACK_BOT_TOKEN}"`).
+        token: BotToken,
+        /// The channel id (`C…`) or name.
+        channel: String,
+        /// The Web API base (`api_url`). Default: `https://slack.com/api`.
+        api_url: SecretUrl,
+        /// The sender's picture (`icon_url`), a format such as
+        /// `"https://avatars.example/{user_id}.png"`. Default: the app's own icon.
+        icon_url: Option<Template>,
+    },
+    /// `webhook_url`: an incoming webhook, bound to one channel; it ignores per-message names,
+    /// so the sender's name goes into the text.
+    Webhook {
+        /// `https://hooks.slack.com/services/…`: a secret, only shown redacted.
+        url: SecretUrl,
+    },
+}
+
+impl SlackLinkConfig {
+    /// Where the link posts, safe to print.
+    pub(crate) fn describe(&self) -> String {
+        match &self.mode {
+            SlackMode::Api {
+                channel, api_url, ..
+            } => {
+                format!("chat.postMessage {} channel {channel}", api_url.redacted())
+            }
+            SlackMode::Webhook { url } => format!("incoming webhook {}", url.redacted()),
+        }
+    }
+
+    pub(crate) fn parse(link: &mut Table, problems: &mut Problems) -> Option<Self> {
+        let path = link.path_of("bot_token");
+        let token = link.string("bot_token", problems);
+        let channel = link.string("channel", problems);
+        let webhook = link.string("webhook_url", problems);
+        let api_url = link.string("api_url", problems);
+        let icon_url = link.string("icon_url", problems);
+        let unfurl = link.boolean("unfurl", false, problems);
+        let mode = match (token, channel, webhook) {
+            (Some(token), Some(channel), None) => {
+                let token = BotToken::parse(&token.value)
+                    .map_err(|e| problems.add(&token.path, e))
+                    .ok();
+                if channel.value.trim().is_empty() {
+                    problems.add(&channel.path, "is empty");
+                }
+                let api_url = match api_url {
+                    Some(raw) => SecretUrl::parse(raw.value.trim_end_matches('/'))
+                        .map_err(|e| problems.add(&raw.path, e))
+                        .ok(),
+                    None => SecretUrl::parse("https://slack.com/api").ok(),
+                };
+                let icon_url = icon_url.and_then(|raw| {
+                    Template::url(&raw.value)
+                        .map_err(|e| problems.add(&raw.path, e))
+                        .map(Some)
+                        .ok()
+                });
+                SlackMode::Api {
+                    token: token?,
+                    channel: channel.value,
+                    api_url: api_url?,
+                    icon_url: icon_url.unwrap_or(None),
+                }
+            }
+            (None, None, Some(raw)) => {
+                for (unused, key) in [(api_url, "api_url"), (icon_url, "icon_url")] {
+                    if let Some(unused) = unused {
+                        problems.add(
+                            &unused.path,
+                            format!("`{key}` needs `bot_token` + `channel` (incoming webhooks ignore it)"),
+                        );
+                    }
+                }
+                let url = SecretUrl::parse(&raw.value)
+                    .map_err(|e| problems.add(&raw.path, e))
+                    .ok()?;
+                SlackMode::Webhook { url }
+            }
+            (_, _, Some(webhook)) => {
+                problems.add(
+                    &webhook.path,
+                    "set either `webhook_url` or `bot_token` + `channel`, not both",
+                );
+                return None;
+            }
+            (token, channel, None) => {
+                let message = match (token.is_some(), channel.is_some()) {
+                    (true, false) => "`bot_token` needs `channel` (the channel id, `C…`)",
+                    (false, true) => "`channel` needs `bot_token` (`xoxb-…`)",
+                    _ => "missing: set `bot_token` + `channel` (Web API) or `webhook_url`",
+                };
+                problems.add(&path, message);
+                return None;
+            }
+        };
+        Some(Self { mode, unfurl })
+    }
 }
 
 #[cfg(test)]

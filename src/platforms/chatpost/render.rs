@@ -427,7 +427,7 @@ fn notice_text(payload: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::links::split::utf16_units;
+    use crate::platforms::chatpost::split::utf16_units;
 
     fn plain(s: &str) -> String {
         s.to_owned()
@@ -509,7 +509,7 @@ mod tests {
     #[test]
     fn names_are_escaped_in_text_and_plain_in_the_username() {
         let slack = Style {
-            escape: crate::links::slack::escape,
+            escape: crate::platforms::slack::escape,
             bold: "*",
             ..STYLE
         };
@@ -718,7 +718,7 @@ mod tests {
             if index > 0 && body.starts_with("```rust\n") && !content.ends_with("```") {
                 body.drain(.."```rust\n".len());
             }
-            if let Some(open) = body.strip_suffix(crate::links::split::CLOSE_FENCE)
+            if let Some(open) = body.strip_suffix(crate::platforms::chatpost::split::CLOSE_FENCE)
                 && index + 1 < parts.len()
             {
                 body = open.to_owned();

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::SendOutcome;
 use super::render::{Post, Style, seen_post};
 use crate::bridge::retry::Verdict;
 use crate::chat::model::Outbound;
+use crate::platforms::SendOutcome;
 
 /// How many entries [`Progress`] remembers at most; beyond, it forgets (a few repeats, never
 /// a loss).
@@ -37,7 +37,7 @@ const DURABLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The posts and entries that reached the platform in attempts not yet acknowledged.
 #[derive(Default)]
-pub(super) struct Progress {
+pub(crate) struct Progress {
     state: Mutex<ProgressState>,
     /// The same record in Redis, by event key, so a process that restarts mid-batch (or
     /// between a delivery and its acknowledgement) does not post again what the platform
@@ -109,12 +109,12 @@ struct ProgressState {
 
 impl Progress {
     /// Progress recorded in memory and in Redis (`chatbridge:posted:{link}`).
-    pub(super) fn durable(con: redis::aio::ConnectionManager, link: &str) -> Self {
+    pub(crate) fn durable(con: redis::aio::ConnectionManager, link: &str) -> Self {
         Self {
             state: Mutex::default(),
             durable: Some(Durable {
                 con,
-                key: format!("chatbridge:posted:{link}"),
+                key: crate::redis::keys::posted(link),
             }),
         }
     }
@@ -125,7 +125,7 @@ impl Progress {
 
     /// The entries of `batch` not yet delivered whole by an earlier attempt (of this process,
     /// or, through the durable record, of one that stopped before acknowledging them).
-    pub(super) async fn pending(&self, batch: &[Outbound]) -> Vec<Outbound> {
+    pub(crate) async fn pending(&self, batch: &[Outbound]) -> Vec<Outbound> {
         let fresh: Vec<&Outbound> = {
             let state = self.state();
             batch
@@ -222,7 +222,7 @@ fn key(post: &Post) -> (Vec<String>, usize) {
 
 /// Makes `posts` in order with `make`, skipping those already made; stops at the first that
 /// is not delivered and reports it. All made: delivered, and `batch` is forgotten.
-pub(super) async fn post_all<F, Fut>(
+pub(crate) async fn post_all<F, Fut>(
     batch: &[Outbound],
     posts: &[Post],
     progress: &Progress,
@@ -274,12 +274,12 @@ where
 }
 
 /// Makes one post on a platform; what [`Receipts`] posts its lines through.
-pub(super) trait MakesPosts: Send + Sync + 'static {
+pub(crate) trait MakesPosts: Send + Sync + 'static {
     fn make(&self, post: &Post) -> impl Future<Output = SendOutcome> + Send;
 }
 
 /// Read receipts waiting to become "seen by …" lines, per place.
-pub(super) struct Receipts {
+pub(crate) struct Receipts {
     /// The least time between two lines of one place.
     interval: Duration,
     /// How lines are laid out.
@@ -300,7 +300,7 @@ struct Readers {
 }
 
 impl Receipts {
-    pub(super) fn new(interval: Duration, style: Style) -> Arc<Self> {
+    pub(crate) fn new(interval: Duration, style: Style) -> Arc<Self> {
         Arc::new(Self {
             interval,
             style,
@@ -316,7 +316,7 @@ impl Receipts {
 
     /// Notes who read where; the flusher (started on first use, posting through `poster`)
     /// posts the lines when they are due. Must be called within the runtime.
-    pub(super) fn add<P: MakesPosts>(
+    pub(crate) fn add<P: MakesPosts>(
         self: &Arc<Self>,
         readers: Vec<(String, String)>,
         poster: &Arc<P>,
@@ -340,7 +340,7 @@ impl Receipts {
     }
 
     /// Forgets every pending reader: the link was disabled, and nothing may call it again.
-    pub(super) fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.state().clear();
     }
 
@@ -429,7 +429,7 @@ impl NotBefore {
 }
 
 /// The outcome of a call not made because the platform asked us to wait: retried after.
-pub(super) fn waiting(after: Duration, why: &str) -> SendOutcome {
+pub(crate) fn waiting(after: Duration, why: &str) -> SendOutcome {
     SendOutcome {
         verdict: Verdict::RateLimited { after: Some(after) },
         status: None,
@@ -528,7 +528,7 @@ mod tests {
 
     #[test]
     fn receipts_are_due_once_per_interval_per_place() {
-        use crate::links::split::utf16_units;
+        use crate::platforms::chatpost::split::utf16_units;
         let style = Style {
             limit: 100,
             measure: utf16_units,

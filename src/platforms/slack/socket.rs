@@ -8,7 +8,7 @@
 //!
 //! The holder calls `apps.connections.open` with the app token, connects to the `wss://` URL it
 //! answers and, for each `events_api` envelope, hands the payload to the Events API handling
-//! ([`super::slack::callback`]: de-dup on `event_id`, echo guard, the atomic Redis write) and
+//! ([`super::events::callback`]: de-dup on `event_id`, echo guard, the atomic Redis write) and
 //! only then acknowledges `{"envelope_id": …}`. When Redis cannot take the write the envelope
 //! is left unacknowledged, so Slack sends it again. On `disconnect` the new connection is opened
 //! first and the old one closed after; a broken connection is reopened with backoff.
@@ -23,10 +23,10 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
-use super::lease::Leased;
 use crate::bridge::retry::Backoff;
 use crate::config::Config;
+use crate::inbound::Shared;
+use crate::inbound::lease::Leased;
 use crate::ops::metrics::ConnectedGauge;
 use crate::secret::{BotToken, SecretUrl};
 
@@ -55,6 +55,19 @@ pub struct SocketMode {
     http: reqwest::Client,
 }
 
+impl crate::platforms::Source for SocketMode {
+    fn task(&self) -> &'static str {
+        "slack socket mode"
+    }
+
+    fn run(
+        self: Box<Self>,
+        stop: CancellationToken,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(SocketMode::run(*self, stop))
+    }
+}
+
 /// What to do after one frame.
 enum Flow {
     Continue,
@@ -78,7 +91,7 @@ impl SocketMode {
         Some(Self {
             token,
             api_base: app.api_base.clone(),
-            lease_key: format!("chatbridge:lease:slack-socket:{app_key}"),
+            lease_key: crate::redis::keys::inbound_lease("slack-socket", &app_key),
             ttl: config.delivery.lease,
             inbound,
             con,
@@ -196,7 +209,7 @@ impl SocketMode {
                 count("not_found");
                 return Flow::Continue;
             };
-            match super::slack::callback(&inbound, app, &envelope["payload"]).await {
+            match super::events::callback(&inbound, app, &envelope["payload"]).await {
                 Ok(outcome) => outcome.result,
                 Err(outcome) if outcome.status.is_server_error() => {
                     // Not acknowledged: Slack sends the envelope again.
