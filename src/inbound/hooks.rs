@@ -16,7 +16,6 @@ use super::{HOOK_DEDUP_SECS, HookLink, Inbound, Outcome, Write, Written, now_sec
 use crate::chat::model::{
     ChatEvent, Message, ReadReceipt, Scope, SystemLine, Timestamp, Typing, UserId,
 };
-use crate::ops::http::AppState;
 use crate::platforms::webhook::signing;
 use crate::redis::keys;
 
@@ -27,12 +26,12 @@ const MAX_ID_LEN: usize = 256;
 const MAX_NAME_CHARS: usize = 200;
 
 pub(super) async fn receive(
-    State(state): State<AppState>,
+    State(shared): State<super::Shared>,
     Path(link): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(inbound) = state.inbound.load_full() else {
+    let Some(inbound) = shared.load_full() else {
         return Outcome::unavailable().respond(ROUTE);
     };
     handle(&inbound, &link, &headers, &body)

@@ -34,7 +34,6 @@ use redis::aio::ConnectionManager;
 use serde_json::json;
 
 use crate::config::{Config, SlackAppConfig, SlackInbound};
-use crate::ops::http::AppState;
 use crate::secret::WebhookSecret;
 
 pub use write::{Write, Writer, Written};
@@ -151,8 +150,13 @@ fn directories(config: &Config) -> BTreeMap<String, names::Directory> {
         .collect()
 }
 
-/// The inbound routes, sharing the server's state and limits.
-pub fn routes() -> Router<AppState> {
+/// The inbound routes, for any server state they can take their [`Shared`] from (the HTTP
+/// server's), so this module needs nothing of the server.
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Shared: axum::extract::FromRef<S>,
+{
     Router::new()
         .route("/hooks/{link}", post(hooks::receive))
         .merge(crate::platforms::routes())

@@ -132,7 +132,11 @@ pub(crate) fn check(
 
 /// The HTTP routes of the platforms' inbound sources that come in through the server
 /// (`POST /slack/events`); the daemon adds them beside the generic webhooks' route.
-pub(crate) fn routes() -> axum::Router<crate::ops::http::AppState> {
+pub(crate) fn routes<S>() -> axum::Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    crate::inbound::Shared: axum::extract::FromRef<S>,
+{
     axum::Router::new().route("/slack/events", axum::routing::post(slack::events::receive))
 }
 

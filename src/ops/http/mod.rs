@@ -69,6 +69,13 @@ pub struct AppState {
     pub inbound: crate::inbound::Shared,
 }
 
+/// The inbound routes read only what they accept, not the whole server state.
+impl axum::extract::FromRef<AppState> for crate::inbound::Shared {
+    fn from_ref(state: &AppState) -> Self {
+        state.inbound.clone()
+    }
+}
+
 /// The router: the operations routes plus `extra` under the request limit, all under the
 /// body cap.
 pub fn router(state: AppState, extra: Router<AppState>, limits: &HttpConfig) -> Router {

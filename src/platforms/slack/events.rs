@@ -20,18 +20,17 @@ use serde_json::{Map, Value, json};
 
 use crate::chat::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
 use crate::inbound::{Inbound, Outcome, SLACK_DEDUP_SECS, SlackApp, Write, Written, now_secs};
-use crate::ops::http::AppState;
 use crate::platforms::webhook::signing;
 use crate::secret::SigningSecret;
 
 const ROUTE: &str = "slack";
 
 pub(crate) async fn receive(
-    State(state): State<AppState>,
+    State(shared): State<crate::inbound::Shared>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(inbound) = state.inbound.load_full() else {
+    let Some(inbound) = shared.load_full() else {
         return Outcome::unavailable().respond(ROUTE);
     };
     handle(&inbound, &headers, &body)
