@@ -223,20 +223,6 @@ async fn dump_all(con: &mut redis::aio::MultiplexedConnection) -> BTreeMap<Strin
     dump
 }
 
-/// Content of every event a webhook receiver got, in arrival order.
-fn received_contents(receiver: &Receiver) -> Vec<String> {
-    receiver
-        .requests()
-        .iter()
-        .map(|r| {
-            r.json()["data"]["event"]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_hook_writes_the_seed_events_and_reaches_only_the_other_links() {
     let redis = RedisServer::start();
@@ -778,7 +764,7 @@ async fn slack_events_are_verified_written_once_and_relayed_to_discord_and_webho
     let posts: Vec<String> = slack.posts().iter().map(|p| p.text().to_owned()).collect();
     assert_eq!(posts.len(), 1, "Slack got its own events back: {posts:?}");
     assert!(posts[0].contains("from the tool"));
-    let tool_got = received_contents(&tool);
+    let tool_got = tool.contents();
     assert_eq!(
         tool_got,
         ["hi <all>", "Zed joined the room"],
@@ -839,16 +825,8 @@ async fn two_links_both_ways_exchange_100_messages_without_echo_or_duplicates() 
     a.wait_for(50, WAIT).await;
     common::outbox::wait_drained(&mut con, "a").await;
     common::outbox::wait_drained(&mut con, "b").await;
-    assert_eq!(
-        received_contents(&a),
-        from_b,
-        "a gets b's messages, once, in order"
-    );
-    assert_eq!(
-        received_contents(&b),
-        from_a,
-        "b gets a's messages, once, in order"
-    );
+    assert_eq!(a.contents(), from_b, "a gets b's messages, once, in order");
+    assert_eq!(b.contents(), from_a, "b gets a's messages, once, in order");
     assert_eq!(
         history(&mut con, "chat:room:general:history").await.len(),
         100
