@@ -115,7 +115,7 @@ enum Cause {
     Error,
 }
 
-/// What Redis says about itself, read before each session: compared with the next session's,
+/// What Redis says about itself, read as each session starts: compared with the next session's,
 /// it tells why the one between ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ServerFacts {
@@ -157,7 +157,7 @@ struct Gap {
     since: Instant,
     cause: Cause,
     why: String,
-    /// What Redis said before the session that ended.
+    /// What Redis said as the session that ended started.
     before: ServerFacts,
 }
 
@@ -180,10 +180,10 @@ impl Gap {
         }
     }
 
-    /// Counts and logs the gap once a new session is subscribed.
-    fn closed(self, now: &ServerFacts) {
+    /// Counts and logs the gap once a new session is subscribed (at `subscribed`).
+    fn closed(self, now: &ServerFacts, subscribed: Instant) {
         let reason = self.reason(now);
-        let lasted = self.since.elapsed();
+        let lasted = subscribed.saturating_duration_since(self.since);
         crate::ops::metrics::subscription_gap(reason, lasted);
         tracing::warn!(
             reason,
@@ -304,7 +304,7 @@ struct Session<'a> {
     reroutes: &'a mut mpsc::Receiver<Reroute>,
     /// Open since a session ended; closed (counted, logged) when the next one is subscribed.
     gap: Option<Gap>,
-    /// What Redis said before the current session.
+    /// What Redis said as the current session started.
     facts: ServerFacts,
 }
 
@@ -343,8 +343,6 @@ impl Session<'_> {
                 ));
             }
         };
-        // Before subscribing: the baseline for telling why this session will end.
-        let facts = ServerFacts::read(client).await;
         let (mut sink, stream) = pubsub.split();
         let mut patterns = vec![ROOMS];
         let dms = listen.routes.load().mirrors_dms();
@@ -360,8 +358,12 @@ impl Session<'_> {
             .await
             .map_err(End::unsubscribed)?;
         tracing::info!(patterns = ?patterns, "subscribed");
+        let subscribed = Instant::now();
+        // Once subscribed, so the extra round trips do not widen the gap: the baseline for
+        // telling why this session will end, and why the last one did.
+        let facts = ServerFacts::read(client).await;
         if let Some(gap) = self.gap.take() {
-            gap.closed(&facts);
+            gap.closed(&facts, subscribed);
         }
         self.facts = facts;
         if self.feed.send(Feed::Subscribed).await.is_err() {
