@@ -4,7 +4,9 @@
 //!   to end or panic unasked stops the daemon, which exits non-zero.
 //! - [`notify`]: systemd's notify protocol (READY=1 once subscribed and caught up, STATUS=,
 //!   WATCHDOG=1 only while the subscription and the intake show progress, RELOADING=1 … READY=1
-//!   around a reload, STOPPING=1) and the health record `/readyz` reads.
+//!   around a reload, STOPPING=1).
+//! - [`health`]: the record the subscription, the intake and the workers' parts update, which
+//!   the watchdog and `/readyz` read.
 //! - [`http`]: the HTTP server (`[http]`): `/healthz`, `/readyz`, `/metrics`, and the router the
 //!   inbound routes join; header and idle timeouts and a connection cap against hostile clients.
 //! - [`metrics`]: every exported metric's name, cheap per-link and per-kind handles, the
@@ -17,6 +19,7 @@
 
 pub mod eviction;
 pub mod fdlimit;
+pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;
