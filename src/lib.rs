@@ -10,18 +10,20 @@
 //! - [`redis`]: the Redis layer: connections with the timeouts each use needs, every key name
 //!   and its planned Cluster hash tag, the Lua scripts, the one lease type.
 //! - [`config`]: `config.toml` + environment overrides + `${VAR}` secrets, validated all at once;
-//!   what a reload changes. Platform sections delegate to their platform's config type.
+//!   what a reload changes. It names no platform: links and platform sections are read by the
+//!   platforms' registry.
 //! - [`bridge`]: the data path as it reads: subscription → decode → route → intake (with
 //!   catch-up) → outbox → deliver (with retry), and history trimming beside it.
 //! - [`platforms`]: one folder per platform (console, webhook, Slack, Discord: config, outbound
-//!   sink, inbound sources), the chat-post rendering the chat platforms share, and the one
-//!   registry ([`platforms::LinkKind`]) that matches on the kind.
+//!   sink, inbound sources and their state), the chat-post rendering the chat platforms share,
+//!   and the one registry that matches on the kind ([`platforms::link`] for configuration,
+//!   [`platforms`] itself for sinks, sources and routes).
 //! - [`inbound`]: what every inbound source shares: `POST /hooks/{link}` (signed generic
-//!   webhooks) and the platforms' routes; verify, de-duplicate, then one atomic write into the
+//!   webhooks), the settings in force; verify, de-duplicate, then one atomic write into the
 //!   chat marked with a trusted `origin`, from where the normal path relays it to every other
 //!   link.
 //! - [`ops`]: running as a service: supervision, systemd notify and watchdog, the HTTP server
-//!   (health, readiness, metrics; hostile-client limits), metrics, logging, `status`, the
+//!   (health, readiness, metrics; hostile-client limits), the health record, metrics, logging, `status`, the
 //!   eviction check and the open-file limit.
 //! - [`secret`]: URLs and signing secrets that print redacted, never in full.
 //! - [`printable`]: untrusted text escaped for terminals and logs (console link, CLI).

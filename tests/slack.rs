@@ -411,7 +411,8 @@ async fn ok_false_errors_pause_disable_or_dead_letter_while_other_links_flow() {
 
 #[test]
 fn slack_and_discord_config_problems_are_all_reported_without_secrets() {
-    use chatbridge::config::{self, Env, LinkKind, SlackMode};
+    use chatbridge::config::{self, Env, LinkKind};
+    use chatbridge::platforms::slack::config::SlackMode;
     let toml = r#"
         [links.both]
         kind = "slack"

@@ -97,28 +97,13 @@ impl Changes {
         );
         // The server is bound once, at start: whether it runs and its limits.
         keep("http", old.http_server() != new.http_server());
-        // The Socket Mode client is started once, at start, with its token and API base.
-        let socket = |c: &Config| {
-            c.slack
-                .as_ref()
-                .and_then(|s| Some((s.app_token.clone()?, s.api_base.clone(), s.app_id.clone())))
-        };
-        keep(
-            "slack.app_token / slack.api_base (Socket Mode)",
-            socket(old) != socket(new),
-        );
-        // The Discord Gateway connections are opened once, at start: which bot tokens, where,
-        // and with which intents. The channel → room mapping applies at once.
-        let gateways = |c: &Config| {
-            c.discord_gateways()
-                .into_iter()
-                .map(|g| (g.key, g.api_base, g.gateway_url, g.joins))
-                .collect::<Vec<_>>()
-        };
-        keep(
-            "links.*.bot_token / api_base / gateway_url / inbound_joins (Discord Gateway)",
-            gateways(old) != gateways(new),
-        );
+        // The connection-holding sources are opened once, at start.
+        for key in crate::platforms::sections::fixed_at_start(
+            (&old.links, &old.sections),
+            (&new.links, &new.sections),
+        ) {
+            keep(key, true);
+        }
         config.http = running.http.clone();
         config.redis = running.redis.clone();
         config.history = running.history.clone();

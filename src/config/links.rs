@@ -1,26 +1,14 @@
-//! `[links.<name>]`: where events go. Every link has the common part, [`LinkCommon`]
-//! (`events`, `name_format`, delivery policy), read the same way for every kind under that kind's
-//! [`Rules`]; each kind adds only its own keys in its own struct, in its platform's folder. Which kinds
-//! exist, their rules and their own parsers come from the registry ([`LinkKind`]).
+//! The part of `[links.<name>]` every kind shares, [`LinkCommon`] (`events`, `name_format`,
+//! delivery policy), read the same way for every kind under that kind's [`Rules`]. The link
+//! itself, its kind and the kind's own keys are the platforms' ([`crate::platforms::link`]).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::error::Problems;
 use super::reader::Table;
 use crate::chat::model::EventKind;
-pub use crate::platforms::LinkKind;
 use crate::platforms::chatpost::template::Template;
-
-/// One configured link: a place events are sent to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LinkConfig {
-    /// What every kind has: events, name format, delivery policy.
-    pub common: LinkCommon,
-    /// What this kind adds.
-    pub kind: LinkKind,
-}
 
 /// The part of a link every kind shares.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +65,7 @@ pub(crate) const DEFAULT_EVENTS: [EventKind; 3] =
 
 impl Rules {
     /// Reads the common keys of one link under these rules.
-    fn parse(&self, link: &mut Table, problems: &mut Problems) -> Option<LinkCommon> {
+    pub(crate) fn parse(&self, link: &mut Table, problems: &mut Problems) -> Option<LinkCommon> {
         let events = events(link, self, problems);
         let name_format = if self.names {
             link.string("name_format", problems)
@@ -133,47 +121,6 @@ fn default_name_format() -> Template {
     Template::text("{username}").unwrap_or_else(|_| unreachable!("the default name format"))
 }
 
-impl LinkConfig {
-    /// The event kinds this link receives.
-    pub fn events(&self) -> &[EventKind] {
-        &self.common.events
-    }
-
-    /// The `kind` as written in the config.
-    pub fn kind_name(&self) -> &'static str {
-        self.kind.name()
-    }
-
-    /// Where this link sends, safe to print (a URL shows only scheme and host).
-    pub(super) fn describe_target(&self) -> String {
-        self.kind.describe()
-    }
-
-    /// Reads one `[links.<name>]` table. `None` when it cannot be built (problems recorded).
-    fn parse(mut link: Table, problems: &mut Problems) -> Option<Self> {
-        let kind = link.required_string("kind", problems)?;
-        let Some(rules) = LinkKind::rules(&kind.value) else {
-            let message = format!(
-                "unknown link kind {} (expected one of: {})",
-                kind.shown(),
-                LinkKind::NAMES
-            );
-            problems.add(&kind.path, message);
-            // Its other keys belong to a kind we do not know: do not call them unknown.
-            return None;
-        };
-        let parsed = rules
-            .parse(&mut link, problems)
-            .map(|common| (common, LinkKind::parse(&kind.value, &mut link, problems)));
-        link.finish(problems);
-        let (common, kind) = parsed?;
-        Some(Self {
-            common,
-            kind: kind?,
-        })
-    }
-}
-
 /// The `events` list of a link, or the kind's default when absent. Unknown names and events
 /// the kind cannot show are reported; repeated names are kept once.
 fn events(link: &mut Table, rules: &Rules, problems: &mut Problems) -> Vec<EventKind> {
@@ -200,40 +147,4 @@ fn events(link: &mut Table, rules: &Rules, problems: &mut Problems) -> Vec<Event
         }
     }
     kinds
-}
-
-/// The links of `[links]`, and the names of all declared links, including ones that could
-/// not be built: references to those are not reported a second time.
-pub(super) fn parse_links(
-    mut section: Table,
-    problems: &mut Problems,
-) -> (BTreeMap<String, LinkConfig>, BTreeSet<String>) {
-    let mut links = BTreeMap::new();
-    let mut declared = BTreeSet::new();
-    for (name, value) in section.drain() {
-        let path = section.path_of(&name);
-        if !is_link_name(&name) {
-            problems.add(
-                &path,
-                "link names must be 1 to 64 characters of A-Z, a-z, 0-9, `_` and `-` \
-                 (they become part of Redis key names)",
-            );
-        }
-        declared.insert(name.clone());
-        let Some(table) = Table::try_new(path, value, problems) else {
-            continue;
-        };
-        if let Some(link) = LinkConfig::parse(table, problems) {
-            links.insert(name, link);
-        }
-    }
-    section.finish(problems);
-    (links, declared)
-}
-
-fn is_link_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

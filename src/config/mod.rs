@@ -9,7 +9,7 @@
 
 mod diff;
 pub(crate) mod error;
-mod links;
+pub(crate) mod links;
 mod ops;
 mod origin;
 pub(crate) mod reader;
@@ -25,17 +25,10 @@ use std::time::Duration;
 
 use redis::IntoConnectionInfo;
 
-pub use crate::platforms::discord::config::DiscordLinkConfig;
-pub use crate::platforms::discord::config::{
-    DiscordInbound, DiscordTarget, GatewaySettings, is_snowflake,
-};
-pub use crate::platforms::slack::config::{SlackAppConfig, SlackInbound};
-pub use crate::platforms::slack::config::{SlackLinkConfig, SlackMode};
-pub use crate::platforms::webhook::config::WebhookLinkConfig;
+pub use crate::platforms::link::{LinkConfig, LinkKind};
 pub use diff::Changes;
 pub use error::{ConfigError, ConfigErrors};
-pub(crate) use links::{DEFAULT_EVENTS, Rules};
-pub use links::{DeliveryPolicy, LinkCommon, LinkConfig, LinkKind};
+pub use links::{DeliveryPolicy, LinkCommon};
 pub use ops::{HttpConfig, LogConfig, LogFormat};
 pub use rooms::{DmsConfig, RoomConfig};
 pub use tls::{ClientIdentity, PemFile, RedisTls};
@@ -67,9 +60,8 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     /// Log format and level (`[log]`).
     pub log: LogConfig,
-    /// The Slack app whose Events API requests `POST /slack/events` accepts, or whose events
-    /// come through Socket Mode with `app_token` (`[slack]`). Absent: that route answers 404.
-    pub slack: Option<SlackAppConfig>,
+    /// The top-level sections that belong to a platform, not to one link.
+    pub sections: crate::platforms::sections::Sections,
 }
 
 /// `[redis]`
@@ -212,16 +204,14 @@ pub fn load_str(toml: &str, env: &Env) -> Result<Config, ConfigErrors> {
     let redis = parse_redis(root.table("redis", &mut problems), &mut problems);
     let history = parse_history(root.table("history", &mut problems), &mut problems);
     let delivery = parse_delivery(root.table("delivery", &mut problems), &mut problems);
-    let (links, declared) = links::parse_links(root.table("links", &mut problems), &mut problems);
+    let (links, declared) =
+        crate::platforms::link::parse_links(root.table("links", &mut problems), &mut problems);
     let rooms = rooms::parse_rooms(&mut root, &declared, &mut problems);
     let dms = rooms::parse_dms(&mut root, &declared, &mut problems);
     let http = ops::parse_http(root.optional_table("http", &mut problems), &mut problems);
     let log = ops::parse_log(root.table("log", &mut problems), &mut problems);
-    let slack = crate::platforms::slack::config::parse_slack(
-        root.optional_table("slack", &mut problems),
-        &mut problems,
-    );
-    crate::platforms::check(&links, &rooms, slack.is_some(), &mut problems);
+    let sections = crate::platforms::sections::Sections::parse(&mut root, &mut problems);
+    crate::platforms::sections::check(&links, &rooms, &sections, &mut problems);
     root.finish(&mut problems);
     problems.into_result(Config {
         redis,
@@ -232,7 +222,7 @@ pub fn load_str(toml: &str, env: &Env) -> Result<Config, ConfigErrors> {
         dms,
         http,
         log,
-        slack,
+        sections,
     })
 }
 
@@ -372,24 +362,10 @@ impl Config {
             .map_or(&[], |r| r.links.as_slice())
     }
 
-    /// Slack channel id → the room (and Slack link) its inbound events are written into.
-    pub fn slack_channels(&self) -> BTreeMap<String, SlackInbound> {
-        crate::platforms::slack::config::slack_channels(&self.links, &self.rooms, None)
-    }
-
-    /// Discord channel id → the room (and link) its messages go to, through the Gateway.
-    pub fn discord_channels(&self) -> BTreeMap<String, DiscordTarget> {
-        crate::platforms::discord::config::discord_channels(&self.links, &self.rooms, None)
-    }
-
-    /// The Discord Gateway connections to hold: one per bot token.
-    pub fn discord_gateways(&self) -> Vec<GatewaySettings> {
-        crate::platforms::discord::config::gateways(&self.links, None)
-    }
-
-    /// Whether anything inbound is configured (`[slack]`, or a webhook link with `inbound`).
+    /// Whether anything inbound is configured (a platform section with a route, or a webhook
+    /// link with `inbound`).
     pub fn has_inbound(&self) -> bool {
-        self.slack.is_some() || self.links.values().any(|link| link.kind.accepts_hooks())
+        self.sections.has_inbound() || self.links.values().any(|link| link.kind.accepts_hooks())
     }
 
     /// The HTTP server's settings: `[http]`, or its defaults when only inbound routes need it;

@@ -15,11 +15,11 @@ pub(crate) struct ChannelRoom<'a> {
 /// Platform channel → the one room (and link) its inbound events go to, over the links for
 /// which `channel_of` names a channel. A channel in two rooms is ambiguous: the first wins,
 /// and the others are reported when `report` is given (`platform`: "Slack", "Discord").
-pub(crate) fn inbound_channels<'a>(
-    links: &'a BTreeMap<String, super::LinkConfig>,
+pub(crate) fn inbound_channels<'a, L>(
+    links: &'a BTreeMap<String, L>,
     rooms: &'a [RoomConfig],
     platform: &str,
-    channel_of: impl Fn(&'a super::LinkConfig) -> Option<&'a str>,
+    channel_of: impl Fn(&'a L) -> Option<&'a str>,
     mut report: Option<&mut Problems>,
 ) -> BTreeMap<&'a str, ChannelRoom<'a>> {
     let mut map: BTreeMap<&str, ChannelRoom> = BTreeMap::new();

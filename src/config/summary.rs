@@ -86,10 +86,14 @@ pub(super) fn routing_table(config: &Config) -> String {
     out
 }
 
-/// What comes in: the hook routes and where each Slack channel's events go.
+/// What comes in: the hook routes and what each platform brings in, and where.
 fn write_inbound(out: &mut String, config: &Config) {
-    let discord = config.discord_channels();
-    if !config.has_inbound() && discord.is_empty() {
+    let platforms = crate::platforms::sections::describe_inbound(
+        &config.links,
+        &config.rooms,
+        &config.sections,
+    );
+    if !config.has_inbound() && platforms.is_empty() {
         return;
     }
     out.push_str("inbound:\n");
@@ -117,33 +121,8 @@ fn write_inbound(out: &mut String, config: &Config) {
             );
         }
     }
-    if let Some(app) = &config.slack {
-        let via = if app.app_token.is_some() {
-            "Slack Socket Mode"
-        } else {
-            "POST /slack/events"
-        };
-        let channels = config.slack_channels();
-        if channels.is_empty() {
-            let _ = writeln!(
-                out,
-                "  {via}  → (no Slack link in Web API mode mirrors a room)"
-            );
-        }
-        for (channel, target) in channels {
-            let _ = writeln!(
-                out,
-                "  {via}  channel {channel} → {} (origin {})",
-                target.room, target.link
-            );
-        }
-    }
-    for (channel, target) in discord {
-        let _ = writeln!(
-            out,
-            "  Discord Gateway  channel {channel} → {} (origin {})",
-            target.room, target.link
-        );
+    for line in platforms {
+        let _ = writeln!(out, "  {line}");
     }
 }
 

@@ -3,14 +3,12 @@
 //!
 //! - [`hooks`]: `POST /hooks/{link}`, Standard Webhooks-signed events from a webhook link
 //!   with `inbound = true`.
-//! - [`names`]: Slack user names (`users.info`, short deadline, cached).
-//! - [`lease`]: how a Socket Mode or Gateway connection holds its [`crate::redis::lease`].
 //! - [`write`]: the one atomic write (de-dup, seed operation, trusted `origin`).
 //! - [`lease`]: the lease that keeps one connection-holding source per deployment.
 //!
-//! The platforms' own sources live in their folders ([`crate::platforms`]): their HTTP routes
-//! join [`routes`] through [`crate::platforms::routes`], the connection-holding ones are
-//! started by the daemon from [`crate::platforms::sources`].
+//! The platforms' own sources live in their folders ([`crate::platforms`]): the daemon adds
+//! their HTTP routes ([`crate::platforms::routes`]) beside [`routes`] and starts the
+//! connection-holding ones ([`crate::platforms::sources`]).
 //!
 //! What the routes accept comes from the configuration in force: [`Shared`] holds it and the
 //! daemon replaces it on every reload ([`Inbound::from_config`]). Until Redis is connected it
@@ -18,7 +16,6 @@
 
 mod hooks;
 pub(crate) mod lease;
-pub(crate) mod names;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +30,7 @@ use axum::routing::post;
 use redis::aio::ConnectionManager;
 use serde_json::json;
 
-use crate::config::{Config, SlackAppConfig, SlackInbound};
+use crate::config::Config;
 use crate::secret::WebhookSecret;
 
 pub use write::{Write, Writer, Written};
@@ -43,8 +40,6 @@ pub type Shared = Arc<ArcSwapOption<Inbound>>;
 
 /// How long a generic hook's `webhook-id` is remembered: senders retry for hours.
 const HOOK_DEDUP_SECS: u64 = 86_400;
-/// How long a Slack `event_id` is remembered: Slack retries for about 5 minutes.
-pub(crate) const SLACK_DEDUP_SECS: u64 = 3_600;
 
 /// What the inbound routes accept, from one configuration.
 pub struct Inbound {
@@ -52,16 +47,10 @@ pub struct Inbound {
     pub(crate) writer: Writer,
     /// Webhook links with `inbound = true`, by name.
     hooks: BTreeMap<String, HookLink>,
-    /// `[slack]` and the channel → room mapping.
-    pub(crate) slack: Option<SlackApp>,
     /// History limits per room (`[history]`), and for DMs.
     pub(crate) history: crate::config::HistoryConfig,
-    /// Slack user names, kept across reloads.
-    pub(crate) names: Arc<names::Names>,
-    /// Discord channel id → where its messages go (Discord links with `bot_token`).
-    pub(crate) discord: BTreeMap<String, crate::config::DiscordTarget>,
-    /// The ids of our Discord links' webhooks: their posts coming back are ours.
-    pub(crate) discord_webhooks: BTreeSet<String>,
+    /// What each platform's routes and sources read.
+    pub(crate) platforms: crate::platforms::inbound::InboundState,
 }
 
 /// One webhook link that accepts inbound events.
@@ -76,19 +65,9 @@ struct HookLink {
     max_content_chars: usize,
 }
 
-/// The Slack app and where each channel's events go.
-pub(crate) struct SlackApp {
-    /// `[slack]`: the signing secret and our own app and bot ids.
-    pub(crate) config: SlackAppConfig,
-    /// Slack channel id → the room (and link) its events go to.
-    pub(crate) channels: BTreeMap<String, SlackInbound>,
-    /// Per Slack link (Web API mode): its token and API base, for `users.info`.
-    pub(crate) directories: BTreeMap<String, names::Directory>,
-}
-
 impl Inbound {
     /// The inbound settings of `config`, writing through `con`; `previous` (the settings
-    /// replaced by a reload) hands on its cache of Slack names.
+    /// replaced by a reload) hands on the platforms' caches.
     pub fn from_config(config: &Config, con: ConnectionManager, previous: Option<&Self>) -> Self {
         let hooks = config
             .links
@@ -111,55 +90,27 @@ impl Inbound {
                 Some((name.clone(), hook))
             })
             .collect();
-        let slack = config.slack.clone().map(|app| SlackApp {
-            config: app,
-            channels: config.slack_channels(),
-            directories: directories(config),
-        });
         Self {
             writer: Writer::new(con),
             hooks,
-            slack,
             history: config.history.clone(),
-            names: previous.map_or_else(|| Arc::new(names::Names::new()), |p| p.names.clone()),
-            discord: config.discord_channels(),
-            discord_webhooks: config
-                .links
-                .values()
-                .filter_map(|link| Some(link.kind.discord()?.webhook_id.clone()))
-                .collect(),
+            platforms: crate::platforms::inbound::InboundState::from_config(
+                config,
+                previous.map(|p| &p.platforms),
+            ),
         }
     }
 }
 
-/// The token and API base of every Slack link in Web API mode, by link name.
-fn directories(config: &Config) -> BTreeMap<String, names::Directory> {
-    config
-        .links
-        .iter()
-        .filter_map(|(name, link)| match &link.kind.slack()?.mode {
-            crate::config::SlackMode::Api { token, api_url, .. } => Some((
-                name.clone(),
-                names::Directory {
-                    token: token.clone(),
-                    api_url: api_url.clone(),
-                },
-            )),
-            crate::config::SlackMode::Webhook { .. } => None,
-        })
-        .collect()
-}
-
-/// The inbound routes, for any server state they can take their [`Shared`] from (the HTTP
+/// The generic inbound routes (the platforms add theirs, [`crate::platforms::routes`]), for
+/// any server state they can take their [`Shared`] from (the HTTP
 /// server's), so this module needs nothing of the server.
 pub fn routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Shared: axum::extract::FromRef<S>,
 {
-    Router::new()
-        .route("/hooks/{link}", post(hooks::receive))
-        .merge(crate::platforms::routes())
+    Router::new().route("/hooks/{link}", post(hooks::receive))
 }
 
 /// A request's outcome: its status, body and the bounded `result` label it is counted under.

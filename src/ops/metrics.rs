@@ -168,7 +168,7 @@ fn describe() {
     );
     describe_gauge!(
         INBOUND_CONNECTED,
-        "Inbound connections (Discord Gateway, Slack Socket Mode) held and connected"
+        "Inbound connections (a platform's gateway or socket) held and connected"
     );
     describe_gauge!(
         HTTP_CONNECTIONS_OPEN,

@@ -33,11 +33,7 @@ pub async fn report(config: &Config, outbox: &mut Outbox) -> Result<String, Outb
     let intake = outbox.intake_stats().await?;
     // Only the connections this configuration holds: a state left by an old bot token is not
     // news about this one.
-    let current: Vec<String> = config
-        .discord_gateways()
-        .iter()
-        .map(|g| format!("discord-gateway:{}", g.key))
-        .collect();
+    let current = crate::platforms::connections(config);
     let mut inbound = outbox.inbound_states().await?;
     inbound.retain(|connection, _| current.contains(connection));
     Ok(render(&links, &intake, &inbound))

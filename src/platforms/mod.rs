@@ -5,9 +5,13 @@
 //!   [`Verdict`]. The delivery worker holds it as a [`Target`].
 //! - A source ([`Source`]) runs while the daemon does and writes what it receives through the
 //!   shared inbound writer ([`crate::inbound::Writer`]).
-//! - [`LinkKind`] is the registry: the one place in `src/` that matches on the kind. It says
-//!   which kinds exist (`kind = "…"`), their common-key rules, reads each kind's own keys with
-//!   the kind's own parser, and builds each link's sink.
+//! - The registry is the one place in `src/` that matches on the kind or names each platform:
+//!   [`link`] (a configured link, [`LinkKind`]: which kinds exist, their common-key rules and
+//!   own parsers), [`sections`] (platform top-level sections such as `[slack]`, checks across
+//!   links and rooms), [`inbound`] (each platform's part of the inbound state), and this file,
+//!   which builds each link's sink ([`Target::from_config`]), the sources ([`sources`]) and the
+//!   platforms' HTTP routes ([`routes`]). The configuration imports only the first two, so the
+//!   files form no circle.
 //!
 //! The folders: [`console`] (stdout, for operators and demos), [`webhook`] (generic Standard
 //! Webhooks, with their [`webhook::signing`]), [`slack`] and [`discord`] (each with its config,
@@ -19,6 +23,9 @@ pub mod chatpost;
 pub mod console;
 pub mod discord;
 pub mod http;
+pub mod inbound;
+pub mod link;
+pub mod sections;
 pub mod slack;
 pub mod webhook;
 
@@ -26,7 +33,6 @@ pub(crate) use chatpost::{NotBefore, seconds};
 pub use http::http_client;
 pub(crate) use http::{error_outcome, excerpt, read_prefix, response_outcome};
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -36,16 +42,14 @@ pub(crate) use discord::Discord;
 pub(crate) use slack::Slack;
 pub use webhook::Webhook;
 
-use crate::config::error::Problems;
-use crate::config::reader::Table;
 use tokio_util::sync::CancellationToken;
 
 use crate::bridge::retry::Verdict;
 use crate::chat::model::Outbound;
-use crate::config::{Config, LinkConfig, RoomConfig, Rules};
-use discord::config::DiscordLinkConfig;
-use slack::config::SlackLinkConfig;
-use webhook::config::WebhookLinkConfig;
+use crate::config::Config;
+pub use inbound::InboundState;
+pub use link::{LinkConfig, LinkKind};
+pub use sections::Sections;
 
 /// A boxed send, so that every kind's `send` fits one trait object.
 pub type Sending<'a> = Pin<Box<dyn Future<Output = SendOutcome> + Send + 'a>>;
@@ -84,7 +88,7 @@ impl Target {
         redis: redis::aio::ConnectionManager,
         platforms: &Platforms,
     ) -> Self {
-        Self(config.kind.sink(name, config, client, redis, platforms))
+        Self(sink(name, config, client, redis, platforms))
     }
 
     /// The link's configured name: the outbox key, the `origin` of events it relays back.
@@ -114,21 +118,17 @@ impl Target {
     }
 }
 
-/// The checks each platform makes across links and rooms, reported into `problems`: a
-/// channel read into two rooms, Gateway links that share a token but disagree. `app` says
-/// whether `[slack]` is set (Slack channels are read only then).
-pub(crate) fn check(
-    links: &BTreeMap<String, LinkConfig>,
-    rooms: &[RoomConfig],
-    app: bool,
-    problems: &mut Problems,
-) {
-    if app {
-        slack::config::slack_channels(links, rooms, Some(problems));
-    }
-    discord::config::discord_channels(links, rooms, Some(problems));
-    discord::config::gateways(links, Some(problems));
+/// The names under which the connections `config` holds report their state
+/// (`chatbridge:inbound:state` fields), so a state left by an old token is not shown as news.
+pub(crate) fn connections(config: &Config) -> Vec<String> {
+    discord::channels::gateways(&config.links, None)
+        .iter()
+        .map(|g| discord::gateway::state_field(&g.key))
+        .collect()
 }
+
+/// The paths of the platforms' inbound HTTP routes ([`routes`]), for the server's start line.
+pub(crate) const ROUTE_PATHS: &[&str] = &[slack::events::PATH];
 
 /// The HTTP routes of the platforms' inbound sources that come in through the server
 /// (`POST /slack/events`); the daemon adds them beside the generic webhooks' route.
@@ -137,7 +137,10 @@ where
     S: Clone + Send + Sync + 'static,
     crate::inbound::Shared: axum::extract::FromRef<S>,
 {
-    axum::Router::new().route("/slack/events", axum::routing::post(slack::events::receive))
+    axum::Router::new().route(
+        slack::events::PATH,
+        axum::routing::post(slack::events::receive),
+    )
 }
 
 /// An inbound source: runs until `stop`, writing what it receives through the shared inbound
@@ -151,7 +154,7 @@ pub trait Source: Send {
 }
 
 /// The inbound sources `config` asks for (the ones with a connection of their own; the HTTP
-/// routes join the server through [`crate::inbound::routes`]).
+/// routes join the server beside [`crate::inbound::routes`], through [`routes`]).
 pub fn sources(
     config: &Config,
     inbound: &crate::inbound::Shared,
@@ -181,126 +184,6 @@ pub struct Platforms {
     pub(crate) discord: discord::Limits,
 }
 
-/// What each kind adds to the common part of a link: the registry of kinds.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LinkKind {
-    /// `kind = "console"`: prints events to standard output.
-    Console,
-    /// `kind = "webhook"`: POSTs events to an HTTP endpoint, signed per Standard Webhooks.
-    Webhook(WebhookLinkConfig),
-    /// `kind = "slack"`: posts to a Slack channel (Web API or incoming webhook).
-    Slack(SlackLinkConfig),
-    /// `kind = "discord"`: posts through a Discord channel webhook.
-    Discord(DiscordLinkConfig),
-}
-
-impl LinkKind {
-    /// The kinds a link may have, as written in `kind = "…"`.
-    pub(crate) const NAMES: &str = "console, webhook, slack, discord";
-
-    /// The common keys' rules of the kind written `kind = "<kind>"`; `None` for no such kind.
-    pub(crate) fn rules(kind: &str) -> Option<&'static Rules> {
-        match kind {
-            "console" => Some(&console::RULES),
-            "webhook" => Some(&webhook::RULES),
-            "slack" | "discord" => Some(&chatpost::RULES),
-            _ => None,
-        }
-    }
-
-    /// Reads the kind's own keys of one link (`kind` is one [`Self::rules`] knows).
-    pub(crate) fn parse(kind: &str, link: &mut Table, problems: &mut Problems) -> Option<Self> {
-        match kind {
-            "console" => Some(Self::Console),
-            "webhook" => WebhookLinkConfig::parse(link, problems).map(Self::Webhook),
-            "slack" => SlackLinkConfig::parse(link, problems).map(Self::Slack),
-            "discord" => DiscordLinkConfig::parse(link, problems).map(Self::Discord),
-            _ => None,
-        }
-    }
-
-    /// The `kind` as written in the config.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Console => "console",
-            Self::Webhook(_) => "webhook",
-            Self::Slack(_) => "slack",
-            Self::Discord(_) => "discord",
-        }
-    }
-
-    /// Where the link sends, safe to print (a URL shows only scheme and host).
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Self::Console => String::new(),
-            Self::Webhook(w) => w.describe(),
-            Self::Slack(s) => s.describe(),
-            Self::Discord(d) => d.describe(),
-        }
-    }
-
-    /// The webhook settings, for a webhook link.
-    pub fn webhook(&self) -> Option<&WebhookLinkConfig> {
-        match self {
-            Self::Webhook(w) => Some(w),
-            _ => None,
-        }
-    }
-
-    /// The Slack settings, for a Slack link.
-    pub fn slack(&self) -> Option<&SlackLinkConfig> {
-        match self {
-            Self::Slack(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The Discord settings, for a Discord link.
-    pub fn discord(&self) -> Option<&DiscordLinkConfig> {
-        match self {
-            Self::Discord(d) => Some(d),
-            _ => None,
-        }
-    }
-
-    /// Whether the link accepts signed events at `POST /hooks/{link}`.
-    pub fn accepts_hooks(&self) -> bool {
-        self.webhook().is_some_and(|w| w.inbound)
-    }
-
-    /// Builds the link's outbound sink.
-    fn sink(
-        &self,
-        name: &str,
-        config: &LinkConfig,
-        client: reqwest::Client,
-        redis: redis::aio::ConnectionManager,
-        platforms: &Platforms,
-    ) -> Box<dyn Sink> {
-        let common = &config.common;
-        match self {
-            Self::Console => Box::new(Console::new(name)),
-            Self::Webhook(hook) => Box::new(Webhook::from_config(name, common, hook, client)),
-            Self::Slack(slack) => Box::new(Slack::new(
-                name,
-                common,
-                slack,
-                client,
-                redis,
-                &platforms.slack,
-            )),
-            Self::Discord(discord) => Box::new(Discord::new(
-                name,
-                common,
-                discord,
-                client,
-                redis,
-                &platforms.discord,
-            )),
-        }
-    }
-}
-
 /// What one send attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendOutcome {
@@ -311,4 +194,35 @@ pub struct SendOutcome {
     /// A short description for logs and alerts, e.g. `HTTP 400: invalid_payload` or
     /// `connect error: Connection refused (os error 111)`. Never holds the URL or a secret.
     pub detail: String,
+}
+
+/// Builds the link's outbound sink: the running half of the registry.
+fn sink(
+    name: &str,
+    config: &LinkConfig,
+    client: reqwest::Client,
+    redis: redis::aio::ConnectionManager,
+    platforms: &Platforms,
+) -> Box<dyn Sink> {
+    let common = &config.common;
+    match &config.kind {
+        LinkKind::Console => Box::new(Console::new(name)),
+        LinkKind::Webhook(hook) => Box::new(Webhook::from_config(name, common, hook, client)),
+        LinkKind::Slack(slack) => Box::new(Slack::new(
+            name,
+            common,
+            slack,
+            client,
+            redis,
+            &platforms.slack,
+        )),
+        LinkKind::Discord(discord) => Box::new(Discord::new(
+            name,
+            common,
+            discord,
+            client,
+            redis,
+            &platforms.discord,
+        )),
+    }
 }

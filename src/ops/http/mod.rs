@@ -4,7 +4,8 @@
 //! and before systemd hears `READY=1`.
 //!
 //! Routes: [`health`] (`GET /healthz`, `GET /readyz`, `GET /metrics`). Other parts add their
-//! own routes with [`router`]'s `extra` (the daemon adds [`crate::inbound::routes`]). Every
+//! own routes with [`router`]'s `extra` (the daemon adds [`crate::inbound::routes`]
+//! and [`crate::platforms::routes`]). Every
 //! route shares [`AppState`] and the body cap (over `max_body_bytes`: 413). The `extra` routes
 //! also share a request limit: at most `max_concurrent_requests` are handled at once (the rest
 //! wait their turn), and a request not answered within `request_timeout_secs`, waiting
@@ -142,9 +143,12 @@ impl Operations {
             })?;
         let addr = listener.local_addr().unwrap_or(http.listen);
         let inbound = if config.has_inbound() {
-            " /hooks/{link} /slack/events"
+            format!(
+                " /hooks/{{link}} {}",
+                crate::platforms::ROUTE_PATHS.join(" ")
+            )
         } else {
-            ""
+            String::new()
         };
         tracing::info!(%addr, "http server listening: /healthz /readyz /metrics{inbound}");
         let app = router(state.clone(), extra, http);

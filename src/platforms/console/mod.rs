@@ -10,6 +10,8 @@
 //! ```
 //! Everything that came from users is escaped, so a message cannot drive the terminal.
 
+pub(crate) mod config;
+
 use std::pin::Pin;
 
 use serde_json::Value;
@@ -17,7 +19,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use crate::bridge::retry::Verdict;
-use crate::chat::model::{ChatEvent, EventKind, Outbound, OutboundKind, Scope};
+use crate::chat::model::{ChatEvent, Outbound, OutboundKind, Scope};
 use crate::platforms::SendOutcome;
 use crate::printable::escape_controls;
 
@@ -134,17 +136,6 @@ impl crate::platforms::Sink for Console {
         Box::pin(Console::send(self, batch))
     }
 }
-
-/// What a console link accepts of the common keys: every event, no delivery tuning.
-pub(crate) const RULES: crate::config::Rules = crate::config::Rules {
-    default_events: &crate::config::DEFAULT_EVENTS,
-    allowed_events: &EventKind::ALL,
-    why_not: "",
-    names: false,
-    batch_max: (None, BATCH_MAX as u64),
-    max_in_flight: (None, 1),
-    timeout: false,
-};
 
 #[cfg(test)]
 mod tests {

@@ -2,11 +2,10 @@
 //! brings that channel's messages into the rooms the link mirrors ([`crate::platforms::discord::gateway`]).
 //! Links sharing one bot token share one Gateway connection.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::config::error::Problems;
 use crate::config::reader::Table;
-use crate::config::{LinkConfig, RoomConfig};
 use crate::platforms::chatpost::template::Template;
 use crate::secret::{BotToken, SecretUrl};
 
@@ -152,86 +151,6 @@ pub struct GatewaySettings {
     pub links: BTreeSet<String>,
 }
 
-/// The Gateway connections the links ask for, one per bot token. Links that share a token but
-/// not its `api_base` / `gateway_url` are reported when `report` is given (the first wins).
-pub(crate) fn gateways(
-    links: &BTreeMap<String, LinkConfig>,
-    mut report: Option<&mut Problems>,
-) -> Vec<GatewaySettings> {
-    let mut by_token: Vec<GatewaySettings> = Vec::new();
-    for (name, link) in links {
-        let Some(discord) = link.kind.discord() else {
-            continue;
-        };
-        let Some(inbound) = &discord.inbound else {
-            continue;
-        };
-        match by_token
-            .iter_mut()
-            .find(|g| g.bot_token == inbound.bot_token)
-        {
-            Some(gateway) => {
-                if (gateway.api_base != inbound.api_base
-                    || gateway.gateway_url != inbound.gateway_url)
-                    && let Some(problems) = report.as_deref_mut()
-                {
-                    problems.add(
-                        &format!("links.{name}.bot_token"),
-                        "links with the same bot token share one Gateway connection: their \
-                         `api_base` and `gateway_url` must be the same",
-                    );
-                }
-                gateway.joins |= inbound.joins;
-                gateway.links.insert(name.clone());
-            }
-            None => by_token.push(GatewaySettings {
-                key: inbound.bot_token.fingerprint(),
-                bot_token: inbound.bot_token.clone(),
-                api_base: inbound.api_base.clone(),
-                gateway_url: inbound.gateway_url.clone(),
-                joins: inbound.joins,
-                links: BTreeSet::from([name.clone()]),
-            }),
-        }
-    }
-    by_token
-}
-
-/// Discord channel id → the one room (and link) its messages go to. A channel read for two
-/// rooms is ambiguous: reported as a problem when `report` is given.
-pub(crate) fn discord_channels(
-    links: &BTreeMap<String, LinkConfig>,
-    rooms: &[RoomConfig],
-    report: Option<&mut Problems>,
-) -> BTreeMap<String, DiscordTarget> {
-    fn inbound(link: &LinkConfig) -> Option<&DiscordInbound> {
-        link.kind.discord()?.inbound.as_ref()
-    }
-    fn channel_of(link: &LinkConfig) -> Option<&str> {
-        inbound(link).map(|i| i.channel_id.as_str())
-    }
-    let gateways = gateways(links, None);
-    crate::config::rooms::inbound_channels(links, rooms, "Discord", channel_of, report)
-        .into_iter()
-        .filter_map(|(channel, to)| {
-            let settings = inbound(links.get(to.link)?)?;
-            let gateway = gateways
-                .iter()
-                .find(|g| g.links.contains(to.link))
-                .map(|g| g.key.clone())
-                .unwrap_or_default();
-            let target = DiscordTarget {
-                link: to.link.to_owned(),
-                room: to.room.to_owned(),
-                bots: settings.bots,
-                joins: settings.joins,
-                gateway,
-            };
-            Some((channel.to_owned(), target))
-        })
-        .collect()
-}
-
 /// Posts through a Discord channel webhook, each chat user under their own name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiscordLinkConfig {
@@ -349,14 +268,18 @@ mod tests {
     fn a_discord_link_with_a_bot_token_reads_its_channel_into_its_room() {
         let toml = format!("{}{}", link("d", READ), room("\"d\""));
         let config = load_str(&toml, &Env::new()).expect("valid");
-        let channels = config.discord_channels();
+        let channels = crate::platforms::discord::channels::discord_channels(
+            &config.links,
+            &config.rooms,
+            None,
+        );
         let target = &channels["800000000000000002"];
         assert_eq!(
             (target.link.as_str(), target.room.as_str()),
             ("d", "general")
         );
         assert!(!target.bots && !target.joins);
-        let gateways = config.discord_gateways();
+        let gateways = crate::platforms::discord::channels::gateways(&config.links, None);
         assert_eq!(gateways.len(), 1);
         assert_eq!(gateways[0].key, target.gateway);
         assert_eq!(
@@ -382,7 +305,15 @@ mod tests {
         // Without the inbound keys the link is outbound only.
         let plain =
             load_str(&format!("{}{}", link("d", ""), room("\"d\"")), &Env::new()).expect("valid");
-        assert!(plain.discord_gateways().is_empty() && plain.discord_channels().is_empty());
+        assert!(
+            crate::platforms::discord::channels::gateways(&plain.links, None).is_empty()
+                && crate::platforms::discord::channels::discord_channels(
+                    &plain.links,
+                    &plain.rooms,
+                    None
+                )
+                .is_empty()
+        );
     }
 
     #[test]
@@ -395,13 +326,21 @@ mod tests {
             room("\"d\"")
         );
         let config = load_str(&toml, &Env::new()).expect("valid");
-        let gateways = config.discord_gateways();
+        let gateways = crate::platforms::discord::channels::gateways(&config.links, None);
         assert_eq!(gateways.len(), 1);
         assert!(
             gateways[0].joins,
             "one link mirrors joins: the intent is asked for"
         );
-        assert_eq!(config.discord_channels()["900"].room, "random");
+        assert_eq!(
+            crate::platforms::discord::channels::discord_channels(
+                &config.links,
+                &config.rooms,
+                None
+            )["900"]
+                .room,
+            "random"
+        );
         let elsewhere = format!("{second}api_base = \"http://127.0.0.1:9/api\"\n");
         let toml = format!(
             "{}{}{}",

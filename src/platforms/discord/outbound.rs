@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use serde::{Deserialize, Serialize};
 
+use super::config::DiscordLinkConfig;
 use crate::bridge::retry::{self, Verdict};
-use crate::config::{DiscordLinkConfig, LinkCommon};
+use crate::config::LinkCommon;
 use crate::platforms::chatpost::ChatLink;
 use crate::platforms::chatpost::names;
 use crate::platforms::chatpost::posting::{

@@ -3,9 +3,6 @@
 //! link's `channel` (Web API mode) doubles as the inbound mapping: events from that channel
 //! are written into the rooms that link mirrors, with `origin` = the link.
 
-use std::collections::BTreeMap;
-
-use crate::config::RoomConfig;
 use crate::config::error::Problems;
 use crate::config::reader::Table;
 use crate::platforms::chatpost::template::Template;
@@ -83,31 +80,6 @@ pub(crate) fn parse_slack(
         app_id,
         bot_id,
     })
-}
-
-/// Slack channel id → the one room (and link) its inbound events go to. A channel mirrored
-/// to two rooms is ambiguous: reported as a problem when `report` is given.
-pub(crate) fn slack_channels(
-    links: &BTreeMap<String, crate::config::LinkConfig>,
-    rooms: &[RoomConfig],
-    report: Option<&mut Problems>,
-) -> BTreeMap<String, SlackInbound> {
-    fn channel_of(link: &crate::config::LinkConfig) -> Option<&str> {
-        match &link.kind.slack()?.mode {
-            SlackMode::Api { channel, .. } => Some(channel.as_str()),
-            SlackMode::Webhook { .. } => None,
-        }
-    }
-    crate::config::rooms::inbound_channels(links, rooms, "Slack", channel_of, report)
-        .into_iter()
-        .map(|(channel, to)| {
-            let target = SlackInbound {
-                link: to.link.to_owned(),
-                room: to.room.to_owned(),
-            };
-            (channel.to_owned(), target)
-        })
-        .collect()
 }
 
 /// Posts to one Slack channel, each chat user under their own name.
@@ -247,7 +219,8 @@ mod tests {
              [[rooms]]\nname = \"general\"\nlinks = [\"s\"]\n"
         );
         let config = load_str(&toml, &Env::new()).expect("valid");
-        let channels = config.slack_channels();
+        let channels =
+            crate::platforms::slack::channels::slack_channels(&config.links, &config.rooms, None);
         assert_eq!(channels["C1"].room, "general");
         assert_eq!(channels["C1"].link, "s");
         assert_eq!(config.http, None);
@@ -274,7 +247,7 @@ mod tests {
              {SLACK_LINK}\n[[rooms]]\nname = \"general\"\nlinks = [\"s\"]\n"
         );
         let config = load_str(&toml, &Env::new()).expect("valid");
-        let app = config.slack.as_ref().unwrap();
+        let app = config.sections.slack.as_ref().unwrap();
         assert!(app.app_token.is_some() && app.signing_secret.is_none());
         assert_eq!(app.api_base.expose().as_str(), "http://127.0.0.1:9/api");
         assert!(
@@ -290,7 +263,7 @@ mod tests {
         );
         let default = load_str("[slack]\nsigning_secret = \"abc\"\n", &Env::new()).expect("valid");
         assert_eq!(
-            default.slack.unwrap().api_base.expose().as_str(),
+            default.sections.slack.unwrap().api_base.expose().as_str(),
             "https://slack.com/api"
         );
         assert_eq!(

@@ -18,12 +18,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
+use super::state::SlackApp;
 use crate::chat::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
-use crate::inbound::{Inbound, Outcome, SLACK_DEDUP_SECS, SlackApp, Write, Written, now_secs};
+use crate::inbound::{Inbound, Outcome, Write, Written, now_secs};
 use crate::platforms::webhook::signing;
 use crate::secret::SigningSecret;
 
 const ROUTE: &str = "slack";
+/// Where Slack's Events API requests arrive.
+pub(crate) const PATH: &str = "/slack/events";
+/// How long a Slack `event_id` is remembered: Slack retries for about 5 minutes.
+const SLACK_DEDUP_SECS: u64 = 3_600;
 
 pub(crate) async fn receive(
     State(shared): State<crate::inbound::Shared>,
@@ -40,7 +45,7 @@ pub(crate) async fn receive(
 }
 
 async fn handle(inbound: &Inbound, headers: &HeaderMap, body: &[u8]) -> Result<Outcome, Outcome> {
-    let Some(app) = &inbound.slack else {
+    let Some(app) = &inbound.platforms.slack.app else {
         return Err(Outcome::error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -129,7 +134,7 @@ pub(crate) async fn callback(
     };
     let user_id = UserId::Text(user.to_owned());
     let directory = app.directories.get(&target.link);
-    let username = inbound.names.name(user, directory).await;
+    let username = inbound.platforms.slack.names.name(user, directory).await;
     let mut extra = Map::new();
     extra.insert("origin".into(), Value::String(target.link.clone()));
     let chat = match (event["type"].as_str(), event.get("subtype")) {

@@ -25,8 +25,9 @@ use redis::aio::ConnectionManager;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
 
+use super::config::{SlackLinkConfig, SlackMode};
 use crate::bridge::retry::{self, Verdict};
-use crate::config::{LinkCommon, SlackLinkConfig, SlackMode};
+use crate::config::LinkCommon;
 use crate::platforms::chatpost::ChatLink;
 use crate::platforms::chatpost::posting::{
     MakesPosts, NotBefore, Progress, Receipts, seconds, waiting,
@@ -380,23 +381,8 @@ struct TsMap {
     con: ConnectionManager,
 }
 
-/// Records keys → ts and trims the map to ARGV[1] entries, oldest first.
-const RECORD_TS: &str = r"
-local keep = tonumber(ARGV[1])
-local now = tonumber(ARGV[2])
-local ts = ARGV[3]
-for i = 4, #ARGV do
-  redis.call('HSET', KEYS[1], ARGV[i], ts)
-  redis.call('ZADD', KEYS[2], now, ARGV[i])
-end
-local over = redis.call('ZCARD', KEYS[2]) - keep
-if over > 0 then
-  local old = redis.call('ZRANGE', KEYS[2], 0, over - 1)
-  redis.call('HDEL', KEYS[1], unpack(old))
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
-end
-return 0
-";
+/// Records keys → ts and trims the map to the newest entries.
+const RECORD_TS: &str = include_str!("../../redis/scripts/slack_ts_record.lua");
 
 impl TsMap {
     fn new(link: &str, con: ConnectionManager) -> Self {

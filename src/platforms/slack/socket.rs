@@ -85,7 +85,7 @@ impl SocketMode {
         con: ConnectionManager,
         http: reqwest::Client,
     ) -> Option<Self> {
-        let app = config.slack.as_ref()?;
+        let app = config.sections.slack.as_ref()?;
         let token = app.app_token.clone()?;
         let app_key = app.app_id.clone().unwrap_or_else(|| token.fingerprint());
         Some(Self {
@@ -205,7 +205,7 @@ impl SocketMode {
                 count("unavailable");
                 return Flow::Continue;
             };
-            let Some(app) = &inbound.slack else {
+            let Some(app) = &inbound.platforms.slack.app else {
                 count("not_found");
                 return Flow::Continue;
             };

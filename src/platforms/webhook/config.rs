@@ -1,10 +1,22 @@
 //! `[links.<name>]` with `kind = "webhook"`: the endpoint, its signing secret, and whether
 //! the link also accepts signed events at `POST /hooks/{link}`.
 
+use crate::chat::model::EventKind;
 use crate::config::error::Problems;
+use crate::config::links::Rules;
 use crate::config::reader::Table;
 use crate::secret::{SecretUrl, WebhookSecret};
 
+/// What a webhook link accepts of the common keys: every event, batches and parallel sends.
+pub(crate) const RULES: Rules = Rules {
+    default_events: &EventKind::ALL,
+    allowed_events: &EventKind::ALL,
+    why_not: "",
+    names: false,
+    batch_max: (Some(1..=1000), 1),
+    max_in_flight: (Some(1..=256), 1),
+    timeout: true,
+};
 /// POSTs events as JSON to an HTTP endpoint, signed the Standard Webhooks way when a secret is
 /// set. Failed deliveries are retried with backoff (`[delivery]`).
 #[derive(Debug, Clone, PartialEq)]

@@ -1,4 +1,4 @@
--- Catch-up's history read (src/catchup): reads a history newest first, atomically (so writers
+-- Catch-up's history read (src/bridge/catchup/walk.rs): reads a history newest first, atomically (so writers
 -- cannot shift entries between pages), page by page until a sequence of SHA-1s has been read.
 -- KEYS[1] the history LIST.
 -- ARGV[1] size cap (bytes), ARGV[2] page size, ARGV[3..] the SHA-1 sequence to read down to

@@ -1,4 +1,4 @@
--- Catch-up's "anything new?" check (src/catchup), many scopes per call.
+-- Catch-up's "anything new?" check (src/bridge/catchup/walk.rs), many scopes per call.
 -- KEYS[1] the legacy checkpoint HASH (chatbridge:checkpoints); then pairs (history LIST,
 --   checkpoint STRING).
 -- ARGV[1] how many of the newest entries a fingerprint covers; ARGV[p + 1] the channel of

@@ -1,4 +1,4 @@
--- The history trim (src/trim.rs): bounds history lists by length and age, never removing what
+-- The history trim (src/bridge/trim.rs): bounds history lists by length and age, never removing what
 -- catch-up has not read in a mirrored scope.
 -- KEYS: pairs (history LIST, its checkpoint STRING), one pair per list.
 -- ARGV[1] budget (entries one call may remove, examine or hash), ARGV[2] cutoff (Unix seconds,

@@ -8,23 +8,15 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::chat::model::{ChatEvent, Message, Presence, Scope, SystemLine, Timestamp, UserId};
-use crate::config::{DiscordTarget, is_snowflake};
 use crate::inbound::{Inbound, Write, Written};
+use crate::platforms::discord::config::{DiscordTarget, is_snowflake};
 
 use super::{Gateway, count, last_key};
 
 /// How long a message id (or a member event) is remembered against a second write.
 const DEDUP_SECS: u64 = 86_400;
-/// Sets the channel's last seen id only when the new one is newer (ids are decimal strings:
-/// longer is newer, equal lengths compare as text).
-const SET_NEWER: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur and (#cur > #ARGV[1] or (#cur == #ARGV[1] and cur >= ARGV[1])) then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-";
+/// Sets the channel's last seen id only when the new one is newer.
+const SET_NEWER: &str = include_str!("../../../redis/scripts/discord_last_seen.lua");
 
 /// The fields of a Discord message object that are mirrored.
 #[derive(Debug, Deserialize)]
@@ -99,7 +91,9 @@ impl Gateway {
             return;
         }
         let Some(target) = inbound
+            .platforms
             .discord
+            .channels
             .get(&message.channel_id)
             .filter(|t| t.gateway == self.settings.key)
         else {
@@ -198,7 +192,7 @@ pub(super) fn verdict(
     let ours = message
         .webhook_id
         .as_ref()
-        .is_some_and(|id| inbound.discord_webhooks.contains(id))
+        .is_some_and(|id| inbound.platforms.discord.webhooks.contains(id))
         || me == Some(message.author.id.as_str());
     if ours {
         return Verdict::Skip("ours");

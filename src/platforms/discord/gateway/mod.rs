@@ -48,10 +48,11 @@ use tokio_util::sync::CancellationToken;
 use twilight_gateway::Intents;
 
 use crate::bridge::retry::Backoff;
-use crate::config::{Config, DiscordTarget, GatewaySettings};
+use crate::config::Config;
 use crate::inbound::lease::Leased;
 use crate::inbound::{Inbound, Shared, Write, Written};
 use crate::platforms::discord::Limits;
+use crate::platforms::discord::config::{DiscordTarget, GatewaySettings};
 
 mod catchup;
 mod events;
@@ -89,6 +90,12 @@ impl crate::platforms::Source for Gateway {
     }
 }
 
+/// The field of `chatbridge:inbound:state` where the connection for bot token `key` (its
+/// fingerprint) reports its state.
+pub(crate) fn state_field(key: &str) -> String {
+    format!("discord-gateway:{key}")
+}
+
 /// The Gateway connections `config` asks for.
 pub fn from_config(
     config: &Config,
@@ -97,8 +104,7 @@ pub fn from_config(
     http: &reqwest::Client,
     limits: &Limits,
 ) -> Vec<Gateway> {
-    config
-        .discord_gateways()
+    super::channels::gateways(&config.links, None)
         .into_iter()
         .map(|settings| Gateway {
             settings,
@@ -134,7 +140,7 @@ impl Gateway {
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             links.join(", ")
         );
-        let field = format!("discord-gateway:{}", self.settings.key);
+        let field = state_field(&self.settings.key);
         // Bounded: the reader calls this between polls of the shard, whose heartbeats must not
         // wait on a Redis that is away.
         let mut con = self.con.clone();
@@ -201,7 +207,9 @@ impl Gateway {
     ) -> impl Iterator<Item = (&'a String, &'a DiscordTarget)> {
         let key = self.settings.key.clone();
         inbound
+            .platforms
             .discord
+            .channels
             .iter()
             .filter(move |(_, target)| target.gateway == key)
     }

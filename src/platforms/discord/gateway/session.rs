@@ -198,7 +198,11 @@ impl Gateway {
                         && message.kind == 0
                         && !message.author.bot
                         && !warned_empty
-                        && inbound.discord.contains_key(&message.channel_id)
+                        && inbound
+                            .platforms
+                            .discord
+                            .channels
+                            .contains_key(&message.channel_id)
                     {
                         warned_empty = true;
                         tracing::warn!(

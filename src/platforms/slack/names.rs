@@ -35,7 +35,7 @@ pub(crate) struct Names {
 impl Names {
     pub fn new() -> Self {
         Self {
-            http: crate::platforms::http_client(),
+            http: crate::platforms::http::http_client(),
             cache: Mutex::new(HashMap::new()),
         }
     }
