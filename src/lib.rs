@@ -14,7 +14,7 @@
 //!   platforms' registry.
 //! - [`bridge`]: the data path as it reads: subscription → decode → route → intake (with
 //!   catch-up) → outbox → deliver (with retry), and history trimming beside it.
-//! - [`platforms`]: one folder per platform (console, webhook, Slack, Discord: config, outbound
+//! - [`platforms`]: one folder per platform (console, webhook, Slack, Discord, Matrix: config, outbound
 //!   sink, inbound sources and their state), the chat-post rendering the chat platforms share,
 //!   and the one registry that matches on the kind ([`platforms::link`] for configuration,
 //!   [`platforms`] itself for sinks, sources and routes).

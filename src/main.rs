@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     chatbridge::ops::logging::init(log.as_ref());
     let outcome = match cli.command {
         Command::Check => cli::check(&cli),
+        Command::Platform(ref command) => cli::platform(&cli, command),
         _ => match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -181,6 +181,9 @@ pub enum Command {
     /// Re-enable a link that was disabled because its target said it is gone (HTTP 410, a
     /// deleted Discord webhook, a revoked Slack token or archived channel).
     Enable { link: String },
+    /// A platform's own commands.
+    #[command(flatten)]
+    Platform(crate::platforms::commands::PlatformCommand),
 }
 
 /// Who acts.
@@ -235,6 +238,7 @@ impl From<crate::daemon::DaemonError> for CliError {
             DaemonError::Evicting(_) => Self::Refused(e.to_string()),
             DaemonError::PartFailed(_) => Self::PartFailed(e.to_string()),
             DaemonError::RedisUrl(_) | DaemonError::Http(_) => Self::Failed(e.to_string()),
+            DaemonError::NotRunnable(_) => Self::Refused(e.to_string()),
             DaemonError::Denied(_) => Self::Denied(e.to_string()),
         }
     }
@@ -289,7 +293,18 @@ pub fn check(cli: &Cli) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Runs every command but `run` and `check`.
+/// A platform's own command (none needs Redis).
+pub fn platform(
+    cli: &Cli,
+    command: &crate::platforms::commands::PlatformCommand,
+) -> Result<(), CliError> {
+    let config = load_config(cli)?;
+    let shown = command.run(&config).map_err(CliError::Failed)?;
+    out_raw!("{shown}");
+    Ok(())
+}
+
+/// Runs every command but `run`, `check` and the platforms' own.
 pub async fn execute(cli: &Cli) -> Result<(), CliError> {
     let config = load_config(cli)?;
     if let Command::Tail { rooms } = &cli.command {
@@ -329,6 +344,7 @@ pub async fn execute(cli: &Cli) -> Result<(), CliError> {
     let outbox = Outbox::new(con);
     match &cli.command {
         Command::Run | Command::Check => Ok(()),
+        Command::Platform(command) => platform(cli, command),
         Command::Tail { rooms } => tail(&client, rooms).await.map_err(|e| match e {
             CliError::Failed(error) => CliError::Unavailable { url, error },
             other => other,

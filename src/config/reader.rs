@@ -288,7 +288,7 @@ pub(super) fn integer_at(
     }
 }
 
-fn string_at(path: String, value: Value, problems: &mut Problems) -> Option<Text> {
+pub(crate) fn string_at(path: String, value: Value, problems: &mut Problems) -> Option<Text> {
     let hidden = from_environment(&value);
     match value.kind {
         ValueKind::String(value) => Some(Text {

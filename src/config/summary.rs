@@ -185,6 +185,11 @@ pub(super) fn warnings(config: &Config) -> Vec<String> {
             "links.{name}: no room and not [dms] routes to this link; it will receive nothing"
         ));
     }
+    for why in crate::platforms::link::not_runnable(&config.links) {
+        warnings.push(format!(
+            "{why}; `chatbridge run` refuses this configuration"
+        ));
+    }
     if config.rooms.is_empty() && config.dms.is_none() {
         warnings.push("no [[rooms]] and no [dms]: nothing will be mirrored".into());
     }

@@ -66,6 +66,9 @@ pub enum DaemonError {
     /// The HTTP server could not start (`[http]`).
     #[error(transparent)]
     Http(#[from] crate::ops::http::HttpError),
+    /// The configuration has a link this build cannot run.
+    #[error("cannot run this configuration: {}", .0.join("; "))]
+    NotRunnable(Vec<String>),
     /// A part of the running daemon failed; the daemon stopped.
     #[error("{0}; stopped")]
     PartFailed(#[from] Failure),
@@ -89,6 +92,10 @@ pub async fn run(
     requests: impl Stream<Item = Request> + Unpin,
     mut load: impl FnMut() -> Result<Config, ConfigErrors>,
 ) -> Result<(), DaemonError> {
+    let refused = crate::platforms::link::not_runnable(&config.links);
+    if !refused.is_empty() {
+        return Err(DaemonError::NotRunnable(refused));
+    }
     let client = connect::client(&config.redis)?;
     let mut requests = Requests {
         stream: requests,

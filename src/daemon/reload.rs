@@ -25,8 +25,20 @@ impl Bridge {
         }
         let note = match load() {
             Ok(loaded) => {
-                self.apply(Changes::between(&self.config, loaded)).await?;
-                None
+                let refused = crate::platforms::link::not_runnable(&loaded.links);
+                if refused.is_empty() {
+                    self.apply(Changes::between(&self.config, loaded)).await?;
+                    None
+                } else {
+                    for why in &refused {
+                        tracing::error!(problem = %why, "reload: a link this version cannot run");
+                    }
+                    tracing::error!("reload refused; keeping the running configuration");
+                    Some(format!(
+                        "reload refused ({}): running the previous configuration",
+                        refused.join("; ")
+                    ))
+                }
             }
             Err(errors) => {
                 for error in &errors.0 {

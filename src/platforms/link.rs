@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::discord::config::DiscordLinkConfig;
+use super::matrix::config::MatrixLinkConfig;
 use super::slack::config::SlackLinkConfig;
 use super::webhook::config::WebhookLinkConfig;
 use crate::chat::model::EventKind;
@@ -74,11 +75,14 @@ pub enum LinkKind {
     Slack(SlackLinkConfig),
     /// `kind = "discord"`: posts through a Discord channel webhook.
     Discord(DiscordLinkConfig),
+    /// `kind = "matrix"`: an application service on a Matrix homeserver, each chat user a
+    /// ghost Matrix user.
+    Matrix(MatrixLinkConfig),
 }
 
 impl LinkKind {
     /// The kinds a link may have, as written in `kind = "…"`.
-    pub(crate) const NAMES: &str = "console, webhook, slack, discord";
+    pub(crate) const NAMES: &str = "console, webhook, slack, discord, matrix";
 
     /// The common keys' rules of the kind written `kind = "<kind>"`; `None` for no such kind.
     pub(crate) fn rules(kind: &str) -> Option<&'static Rules> {
@@ -86,6 +90,7 @@ impl LinkKind {
             "console" => Some(&super::console::config::RULES),
             "webhook" => Some(&super::webhook::config::RULES),
             "slack" | "discord" => Some(&super::chatpost::rules::RULES),
+            "matrix" => Some(&super::matrix::config::RULES),
             _ => None,
         }
     }
@@ -97,6 +102,7 @@ impl LinkKind {
             "webhook" => WebhookLinkConfig::parse(link, problems).map(Self::Webhook),
             "slack" => SlackLinkConfig::parse(link, problems).map(Self::Slack),
             "discord" => DiscordLinkConfig::parse(link, problems).map(Self::Discord),
+            "matrix" => MatrixLinkConfig::parse(link, problems).map(Self::Matrix),
             _ => None,
         }
     }
@@ -108,6 +114,7 @@ impl LinkKind {
             Self::Webhook(_) => "webhook",
             Self::Slack(_) => "slack",
             Self::Discord(_) => "discord",
+            Self::Matrix(_) => "matrix",
         }
     }
 
@@ -118,6 +125,7 @@ impl LinkKind {
             Self::Webhook(w) => w.describe(),
             Self::Slack(s) => s.describe(),
             Self::Discord(d) => d.describe(),
+            Self::Matrix(m) => m.describe(),
         }
     }
 
@@ -145,10 +153,38 @@ impl LinkKind {
         }
     }
 
+    /// The Matrix settings, for a Matrix link.
+    pub fn matrix(&self) -> Option<&MatrixLinkConfig> {
+        match self {
+            Self::Matrix(m) => Some(m),
+            _ => None,
+        }
+    }
+
     /// Whether the link accepts signed events at `POST /hooks/{link}`.
     pub fn accepts_hooks(&self) -> bool {
         self.webhook().is_some_and(|w| w.inbound)
     }
+
+    /// Why this build cannot run the link, if it cannot: `chatbridge check` warns and `run`
+    /// (and a reload) refuse such a configuration rather than queue events nobody delivers.
+    pub fn not_runnable(&self) -> Option<&'static str> {
+        match self {
+            Self::Matrix(_) => Some(
+                "this version reads Matrix links and prints their registration \
+                 (`chatbridge matrix registration`) but does not deliver to Matrix yet",
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Every link this build cannot run, as `links.<name>: why` ([`LinkKind::not_runnable`]).
+pub fn not_runnable(links: &BTreeMap<String, LinkConfig>) -> Vec<String> {
+    links
+        .iter()
+        .filter_map(|(name, link)| Some(format!("links.{name}: {}", link.kind.not_runnable()?)))
+        .collect()
 }
 
 /// The links of `[links]`, and the names of all declared links, including ones that could

@@ -20,11 +20,13 @@
 //! shared by every link of one process.
 
 pub mod chatpost;
+pub mod commands;
 pub mod console;
 pub mod discord;
 pub mod http;
 pub mod inbound;
 pub mod link;
+pub mod matrix;
 pub mod sections;
 pub mod slack;
 pub mod webhook;
@@ -224,5 +226,6 @@ fn sink(
             redis,
             &platforms.discord,
         )),
+        LinkKind::Matrix(_) => Box::new(matrix::NotDelivered::new(name)),
     }
 }

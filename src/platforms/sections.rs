@@ -48,6 +48,7 @@ pub(crate) fn check(
     }
     discord_channels(links, rooms, Some(problems));
     gateways(links, Some(problems));
+    super::matrix::rooms::check(links, rooms, problems);
 }
 
 /// What comes in through the platforms, one line each (for `chatbridge check`): which route or

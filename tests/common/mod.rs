@@ -14,6 +14,7 @@ pub mod parts;
 pub mod receiver;
 pub mod redis;
 pub mod seed;
+pub mod synapse;
 pub mod tls;
 pub mod wait;
 
