@@ -248,3 +248,124 @@ async fn synapse_loads_the_registration_and_holds_the_bridge_to_its_namespace() 
         .expect("register with a wrong token");
     assert_eq!(response.status(), 401);
 }
+
+/// The homeserver calls a Matrix sink will make, against a real Synapse: a ghost registered
+/// (twice: the second is `M_USER_IN_USE`, fine), named, joined to a real user's room, and a
+/// message sent twice with one transaction id becomes one event, body exact, pinging nobody.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ghost_registers_joins_and_sends_one_event_per_transaction_to_a_real_synapse() {
+    use chatbridge::platforms::matrix::client::Client;
+    use chatbridge::platforms::matrix::ghost;
+    use chatbridge::secret::{BotToken, SecretUrl};
+    use reqwest::Method;
+
+    let toml = MATRIX.replace("${TEST_AS_TOKEN}", "as-token-inline");
+    let (code, registration, stderr) = run_cli(&toml, &["matrix", "registration"]);
+    assert_eq!(code, 0, "{stderr}");
+    let Some(synapse) = tokio::task::spawn_blocking(move || {
+        common::synapse::Synapse::start("chat.example.org", &[registration])
+    })
+    .await
+    .expect("start synapse") else {
+        return;
+    };
+    let (_, alice) = synapse.register_user("alice").await;
+    let created = synapse
+        .call(
+            &alice,
+            Method::POST,
+            "/_matrix/client/v3/createRoom",
+            Some(json!({"preset": "public_chat"})),
+        )
+        .await;
+    let room = created["room_id"].as_str().expect("room_id").to_owned();
+
+    let client = Client::new(
+        reqwest::Client::new(),
+        SecretUrl::parse(&synapse.url()).expect("url"),
+        BotToken::parse("as-token-inline").expect("token"),
+        Duration::from_secs(10),
+    );
+    let localpart = format!("_redis_{}", ghost::escape("Bob Ü"));
+    let user = format!("@{localpart}:chat.example.org");
+    client
+        .register(&localpart)
+        .await
+        .expect("register the ghost");
+    client
+        .register(&localpart)
+        .await
+        .expect("registering again is fine");
+    client
+        .set_display_name(&user, "Bob Ü")
+        .await
+        .expect("display name");
+    assert_eq!(client.join(&user, &room).await.expect("join"), room);
+    let text = "hi @room and @alice:chat.example.org <b>not bold</b>";
+    let first = client
+        .send_text(&user, &room, "txn-1", text, None)
+        .await
+        .expect("send");
+    let again = client
+        .send_text(&user, &room, "txn-1", text, None)
+        .await
+        .expect("send again");
+    assert_eq!(first, again, "one transaction id, one event");
+    let late = client
+        .send_text(
+            &user,
+            &room,
+            "txn-2",
+            "from the past",
+            Some(1_700_000_000_000),
+        )
+        .await
+        .expect("send with ts");
+
+    let messages = synapse
+        .call(
+            &alice,
+            Method::GET,
+            &format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50"),
+            None,
+        )
+        .await;
+    let ours: Vec<&serde_json::Value> = messages["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .filter(|e| e["type"] == "m.room.message" && e["sender"] == user.as_str())
+        .collect();
+    assert_eq!(ours.len(), 2, "{messages:#}");
+    let sent = ours
+        .iter()
+        .find(|e| e["event_id"] == first.as_str())
+        .expect("the first event");
+    assert_eq!(sent["content"]["body"], text);
+    assert_eq!(sent["content"]["msgtype"], "m.text");
+    assert_eq!(sent["content"]["m.mentions"], json!({}));
+    assert!(sent["content"].get("formatted_body").is_none());
+    let past = ours
+        .iter()
+        .find(|e| e["event_id"] == late.as_str())
+        .expect("the late event");
+    assert_eq!(past["origin_server_ts"], 1_700_000_000_000_i64);
+    let profile = synapse
+        .call(
+            &alice,
+            Method::GET,
+            &format!("/_matrix/client/v3/profile/{user}/displayname"),
+            None,
+        )
+        .await;
+    assert_eq!(profile["displayname"], "Bob Ü");
+    // A room the ghost cannot join is an error with the homeserver's errcode, not a panic.
+    let refused = client
+        .join(&user, "!nowhere:chat.example.org")
+        .await
+        .expect_err("no such room");
+    assert!(
+        refused.status.is_some() && refused.errcode.is_some(),
+        "{refused:?}"
+    );
+}

@@ -97,6 +97,53 @@ impl Synapse {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Registers a real (non-bridged) user `name`: its user id and access token.
+    pub async fn register_user(&self, name: &str) -> (String, String) {
+        let body: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/_matrix/client/v3/register", self.url()))
+            .json(&serde_json::json!({
+                "username": name,
+                "password": "a-long-test-password",
+                "auth": {"type": "m.login.dummy"},
+            }))
+            .send()
+            .await
+            .expect("register a user")
+            .json()
+            .await
+            .expect("register answer");
+        let field = |key: &str| {
+            body[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {key} in {body}"))
+                .to_owned()
+        };
+        (field("user_id"), field("access_token"))
+    }
+
+    /// Calls the client-server API as a real user: the answer's JSON body.
+    pub async fn call(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url()))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request
+            .send()
+            .await
+            .expect("call synapse")
+            .json()
+            .await
+            .expect("synapse answer")
+    }
+
     /// What Synapse printed (its stdout and stderr).
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("synapse.out")).unwrap_or_default()
@@ -137,11 +184,15 @@ fn answers_200(port: u16, path: &str) -> bool {
 /// The generated config, listening on loopback `port` only (plain HTTP, client API), with
 /// `files` as its application services and no rate limits for the bridge's tests.
 fn patched(generated: &str, port: u16, files: &[PathBuf]) -> String {
-    const OURS: [&str; 4] = [
+    const OURS: [&str; 8] = [
         "listeners:",
         "trusted_key_servers:",
         "app_service_config_files:",
         "suppress_key_server_warning:",
+        "enable_registration:",
+        "enable_registration_without_verification:",
+        "rc_registration:",
+        "rc_message:",
     ];
     let mut out = String::new();
     let mut skipping = false;
@@ -168,6 +219,11 @@ fn patched(generated: &str, port: u16, files: &[PathBuf]) -> String {
         out.push_str(&format!("  - '{}'\n", file.display()));
     }
     out.push_str("suppress_key_server_warning: true\n");
+    // Test users register themselves (no e-mail, no captcha), as fast as tests make them.
+    out.push_str("enable_registration: true\n");
+    out.push_str("enable_registration_without_verification: true\n");
+    out.push_str("rc_registration:\n  per_second: 1000\n  burst_count: 1000\n");
+    out.push_str("rc_message:\n  per_second: 1000\n  burst_count: 1000\n");
     out.push_str("trusted_key_servers: []\n");
     out
 }

@@ -1,11 +1,14 @@
 //! Matrix: chatbridge as an application service on a homeserver, each chat user a ghost
 //! Matrix user of their own. This version reads the link's settings ([`config`]), maps chat
 //! users to ghost user ids ([`ghost`]), checks the room mapping ([`rooms`]) and prints the
-//! registration the homeserver loads ([`registration`]); delivery both ways is still to come,
+//! registration the homeserver loads ([`registration`]), and makes the homeserver calls an
+//! outbound message needs ([`client`]: register a ghost, name it, join, send); the sink that
+//! uses them, and everything inbound, are still to come,
 //! so `run` and a reload refuse a configuration with a Matrix link
 //! ([`crate::platforms::LinkKind::not_runnable`]).
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod ghost;
 pub mod registration;
