@@ -15,7 +15,7 @@ use common::fake_gateway::{
     Author, FakeGateway, INTENT_GUILD_MEMBERS, INTENT_GUILD_MESSAGES, INTENT_GUILDS,
     INTENT_MESSAGE_CONTENT,
 };
-use common::receiver::Receiver;
+use common::receiver::{Receiver, contents_of};
 use common::redis::{RedisServer, free_port};
 use common::seed;
 use common::wait::eventually;
@@ -594,16 +594,7 @@ async fn a_burst_of_500_messages_is_written_in_order_once_each() {
     let written = wait_history(&mut con, 500).await;
     let elapsed = started.elapsed();
     assert_eq!(written, sent);
-    let relayed = audit.wait_for(500, WAIT).await;
-    let relayed: Vec<String> = relayed
-        .iter()
-        .map(|r| {
-            r.json()["data"]["event"]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let relayed = contents_of(&audit.wait_for(500, WAIT).await);
     assert_eq!(
         relayed, sent,
         "the other link got them out of order or twice"
