@@ -17,3 +17,26 @@ pub fn general_room(link: &str, audit_url: Option<&str>) -> String {
     ));
     toml
 }
+
+/// `[redis]` at `redis_url` and one webhook link `audit` to `hook_url` (`timeout_secs = 5`, then
+/// the `keys` given) for room `general` and the DMs.
+pub fn audit_everywhere(redis_url: &str, hook_url: &str, keys: &str) -> String {
+    format!(
+        r#"
+[redis]
+url = "{redis_url}"
+
+[links.audit]
+kind = "webhook"
+url = "{hook_url}"
+timeout_secs = 5
+{keys}
+[[rooms]]
+name = "general"
+links = ["audit"]
+
+[dms]
+links = ["audit"]
+"#
+    )
+}
