@@ -9,6 +9,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::config::general_room;
 use common::daemon::{ConfigDir, Daemon, cli_async, wait_ready};
 use common::fake_discord::{DiscordPost, FakeDiscord};
 use common::outbox::wait_drained;
@@ -25,27 +26,15 @@ const TOKEN: &str = "sekrit-discord-T0KEN";
 
 /// A `discord` link (and, with `audit`, a webhook link `audit`) on room `general`.
 fn config(redis: &RedisServer, discord: &FakeDiscord, audit: Option<&Receiver>) -> String {
-    let mut links = vec!["\"discord\""];
-    let mut toml = format!(
+    format!(
         "[redis]\nurl = \"{}\"\n\n[delivery]\nretry_max_backoff_secs = 1\n\n\
          [links.discord]\nkind = \"discord\"\nwebhook_url = \"{}\"\n\
          avatar_url = \"https://avatars.example/{{user_id}}.png\"\n\
-         events = [\"message\", \"join\", \"leave\"]\n\n",
+         events = [\"message\", \"join\", \"leave\"]\n\n{}",
         redis.url(),
         discord.webhook_url(TOKEN),
-    );
-    if let Some(audit) = audit {
-        toml.push_str(&format!(
-            "[links.audit]\nkind = \"webhook\"\nurl = \"{}\"\n\n",
-            audit.url("/hook")
-        ));
-        links.push("\"audit\"");
-    }
-    toml.push_str(&format!(
-        "[[rooms]]\nname = \"general\"\nlinks = [{}]\n",
-        links.join(", ")
-    ));
-    toml
+        general_room("discord", audit.map(|a| a.url("/hook")).as_deref()),
+    )
 }
 
 /// Every line the accepted posts carried, in order.

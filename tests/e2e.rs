@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chatbridge::platforms::webhook::signing;
 use chatbridge::secret::WebhookSecret;
+use common::config::audit_everywhere;
 use common::daemon::Daemon;
 use common::outbox::wait_drained;
 use common::receiver::Receiver;
@@ -18,26 +19,10 @@ pub const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn config(redis: &RedisServer, hook_url: &str, extra: &str) -> String {
+    let secret = format!("secret = \"{SECRET}\"\n");
     format!(
-        r#"
-[redis]
-url = "{}"
-
-[links.audit]
-kind = "webhook"
-url = "{hook_url}"
-secret = "{SECRET}"
-timeout_secs = 5
-
-[[rooms]]
-name = "general"
-links = ["audit"]
-
-[dms]
-links = ["audit"]
-{extra}
-"#,
-        redis.url()
+        "{}{extra}\n",
+        audit_everywhere(&redis.url(), hook_url, &secret)
     )
 }
 

@@ -53,15 +53,11 @@ fn audit_config(redis: &RedisServer, receiver: &Receiver, extra: &str) -> String
 
 /// The events a request carried: one, or every entry of a `chat.batch`.
 fn events(request: &Recorded) -> Vec<Value> {
-    let body = request.json();
-    if body["type"] == "chat.batch" {
-        let data = body["data"].as_array().expect("a batch's data is a list");
-        data.iter()
-            .map(|item| item["data"]["event"].clone())
-            .collect()
-    } else {
-        vec![body["data"]["event"].clone()]
-    }
+    request
+        .items()
+        .iter()
+        .map(|item| item["data"]["event"].clone())
+        .collect()
 }
 
 /// The `content` of every event in every request, in arrival order.
@@ -213,8 +209,9 @@ async fn a_sigkill_under_load_loses_nothing_and_keeps_order() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_restart_resubscribes_recreates_the_group_and_delivers() {
+/// A daemon delivering `general` to `receiver`, once `A` was delivered and Redis was then
+/// restarted (the daemon not resubscribed yet).
+async fn restarted_after_one_delivery() -> (RedisServer, Receiver, Daemon) {
     let mut redis = RedisServer::start();
     let receiver = Receiver::start().await;
     let daemon = Daemon::start(&audit_config(&redis, &receiver, ""));
@@ -224,6 +221,12 @@ async fn a_redis_restart_resubscribes_recreates_the_group_and_delivers() {
     receiver.wait_for(1, WAIT).await;
 
     tokio::task::block_in_place(|| redis.restart());
+    (redis, receiver, daemon)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_resubscribes_recreates_the_group_and_delivers() {
+    let (redis, receiver, daemon) = restarted_after_one_delivery().await;
     wait_for_log(&daemon, "subscribed", 2);
     let mut con = redis.connection().await;
     seed::send_message(&mut con, "general", json!(1), "a", "B").await;
@@ -237,15 +240,7 @@ async fn a_redis_restart_resubscribes_recreates_the_group_and_delivers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_stored_while_the_daemon_resubscribes_after_a_redis_restart_are_delivered() {
-    let mut redis = RedisServer::start();
-    let receiver = Receiver::start().await;
-    let daemon = Daemon::start(&audit_config(&redis, &receiver, ""));
-    wait_ready(&daemon);
-    let mut con = redis.connection().await;
-    seed::send_message(&mut con, "general", json!(1), "a", "A").await;
-    receiver.wait_for(1, WAIT).await;
-
-    tokio::task::block_in_place(|| redis.restart());
+    let (redis, receiver, daemon) = restarted_after_one_delivery().await;
     // Published (and stored in history) before the daemon's subscription is back: it waits at
     // least 0.5 s before reconnecting. Catch-up must find it in history.
     let mut con = redis.connection().await;

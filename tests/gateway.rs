@@ -8,13 +8,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::config::general_room;
 use common::daemon::{Daemon, wait_ready};
 use common::fake_discord::FakeDiscord;
 use common::fake_gateway::{
     Author, FakeGateway, INTENT_GUILD_MEMBERS, INTENT_GUILD_MESSAGES, INTENT_GUILDS,
     INTENT_MESSAGE_CONTENT,
 };
-use common::receiver::Receiver;
+use common::receiver::{Receiver, contents_of};
 use common::redis::{RedisServer, free_port};
 use common::seed;
 use common::wait::eventually;
@@ -53,26 +54,55 @@ async fn fakes() -> (RedisServer, FakeGateway, FakeDiscord) {
     (redis, gateway, discord)
 }
 
-/// `general` mirrored to the Discord link alone.
-const ONE_ROOM: &str = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+/// `general` on the Discord link and a webhook link `audit` to `audit`, and `[http]` on
+/// `http_port`.
+fn audit_room_and_http(audit: &Receiver, http_port: u16) -> String {
+    format!(
+        "{}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+        general_room("discord", Some(&audit.url("/audit")))
+    )
+}
 
-/// The fakes and a daemon whose Discord link (with `extra` keys) is the only link of
-/// `general`, once its first session is ready; a connection to its Redis.
-async fn one_room(
-    extra: &str,
-) -> (
+/// What [`one_room`] starts: the fakes, the daemon, a connection to its Redis.
+type OneRoom = (
     RedisServer,
     FakeGateway,
     FakeDiscord,
     Daemon,
     redis::aio::MultiplexedConnection,
-) {
+);
+
+/// `general` mirrored to the Discord link alone.
+const ONE_ROOM: &str = "[[rooms]]\nname = \"general\"\nlinks = [\"discord\"]\n";
+
+/// The fakes and a daemon whose Discord link (with `extra` keys) is the only link of
+/// `general`, once its first session is ready; a connection to its Redis.
+async fn one_room(extra: &str) -> OneRoom {
     let (redis, gateway, discord) = fakes().await;
     let daemon = Daemon::start(&config(&redis, &gateway, &discord, extra, ONE_ROOM));
     wait_ready(&daemon);
     let con = redis.connection().await;
     gateway.wait_log("ready 1", 1, WAIT).await;
     (redis, gateway, discord, daemon, con)
+}
+
+/// [`one_room`] once the message `first`, posted in `CHANNEL`, is in the room's history.
+async fn one_room_relaying(extra: &str, first: &str) -> OneRoom {
+    let (redis, gateway, discord, daemon, mut con) = one_room(extra).await;
+    gateway.post(CHANNEL, &ann(), first);
+    wait_history(&mut con, 1).await;
+    (redis, gateway, discord, daemon, con)
+}
+
+/// Asserts the first session IDENTIFYed with exactly `intents`.
+fn assert_identified(gateway: &FakeGateway, intents: u64) {
+    assert!(
+        gateway
+            .log()
+            .contains(&format!("identify 1 intents={intents}")),
+        "{:?}",
+        gateway.log()
+    );
 }
 
 /// The room's history as a seed client's `get_history` reads it, oldest first.
@@ -139,12 +169,7 @@ async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_ou
     let (redis, gateway, discord) = fakes().await;
     let audit = Receiver::start().await;
     let http_port = free_port();
-    let rest = format!(
-        "[links.audit]\nkind = \"webhook\"\nurl = \"{}\"\n\n\
-         [[rooms]]\nname = \"general\"\nlinks = [\"discord\", \"audit\"]\n\n\
-         [http]\nlisten = \"127.0.0.1:{http_port}\"\n",
-        audit.url("/audit")
-    );
+    let rest = audit_room_and_http(&audit, http_port);
     // Sent before the bridge ever ran: a channel read for the first time starts from now.
     gateway.post(CHANNEL, &ann(), "before the bridge existed");
     let daemon = Daemon::start(&config(&redis, &gateway, &discord, "", &rest));
@@ -154,13 +179,7 @@ async fn a_discord_message_reaches_a_seed_client_and_the_other_links_once_and_ou
 
     gateway.wait_log("ready 1", 1, WAIT).await;
     let intents = GUILDS_MESSAGES_CONTENT;
-    assert!(
-        gateway
-            .log()
-            .contains(&format!("identify 1 intents={intents}")),
-        "{:?}",
-        gateway.log()
-    );
+    assert_identified(&gateway, intents);
     let id = gateway.post(CHANNEL, &ann(), "hello from <#1> discord");
 
     // Live, as a seed client's subscriber reads it.
@@ -295,13 +314,7 @@ async fn a_dropped_connection_resumes_and_loses_nothing_and_members_become_joins
     let mut live = redis.subscribe("chat:room:general").await;
     gateway.wait_log("ready 1", 1, WAIT).await;
     let intents = GUILDS_MESSAGES_CONTENT | INTENT_GUILD_MEMBERS;
-    assert!(
-        gateway
-            .log()
-            .contains(&format!("identify 1 intents={intents}")),
-        "{:?}",
-        gateway.log()
-    );
+    assert_identified(&gateway, intents);
     // A dispatch that cannot be read is counted and skipped; the next one is written.
     gateway.dispatch("MESSAGE_CREATE", json!({"id": 12, "channel_id": CHANNEL}));
     gateway.post(CHANNEL, &ann(), "one");
@@ -377,9 +390,8 @@ async fn a_dropped_connection_resumes_and_loses_nothing_and_members_become_joins
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_invalid_session_what_was_sent_meanwhile_is_fetched_in_order_within_rate_limits() {
-    let (_redis, gateway, _discord, _daemon, mut con) = one_room("inbound_bots = true\n").await;
-    gateway.post(CHANNEL, &ann(), "live 0");
-    wait_history(&mut con, 1).await;
+    let (_redis, gateway, _discord, _daemon, mut con) =
+        one_room_relaying("inbound_bots = true\n", "live 0").await;
 
     // The session is lost: RESUME is refused, the bridge IDENTIFYs again, and the 150 messages
     // sent meanwhile (two pages) are only in the channel's history. The first fetch is 429'd.
@@ -471,12 +483,7 @@ async fn a_rejected_bot_token_is_reported_without_the_token_and_the_rest_keeps_r
     let (redis, gateway, discord) = fakes().await;
     let audit = Receiver::start().await;
     let http_port = free_port();
-    let rest = format!(
-        "[links.audit]\nkind = \"webhook\"\nurl = \"{}\"\n\n\
-         [[rooms]]\nname = \"general\"\nlinks = [\"discord\", \"audit\"]\n\n\
-         [http]\nlisten = \"127.0.0.1:{http_port}\"\n",
-        audit.url("/audit")
-    );
+    let rest = audit_room_and_http(&audit, http_port);
     let toml = config(&redis, &gateway, &discord, "", &rest).replace(BOT_TOKEN, "Nz.wrong.token");
     let daemon = Daemon::start(&toml);
     wait_ready(&daemon);
@@ -537,9 +544,7 @@ async fn a_reload_applies_inbound_bots_at_once_on_the_same_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_history_request_is_retried_and_a_forbidden_one_is_reported_and_skipped() {
-    let (_redis, gateway, _discord, daemon, mut con) = one_room("").await;
-    gateway.post(CHANNEL, &ann(), "one");
-    wait_history(&mut con, 1).await;
+    let (_redis, gateway, _discord, daemon, mut con) = one_room_relaying("", "one").await;
 
     // Discord's REST answers 500 twice: retried until the messages come.
     gateway.invalidate_session();
@@ -576,11 +581,7 @@ async fn a_failing_history_request_is_retried_and_a_forbidden_one_is_reported_an
 async fn a_burst_of_500_messages_is_written_in_order_once_each() {
     let (redis, gateway, discord) = fakes().await;
     let audit = Receiver::start().await;
-    let rest = format!(
-        "[links.audit]\nkind = \"webhook\"\nurl = \"{}\"\n\n\
-         [[rooms]]\nname = \"general\"\nlinks = [\"discord\", \"audit\"]\n",
-        audit.url("/audit")
-    );
+    let rest = general_room("discord", Some(&audit.url("/audit")));
     let daemon = Daemon::start(&config(&redis, &gateway, &discord, "", &rest));
     wait_ready(&daemon);
     let mut con = redis.connection().await;
@@ -593,16 +594,7 @@ async fn a_burst_of_500_messages_is_written_in_order_once_each() {
     let written = wait_history(&mut con, 500).await;
     let elapsed = started.elapsed();
     assert_eq!(written, sent);
-    let relayed = audit.wait_for(500, WAIT).await;
-    let relayed: Vec<String> = relayed
-        .iter()
-        .map(|r| {
-            r.json()["data"]["event"]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let relayed = contents_of(&audit.wait_for(500, WAIT).await);
     assert_eq!(
         relayed, sent,
         "the other link got them out of order or twice"

@@ -15,6 +15,7 @@ use common::fake_discord::FakeDiscord;
 use common::fake_slack::FakeSlack;
 use common::receiver::Receiver;
 use common::redis::{RedisServer, free_port};
+use common::seed::MESSAGE_FIELDS;
 use common::wait::eventually;
 use futures_util::StreamExt;
 use hmac::{Hmac, KeyInit, Mac};
@@ -105,6 +106,15 @@ impl Bridge {
             port,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// A fresh redis-server, the daemon started on it with `rest` ([`Bridge::start`]), and a
+    /// connection to that Redis.
+    async fn on_new_redis(rest: &str) -> (RedisServer, Self, redis::aio::MultiplexedConnection) {
+        let redis = RedisServer::start();
+        let bridge = Self::start(&redis, rest).await;
+        let con = redis.connection().await;
+        (redis, bridge, con)
     }
 
     fn url(&self, path: &str) -> String {
@@ -225,7 +235,6 @@ async fn dump_all(con: &mut redis::aio::MultiplexedConnection) -> BTreeMap<Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_hook_writes_the_seed_events_and_reaches_only_the_other_links() {
-    let redis = RedisServer::start();
     let tool = Receiver::start().await;
     let audit = Receiver::start().await;
     let rest = format!(
@@ -234,8 +243,7 @@ async fn a_signed_hook_writes_the_seed_events_and_reaches_only_the_other_links()
         webhook("audit", &audit.url("/audit"), ""),
         room("general", &["tool", "audit"]),
     );
-    let bridge = Bridge::start(&redis, &rest).await;
-    let mut con = redis.connection().await;
+    let (redis, bridge, mut con) = Bridge::on_new_redis(&rest).await;
     let mut live = redis.subscribe("chat:room:general").await;
 
     let body = message("general", json!(1001), "alice", "hello from a tool");
@@ -259,17 +267,7 @@ async fn a_signed_hook_writes_the_seed_events_and_reaches_only_the_other_links()
         .collect();
     assert_eq!(
         fields,
-        [
-            "id",
-            "user_id",
-            "username",
-            "content",
-            "room",
-            "timestamp",
-            "type",
-            "origin",
-            "external_id"
-        ]
+        [&MESSAGE_FIELDS[..], &["origin", "external_id"]].concat()
     );
     assert_eq!(event["id"], id.as_str());
     assert_eq!(event["user_id"], 1001, "an integer id stays an integer");
@@ -389,7 +387,6 @@ type Case<'a> = (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_requests_get_their_status_and_leave_redis_byte_for_byte_unchanged() {
-    let redis = RedisServer::start();
     let tool = Receiver::start().await;
     let rest = format!(
         "{}{}[slack]\nsigning_secret = \"{SLACK_SECRET}\"\n\n{}{}",
@@ -398,8 +395,7 @@ async fn rejected_requests_get_their_status_and_leave_redis_byte_for_byte_unchan
         room("general", &["tool"]),
         room("random", &["plain"]),
     );
-    let bridge = Bridge::start(&redis, &rest).await;
-    let mut con = redis.connection().await;
+    let (redis, bridge, mut con) = Bridge::on_new_redis(&rest).await;
     let good = message("general", json!(1), "a", "first");
     let (status, _) = bridge.hook("tool", SECRET, "msg_replayed", &good).await;
     assert_eq!(status, 202);
@@ -641,7 +637,6 @@ async fn rejected_requests_get_their_status_and_leave_redis_byte_for_byte_unchan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_events_are_verified_written_once_and_relayed_to_discord_and_webhooks_not_back() {
-    let redis = RedisServer::start();
     let slack = FakeSlack::start("xoxb-test").await;
     let discord = FakeDiscord::start(50, Duration::from_secs(1)).await;
     let audit = Receiver::start().await;
@@ -657,8 +652,7 @@ async fn slack_events_are_verified_written_once_and_relayed_to_discord_and_webho
         room("general", &["slack", "discord", "audit", "tool"]),
     );
     slack.set_user("U42", "Zed");
-    let bridge = Bridge::start(&redis, &rest).await;
-    let mut con = redis.connection().await;
+    let (_redis, bridge, mut con) = Bridge::on_new_redis(&rest).await;
 
     let (status, reply) = bridge
         .slack(
@@ -786,7 +780,6 @@ async fn slack_events_are_verified_written_once_and_relayed_to_discord_and_webho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_links_both_ways_exchange_100_messages_without_echo_or_duplicates() {
-    let redis = RedisServer::start();
     let a = Receiver::start().await;
     let b = Receiver::start().await;
     let rest = format!(
@@ -795,8 +788,7 @@ async fn two_links_both_ways_exchange_100_messages_without_echo_or_duplicates() 
         inbound_hook("b", &b.url("/b"), OTHER_SECRET),
         room("general", &["a", "b"]),
     );
-    let bridge = Bridge::start(&redis, &rest).await;
-    let mut con = redis.connection().await;
+    let (_redis, bridge, mut con) = Bridge::on_new_redis(&rest).await;
     let mut requests: [Vec<(String, i64, Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
     for n in 0..100 {
         let link = ["a", "b"][n % 2];

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, cli};
-use common::receiver::{Receiver, Recorded, Reply};
+use common::receiver::{Receiver, Recorded, Reply, content_of};
 use common::redis::RedisServer;
 use common::seed;
 use nix::sys::signal::Signal;
@@ -45,21 +45,11 @@ fn holder_and_standby(toml: &str) -> (Daemon, Daemon) {
 
 /// The message contents a request carried (one, or each of a `chat.batch`).
 fn contents(request: &Recorded) -> Vec<String> {
-    let body = request.json();
-    let items = if body["type"] == "chat.batch" {
-        body["data"].as_array().cloned().unwrap_or_default()
-    } else {
-        vec![body]
-    };
-    items
+    request
+        .items()
         .iter()
         .filter(|item| item["type"] == "chat.message")
-        .map(|item| {
-            item["data"]["event"]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
+        .map(content_of)
         .collect()
 }
 

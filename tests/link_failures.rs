@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::daemon::{ConfigDir, Daemon, cli_async, wait_ready};
-use common::outbox::wait_drained;
+use common::outbox::{text_fields, wait_drained};
 use common::receiver::{Receiver, Recorded, Reply};
 use common::redis::RedisServer;
 use common::seed;
@@ -95,20 +95,7 @@ async fn link_hash(con: &mut MultiplexedConnection) -> HashMap<String, String> {
 /// The dead letters of `audit` as field maps, oldest first.
 async fn dead_letters(con: &mut MultiplexedConnection) -> Vec<HashMap<String, String>> {
     let reply: redis::streams::StreamRangeReply = con.xrange_all(DLQ).await.expect("XRANGE");
-    reply
-        .ids
-        .iter()
-        .map(|entry| {
-            entry
-                .map
-                .iter()
-                .map(|(field, value)| {
-                    let text: String = redis::from_redis_value(value.clone()).expect("text");
-                    (field.clone(), text)
-                })
-                .collect()
-        })
-        .collect()
+    text_fields(&reply)
 }
 
 /// Asserts the requests were `first` retried in place some times, then every one of `sent`

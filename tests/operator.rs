@@ -6,10 +6,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{ConfigDir, Daemon, binary};
+use common::config::audit_everywhere;
+use common::daemon::{ConfigDir, Daemon, clean_command};
 use common::receiver::{Receiver, Reply};
 use common::redis::RedisServer;
 use common::seed;
@@ -22,36 +23,13 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// A daemon config: one webhook link `audit` at `hook_url` for room `general`.
 fn config(redis_url: &str, hook_url: &str) -> String {
-    format!(
-        r#"
-[redis]
-url = "{redis_url}"
-
-[links.audit]
-kind = "webhook"
-url = "{hook_url}"
-timeout_secs = 5
-
-[[rooms]]
-name = "general"
-links = ["audit"]
-
-[dms]
-links = ["audit"]
-"#
-    )
+    audit_everywhere(redis_url, hook_url, "")
 }
 
 /// Runs `chatbridge --config <config> <args…>` with a clean environment and returns its raw
 /// output (stdout bytes exactly as printed, so tests can look for raw control bytes).
 fn run_cli(config: &Path, args: &[&str]) -> Output {
-    Command::new(binary())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_clear()
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
+    clean_command(config, args)
         .output()
         .expect("run chatbridge")
 }
@@ -192,13 +170,7 @@ async fn chat_data_cannot_put_raw_control_bytes_on_the_operator_terminal() {
 async fn tail_escapes_live_chat_data() {
     let redis = RedisServer::start();
     let dir = ConfigDir::new(&config(&redis.url(), "http://127.0.0.1:9/hook"));
-    let mut child = Command::new(binary())
-        .arg("--config")
-        .arg(dir.path())
-        .args(["tail", "general"])
-        .env_clear()
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
+    let mut child = clean_command(&dir.path(), &["tail", "general"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -387,13 +359,8 @@ async fn redis_with_password() -> RedisServer {
 fn run_until_exit(redis_url: &str) -> (Option<i32>, String, Duration) {
     let dir = ConfigDir::new(&config(redis_url, "http://127.0.0.1:9/hook"));
     let started = Instant::now();
-    let mut child = Command::new(binary())
-        .arg("--config")
-        .arg(dir.path())
-        .arg("run")
-        .env_clear()
+    let mut child = clean_command(&dir.path(), &["run"])
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

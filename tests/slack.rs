@@ -11,6 +11,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use common::config::general_room;
 use common::daemon::{ConfigDir, Daemon, cli_async, wait_ready};
 use common::fake_slack::{FakeReply, FakeSlack, SlackPost};
 use common::outbox::wait_drained;
@@ -28,26 +29,14 @@ const HOOK_SECRET: &str = "sekrit-HOOK-secret";
 /// A Web API `slack` link (`extra` appended to its table), plus a webhook link `audit` when
 /// given, on room `general`.
 fn config(redis: &RedisServer, slack: &FakeSlack, extra: &str, audit: Option<&Receiver>) -> String {
-    let mut links = vec!["\"slack\""];
-    let mut toml = format!(
+    format!(
         "[redis]\nurl = \"{}\"\n\n[delivery]\nretry_max_backoff_secs = 1\n\n\
          [links.slack]\nkind = \"slack\"\nbot_token = \"{BOT_TOKEN}\"\nchannel = \"C0123\"\n\
-         api_url = \"{}\"\n{extra}\n\n",
+         api_url = \"{}\"\n{extra}\n\n{}",
         redis.url(),
         slack.api_url(),
-    );
-    if let Some(audit) = audit {
-        toml.push_str(&format!(
-            "[links.audit]\nkind = \"webhook\"\nurl = \"{}\"\n\n",
-            audit.url("/hook")
-        ));
-        links.push("\"audit\"");
-    }
-    toml.push_str(&format!(
-        "[[rooms]]\nname = \"general\"\nlinks = [{}]\n",
-        links.join(", ")
-    ));
-    toml
+        general_room("slack", audit.map(|a| a.url("/hook")).as_deref()),
+    )
 }
 
 /// An incoming-webhook `slack` link `hook` (`extra` appended to its table) on room `general`.

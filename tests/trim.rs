@@ -15,7 +15,7 @@ use chatbridge::chat::model::Timestamp;
 use chatbridge::chat::pyjson;
 use chatbridge::config::{self, Config, Env};
 use common::daemon::Daemon;
-use common::receiver::Receiver;
+use common::receiver::{Receiver, contents_of};
 use common::redis::RedisServer;
 use common::seed;
 use common::wait::eventually;
@@ -83,6 +83,16 @@ async fn push(con: &mut MultiplexedConnection, key: &str, prefix: &str, n: usize
     pipe.query_async::<()>(con).await.expect("push");
 }
 
+/// A fresh redis-server whose lists `(key, prefix, n)` are [`push`]ed, and a connection to it.
+async fn pushed(lists: &[(&str, &str, usize)]) -> (RedisServer, MultiplexedConnection) {
+    let redis = RedisServer::start();
+    let mut con = redis.connection().await;
+    for (key, prefix, n) in lists {
+        push(&mut con, key, prefix, *n).await;
+    }
+    (redis, con)
+}
+
 async fn contents(con: &mut MultiplexedConnection, key: &str) -> Vec<String> {
     let entries: Vec<String> = con.lrange(key, 0, -1).await.expect("lrange");
     entries
@@ -100,14 +110,15 @@ async fn len(con: &mut MultiplexedConnection, key: &str) -> usize {
 
 #[tokio::test]
 async fn lists_pushed_far_past_their_limit_are_back_at_it_after_one_round() {
-    let redis = RedisServer::start();
-    let mut con = redis.connection().await;
-    push(&mut con, "chat:room:lobby:history", "m", 5000).await;
-    push(&mut con, "chat:room:big:history", "b", 5000).await;
-    push(&mut con, "chat:room:small:history", "s", 10).await;
-    push(&mut con, "chat:dm:7:1001:history", "d", 700).await;
-    // More than one script call's budget: handled again until done.
-    push(&mut con, "chat:room:huge:history", "h", 25_000).await;
+    let (redis, mut con) = pushed(&[
+        ("chat:room:lobby:history", "m", 5000),
+        ("chat:room:big:history", "b", 5000),
+        ("chat:room:small:history", "s", 10),
+        ("chat:dm:7:1001:history", "d", 700),
+        // More than one script call's budget: handled again until done.
+        ("chat:room:huge:history", "h", 25_000),
+    ])
+    .await;
     let config = load(
         &redis,
         "",
@@ -140,12 +151,13 @@ async fn lists_pushed_far_past_their_limit_are_back_at_it_after_one_round() {
 
 #[tokio::test]
 async fn unmirrored_rooms_and_dms_are_left_alone_when_switched_off() {
-    let redis = RedisServer::start();
-    let mut con = redis.connection().await;
-    push(&mut con, "chat:room:lobby:history", "m", 30).await;
-    push(&mut con, "chat:dm:7:1001:history", "d", 30).await;
-    // A room name the chat allows but chatbridge cannot address is skipped, not an error.
-    push(&mut con, "chat:room:a:b:history", "x", 30).await;
+    let (redis, mut con) = pushed(&[
+        ("chat:room:lobby:history", "m", 30),
+        ("chat:dm:7:1001:history", "d", 30),
+        // A room name the chat allows but chatbridge cannot address is skipped, not an error.
+        ("chat:room:a:b:history", "x", 30),
+    ])
+    .await;
     let config = load(
         &redis,
         "",
@@ -447,15 +459,7 @@ async fn trimming_never_outruns_catch_up() {
     let config = daemon.crash();
     let daemon = Daemon::start_in(config);
     let got = receiver.wait_for(20, WAIT).await;
-    let delivered: Vec<String> = got
-        .iter()
-        .map(|r| {
-            r.json()["data"]["event"]["content"]
-                .as_str()
-                .unwrap_or("?")
-                .to_owned()
-        })
-        .collect();
+    let delivered = contents_of(&got);
     let expected: Vec<String> = (0..20).map(|i| format!("unread{i}")).collect();
     assert_eq!(delivered, expected);
     assert!(
@@ -518,15 +522,7 @@ async fn a_large_keyspace_is_trimmed_while_delivery_goes_on() {
     .expect("count");
     assert_eq!(over, 0, "rooms not at their limit");
     let got = receiver.wait_for(sent.len(), WAIT).await;
-    let delivered: Vec<String> = got
-        .iter()
-        .map(|r| {
-            r.json()["data"]["event"]["content"]
-                .as_str()
-                .unwrap_or("?")
-                .to_owned()
-        })
-        .collect();
+    let delivered = contents_of(&got);
     assert_eq!(delivered, sent, "every message delivered, in order");
 }
 

@@ -7,36 +7,26 @@ use std::time::Duration;
 
 use chatbridge::chat::pyjson;
 use common::daemon::{Daemon, wait_ready};
-use common::receiver::{Receiver, Recorded};
+use common::receiver::{Receiver, Recorded, content_of};
 use common::redis::RedisServer;
 use common::seed;
 use redis::AsyncCommands;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// (id, content) of every event a request carried.
 fn items(request: &Recorded) -> Vec<(String, String)> {
-    let body = request.json();
-    let one = |item: &Value| {
-        (
-            item["id"].as_str().unwrap_or_default().to_owned(),
-            item["data"]["event"]["content"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        )
-    };
-    if body["type"] == "chat.batch" {
-        body["data"]
-            .as_array()
-            .expect("a batch")
-            .iter()
-            .map(one)
-            .collect()
-    } else {
-        vec![one(&body)]
-    }
+    request
+        .items()
+        .iter()
+        .map(|item| {
+            (
+                item["id"].as_str().unwrap_or_default().to_owned(),
+                content_of(item),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,18 +8,7 @@ fn send_stores_a_seed_shaped_message() {
     let config = config_for(&redis);
     let mut con = redis_con(&redis);
 
-    let out = run_cli(
-        &config.path(),
-        &[
-            "send",
-            "general",
-            "hi",
-            "--user-id",
-            "1001",
-            "--username",
-            "alice",
-        ],
-    );
+    let out = run_cli(&config.path(), &send_args("hi", "1001", "alice"));
     out.assert_ok();
     let id = out.stdout.trim();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "not an id: {out:#?}");
@@ -38,19 +27,7 @@ fn send_stores_a_seed_shaped_message() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(
-        keys,
-        [
-            "id",
-            "user_id",
-            "username",
-            "content",
-            "room",
-            "timestamp",
-            "type"
-        ],
-        "seed field order: {raw}"
-    );
+    assert_eq!(keys, seed::MESSAGE_FIELDS, "seed field order: {raw}");
     assert_eq!(message["id"], json!(id));
     assert_eq!(message["user_id"], json!(1001));
     assert_eq!(message["username"], json!("alice"));
@@ -58,18 +35,7 @@ fn send_stores_a_seed_shaped_message() {
     assert_eq!(message["room"], json!("general"));
     assert_eq!(message["type"], json!("message"));
 
-    let out = run_cli(
-        &config.path(),
-        &[
-            "send",
-            "general",
-            "yo",
-            "--user-id",
-            "abc",
-            "--username",
-            "bob",
-        ],
-    );
+    let out = run_cli(&config.path(), &send_args("yo", "abc", "bob"));
     out.assert_ok();
     let history = lrange(&mut con, "chat:room:general:history");
     assert_eq!(history.len(), 2, "{history:?}");
@@ -238,19 +204,7 @@ fn history_shows_the_newest_first() {
     let mut con = redis_con(&redis);
     let path = config.path();
     for text in ["one", "two", "three"] {
-        run_cli(
-            &path,
-            &[
-                "send",
-                "general",
-                text,
-                "--user-id",
-                "1001",
-                "--username",
-                "alice",
-            ],
-        )
-        .assert_ok();
+        run_cli(&path, &send_args(text, "1001", "alice")).assert_ok();
     }
 
     let out = run_cli(&path, &["history", "general", "-n", "2"]);

@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::daemon::{ConfigDir, binary};
+use common::daemon::{ConfigDir, binary, clean_command};
 use common::redis::RedisServer;
 use common::seed;
 use nix::sys::signal::{Signal, kill};
@@ -32,6 +32,19 @@ use serde_json::{Value, json};
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long to wait for `tail` to subscribe or print.
 const TAIL_WAIT: Duration = Duration::from_secs(10);
+
+/// `chatbridge send` of `text` to `general` from `user_id` named `username`.
+fn send_args<'a>(text: &'a str, user_id: &'a str, username: &'a str) -> [&'a str; 7] {
+    [
+        "send",
+        "general",
+        text,
+        "--user-id",
+        user_id,
+        "--username",
+        username,
+    ]
+}
 
 /// Tokens planted in the broken fixture; none may ever appear in the output.
 const PLANTED_TOKENS: [&str; 4] = [
@@ -70,14 +83,8 @@ impl Outcome {
 /// does not finish within [`COMMAND_TIMEOUT`].
 fn run_cli_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
     let started = Instant::now();
-    let mut child = Command::new(binary())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_clear()
-        .env("RUST_LOG", "warn")
+    let mut child = clean_command(config, args)
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -105,20 +105,7 @@ fn dlq_list_replay_and_drop() {
                 .arg("-")
                 .arg("+"),
         );
-        reply
-            .ids
-            .iter()
-            .map(|entry| {
-                entry
-                    .map
-                    .iter()
-                    .map(|(k, v)| {
-                        let v: String = redis::from_redis_value(v.clone()).expect("text field");
-                        (k.clone(), v)
-                    })
-                    .collect()
-            })
-            .collect()
+        common::outbox::text_fields(&reply)
     };
     assert_eq!(replayed[0]["id"], "dead-first");
     assert_eq!(replayed[1]["id"], "dead-second");

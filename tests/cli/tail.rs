@@ -12,14 +12,7 @@ struct Tail {
 
 impl Tail {
     fn start(config: &Path, rooms: &[&str]) -> Self {
-        let mut child = Command::new(binary())
-            .arg("--config")
-            .arg(config)
-            .arg("tail")
-            .args(rooms)
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
+        let mut child = clean_command(config, &[&["tail"][..], rooms].concat())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -10,15 +10,7 @@ fn an_unreachable_redis_exits_69_with_one_redacted_line() {
     ));
     let path = config.path();
     let commands: [&[&str]; 4] = [
-        &[
-            "send",
-            "general",
-            "hi",
-            "--user-id",
-            "1001",
-            "--username",
-            "alice",
-        ],
+        &send_args("hi", "1001", "alice"),
         &["history", "general"],
         &["outbox"],
         &["tail"],

@@ -31,6 +31,20 @@ impl ConfigDir {
     }
 }
 
+/// `chatbridge --config <config> <args…>` with a clean environment (`RUST_LOG=warn` alone) and
+/// no stdin, for a test to say what becomes of stdout and stderr, and to run.
+pub fn clean_command(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    command
+}
+
 /// Runs a one-shot CLI command; returns (exit code, stdout, stderr).
 pub fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(binary())

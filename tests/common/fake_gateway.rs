@@ -51,6 +51,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::tls::Incoming;
 use super::wait::eventually;
 
 pub const BOT_USER_ID: &str = "900000000000000001";
@@ -537,28 +538,11 @@ async fn accept(
     state: Arc<Mutex<Fake>>,
     tls: Option<TlsAcceptor>,
 ) {
+    let mut incoming = Incoming::new(listener, tls);
     let mut number = 0;
-    let mut tls_failed = 0;
-    while let Ok((tcp, _)) = listener.accept().await {
-        let Some(acceptor) = &tls else {
-            upgrade(tcp, &mut number, &state).await;
-            continue;
-        };
-        match acceptor.accept(tcp).await {
-            Ok(stream) => {
-                let sni = stream.get_ref().1.server_name().unwrap_or("-").to_owned();
-                state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record(format!("tls-accepted sni={sni}"));
-                upgrade(stream, &mut number, &state).await;
-            }
-            Err(e) => {
-                tls_failed += 1;
-                let mut fake = state.lock().unwrap_or_else(|p| p.into_inner());
-                fake.record(format!("tls-failed {tls_failed}: {e}"));
-            }
-        }
+    let record = |line| state.lock().unwrap_or_else(|p| p.into_inner()).record(line);
+    while let Some(stream) = incoming.next(record).await {
+        upgrade(stream, &mut number, &state).await;
     }
 }
 

@@ -29,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::tls::Incoming;
 use super::wait::eventually;
 
 #[derive(Default)]
@@ -227,32 +228,17 @@ async fn accept(
     connections: mpsc::UnboundedSender<Connection>,
     tls: Option<TlsAcceptor>,
 ) {
+    let mut incoming = Incoming::new(listener, tls);
     let mut number = 0;
-    let mut tls_failed = 0;
-    while let Ok((tcp, _)) = listener.accept().await {
-        let Some(acceptor) = &tls else {
-            upgrade(tcp, &mut number, &state, &connections).await;
-            continue;
-        };
-        match acceptor.accept(tcp).await {
-            Ok(stream) => {
-                let sni = stream.get_ref().1.server_name().unwrap_or("-").to_owned();
-                state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .log
-                    .push(format!("tls-accepted sni={sni}"));
-                upgrade(stream, &mut number, &state, &connections).await;
-            }
-            Err(e) => {
-                tls_failed += 1;
-                state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .log
-                    .push(format!("tls-failed {tls_failed}: {e}"));
-            }
-        }
+    let record = |line| {
+        state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .log
+            .push(line)
+    };
+    while let Some(stream) = incoming.next(record).await {
+        upgrade(stream, &mut number, &state, &connections).await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! Test harness shared by the end-to-end tests: real redis-server per test, real HTTP receivers.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod daemon;
 pub mod fake_discord;
 pub mod fake_gateway;

@@ -67,11 +67,38 @@ impl Recorded {
             .collect()
     }
 
+    /// The webhook items the body carried: each entry of a `chat.batch`, or the body itself.
+    pub fn items(&self) -> Vec<serde_json::Value> {
+        let body = self.json();
+        if body["type"] == "chat.batch" {
+            body["data"]
+                .as_array()
+                .expect("a batch's data is a list")
+                .clone()
+        } else {
+            vec![body]
+        }
+    }
+
     fn summary(&self) -> String {
         let body = String::from_utf8_lossy(&self.body);
         let body: String = body.chars().take(200).collect();
         format!("{} {} {body}", self.method, self.path)
     }
+}
+
+/// The chat content of a webhook item (`data.event.content`); empty when it has none.
+pub fn content_of(item: &serde_json::Value) -> String {
+    item["data"]["event"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The chat content of each request's body (`data.event.content`), in order; empty where a
+/// body has none.
+pub fn contents_of(requests: &[Recorded]) -> Vec<String> {
+    requests.iter().map(|r| content_of(&r.json())).collect()
 }
 
 /// A programmed answer.
@@ -211,15 +238,7 @@ impl Receiver {
     /// The chat content of every webhook event received so far (`data.event.content`), in
     /// arrival order.
     pub fn contents(&self) -> Vec<String> {
-        self.requests()
-            .iter()
-            .map(|r| {
-                r.json()["data"]["event"]["content"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .collect()
+        contents_of(&self.requests())
     }
 
     /// Waits until at least `n` requests arrived and returns them all; panics after `timeout`

@@ -7,6 +7,17 @@ use chatbridge::chat::model::{Scope, Timestamp, UserId};
 use chatbridge::chat::pyjson;
 use serde_json::{Value, json};
 
+/// The fields of the seed's messages, in the seed's dict order (`create_message`).
+pub const MESSAGE_FIELDS: [&str; 7] = [
+    "id",
+    "user_id",
+    "username",
+    "content",
+    "room",
+    "timestamp",
+    "type",
+];
+
 /// The seed's `create_message`: fields in the seed's dict order.
 pub fn create_message(user_id: Value, username: &str, content: &str, room: Option<&str>) -> Value {
     json!({
@@ -75,14 +86,7 @@ pub async fn join<C: ConnectionLike + Send>(
     user_id: Value,
     username: &str,
 ) -> Value {
-    presence(
-        con,
-        room,
-        user_id,
-        &format!("{username} joined the room"),
-        "SADD",
-    )
-    .await
+    presence(con, room, user_id, Presence::Join(username)).await
 }
 
 /// `ChatRoom.leave`: SREM, then PUBLISH a system line; returns the line.
@@ -92,14 +96,7 @@ pub async fn leave<C: ConnectionLike + Send>(
     user_id: Value,
     username: &str,
 ) -> Value {
-    presence(
-        con,
-        room,
-        user_id,
-        &format!("{username} left the room"),
-        "SREM",
-    )
-    .await
+    presence(con, room, user_id, Presence::Leave(username)).await
 }
 
 /// `send_typing_indicator(user_id, room)`; returns the event.
@@ -164,13 +161,23 @@ fn read_receipt(user_id: &Value, last_read: &str) -> Value {
     json!({"type": "read_receipt", "user_id": user_id, "last_read": last_read})
 }
 
+/// A user joining or leaving a room, by name.
+enum Presence<'a> {
+    Join(&'a str),
+    Leave(&'a str),
+}
+
+/// SADD or SREM the user in the room's members, then PUBLISH the system line saying so.
 async fn presence<C: ConnectionLike + Send>(
     con: &mut C,
     room: &str,
     user_id: Value,
-    content: &str,
-    command: &str,
+    change: Presence<'_>,
 ) -> Value {
+    let (command, content) = match change {
+        Presence::Join(username) => ("SADD", format!("{username} joined the room")),
+        Presence::Leave(username) => ("SREM", format!("{username} left the room")),
+    };
     let members = format!("chat:room:{room}:members");
     run(
         con,

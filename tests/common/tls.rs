@@ -20,9 +20,12 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 
 /// The names the server certificate is valid for.
 pub const SERVER_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
@@ -125,5 +128,51 @@ impl TestTls {
 impl Default for TestTls {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A connection a fake accepted: plain TCP, or TLS over it.
+pub type Accepted = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// The connections a fake's listener accepts: as they come, or with `tls` once their TLS
+/// handshake succeeded.
+pub struct Incoming {
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    tls_failed: usize,
+}
+
+impl Incoming {
+    pub fn new(listener: TcpListener, tls: Option<TlsAcceptor>) -> Self {
+        Self {
+            listener,
+            tls,
+            tls_failed: 0,
+        }
+    }
+
+    /// The next connection ready for its websocket handshake; `None` once the listener fails.
+    /// Each TLS handshake is told to `record`: `tls-accepted sni=<server name the client sent>`,
+    /// or `tls-failed K: <error>` (K counts the failures; such a connection is not returned).
+    pub async fn next(&mut self, record: impl Fn(String)) -> Option<Accepted> {
+        loop {
+            let Ok((tcp, _)) = self.listener.accept().await else {
+                return None;
+            };
+            let Some(acceptor) = &self.tls else {
+                return Some(Either::Left(tcp));
+            };
+            match acceptor.accept(tcp).await {
+                Ok(stream) => {
+                    let sni = stream.get_ref().1.server_name().unwrap_or("-").to_owned();
+                    record(format!("tls-accepted sni={sni}"));
+                    return Some(Either::Right(stream));
+                }
+                Err(e) => {
+                    self.tls_failed += 1;
+                    record(format!("tls-failed {}: {e}", self.tls_failed));
+                }
+            }
+        }
     }
 }
