@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::header::RETRY_AFTER;
 
-use super::SendOutcome;
+use super::sink::SendOutcome;
 use crate::bridge::retry;
 use crate::printable::escape_controls;
 use crate::secret::SecretUrl;

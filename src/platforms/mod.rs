@@ -2,7 +2,8 @@
 //!
 //! - A [`Sink`] takes a batch of outbox entries, sends it once and reports a [`SendOutcome`]:
 //!   the facts (status, headers, body) go to [`crate::bridge::retry`], which alone decides the
-//!   [`Verdict`]. The delivery worker holds it as a [`Target`].
+//!   [`crate::bridge::retry::Verdict`]. The delivery worker holds it as a [`Target`]; the trait
+//!   and the outcome are in [`sink`], which the platforms' low-level parts import.
 //! - A source ([`Source`]) runs while the daemon does and writes what it receives through the
 //!   shared inbound writer ([`crate::inbound::Writer`]).
 //! - The registry is the one place in `src/` that matches on the kind or names each platform:
@@ -28,6 +29,7 @@ pub mod inbound;
 pub mod link;
 pub mod matrix;
 pub mod sections;
+pub mod sink;
 pub mod slack;
 pub mod webhook;
 
@@ -46,31 +48,12 @@ pub use webhook::Webhook;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::bridge::retry::Verdict;
 use crate::chat::model::Outbound;
 use crate::config::Config;
 pub use inbound::InboundState;
 pub use link::{LinkConfig, LinkKind};
 pub use sections::Sections;
-
-/// A boxed send, so that every kind's `send` fits one trait object.
-pub type Sending<'a> = Pin<Box<dyn Future<Output = SendOutcome> + Send + 'a>>;
-
-/// An outbound link: sends a batch once, in outbox order, and reports what came of it.
-pub trait Sink: Send + Sync {
-    /// The link's configured name: the outbox key, the `origin` of events it relays back.
-    fn name(&self) -> &str;
-    /// The most outbox entries one `send` may carry.
-    fn batch_max(&self) -> usize;
-    /// One request's deadline (`timeout_secs`); zero for a link that makes none.
-    fn request_timeout(&self) -> Duration;
-    /// How many sends may be outstanding at once (1 keeps delivery in order).
-    fn max_in_flight(&self) -> usize {
-        1
-    }
-    /// Sends one batch (at most [`Self::batch_max`] entries, in outbox order) once.
-    fn send<'a>(&'a self, batch: &'a [Outbound]) -> Sending<'a>;
-}
+pub use sink::{SendOutcome, Sending, Sink};
 
 /// One configured outbound link, as the delivery worker holds it.
 pub struct Target(Box<dyn Sink>);
@@ -184,18 +167,6 @@ pub struct Platforms {
     pub(crate) slack: slack::Paces,
     /// Discord's global "not before" and its count of refused requests.
     pub(crate) discord: discord::Limits,
-}
-
-/// What one send attempt came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendOutcome {
-    /// What the delivery worker does next: acknowledge, retry, dead-letter or disable.
-    pub verdict: Verdict,
-    /// The HTTP status, when a response arrived at all (metrics, logs).
-    pub status: Option<u16>,
-    /// A short description for logs and alerts, e.g. `HTTP 400: invalid_payload` or
-    /// `connect error: Connection refused (os error 111)`. Never holds the URL or a secret.
-    pub detail: String,
 }
 
 /// Builds the link's outbound sink: the running half of the registry.

@@ -23,8 +23,7 @@ use crate::chat::model::{ChatEvent, Outbound, OutboundKind, Scope};
 use crate::platforms::SendOutcome;
 use crate::printable::escape_controls;
 
-/// The most events printed per write.
-pub const BATCH_MAX: usize = 256;
+pub use config::BATCH_MAX;
 /// The most characters of one user-supplied text printed; longer text is cut with `…`.
 const MAX_TEXT_CHARS: usize = 2000;
 
