@@ -8,16 +8,14 @@
 -- Then counted groups of pairs: checkpoints (key index, value); seen prunes (key index,
 --   min score); seen caps (key index, cap); DM expiries (key index, seconds); outbox trims
 --   (stream index, link stats index).
--- Per event and stream: add {link}:{key} to the seen set (score: Redis time in us plus the
---   event's place in the batch); only if that link had not seen it (nor earlier in the batch)
---   and no earlier version recorded the bare key (seen for every link), append the event (an outbox, or with dead set a dead-letter stream), except to the
+-- Per event and stream: add {link}:{key} to the seen set (score: Redis time in us); only if
+--   that link had not seen it, and no earlier version recorded the bare key (seen for every
+--   link), append the event (an outbox, or with dead set a dead-letter stream), except to the
 --   origin link's outbox when chatbridge recorded writing the event (key in bridged). So each
 --   link de-duplicates on its own: a process that enqueues an event for its links never hides
 --   it from another process's other links. Then: set the checkpoints, prune and cap the seen
 --   sets, expire idle DM keys, and trim each touched outbox to its length and age caps,
 --   counting what was dropped in the link's stats (HINCRBY dropped).
--- The seen sets are asked once per batch (ZMSCORE, bare keys included) and written once (one
---   ZADD NX), not per event: a burst repeats a few seen sets hundreds of times.
 -- Returns {added, duplicates, {stream index, dropped, ...}}.
 local failed_at = ARGV[1]
 local max_len, min_id, dlq_max = tonumber(ARGV[2]), ARGV[3], ARGV[4]
@@ -31,71 +29,21 @@ for _ = 1, tonumber(ARGV[5]) do
   names[tonumber(ARGV[i])] = ARGV[i + 1] .. ':'
   i = i + 2
 end
--- First pass: where each event's arguments start, and per seen set which members (link:key)
--- and bare keys the batch asks about, each once; then one ZMSCORE per seen set for each
--- (in chunks) instead of a ZADD and a ZSCORE per event and link.
-local starts = {}
-local ask = {}
-local order = {}
 for _ = 1, tonumber(ARGV[i]) do
   i = i + 1
-  starts[#starts + 1] = i
-  local s, key, n = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 9])
-  local a = ask[s]
-  if a == nil then
-    a = {members = {}, bare = {}, present = {}, legacy = {}, adds = {}}
-    ask[s] = a
-    order[#order + 1] = s
-  end
-  if a.legacy[key] == nil then
-    a.legacy[key] = false
-    a.bare[#a.bare + 1] = key
-  end
-  for j = 1, n do
-    local member = names[tonumber(ARGV[i + 9 + j])] .. key
-    if a.present[member] == nil then
-      a.present[member] = false
-      a.members[#a.members + 1] = member
-    end
-  end
-  i = i + 9 + n
-end
-local CHUNK = 500
-local function scores(key, list, into)
-  for c = 1, #list, CHUNK do
-    local last = math.min(c + CHUNK - 1, #list)
-    local got = redis.call('ZMSCORE', key, unpack(list, c, last))
-    for k = c, last do
-      into[list[k]] = got[k - c + 1] ~= false
-    end
-  end
-end
-for _, s in ipairs(order) do
-  local a = ask[s]
-  if #a.members > 0 then
-    scores(KEYS[s], a.members, a.present)
-  end
-  -- the bare key: enqueued by a version that de-duplicated per scope, for every link
-  scores(KEYS[s], a.bare, a.legacy)
-end
--- Second pass, in order: per event and stream, new to that link (not in the seen set, not
--- earlier in this batch) and not recorded bare by an earlier version: append it.
-for _, b in ipairs(starts) do
-  local s, key, id = tonumber(ARGV[b]), ARGV[b + 1], ARGV[b + 2]
-  local scope, kind, payload, dead = ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
-  local origin, bridged = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
-  local n = tonumber(ARGV[b + 9])
-  local a = ask[s]
-  local legacy = a.legacy[key]
+  local seen, key, id = KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]
+  local scope, kind, payload, dead = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local origin, bridged = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
+  local n = tonumber(ARGV[i + 9])
   seq = seq + 1
-  local fresh = 0
+  local fresh, legacy = 0, nil
   for j = 1, n do
-    local stream = tonumber(ARGV[b + 9 + j])
-    local member = names[stream] .. key
-    if not a.present[member] then
-      a.present[member] = true
-      a.adds[#a.adds + 1] = now + seq
-      a.adds[#a.adds + 1] = member
+    local stream = tonumber(ARGV[i + 9 + j])
+    if redis.call('ZADD', seen, 'NX', now + seq, names[stream] .. key) == 1 then
+      if legacy == nil then
+        -- the bare key: enqueued by a version that de-duplicated per scope, for every link
+        legacy = redis.call('ZSCORE', seen, key) ~= false
+      end
       if not legacy then
         fresh = fresh + 1
         if origin > 0 and stream == origin and redis.call('ZSCORE', KEYS[bridged], key) then
@@ -117,13 +65,7 @@ for _, b in ipairs(starts) do
   else
     dup = dup + 1
   end
-end
--- What each link was given, recorded in one ZADD NX per seen set (in chunks).
-for _, s in ipairs(order) do
-  local adds = ask[s].adds
-  for c = 1, #adds, 2 * CHUNK do
-    redis.call('ZADD', KEYS[s], 'NX', unpack(adds, c, math.min(c + 2 * CHUNK - 1, #adds)))
-  end
+  i = i + 9 + n
 end
 i = i + 1
 for _ = 1, tonumber(ARGV[i]) do
