@@ -204,6 +204,9 @@ impl Bench {
         rig.sink.wait_quiet(sent, QUIET, WAIT_CAP);
         let cpu_s = self.cpu_s(&rig);
         warn_anomalies(name, &rig);
+        if std::env::var_os("BENCH_REDIS_STATS").is_some() {
+            redis_stats(name, &rig._redis);
+        }
         let arrivals = rig.sink.arrivals();
         let rate_from_ns = rate_from_ns
             .or(rig.generator.first_sent_ns())
@@ -472,4 +475,19 @@ fn main() {
         summary.push(line);
     }
     println!("{}", json!({ "summary": summary }));
+}
+
+/// With `BENCH_REDIS_STATS` set: the scenario's Redis command statistics on stderr (which
+/// commands the daemon ran, how often, and Redis's own time per call).
+fn redis_stats(name: &str, redis: &RedisServer) {
+    let Ok(mut con) = redis.client().get_connection() else {
+        return;
+    };
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut con)
+        .unwrap_or_default();
+    for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
+        eprintln!("bench: {name}: redis {line}");
+    }
 }

@@ -172,6 +172,145 @@ async fn keys_recorded_per_scope_by_an_earlier_version_still_count_for_every_lin
     assert_eq!(got, ["m2"]);
 }
 
+/// The enqueue script asks each seen set once per batch and writes it once: an event twice in
+/// one batch still goes out once per link, a bare key of an earlier version still hides its
+/// event, and the set records the events in batch order, also past the script's chunk size.
+#[tokio::test]
+async fn one_batch_de_duplicates_within_itself_and_records_in_order() {
+    let redis = RedisServer::start();
+    let mut outbox = outbox(&redis).await;
+    for link in ["a", "b"] {
+        outbox.ensure_group(link).await.unwrap();
+    }
+    let _: () = redis
+        .connection()
+        .await
+        .zadd("chatbridge:seen:chat:room:general", "old", 1)
+        .await
+        .unwrap();
+    let mut batch = vec![
+        message("m1", &["a", "b"]),
+        message("old", &["a", "b"]),
+        message("m1", &["a", "b"]),
+        message("m2", &["b"]),
+        message("m2", &["a", "b"]),
+    ];
+    batch.extend((0..1200).map(|n| message(&format!("n{n}"), &["a", "b"])));
+    let done = outbox.enqueue(&batch).await.unwrap();
+    assert_eq!((done.added, done.duplicates), (1203, 2));
+    let mut expected_a = vec!["m1".to_owned(), "m2".to_owned()];
+    expected_a.extend((0..1200).map(|n| format!("n{n}")));
+    let mut expected_b = vec!["m1".to_owned(), "m2".to_owned()];
+    expected_b.extend((0..1200).map(|n| format!("n{n}")));
+    for (link, expected) in [("a", expected_a), ("b", expected_b)] {
+        let mut reader = reader(&redis, link).await;
+        let mut got = Vec::new();
+        loop {
+            let read = read_all(&mut reader, ReadFrom::New).await;
+            if read.is_empty() {
+                break;
+            }
+            got.extend(read.into_iter().map(|o| o.event_id));
+        }
+        assert_eq!(
+            got, expected,
+            "link {link}: each event once, in batch order"
+        );
+    }
+    let ranked: Vec<String> = redis
+        .connection()
+        .await
+        .zrange("chatbridge:seen:chat:room:general", 0, 6)
+        .await
+        .unwrap();
+    assert_eq!(
+        ranked,
+        ["old", "a:m1", "b:m1", "a:old", "b:old", "b:m2", "a:m2"],
+        "recorded in batch order, each once"
+    );
+    let again = outbox.enqueue(&batch[..5]).await.unwrap();
+    assert_eq!((again.added, again.duplicates), (0, 5));
+}
+
+/// With `packed_entries` an outbox entry holds two fields (`m` and `payload`); a reader gets
+/// the same events from packed entries as from the five named fields, also both mixed in one
+/// stream (entries an earlier version wrote, then packed ones), pending ones included.
+#[tokio::test]
+async fn packed_entries_read_back_as_the_same_events_beside_named_ones() {
+    let redis = RedisServer::start();
+    let con = chatbridge::redis::connect::manager(&redis.client(), Duration::ZERO)
+        .await
+        .unwrap();
+    let mut named = outbox(&redis).await;
+    let mut packed = Outbox::with_caps(
+        con,
+        Caps {
+            packed_entries: true,
+            ..Caps::default()
+        },
+    );
+    for link in ["a", "b"] {
+        named.ensure_group(link).await.unwrap();
+    }
+    let mut odd = message("m2", &["a"]);
+    odd.event_id = "an id\nwith a newline, ünïcödé".into();
+    odd.scope = Scope::Room("ünï".into());
+    odd.kind = OutboundKind::Event(EventKind::Typing);
+    named.enqueue(&[message("m1", &["a"])]).await.unwrap();
+    packed
+        .enqueue(&[odd.clone(), message("m3", &["a"])])
+        .await
+        .unwrap();
+    named.enqueue(&[message("m4", &["b"])]).await.unwrap();
+    packed.enqueue(&[message("m5", &["b"])]).await.unwrap();
+
+    let fields: Vec<Vec<String>> = {
+        let reply: redis::streams::StreamRangeReply = redis
+            .connection()
+            .await
+            .xrange_all("chatbridge:outbox:a")
+            .await
+            .unwrap();
+        reply
+            .ids
+            .iter()
+            .map(|e| {
+                let mut names: Vec<String> = e.map.keys().cloned().collect();
+                names.sort();
+                names
+            })
+            .collect()
+    };
+    assert_eq!(
+        fields,
+        [
+            vec!["id", "key", "kind", "payload", "scope"],
+            vec!["m", "payload"],
+            vec!["m", "payload"],
+        ]
+    );
+    let mut a = reader(&redis, "a").await;
+    let got = read_all(&mut a, ReadFrom::New).await;
+    let again = read_all(&mut a, ReadFrom::pending()).await;
+    assert_eq!(got, again, "pending entries read back the same");
+    let ids: Vec<&str> = got.iter().map(|o| o.event_id.as_str()).collect();
+    assert_eq!(ids, ["m1", odd.event_id.as_str(), "m3"]);
+    let second = &got[1];
+    assert_eq!(
+        (&second.key, &second.scope, second.kind, &second.payload),
+        (&odd.key, &odd.scope, odd.kind, &odd.payload)
+    );
+    let stamped: i64 = second.entry_id.split('-').next().unwrap().parse().unwrap();
+    assert_eq!(second.enqueued_at.timestamp_millis(), stamped);
+    let mut b = reader(&redis, "b").await;
+    let got: Vec<String> = read_all(&mut b, ReadFrom::New)
+        .await
+        .into_iter()
+        .map(|o| o.event_id)
+        .collect();
+    assert_eq!(got, ["m4", "m5"]);
+}
+
 #[tokio::test]
 async fn seen_sets_are_capped_and_pruned_by_a_commit() {
     let redis = RedisServer::start();

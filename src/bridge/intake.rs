@@ -17,6 +17,9 @@
 //!   every later event by the new routes and narrows the subscription's filter. A reroute that
 //!   arrives while a pass waits for its barrier is applied once the pass is resolved; messages
 //!   of added scopes before it are only recorded as seen.
+//!
+//! Files: this one (the loop, live batches, catch-up passes) and `intake/reroute.rs` (switching
+//! to a reload's routes).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -34,6 +37,8 @@ use crate::bridge::route::{Filter, Reroute, Routes, origin_among};
 use crate::bridge::subscription::Feed;
 use crate::chat::model::{EventKind, OutboundKind, Scope, content_id};
 use crate::ops::notify::Health;
+
+mod reroute;
 
 /// Most events enqueued in one script call.
 const BATCH: usize = 1024;
@@ -373,49 +378,6 @@ impl Intake {
 }
 
 impl Intake {
-    /// Switches to new routes here, at this point of the event stream: enqueues what was
-    /// routed by the old ones, starts the added rooms (and DMs) from now, then routes by the
-    /// new ones and narrows the subscription's filter to them. Only shutdown stops it short.
-    async fn switch(&mut self, reroute: Reroute, state: &mut State, shutdown: &CancellationToken) {
-        self.flush(state, shutdown).await;
-        let rooms = reroute.routes.rooms_added_since(&self.routes);
-        let dms = reroute.routes.mirrors_dms() && !self.routes.mirrors_dms();
-        if !rooms.is_empty() || dms {
-            let mut retry = Retry::new("starting the added rooms from now", rooms.len(), shutdown);
-            loop {
-                match self.start_from_now(&rooms, dms).await {
-                    Ok(()) => break,
-                    Err(e) if retry.after(&e).await => {}
-                    Err(_) => return,
-                }
-            }
-        }
-        let added: Vec<String> = rooms.iter().map(ToString::to_string).collect();
-        tracing::info!(
-            rooms_from_now = ?added,
-            dms_from_now = dms,
-            "routes switched: every event from here on is routed by the new configuration"
-        );
-        self.routes = reroute.routes.clone();
-        self.filter.store(reroute.routes);
-        let _ = reroute.done.send(());
-    }
-
-    /// Sets the checkpoints of `rooms`, and of every DM conversation when `dms`, to their
-    /// histories now.
-    async fn start_from_now(&mut self, rooms: &[Scope], dms: bool) -> Result<(), OutboxError> {
-        let mut reader = CatchUp {
-            con: &mut self.con,
-            routes: &self.routes,
-            decoder: &mut self.decoder,
-            limits: self.limits,
-            watched: &mut self.watched,
-        };
-        let commit = reader.from_now(rooms.to_vec(), dms).await?;
-        enqueue_pass(&mut self.outbox, &[], &commit).await?;
-        Ok(())
-    }
-
     /// Counts a resolved pass in the metrics and records it, with the skips since the last
     /// record, in Redis for `chatbridge status` (once per pass; a failure only loses a count).
     async fn record(&mut self, pass: PassRecord) {

@@ -3,6 +3,7 @@
 //! give, written to Redis before the worker goes on.
 
 use super::*;
+use crate::chat::model::Outbound;
 
 impl Worker {
     /// Records how a batch settled; a refused or given-up batch of several events is sent

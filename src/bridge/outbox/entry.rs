@@ -118,6 +118,9 @@ impl Entry {
 /// An outbox (or dead-letter) entry's fields back into the event they were written from.
 pub(super) fn outbound_from_fields(entry_id: String, mut f: Fields) -> Result<Outbound> {
     let missing = |name: &str| OutboxError::Reply(format!("outbox entry lacks `{name}`"));
+    if let Some(meta) = f.remove("m") {
+        return packed(entry_id, &meta, f).ok_or_else(|| missing("valid `m`"))?;
+    }
     let scope = f.get("scope").ok_or_else(|| missing("scope"))?;
     let scope = Scope::from_channel(scope).ok_or_else(|| missing("valid scope"))?;
     let kind = f.get("kind").ok_or_else(|| missing("kind"))?;
@@ -142,6 +145,33 @@ pub(super) fn outbound_from_fields(entry_id: String, mut f: Fields) -> Result<Ou
         payload,
         enqueued_at,
     })
+}
+
+/// An entry the enqueue script wrote: `m` is "{key}\n{kind}\n{scope length}\n{scope}{id}"
+/// (see `enqueue.lua`), beside `payload`; the id is the stream's. `None` when `m` is not of
+/// that form; an `Err` when the payload is missing.
+fn packed(entry_id: String, meta: &str, mut f: Fields) -> Option<Result<Outbound>> {
+    let mut parts = meta.splitn(4, '\n');
+    let (key, kind, len, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let len: usize = len.parse().ok()?;
+    let (scope, id) = (rest.get(..len)?, rest.get(len..)?);
+    let scope = Scope::from_channel(scope)?;
+    let kind = OutboundKind::parse(kind)?;
+    let at: i64 = entry_id.split('-').next()?.parse().ok()?;
+    let Some(payload) = f.remove("payload") else {
+        return Some(Err(OutboxError::Reply(
+            "outbox entry lacks `payload`".to_owned(),
+        )));
+    };
+    Some(Ok(Outbound {
+        enqueued_at: Utc.timestamp_millis_opt(at).single().unwrap_or_default(),
+        entry_id,
+        event_id: id.to_owned(),
+        key: key.to_owned(),
+        scope,
+        kind,
+        payload,
+    }))
 }
 
 #[cfg(test)]
@@ -190,6 +220,31 @@ mod tests {
                 Err((id, why)) => Err(format!("{id}: {why}")),
             })
             .collect()
+    }
+
+    #[test]
+    fn packed_entries_read_back_with_any_id_and_old_entries_still_read() {
+        let meta = "h-abc\nmessage\n17\nchat:room:generalid 1\nwith\nnewlines";
+        let packed = entry(
+            "1700000000123-4",
+            fields(&[(b"m", meta.as_bytes()), (b"payload", b"{}")]),
+        );
+        let bad = entry(
+            "2-0",
+            fields(&[(b"m", b"h-abc\nmessage\n99\nshort"), (b"payload", b"{}")]),
+        );
+        let got: Vec<_> = read_reply(read(vec![packed, good("7"), bad]))
+            .unwrap()
+            .into_iter()
+            .map(Entry::into_outbound)
+            .collect();
+        let first = got[0].as_ref().unwrap();
+        assert_eq!(first.event_id, "id 1\nwith\nnewlines");
+        assert_eq!(first.key, "h-abc");
+        assert_eq!(first.scope, Scope::Room("general".into()));
+        assert_eq!(first.enqueued_at.timestamp_millis(), 1_700_000_000_123);
+        assert_eq!(got[1].as_ref().unwrap().event_id, "7");
+        assert!(got[2].is_err(), "a damaged `m` is an error in its place");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 -- streams, move checkpoints, cap what grows; one call per batch.
 -- KEYS: every key the batch touches, interned once; ARGV refers to them by 1-based index.
 -- ARGV[1] failed_at (for dead letters), ARGV[2] outbox max length, ARGV[3] min id (age cap),
---   ARGV[4] dead-letter max length; ARGV[5] m, then m pairs (stream index, link name).
+--   ARGV[4] dead-letter max length, ARGV[5] '1' to write outbox entries packed (below);
+--   ARGV[6] m, then m pairs (stream index, link name).
 -- Then n events, each: seen set index, key, id, scope, kind, payload, dead ('' or why),
 --   origin stream index (0: none), bridged set index, n streams, the n stream indexes.
 -- Then counted groups of pairs: checkpoints (key index, value); seen prunes (key index,
@@ -16,16 +17,21 @@
 --   it from another process's other links. Then: set the checkpoints, prune and cap the seen
 --   sets, expire idle DM keys, and trim each touched outbox to its length and age caps,
 --   counting what was dropped in the link's stats (HINCRBY dropped).
+-- An outbox entry has the fields id, key, scope, kind, payload; packed, it has two: `m`, the
+--   event's metadata as "{key}\n{kind}\n{byte length of scope}\n{scope}{id}" (the id last,
+--   whatever it holds), and `payload`, so a read-back parses 4 values an entry instead of 10.
+--   Dead letters (and entries replayed from them) always have the named fields.
 -- Returns {added, duplicates, {stream index, dropped, ...}}.
 local failed_at = ARGV[1]
 local max_len, min_id, dlq_max = tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local packed = ARGV[5] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local added, dup, seq = 0, 0, 0
 local touched = {}
 local names = {}
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
+local i = 7
+for _ = 1, tonumber(ARGV[6]) do
   names[tonumber(ARGV[i])] = ARGV[i + 1] .. ':'
   i = i + 2
 end
@@ -36,7 +42,7 @@ for _ = 1, tonumber(ARGV[i]) do
   local origin, bridged = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
   local n = tonumber(ARGV[i + 9])
   seq = seq + 1
-  local fresh, legacy = 0, nil
+  local fresh, legacy, meta = 0, nil, nil
   for j = 1, n do
     local stream = tonumber(ARGV[i + 9 + j])
     if redis.call('ZADD', seen, 'NX', now + seq, names[stream] .. key) == 1 then
@@ -48,6 +54,10 @@ for _ = 1, tonumber(ARGV[i]) do
         fresh = fresh + 1
         if origin > 0 and stream == origin and redis.call('ZSCORE', KEYS[bridged], key) then
           -- chatbridge wrote it on behalf of this link: never send it back (no echo)
+        elseif dead == '' and packed then
+          meta = meta or (key .. '\n' .. kind .. '\n' .. #scope .. '\n' .. scope .. id)
+          redis.call('XADD', KEYS[stream], '*', 'm', meta, 'payload', payload)
+          touched[stream] = true
         elseif dead == '' then
           redis.call('XADD', KEYS[stream], '*',
             'id', id, 'key', key, 'scope', scope, 'kind', kind, 'payload', payload)
