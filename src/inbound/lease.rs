@@ -32,7 +32,7 @@ pub struct Leased {
 
 impl Leased {
     pub fn new(key: String, ttl: Duration, con: ConnectionManager, what: &'static str) -> Self {
-        let me = crate::bridge::deliver::Identity::of_this_process(ttl);
+        let me = crate::redis::identity::Identity::of_this_process(ttl);
         Self {
             lease: Lease::plain(key),
             token: uuid::Uuid::new_v4().simple().to_string(),

@@ -3,7 +3,8 @@
 //! - A [`Sink`] takes a batch of outbox entries, sends it once and reports a [`SendOutcome`]:
 //!   the facts (status, headers, body) go to [`crate::bridge::retry`], which alone decides the
 //!   [`crate::bridge::retry::Verdict`]. The delivery worker holds it as a [`Target`]; the trait
-//!   and the outcome are in [`sink`], which the platforms' low-level parts import.
+//!   and the outcome are in [`sink`], the `Source` trait in [`source`]: the platforms' parts
+//!   import those files, never this one, so the registry here can build them without a circle.
 //! - A source ([`Source`]) runs while the daemon does and writes what it receives through the
 //!   shared inbound writer ([`crate::inbound::Writer`]).
 //! - The registry is the one place in `src/` that matches on the kind or names each platform:
@@ -31,14 +32,13 @@ pub mod matrix;
 pub mod sections;
 pub mod sink;
 pub mod slack;
+pub mod source;
 pub mod webhook;
 
 pub(crate) use chatpost::{NotBefore, seconds};
 pub use http::http_client;
 pub(crate) use http::{error_outcome, excerpt, read_prefix, response_outcome};
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 pub use console::Console;
@@ -46,14 +46,13 @@ pub(crate) use discord::Discord;
 pub(crate) use slack::Slack;
 pub use webhook::Webhook;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::chat::model::Outbound;
 use crate::config::Config;
 pub use inbound::InboundState;
 pub use link::{LinkConfig, LinkKind};
 pub use sections::Sections;
 pub use sink::{SendOutcome, Sending, Sink};
+pub use source::Source;
 
 /// One configured outbound link, as the delivery worker holds it.
 pub struct Target(Box<dyn Sink>);
@@ -126,16 +125,6 @@ where
         slack::events::PATH,
         axum::routing::post(slack::events::receive),
     )
-}
-
-/// An inbound source: runs until `stop`, writing what it receives through the shared inbound
-/// writer ([`crate::inbound::Writer`]), reading the inbound settings in force from
-/// [`crate::inbound::Shared`] (so reloads apply at once).
-pub trait Source: Send {
-    /// The daemon's name for its task (logs, the supervisor).
-    fn task(&self) -> &'static str;
-    /// Runs until `stop` is cancelled.
-    fn run(self: Box<Self>, stop: CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 /// The inbound sources `config` asks for (the ones with a connection of their own; the HTTP

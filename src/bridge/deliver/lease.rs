@@ -31,11 +31,11 @@ use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::identity::Identity;
 use super::{BLOCK_MS, REDIS_BACKOFF_MAX, REDIS_BACKOFF_MIN, sleep_or_shutdown};
 use crate::bridge::outbox::Outbox;
 use crate::bridge::retry::Backoff;
 use crate::ops::notify::Part;
+use crate::redis::identity::Identity;
 pub(super) use crate::redis::lease::LeaseClock;
 use crate::redis::lease::{self, Acquired, LeaseHolder};
 

@@ -39,7 +39,6 @@
 mod acks;
 mod fetch;
 mod health;
-mod identity;
 mod lease;
 mod outcome;
 mod send;
@@ -57,9 +56,9 @@ use crate::bridge::retry::Backoff;
 use crate::ops::notify::Part;
 use crate::platforms::{SendOutcome, Target};
 
+pub use crate::redis::identity::Identity;
 use acks::{Ack, acknowledge};
 use health::Health;
-pub use identity::Identity;
 use lease::{Lease, Tenure};
 use send::Sender;
 

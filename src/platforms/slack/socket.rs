@@ -55,7 +55,7 @@ pub struct SocketMode {
     http: reqwest::Client,
 }
 
-impl crate::platforms::Source for SocketMode {
+impl crate::platforms::source::Source for SocketMode {
     fn task(&self) -> &'static str {
         "slack socket mode"
     }

@@ -77,7 +77,7 @@ pub struct Gateway {
     limits: Limits,
 }
 
-impl crate::platforms::Source for Gateway {
+impl crate::platforms::source::Source for Gateway {
     fn task(&self) -> &'static str {
         "discord gateway"
     }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::redis::lease::{self, LeaseHolder};
+use super::lease::{self, LeaseHolder};
 
 /// The place of a process whose machine or pid namespace cannot be read: never taken as ours.
 const UNKNOWN: &str = "-";
@@ -13,7 +13,7 @@ const UNKNOWN: &str = "-";
 #[derive(Debug, Clone)]
 pub struct Identity {
     /// A random id, unique to this process: what renewing and releasing compare.
-    pub(super) token: String,
+    pub(crate) token: String,
     /// The machine (boot id) and pid namespace `pid` means something in.
     place: String,
     /// This process's id.
@@ -21,7 +21,7 @@ pub struct Identity {
     /// The host name, for operators.
     host: String,
     /// How long a lease lasts without renewal.
-    pub(super) ttl: Duration,
+    pub(crate) ttl: Duration,
 }
 
 impl Identity {
@@ -38,7 +38,7 @@ impl Identity {
     }
 
     /// What follows the token and epoch in a lease this process holds.
-    pub(super) fn stored(&self) -> String {
+    pub(crate) fn stored(&self) -> String {
         format!("{} {} {}", self.place, self.pid, self.host)
     }
 
@@ -48,12 +48,12 @@ impl Identity {
     }
 
     /// How long before Redis would expire a lease we stop counting it as ours.
-    pub(super) fn margin(&self) -> Duration {
+    pub(crate) fn margin(&self) -> Duration {
         lease::margin(self.ttl)
     }
 
     /// Whether `held` is a lease this very process took (its token).
-    pub(super) fn holds(&self, held: &LeaseHolder) -> bool {
+    pub(crate) fn holds(&self, held: &LeaseHolder) -> bool {
         held.value.split(' ').next() == Some(self.token.as_str())
     }
 
@@ -61,7 +61,7 @@ impl Identity {
     /// no longer exists (it crashed and this is its restart): its lease can be taken now
     /// rather than after it expires. Anything uncertain (another machine, a namespace we
     /// cannot read, a pid in use again) counts as alive.
-    pub(super) fn outlived(&self, held: &LeaseHolder) -> bool {
+    pub(crate) fn outlived(&self, held: &LeaseHolder) -> bool {
         self.place != UNKNOWN
             && held.place == self.place
             && held.pid != self.pid
