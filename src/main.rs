@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// mimalloc: the hot path allocates and frees small buffers per event; measured 14 % fewer
+/// instructions per message than glibc malloc, idle RSS unchanged (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use chatbridge::cli::{self, Cli, Command};
 use chatbridge::daemon::Request;
 use clap::Parser;
