@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{ConfigDir, Daemon};
+use common::daemon::{ConfigDir, Daemon, cli_with_env};
 use common::receiver::Receiver;
 use common::redis::RedisServer;
 use common::seed;
@@ -36,19 +36,21 @@ links = ["m"]
 /// Runs a one-shot command on `toml` with `TEST_AS_TOKEN` set; (exit code, stdout, stderr).
 fn run_cli(toml: &str, args: &[&str]) -> (i32, String, String) {
     let dir = ConfigDir::new(toml);
-    let out = std::process::Command::new(common::daemon::binary())
-        .arg("--config")
-        .arg(dir.path())
-        .args(args)
-        .env("TEST_AS_TOKEN", "as-token-from-env")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run chatbridge");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cli_with_env(&dir.path(), args, &[("TEST_AS_TOKEN", "as-token-from-env")])
+}
+
+/// A real Synapse for `chat.example.org` loading the registration `chatbridge matrix
+/// registration` prints for [`MATRIX`] (with `as_token = "as-token-inline"`); `None` when
+/// Synapse is not installed (the test is then skipped, and says so).
+async fn synapse_with_the_registration() -> Option<common::synapse::Synapse> {
+    let toml = MATRIX.replace("${TEST_AS_TOKEN}", "as-token-inline");
+    let (code, registration, stderr) = run_cli(&toml, &["matrix", "registration"]);
+    assert_eq!(code, 0, "{stderr}");
+    tokio::task::spawn_blocking(move || {
+        common::synapse::Synapse::start("chat.example.org", &[registration])
+    })
+    .await
+    .expect("start synapse")
 }
 
 #[test]
@@ -200,14 +202,7 @@ async fn a_reload_that_adds_a_matrix_link_is_refused_and_delivery_goes_on() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn synapse_loads_the_registration_and_holds_the_bridge_to_its_namespace() {
-    let toml = MATRIX.replace("${TEST_AS_TOKEN}", "as-token-inline");
-    let (code, registration, stderr) = run_cli(&toml, &["matrix", "registration"]);
-    assert_eq!(code, 0, "{stderr}");
-    let Some(synapse) = tokio::task::spawn_blocking(move || {
-        common::synapse::Synapse::start("chat.example.org", &[registration])
-    })
-    .await
-    .expect("start synapse") else {
+    let Some(synapse) = synapse_with_the_registration().await else {
         return;
     };
     let http = reqwest::Client::new();
@@ -259,14 +254,7 @@ async fn a_ghost_registers_joins_and_sends_one_event_per_transaction_to_a_real_s
     use chatbridge::secret::{BotToken, SecretUrl};
     use reqwest::Method;
 
-    let toml = MATRIX.replace("${TEST_AS_TOKEN}", "as-token-inline");
-    let (code, registration, stderr) = run_cli(&toml, &["matrix", "registration"]);
-    assert_eq!(code, 0, "{stderr}");
-    let Some(synapse) = tokio::task::spawn_blocking(move || {
-        common::synapse::Synapse::start("chat.example.org", &[registration])
-    })
-    .await
-    .expect("start synapse") else {
+    let Some(synapse) = synapse_with_the_registration().await else {
         return;
     };
     let (_, alice) = synapse.register_user("alice").await;

@@ -311,14 +311,18 @@ impl Intake {
     }
 
     async fn read_pass(&mut self, continuous: bool) -> Result<Pass, OutboxError> {
-        let mut reader = CatchUp {
+        self.catch_up().read(continuous).await
+    }
+
+    /// A catch-up reader over this intake's connection, routes and watched scopes.
+    fn catch_up(&mut self) -> CatchUp<'_> {
+        CatchUp {
             con: &mut self.con,
             routes: &self.routes,
             decoder: &mut self.decoder,
             limits: self.limits,
             watched: &mut self.watched,
-        };
-        reader.read(continuous).await
+        }
     }
 
     /// Resolves the pending pass, if any: enqueues what it found that did not arrive live and

@@ -47,12 +47,18 @@ pub fn clean_command(config: &Path, args: &[&str]) -> Command {
 
 /// Runs a one-shot CLI command; returns (exit code, stdout, stderr).
 pub fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    cli_with_env(config, args, &[])
+}
+
+/// [`cli`] with `env` set for the command (e.g. a `${VAR}` the config reads).
+pub fn cli_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(binary())
         .arg("--config")
         .arg(config)
         .args(args)
         .env_remove("CHATBRIDGE_CONFIG")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("run chatbridge");
     (

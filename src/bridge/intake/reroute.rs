@@ -3,7 +3,7 @@
 //! new ones add start from now, then every later event is routed by the new ones.
 
 use super::{Intake, Retry, State};
-use crate::bridge::catchup::{CatchUp, enqueue_pass};
+use crate::bridge::catchup::enqueue_pass;
 use crate::bridge::outbox::OutboxError;
 use crate::bridge::route::Reroute;
 use crate::chat::model::Scope;
@@ -46,14 +46,7 @@ impl Intake {
     /// Sets the checkpoints of `rooms`, and of every DM conversation when `dms`, to their
     /// histories now.
     async fn start_from_now(&mut self, rooms: &[Scope], dms: bool) -> Result<(), OutboxError> {
-        let mut reader = CatchUp {
-            con: &mut self.con,
-            routes: &self.routes,
-            decoder: &mut self.decoder,
-            limits: self.limits,
-            watched: &mut self.watched,
-        };
-        let commit = reader.from_now(rooms.to_vec(), dms).await?;
+        let commit = self.catch_up().from_now(rooms.to_vec(), dms).await?;
         enqueue_pass(&mut self.outbox, &[], &commit).await?;
         Ok(())
     }
