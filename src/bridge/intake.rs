@@ -105,6 +105,8 @@ struct State {
     drop_logged: HashMap<String, Instant>,
     /// New routes waiting for the pending pass to be resolved.
     reroute: Option<Reroute>,
+    /// Rooms a switch added, waiting for its barrier to be started from now once more.
+    from_now: Option<reroute::FromNow>,
 }
 
 impl Intake {
@@ -128,8 +130,11 @@ impl Intake {
                         return;
                     }
                 },
-                _ = sweep.tick(), if state.pending.is_none() => {
+                // Not while a switch's barrier is awaited (a pass read before it would still
+                // count what the second "from now" covers as missed), unless it is overdue.
+                _ = sweep.tick(), if state.pending.is_none() && state.from_now.as_ref().is_none_or(|f| f.overdue()) => {
                     self.health.intake_busy();
+                    state.from_now = None;
                     self.start_pass(&mut state, false, &shutdown).await;
                     continue;
                 }
@@ -187,6 +192,9 @@ impl Intake {
                 if state.pending.as_ref().is_some_and(|p| p.token == token) {
                     self.flush(state, shutdown).await;
                     self.resolve(state, shutdown).await;
+                }
+                if state.from_now.as_ref().is_some_and(|f| f.token == token) {
+                    self.settle_from_now(state, shutdown).await;
                 }
             }
             Feed::Reroute(reroute) if state.pending.is_some() => {
