@@ -271,6 +271,19 @@ impl Intake {
         }
     }
 
+    /// Publishes a new barrier token on this process's channel: the token, and whether Redis
+    /// took it (the subscription then delivers it after everything published before).
+    async fn publish_barrier(&mut self, state: &mut State) -> (String, redis::RedisResult<()>) {
+        state.barriers += 1;
+        let token = state.barriers.to_string();
+        let published = redis::cmd("PUBLISH")
+            .arg(&self.barrier)
+            .arg(&token)
+            .query_async(&mut self.con)
+            .await;
+        (token, published)
+    }
+
     /// Starts a catch-up pass: reads history and publishes the barrier. After a subscribe the
     /// read is retried until it works (or shutdown); a sweep that fails is left to the next.
     async fn start_pass(&mut self, state: &mut State, hold: bool, shutdown: &CancellationToken) {
@@ -292,13 +305,7 @@ impl Intake {
                 }
             }
         };
-        state.barriers += 1;
-        let token = state.barriers.to_string();
-        let published: Result<(), redis::RedisError> = redis::cmd("PUBLISH")
-            .arg(&self.barrier)
-            .arg(&token)
-            .query_async(&mut self.con)
-            .await;
+        let (token, published) = self.publish_barrier(state).await;
         let deadline = match published {
             Ok(()) => Instant::now() + BARRIER_TIMEOUT,
             Err(e) => {

@@ -13,8 +13,6 @@
 //! being published in that millisecond is taken as before the switch too.) If the session
 //! ends first, the second step is dropped: that session's catch-up reads from the first.
 
-use redis::RedisError;
-
 use tokio::time::Instant;
 
 use super::{BARRIER_TIMEOUT, Intake, Retry, State};
@@ -59,13 +57,7 @@ impl Intake {
             if !self.start_from_now_retrying(&rooms, dms, shutdown).await {
                 return;
             }
-            state.barriers += 1;
-            let token = state.barriers.to_string();
-            let published: Result<(), RedisError> = redis::cmd("PUBLISH")
-                .arg(&self.barrier)
-                .arg(&token)
-                .query_async(&mut self.con)
-                .await;
+            let (token, published) = self.publish_barrier(state).await;
             match published {
                 Ok(()) => {
                     state.from_now = Some(FromNow {
